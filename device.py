@@ -1,0 +1,46 @@
+"""Pick the torch device: CUDA, then Apple MPS, then the CPU. `PULSE_DEVICE` overrides it."""
+import os
+
+import torch
+
+
+class DeviceError(RuntimeError):
+    pass
+
+
+def _mps_available():
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def _check_available(device):
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"PULSE_DEVICE={device} asks for CUDA, but torch sees no CUDA GPU "
+                              f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"PULSE_DEVICE={device}: there are only {count} CUDA device(s)")
+    elif device.type == "mps" and not _mps_available():
+        raise DeviceError(f"PULSE_DEVICE={device} asks for Apple MPS, which is not available here")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"PULSE_DEVICE={device}: use cpu, cuda, cuda:N or mps")
+
+
+def pick_device(requested=None):
+    """The device named by `requested` or $PULSE_DEVICE, else the best one available.
+
+    A device that was asked for but is not there is an error, never a silent fallback.
+    """
+    requested = requested or os.environ.get("PULSE_DEVICE", "").strip()
+    if requested:
+        try:
+            device = torch.device(requested)
+        except RuntimeError as e:
+            raise DeviceError(f"PULSE_DEVICE={requested!r} is not a device name: use cpu, cuda, cuda:N or mps") from e
+        _check_available(device)
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
