@@ -16,3 +16,7 @@ def fixtures():
 def load_fixture(name):
     import torch
     return torch.load(FIXTURES / name, map_location="cpu", weights_only=True)
+
+
+TINY_MODEL = FIXTURES / "tiny_model"
+TINY_INPUT = FIXTURES / "tiny_input" / "target.png"

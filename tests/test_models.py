@@ -20,7 +20,7 @@ def test_default_modules_have_the_2020_state_dict_layout():
 
 
 def test_tiny_model_is_rebuilt_from_its_state_dict_alone():
-    state = load_fixture("synthesis.pt")
+    state = load_fixture("tiny_model/synthesis.pt")
     model = synthesis_from_state_dict(state)
     model.load_state_dict(state, strict=True)
     assert model.resolution == 256 and model.num_layers == 14
@@ -28,7 +28,7 @@ def test_tiny_model_is_rebuilt_from_its_state_dict_alone():
 
 
 def test_tiny_model_reproduces_the_2020_forward_pass_bit_for_bit():
-    state = load_fixture("synthesis.pt")
+    state = load_fixture("tiny_model/synthesis.pt")
     model = synthesis_from_state_dict(state)
     model.load_state_dict(state)
     ref = load_fixture("forward.pt")

@@ -1,0 +1,212 @@
+"""The PULSE latent search (Menon et al., CVPR 2020).
+
+Find a latent of a frozen StyleGAN whose image, downscaled bicubically, matches a low-resolution
+input. The order of operations is the 2020 one, step by step: build `latent_in` from the latent
+through the Gaussian fit, generate, compute the losses, remember the best image, backward,
+optimizer step with the spherical projection, scheduler step.
+"""
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from loss import LossBuilder
+from SphericalOptimizer import SphericalOptimizer
+
+OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "sgdm": partial(torch.optim.SGD, momentum=0.9),
+    "adamax": torch.optim.Adamax,
+}
+NOISE_TYPES = ("zero", "fixed", "trainable")
+
+
+def linear1cycle(step, steps):
+    return (9 * (1 - abs(step / steps - 1 / 2) * 2) + 1) / 10
+
+
+def linear1cycledrop(step, steps):
+    """One linear cycle over the first 90% of the steps, then a linear drop to lr / 1000."""
+    if step < 0.9 * steps:
+        return (9 * (1 - abs(step / (0.9 * steps) - 1 / 2) * 2) + 1) / 10
+    return 1 / 10 + (step - 0.9 * steps) / (0.1 * steps) * (1 / 1000 - 1 / 10)
+
+
+SCHEDULES = {
+    "fixed": lambda step, steps: 1,
+    "linear1cycle": linear1cycle,
+    "linear1cycledrop": linear1cycledrop,
+}
+
+
+@dataclass
+class SearchConfig:
+    """The search flags of run.py, with the 2020 defaults."""
+    loss_str: str = "100*L2+0.05*GEOCROSS"
+    eps: float = 2e-3
+    noise_type: str = "trainable"
+    num_trainable_noise_layers: int = 5
+    tile_latent: bool = False
+    bad_noise_layers: str = "17"
+    opt_name: str = "adam"
+    learning_rate: float = 0.4
+    steps: int = 100
+    lr_schedule: str = "linear1cycledrop"
+
+    def zeroed_noise_layers(self):
+        return {int(layer) for layer in self.bad_noise_layers.split(".") if layer.strip()}
+
+
+@dataclass
+class SearchResult:
+    """Per sample of the batch: the best image (lowest TOTAL, first on ties) and its record."""
+    best_im: torch.Tensor          # [B, 3, R, R] in [0, 1], on the CPU
+    best_step: list                # 1-based step of each sample's best image
+    best_losses: list              # {loss name: value} at that step, TOTAL included
+    converged: list                # whether the lowest L2 of the sample reached eps
+    trajectory: list               # per sample, one {step, losses..., TOTAL} dict per step
+    seconds: float = 0.0
+    interrupted: bool = False
+    steps_done: int = 0
+
+
+def draw_start(seed, num_layers, config):
+    """Latent and noise maps of one sample, drawn in float32 on the CPU from `seed`.
+
+    Same draws in the same order as 2020: the latent first, then one map per layer that is
+    not zeroed. Drawing on the CPU makes a seed give the same search on every device.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    latent = torch.randn((1, 1 if config.tile_latent else num_layers, 512), generator=generator)
+    zeroed = config.zeroed_noise_layers()
+    noise = []
+    for i in range(num_layers):
+        size = 2 ** (i // 2 + 2)
+        if config.noise_type == "zero" or i in zeroed:
+            noise.append(torch.zeros((1, 1, size, size)))
+        else:
+            noise.append(torch.randn((1, 1, size, size), generator=generator))
+    return latent, noise
+
+
+class PULSE(torch.nn.Module):
+    """Holds the frozen synthesis network and the latent statistics; `search` runs PULSE."""
+
+    def __init__(self, synthesis, gaussian_fit):
+        super().__init__()
+        self.synthesis = synthesis.requires_grad_(False)
+        self.register_buffer("fit_mean", gaussian_fit["mean"].clone())
+        self.register_buffer("fit_std", gaussian_fit["std"].clone())
+        self.lrelu = torch.nn.LeakyReLU(negative_slope=0.2)
+
+    @property
+    def num_layers(self):
+        return self.synthesis.num_layers
+
+    @property
+    def resolution(self):
+        return self.synthesis.resolution
+
+    def start_point(self, seeds, config):
+        """Batched latent and noise (each sample from its own seed) as search variables."""
+        dtype, device = self.fit_mean.dtype, self.fit_mean.device
+        starts = [draw_start(seed, self.num_layers, config) for seed in seeds]
+        latent = torch.cat([lat for lat, _ in starts]).to(device, dtype).requires_grad_(True)
+        noise, noise_vars = [], []
+        for i in range(self.num_layers):
+            layer = torch.cat([maps[i] for _, maps in starts]).to(device, dtype)
+            trainable = (config.noise_type == "trainable" and i < config.num_trainable_noise_layers
+                         and i not in config.zeroed_noise_layers())
+            if trainable:
+                noise_vars.append(layer.requires_grad_(True))
+            noise.append(layer)
+        return latent, noise, noise_vars
+
+    def generate(self, latent, noise):
+        """(latent_in, image in [0, 1]) for search latents [B, 1 or L, 512]."""
+        latent_in = latent.expand(-1, self.num_layers, -1)
+        latent_in = self.lrelu(latent_in * self.fit_std + self.fit_mean)
+        return latent_in, (self.synthesis(latent_in, noise) + 1) / 2
+
+    def search(self, ref_im, seeds, config, on_step=None):
+        """Run PULSE on `ref_im` [B, 3, r, r] in [0, 1], sample b starting from `seeds[b]`.
+
+        `on_step(step, losses, best_im, lr_image)` is called after each step's losses (values are
+        device tensors [B]); Ctrl-C ends the search early with the best result so far.
+        """
+        ref_im = ref_im.to(self.fit_mean.device, self.fit_mean.dtype)
+        latent, noise, noise_vars = self.start_point(seeds, config)
+        opt = SphericalOptimizer(OPTIMIZERS[config.opt_name], [latent] + noise_vars, lr=config.learning_rate)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt.opt, partial(SCHEDULES[config.lr_schedule], steps=config.steps))
+        loss_builder = LossBuilder(ref_im, config.loss_str, config.eps, self.resolution)
+
+        tracker = BestTracker(loss_builder.parsed_loss)
+        start = time.time()
+        interrupted = False
+        try:
+            for step in range(1, config.steps + 1):
+                opt.zero_grad()
+                latent_in, gen_im = self.generate(latent, noise)
+                total, losses = loss_builder(latent_in, gen_im)
+                losses["TOTAL"] = total
+                tracker.update(step, losses, gen_im)
+                if on_step is not None:
+                    on_step(step, losses, tracker.best_im, lambda: loss_builder.D(tracker.best_im))
+                total.sum().backward()
+                opt.step()
+                scheduler.step()
+        except KeyboardInterrupt:
+            if tracker.best_im is None:
+                raise
+            interrupted = True
+        return tracker.result(config.eps, seconds=time.time() - start, interrupted=interrupted)
+
+
+class BestTracker:
+    """Keeps each sample's lowest-TOTAL image on the device and the per-step loss history."""
+
+    def __init__(self, loss_terms):
+        self.loss_terms = loss_terms
+        self.best_im = None
+        self.best_total = None
+        self.best_step = None
+        self.history = []
+
+    @torch.no_grad()
+    def update(self, step, losses, gen_im):
+        total = losses["TOTAL"].detach()
+        if self.best_im is None:
+            self.best_im, self.best_total = gen_im.detach().clone(), total.clone()
+            self.best_step = torch.full_like(total, step, dtype=torch.long)
+        else:
+            improved = total < self.best_total
+            self.best_im = torch.where(improved.view(-1, 1, 1, 1), gen_im.detach(), self.best_im)
+            self.best_total = torch.where(improved, total, self.best_total)
+            self.best_step = torch.where(improved, torch.full_like(self.best_step, step), self.best_step)
+        self.history.append({name: value.detach() for name, value in losses.items()})
+
+    def result(self, eps, seconds, interrupted):
+        # One transfer for the whole history: no per-step host synchronisation in the loop.
+        names = list(self.history[0])
+        table = {name: torch.stack([h[name] for h in self.history]).cpu() for name in names}
+        batch = self.best_im.shape[0]
+        best_steps = self.best_step.cpu().tolist()
+        trajectory = [[{"step": k + 1, **{name: table[name][k, b].item() for name in names}}
+                       for k in range(len(self.history))] for b in range(batch)]
+        eps_t = torch.tensor(eps, dtype=table["L2"].dtype)
+        # As in 2020 (and in the reference runs), only a search that optimises L2 can converge:
+        # with a loss string without L2, L2 is still reported but never counts as reaching eps.
+        targets_l2 = any(name == "L2" for _, name in self.loss_terms)
+        return SearchResult(
+            best_im=self.best_im.clamp(0, 1).cpu(),
+            best_step=best_steps,
+            best_losses=[dict(list(trajectory[b][s - 1].items())[1:]) for b, s in enumerate(best_steps)],
+            converged=[targets_l2 and bool((table["L2"][:, b] <= eps_t).any()) for b in range(batch)],
+            trajectory=trajectory,
+            seconds=seconds,
+            interrupted=interrupted,
+            steps_done=len(self.history),
+        )

@@ -1,0 +1,34 @@
+"""Writing files so that a crash or Ctrl-C never leaves half of one behind."""
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success rename it into place, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_image(image, path):
+    """Save a PIL image atomically; the format follows the file name (PNG, GIF, ...)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG"))
+
+
+def append_line(path, line):
+    """Append one text line in a single write, so concurrent readers never see half of it."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line.rstrip("\n") + "\n")
+        f.flush()
+        os.fsync(f.fileno())

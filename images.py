@@ -1,0 +1,39 @@
+"""Image files <-> tensors, with the 2020 conversions (ToTensor in, ToPILImage out)."""
+import torch
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from files import save_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class ImageReadError(ValueError):
+    pass
+
+
+def read_rgb(path):
+    """The image at `path` as RGB (alpha, palette and greyscale converted, EXIF rotation applied)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({e})"
+        raise ImageReadError(f"{path}: {reason}") from e
+
+
+def to_tensor(image):
+    """PIL RGB image -> float32 [3, H, W] in [0, 1] (torchvision ToTensor semantics)."""
+    array = np.asarray(image, dtype=np.uint8).copy()
+    return torch.from_numpy(array).permute(2, 0, 1).float().div(255)
+
+
+def to_pil(tensor):
+    """[3, H, W] in [0, 1] -> PIL image; values are truncated like torchvision's ToPILImage."""
+    array = tensor.detach().clamp(0, 1).mul(255).byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def save_tensor_image(tensor, path):
+    save_image(to_pil(tensor), path)

@@ -1,0 +1,349 @@
+"""PULSE on a folder of aligned low-resolution faces: `python run.py -input_dir input -output_dir runs`.
+
+Every input gets its best high-resolution image written as `<output_dir>/<stem>.png` (or
+`<stem>_<k>.png` with -duplicates), even when the search did not reach eps (then it is flagged
+NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`.
+"""
+import argparse
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import runlog
+from device import DeviceError, pick_device
+from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
+from loss import LossStringError, parse_loss_str
+from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, SearchConfig
+from weights import WeightsError, load_generator
+
+PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
+MAX_LAYERS = 18  # of the 1024x1024 model; checked against the loaded model's own count too
+EXIT_INPUT_FAILED, EXIT_SETUP_FAILED, EXIT_INTERRUPTED = 1, 2, 130
+
+
+# ---- flags ---------------------------------------------------------------------------------
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def noise_layer_list(text):
+    try:
+        layers = [int(part) for part in text.split(".")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a dot-separated list of layer numbers, e.g. 17 or 3.5.17")
+    if any(layer < 0 for layer in layers):
+        raise argparse.ArgumentTypeError(f"layer numbers start at 0, got {text!r}")
+    return text
+
+
+def loss_string(text):
+    try:
+        parse_loss_str(text)
+    except LossStringError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
+
+
+def build_parser():
+    defaults = SearchConfig()
+    p = argparse.ArgumentParser(
+        description="PULSE: search a StyleGAN's latent space for high-resolution faces that "
+                    "downscale to the low-resolution inputs (Menon et al., CVPR 2020).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    io = p.add_argument_group("input and output")
+    io.add_argument("-input_dir", "--input_dir", default="input",
+                    help="folder of square low-resolution faces (PNG, JPEG, WebP), e.g. from align_face.py")
+    io.add_argument("-output_dir", "--output_dir", default="runs", help="where results and pulse_log.jsonl go")
+    io.add_argument("-cache_dir", "--cache_dir", default="cache",
+                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt)")
+    io.add_argument("-duplicates", "--duplicates", type=positive_int, default=1,
+                    help="high-resolution images per input, each from its own seed")
+    io.add_argument("-batch_size", "--batch_size", type=positive_int, default=1,
+                    help="searches run together (results do not depend on it)")
+    io.add_argument("-save_intermediate", "--save_intermediate", action="store_true",
+                    help="write the best HR image and its LR downscale after every step under <output_dir>/<stem>/HR|LR/")
+    io.add_argument("-resume", "--resume", action="store_true",
+                    help="skip inputs whose output and log line already exist with the same flags and seed")
+
+    s = p.add_argument_group("search")
+    s.add_argument("-seed", "--seed", type=non_negative_int,
+                   help="seed of the first duplicate (duplicate k uses seed+k-1); drawn at random and logged if not given")
+    s.add_argument("-loss_str", "--loss_str", type=loss_string, default=defaults.loss_str,
+                   help="weighted sum of L2, L1 and GEOCROSS terms")
+    s.add_argument("-eps", "--eps", type=non_negative_float, default=defaults.eps,
+                   help="target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED")
+    s.add_argument("-noise_type", "--noise_type", choices=NOISE_TYPES, default=defaults.noise_type,
+                   help="noise inputs of the generator: zero, fixed random, or trainable")
+    s.add_argument("-num_trainable_noise_layers", "--num_trainable_noise_layers", type=non_negative_int,
+                   default=defaults.num_trainable_noise_layers,
+                   help="with -noise_type trainable, how many of the first noise layers are optimised")
+    s.add_argument("-tile_latent", "--tile_latent", action="store_true",
+                   help="search one latent vector shared by all layers instead of one per layer")
+    s.add_argument("-bad_noise_layers", "--bad_noise_layers", type=noise_layer_list, default=defaults.bad_noise_layers,
+                   help="dot-separated noise layers set to zero (they add artifacts)")
+    s.add_argument("-opt_name", "--opt_name", choices=list(OPTIMIZERS), default=defaults.opt_name,
+                   help="optimizer of the projected gradient descent")
+    s.add_argument("-learning_rate", "--learning_rate", type=non_negative_float, default=defaults.learning_rate,
+                   help="peak learning rate")
+    s.add_argument("-steps", "--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
+    s.add_argument("-lr_schedule", "--lr_schedule", choices=list(SCHEDULES), default=defaults.lr_schedule,
+                   help="learning-rate schedule over the steps")
+    s.add_argument("-precision", "--precision", choices=list(PRECISIONS), default="fp32",
+                   help="float type of the model and the search (random draws are always float32)")
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_trainable_noise_layers > MAX_LAYERS:
+        parser.error(f"argument -num_trainable_noise_layers: must be within 0..{MAX_LAYERS}, "
+                     f"got {args.num_trainable_noise_layers}")
+    return parser, args
+
+
+def search_config(args):
+    return SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
+
+
+# ---- inputs --------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    """One search: an input image, the name of its output and its seed."""
+    source: Path
+    name: str
+    seed: int
+    base_seed: int
+    image: torch.Tensor
+
+
+def list_inputs(input_dir):
+    folder = Path(input_dir)
+    if not folder.is_dir():
+        sys.exit(f"error: input folder {folder} does not exist. Put aligned low-resolution faces there "
+                 f"first, e.g. with `python align_face.py -input_dir realpics -output_dir {folder}`.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        sys.exit(f"error: input folder {folder} is empty. Put aligned low-resolution faces there first, "
+                 f"e.g. with `python align_face.py -input_dir realpics -output_dir {folder}`.")
+    return files
+
+
+def working_sizes(resolution):
+    return [resolution >> k for k in range(resolution.bit_length() - 2, -1, -1)]
+
+
+def read_input(path, resolution):
+    """The input as a [3, r, r] tensor; ImageReadError when PULSE cannot use it."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageReadError(f"{path}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
+    image = read_rgb(path)
+    width, height = image.size
+    sizes = ", ".join(str(s) for s in working_sizes(resolution))
+    if width != height:
+        raise ImageReadError(f"{path}: {width}x{height} is not square; align and crop faces with align_face.py")
+    if width > resolution:
+        raise ImageReadError(f"{path}: {width}x{width} is larger than the {resolution}x{resolution} model; "
+                             f"downscale it (align_face.py -output_size) to one of {sizes}")
+    if resolution % width or (resolution // width) & (resolution // width - 1):
+        raise ImageReadError(f"{path}: side {width} does not divide {resolution} by a power of two; "
+                             f"use one of {sizes} (align_face.py -output_size)")
+    return to_tensor(image)
+
+
+def make_jobs(paths, args, base_seed, resolution):
+    """Jobs for every readable input (times -duplicates) and the error messages of the others."""
+    jobs, errors = [], []
+    for path in paths:
+        try:
+            image = read_input(path, resolution)
+        except ImageReadError as e:
+            errors.append(str(e))
+            continue
+        for k in range(1, args.duplicates + 1):
+            name = path.stem if args.duplicates == 1 else f"{path.stem}_{k}"
+            jobs.append(Job(path, name, base_seed + k - 1, base_seed, image))
+    return jobs, errors
+
+
+def batches(jobs, batch_size):
+    """Consecutive jobs grouped by input size, at most batch_size each (the last may be smaller)."""
+    batch = []
+    for job in jobs:
+        if batch and (len(batch) == batch_size or job.image.shape != batch[0].image.shape):
+            yield batch
+            batch = []
+        batch.append(job)
+    if batch:
+        yield batch
+
+
+# ---- results -------------------------------------------------------------------------------
+
+def result_settings(args):
+    """The flags that decide a result: a resumed run reuses a result only if they all match."""
+    return {**asdict(search_config(args)), "precision": args.precision}
+
+
+def already_done(job, out_dir, records, settings):
+    output = out_dir / f"{job.name}.png"
+    return output.exists() and any(
+        r.get("output") == str(output) and r.get("seed") == job.seed and not r.get("interrupted")
+        and {k: r.get("args", {}).get(k) for k in settings} == settings for r in records)
+
+
+def base_seed_for(args, records):
+    if args.seed is not None:
+        return args.seed
+    if args.resume and records:
+        return records[-1]["base_seed"]
+    return random.SystemRandom().randrange(2 ** 31)
+
+
+def intermediate_writer(out_dir, batch, steps):
+    digits = len(str(steps))
+
+    def write(step, losses, best_im, lr_image):
+        low = lr_image()
+        for b, job in enumerate(batch):
+            folder = out_dir / job.name
+            save_tensor_image(best_im[b], folder / "HR" / f"{job.name}_{step:0{digits}d}.png")
+            save_tensor_image(low[b], folder / "LR" / f"{job.name}_{step:0{digits}d}.png")
+    return write
+
+
+def progress_reporter(bar):
+    """Updates the bar every step; reads loss values back from the device at most twice a second."""
+    last = [0.0]
+
+    def report(step, losses, best_im, lr_image):
+        bar.update(1)
+        if time.monotonic() - last[0] > 0.5 or step == bar.total:
+            last[0] = time.monotonic()
+            bar.set_postfix({name: f"{value[0].item():.4f}" for name, value in losses.items()})
+    return report
+
+
+def run_batch(model, batch, config, args, out_dir):
+    hooks = []
+    names = ", ".join(job.name for job in batch)
+    with tqdm(total=config.steps, desc=names[:40], unit="step", leave=False) as bar:
+        hooks.append(progress_reporter(bar))
+        if args.save_intermediate:
+            hooks.append(intermediate_writer(out_dir, batch, config.steps))
+
+        def on_step(*info):
+            for hook in hooks:
+                hook(*info)
+
+        ref_im = torch.stack([job.image for job in batch])
+        return model.search(ref_im, [job.seed for job in batch], config, on_step)
+
+
+def record_results(batch, result, args, device, out_dir, log_path):
+    for b, job in enumerate(batch):
+        output = out_dir / f"{job.name}.png"
+        save_tensor_image(result.best_im[b], output)
+        runlog.append(log_path, {
+            "input": str(job.source), "output": str(output), "seed": job.seed, "base_seed": job.base_seed,
+            "device": str(device), "steps": result.steps_done, "best_step": result.best_step[b],
+            "losses": result.best_losses[b], "converged": result.converged[b],
+            "interrupted": result.interrupted, "seconds": round(result.seconds, 3),
+            "args": vars(args), "trajectory": result.trajectory[b],
+        })
+        status = "converged" if result.converged[b] else "NOT CONVERGED"
+        if result.interrupted:
+            status += f", interrupted after {result.steps_done} steps"
+        losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.best_losses[b].items())
+        print(f"{output}  best step {result.best_step[b]} | {losses} | {status}")
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+def load_model(args, device):
+    synthesis, fit = load_generator(args.cache_dir)
+    if synthesis.resolution != 1024:
+        print(f"note: the model in {args.cache_dir} is {synthesis.resolution}x{synthesis.resolution}, not the "
+              f"1024x1024 FFHQ face model (e.g. the tiny test model): results are not faces", file=sys.stderr)
+    return PULSE(synthesis, fit).to(device, PRECISIONS[args.precision])
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    paths = list_inputs(args.input_dir)
+    try:
+        device = pick_device()
+        model = load_model(args, device)
+    except (DeviceError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    if args.num_trainable_noise_layers > model.num_layers:
+        parser.error(f"argument -num_trainable_noise_layers: this model has {model.num_layers} layers, "
+                     f"so it must be within 0..{model.num_layers}")
+
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / runlog.LOG_NAME
+    records = runlog.read(log_path) if args.resume else []
+    base_seed = base_seed_for(args, records)
+    print(f"seed {base_seed}{'' if args.seed is not None else ' (drawn; pass -seed to repeat)'} | "
+          f"device {device} | {args.precision}")
+
+    jobs, errors = make_jobs(paths, args, base_seed, model.resolution)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    settings = result_settings(args)
+    todo = [job for job in jobs if not (args.resume and already_done(job, out_dir, records, settings))]
+    if len(todo) < len(jobs):
+        print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go")
+
+    config = search_config(args)
+    for batch in batches(todo, args.batch_size):
+        try:
+            result = run_batch(model, batch, config, args, out_dir)
+        except torch.OutOfMemoryError:
+            print(f"error: out of memory on {device} with -batch_size {args.batch_size}; "
+                  f"try -batch_size {max(1, args.batch_size // 2)}", file=sys.stderr)
+            return EXIT_SETUP_FAILED
+        if result.interrupted:
+            signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: leave now
+        record_results(batch, result, args, device, out_dir, log_path)
+        if result.interrupted:
+            print("interrupted: the best images so far are written and logged", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    print(f"{len(paths)} input(s), {len(todo)} search(es) run, {len(errors)} input(s) failed")
+    return EXIT_INPUT_FAILED if errors else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

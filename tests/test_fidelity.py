@@ -1,0 +1,73 @@
+"""run.py reproduces the 2020 algorithm on the tiny fidelity model (see tests/fixtures).
+
+float64 is compared strictly (every step's losses, best step, convergence, image); float32
+loosely (first step, best step, convergence), because the float32 search is chaotic.
+"""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import run
+from conftest import FIXTURES, TINY_INPUT, TINY_MODEL
+
+EXPECTED = {"fp64": json.loads((FIXTURES / "expected_search_fp64.json").read_text()),
+            "fp32": json.loads((FIXTURES / "expected_search.json").read_text())}
+VARIANTS = list(EXPECTED["fp64"]["variants"])
+
+
+def flags(args):
+    out = []
+    for name, value in args.items():
+        out += [f"-{name}"] if value is True else [f"-{name}", str(value)]
+    return out
+
+
+def run_variant(tmp_path, precision, variant):
+    expected = EXPECTED[precision]
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    (input_dir / "target.png").write_bytes(TINY_INPUT.read_bytes())
+    out_dir = tmp_path / "out"
+    code = run.main(["-input_dir", str(input_dir), "-output_dir", str(out_dir), "-cache_dir", str(TINY_MODEL),
+                     "-seed", str(expected["search_seed"]), "-steps", str(expected["steps"]),
+                     "-precision", precision, *flags(expected["variants"][variant]["args"])])
+    assert code == 0
+    (record,) = [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()]
+    return record, out_dir / "target.png"
+
+
+def relative(a, b):
+    return abs(a - b) / max(abs(b), 1e-300)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float64_search_matches_2020_strictly(tmp_path, variant):
+    ref = EXPECTED["fp64"]["variants"][variant]
+    record, image_path = run_variant(tmp_path, "fp64", variant)
+
+    assert len(record["trajectory"]) == len(ref["trajectory"])
+    for got, want in zip(record["trajectory"], ref["trajectory"]):
+        for name in want:
+            assert relative(got[name], want[name]) < 1e-6, (want["step"], name, got[name], want[name])
+
+    totals = [t["TOTAL"] for t in ref["trajectory"]]
+    assert relative(totals[record["best_step"] - 1], ref["best"]["TOTAL"]) < 1e-9  # ties count as equal
+    assert record["converged"] == ref["converged"]
+
+    got = np.asarray(Image.open(image_path), dtype=int)
+    want = np.asarray(Image.open(FIXTURES / f"best_fp64_{variant}.png").convert("RGB"), dtype=int)
+    assert got.shape == want.shape
+    assert (np.abs(got - want) <= 1).mean() >= 0.999
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float32_search_matches_2020_loosely(tmp_path, variant):
+    ref = EXPECTED["fp32"]["variants"][variant]
+    record, _ = run_variant(tmp_path, "fp32", variant)
+    first, want = record["trajectory"][0], ref["trajectory"][0]
+    for name in want:
+        assert relative(first[name], want[name]) < 1e-5, (name, first[name], want[name])
+    assert record["best_step"] == ref["best"]["step"]
+    assert record["converged"] == ref["converged"]
