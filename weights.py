@@ -144,7 +144,7 @@ def gaussian_fit_for(cache_dir, dlatent_size=512, log=print):
             return load_gaussian_fit(folder / "gaussian_fit.pt", dlatent_size)
     mapping = load_mapping(find_or_download(cache_dir, "mapping.pt"))
     log(f"gaussian_fit.pt not found: fitting it from mapping.pt ({GAUSSIAN_FIT_DRAWS:,} draws)")
-    fit = fit_gaussian(mapping)
+    fit = fit_gaussian(mapping, draws=GAUSSIAN_FIT_DRAWS)
     save_tensors(fit, Path(cache_dir) / "gaussian_fit.pt")
     log(f"saved {Path(cache_dir) / 'gaussian_fit.pt'}")
     return fit

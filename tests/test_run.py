@@ -1,0 +1,158 @@
+"""run.py end to end on the tiny model: seeds, duplicates, batches, outputs and the run log."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import run
+from conftest import TINY_INPUT, TINY_MODEL
+
+
+def make_inputs(folder, count=1):
+    """`count` different 16x16 inputs: the fixture target, then colour-shifted copies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = np.asarray(Image.open(TINY_INPUT).convert("RGB"), dtype=np.int16)
+    for i in range(count):
+        Image.fromarray(np.clip(base + 25 * i, 0, 255).astype(np.uint8)).save(folder / f"face{i}.png")
+    return folder
+
+
+def run_cli(tmp_path, *flags, inputs=None, out="out"):
+    inputs = inputs or make_inputs(tmp_path / "in")
+    out_dir = tmp_path / out
+    code = run.main(["-input_dir", str(inputs), "-output_dir", str(out_dir),
+                     "-cache_dir", str(TINY_MODEL), *flags])
+    return code, out_dir
+
+
+def log_records(out_dir):
+    return [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()]
+
+
+def pixels(path):
+    return np.asarray(Image.open(path), dtype=int)
+
+
+def test_seed_zero_is_a_seed(tmp_path):
+    inputs = make_inputs(tmp_path / "in")
+    runs = [run_cli(tmp_path, "-seed", seed, "-steps", "3", inputs=inputs, out=f"out{i}")[1]
+            for i, seed in enumerate(["0", "0", "1"])]
+    first, again, other = (pixels(d / "face0.png") for d in runs)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert log_records(runs[0])[0]["seed"] == 0
+
+
+def test_without_seed_one_is_drawn_and_logged(tmp_path, capsys):
+    code, out_dir = run_cli(tmp_path, "-steps", "2")
+    assert code == 0
+    seed = log_records(out_dir)[0]["seed"]
+    assert isinstance(seed, int) and f"seed {seed} (drawn" in capsys.readouterr().out
+
+
+def test_duplicates_use_consecutive_seeds_and_match_single_runs(tmp_path):
+    inputs = make_inputs(tmp_path / "in")
+    _, dup_dir = run_cli(tmp_path, "-seed", "3", "-duplicates", "2", "-steps", "3", inputs=inputs, out="dup")
+    _, single_dir = run_cli(tmp_path, "-seed", "4", "-steps", "3", inputs=inputs, out="single")
+    assert sorted(p.name for p in dup_dir.glob("*.png")) == ["face0_1.png", "face0_2.png"]
+    assert [r["seed"] for r in log_records(dup_dir)] == [3, 4]
+    assert np.array_equal(pixels(dup_dir / "face0_2.png"), pixels(single_dir / "face0.png"))
+    assert not np.array_equal(pixels(dup_dir / "face0_1.png"), pixels(dup_dir / "face0_2.png"))
+
+
+def test_a_batch_of_two_equals_two_batches_of_one(tmp_path):
+    inputs = make_inputs(tmp_path / "in", count=2)
+    flags = ["-seed", "7", "-steps", "6", "-precision", "fp64"]
+    _, batched = run_cli(tmp_path, *flags, "-batch_size", "2", inputs=inputs, out="b2")
+    _, alone = run_cli(tmp_path, *flags, "-batch_size", "1", inputs=inputs, out="b1")
+    for got, want in zip(log_records(batched), log_records(alone)):
+        assert got["best_step"] == want["best_step"]
+        for g, w in zip(got["trajectory"], want["trajectory"]):
+            assert g == pytest.approx(w, rel=1e-9)
+    for name in ("face0.png", "face1.png"):
+        assert np.abs(pixels(batched / name) - pixels(alone / name)).max() <= 1
+
+
+def test_last_batch_may_be_smaller(tmp_path):
+    code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "2", "-batch_size", "2",
+                            inputs=make_inputs(tmp_path / "in", count=3))
+    assert code == 0 and len(log_records(out_dir)) == 3
+
+
+def test_log_record_holds_the_whole_search(tmp_path):
+    _, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "5", "-precision", "fp64")
+    (record,) = log_records(out_dir)
+    assert {"input", "output", "seed", "device", "steps", "best_step", "losses", "converged",
+            "seconds", "args", "trajectory"} <= set(record)
+    assert record["device"] == "cpu" and record["args"]["precision"] == "fp64"
+    assert [t["step"] for t in record["trajectory"]] == [1, 2, 3, 4, 5]
+    totals = [t["TOTAL"] for t in record["trajectory"]]
+    assert record["best_step"] == 1 + totals.index(min(totals))
+    assert record["losses"]["TOTAL"] == min(totals)
+    assert set(record["losses"]) == {"L2", "GEOCROSS", "TOTAL"}
+
+
+def test_l2_is_reported_even_when_the_loss_leaves_it_out(tmp_path):
+    _, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "2", "-loss_str", "1*L1")
+    (record,) = log_records(out_dir)
+    assert set(record["trajectory"][0]) == {"step", "L1", "L2", "TOTAL"}
+
+
+def test_unreached_eps_still_writes_the_best_image_flagged_not_converged(tmp_path, capsys):
+    code, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "3", "-eps", "0")
+    assert code == 0 and (out_dir / "face0.png").exists()
+    assert log_records(out_dir)[0]["converged"] is False
+    assert "NOT CONVERGED" in capsys.readouterr().out
+
+
+def test_save_intermediate_writes_every_step_for_every_sample(tmp_path):
+    _, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "3", "-batch_size", "2", "-save_intermediate",
+                         inputs=make_inputs(tmp_path / "in", count=2))
+    for name in ("face0", "face1"):
+        hr = sorted((out_dir / name / "HR").iterdir())
+        lr = sorted((out_dir / name / "LR").iterdir())
+        assert [p.name for p in hr] == [f"{name}_{k}.png" for k in (1, 2, 3)]
+        assert Image.open(hr[0]).size == (256, 256) and Image.open(lr[0]).size == (16, 16)
+    # the last intermediate HR image is the best image, which is the result
+    assert np.array_equal(pixels(out_dir / "face0" / "HR" / "face0_3.png"), pixels(out_dir / "face0.png"))
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGBA", ".png"), ("L", ".png"), ("RGB", ".jpg"),
+                                          ("RGB", ".webp"), ("P", ".png")])
+def test_common_formats_and_modes_are_read_as_rgb(tmp_path, mode, suffix):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(TINY_INPUT).convert(mode).save(folder / f"face{suffix}")
+    code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "2", inputs=folder)
+    assert code == 0 and Image.open(out_dir / "face.png").mode == "RGB"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("-loss_str", "100*L3", "unknown loss 'L3'"),
+    ("-loss_str", "100*L2+", "bad term"),
+    ("-loss_str", "a*L2", "bad weight 'a'"),
+    ("-noise_type", "random", "invalid choice"),
+    ("-opt_name", "lbfgs", "invalid choice"),
+    ("-lr_schedule", "cosine", "invalid choice"),
+    ("-steps", "0", "must be at least 1"),
+    ("-batch_size", "0", "must be at least 1"),
+    ("-duplicates", "0", "must be at least 1"),
+    ("-eps", "-1", "must be 0 or more"),
+    ("-bad_noise_layers", "3,5", "dot-separated list"),
+    ("-num_trainable_noise_layers", "19", "within 0..18"),
+    ("-num_trainable_noise_layers", "15", "this model has 14 layers"),
+])
+def test_bad_flag_values_are_rejected_with_the_reason(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(tmp_path, flag, value)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and flag in err
+    assert not (tmp_path / "out" / "face0.png").exists()
+
+
+def test_choices_are_listed_for_a_bad_choice(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_cli(tmp_path, "-opt_name", "lbfgs")
+    assert "'sgd', 'adam', 'sgdm', 'adamax'" in capsys.readouterr().err
