@@ -1,0 +1,299 @@
+"""Convert NVIDIA's StyleGAN-1 pickle into the weight files PULSE loads, without TensorFlow.
+
+    python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir cache
+
+writes `synthesis.pt`, `mapping.pt` (the 2020 PyTorch layout) and `gaussian_fit.pt` into the
+cache folder, after which run.py needs nothing else.
+
+A pickle can run arbitrary code while it loads, so the file is read by an unpickler that knows
+only the handful of classes such a file contains (NVIDIA's Network, which is replaced by a
+stand-in that merely keeps its state, and numpy arrays). Anything else stops the conversion
+before it runs. The network source code stored in the pickle is never executed.
+"""
+import argparse
+import hashlib
+import pickle
+import re
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import weights
+from stylegan import G_mapping, synthesis_from_state_dict
+
+try:  # numpy >= 2 moved the module that rebuilds pickled arrays; old pickles name the old one
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _multiarray
+
+FFHQ_MD5 = "9f4c085b663ed283f5853cc662bd0883"
+KNOWN_PICKLES = {  # MD5 of NVIDIA's released files
+    FFHQ_MD5: "FFHQ 1024x1024 (karras2019stylegan-ffhq-1024x1024.pkl)",
+    "6604978f22ef7caea1ef5ca723282b43": "CelebA-HQ 1024x1024 (karras2019stylegan-celebahq-1024x1024.pkl)",
+}
+
+
+class NetworkStandIn:
+    """Takes the place of dnnlib.tflib.network.Network: keeps the pickled state, runs nothing."""
+    state = None  # stays None if the pickle never hands over a state
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class EasyDictStandIn(dict):
+    """Takes the place of dnnlib.util.EasyDict (a plain dict subclass)."""
+
+
+ALLOWED_GLOBALS = {
+    ("dnnlib.tflib.network", "Network"): NetworkStandIn,
+    ("dnnlib.util", "EasyDict"): EasyDictStandIn,
+    ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
+    ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("collections", "OrderedDict"): OrderedDict,
+}
+
+
+class StyleGANUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise weights.WeightsError(
+                f"refusing to load {module}.{name} from the pickle: a StyleGAN-1 network pickle holds "
+                f"only networks and numpy arrays, so this file is either not one or has been tampered with"
+            ) from None
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_pickle(path):
+    with open(path, "rb") as f:
+        try:
+            return StyleGANUnpickler(f, encoding="latin1").load()
+        except weights.WeightsError:
+            raise
+        except Exception as e:  # a damaged pickle can fail in many ways; all mean the same to the user
+            raise weights.WeightsError(
+                f"{path} could not be read as a pickle (truncated or damaged?): {type(e).__name__}: {e}") from e
+
+
+def describe(obj):
+    if isinstance(obj, (tuple, list, dict)):
+        return f"a {type(obj).__name__} of length {len(obj)}"
+    return f"a {type(obj).__name__}"
+
+
+def find_gs(data, path):
+    """The state of Gs, the averaged generator PULSE uses, from NVIDIA's (G, D, Gs) tuple."""
+    if isinstance(data, (tuple, list)) and len(data) == 3:
+        gs = data[2]
+    elif isinstance(data, dict) and "Gs" in data:
+        gs = data["Gs"]
+    else:
+        gs = data
+    if not isinstance(gs, NetworkStandIn):
+        raise weights.WeightsError(f"{path} is not a StyleGAN-1 network pickle: expected NVIDIA's "
+                                   f"(G, D, Gs) tuple of networks, found {describe(data)}")
+    return gs.state
+
+
+def network_variables(state, what):
+    """The variables of one pickled network as {name relative to the network: float array}."""
+    try:
+        pairs = list(state["variables"])
+        arrays = {str(name): np.asarray(value) for name, value in pairs}
+    except (KeyError, TypeError, ValueError) as e:
+        raise weights.WeightsError(f"the {what} network in the pickle has no readable variable list ({e})") from e
+    not_float = [name for name, value in arrays.items() if value.dtype.kind != "f"]
+    if not_float:
+        raise weights.WeightsError(f"the {what} network holds non-float variables: {', '.join(not_float[:5])}")
+    return arrays
+
+
+def component_variables(gs_state, name):
+    components = gs_state.get("components") if isinstance(gs_state, dict) else None
+    if not isinstance(components, dict) or not isinstance(components.get(name), NetworkStandIn):
+        raise weights.WeightsError(f"Gs in the pickle has no '{name}' network; is this a StyleGAN-1 pickle?")
+    return network_variables(components[name].state, name)
+
+
+def tensor(array):
+    """A float32 tensor owning a copy of `array` (pickled arrays may be read-only views)."""
+    return torch.from_numpy(np.array(array, dtype=np.float32))
+
+
+def conv_weight_from_tf(array):
+    """TF conv weights are [k, k, in, out]; PyTorch wants [out, in, k, k] (the fused upscale conv too)."""
+    return tensor(array).permute(3, 2, 0, 1).contiguous()
+
+
+def dense_weight_from_tf(array):
+    """TF dense weights are [in, out]; PyTorch's are [out, in]."""
+    return tensor(array).t().contiguous()
+
+
+TF_LAYERS = {  # TF scope inside a block -> (PyTorch conv module, epilogue after it)
+    "Const": (None, "epi1"),
+    "Conv": ("conv", "epi2"),
+    "Conv0_up": ("conv0_up", "epi1"),
+    "Conv1": ("conv1", "epi2"),
+}
+SYNTHESIS_VARIABLE = re.compile(r"(?P<block>\d+x\d+)/(?P<layer>\w+)/(?P<param>.+)")
+SYNTHESIS_UNUSED = re.compile(r"lod|noise\d+|ToRGB_lod[1-9]\d*/(weight|bias)")  # PULSE only draws at full size
+
+
+def synthesis_key(tf_name):
+    """(PyTorch key, converter) for a synthesis variable PULSE uses, else None."""
+    if tf_name == "ToRGB_lod0/weight":
+        return "torgb.weight", conv_weight_from_tf
+    if tf_name == "ToRGB_lod0/bias":
+        return "torgb.bias", tensor
+    match = SYNTHESIS_VARIABLE.fullmatch(tf_name)
+    if not match or match["layer"] not in TF_LAYERS:
+        return None
+    conv, epilogue = TF_LAYERS[match["layer"]]
+    block, param = f"blocks.{match['block']}", match["param"]
+    if param == "Noise/weight":
+        return f"{block}.{epilogue}.noise.weight", tensor
+    if param == "StyleMod/weight":
+        return f"{block}.{epilogue}.style_mod.lin.weight", dense_weight_from_tf
+    if param == "StyleMod/bias":
+        return f"{block}.{epilogue}.style_mod.lin.bias", tensor
+    if conv is None:  # the Const scope: the learned input and the bias added to it
+        return (f"{block}.{param}", tensor) if param in ("const", "bias") else None
+    if param == "weight":
+        return f"{block}.{conv}.weight", conv_weight_from_tf
+    return (f"{block}.{conv}.bias", tensor) if param == "bias" else None
+
+
+def check_all_used(leftover, what):
+    if leftover:
+        raise weights.WeightsError(f"unexpected variables in the {what} network (not the StyleGAN-1 "
+                                   f"architecture PULSE uses): {', '.join(sorted(leftover)[:8])}")
+
+
+def convert_synthesis(variables):
+    """The 2020 synthesis state dict (in the module's own key order) from the TF variables."""
+    converted, leftover = {}, []
+    for tf_name, array in variables.items():
+        target = synthesis_key(tf_name)
+        if target:
+            key, to_torch = target
+            converted[key] = to_torch(array)
+        elif not SYNTHESIS_UNUSED.fullmatch(tf_name):
+            leftover.append(tf_name)
+    check_all_used(leftover, "synthesis")
+    try:
+        model = synthesis_from_state_dict(converted)
+        # The blur kernels are fixed buffers, not variables, so they come from the fresh module.
+        converted.update({key: value for key, value in model.state_dict().items() if key.endswith(".kernel")})
+        model.load_state_dict(converted, strict=True)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise weights.WeightsError(f"the synthesis network in the pickle does not fit StyleGAN-1: "
+                                   f"{str(e).strip().splitlines()[0]}") from e
+    return {key: converted[key] for key in model.state_dict()}
+
+
+def convert_mapping(variables):
+    converted, leftover = {}, []
+    for tf_name, array in variables.items():
+        match = re.fullmatch(r"Dense(\d+)/(weight|bias)", tf_name)
+        if match is None:
+            leftover.append(tf_name)
+            continue
+        key = f"dense{match[1]}.{match[2]}"
+        converted[key] = dense_weight_from_tf(array) if match[2] == "weight" else tensor(array)
+    check_all_used(leftover, "mapping")
+    model = G_mapping()
+    try:
+        model.load_state_dict(converted, strict=True)
+    except RuntimeError as e:
+        raise weights.WeightsError(f"the mapping network in the pickle does not fit StyleGAN-1: "
+                                   f"{str(e).strip().splitlines()[0]}") from e
+    return {key: converted[key] for key in model.state_dict()}, model.eval().requires_grad_(False)
+
+
+def report_model(path, log):
+    md5 = file_md5(path)
+    if md5 in KNOWN_PICKLES:
+        log(f"recognised NVIDIA's {KNOWN_PICKLES[md5]}")
+    else:
+        print(f"warning: {path} (MD5 {md5}) is not one of NVIDIA's released StyleGAN-1 pickles; "
+              f"converting it anyway", file=sys.stderr)
+    return md5
+
+
+def write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log):
+    destination = cache_dir / "gaussian_fit.pt"
+    if md5 == FFHQ_MD5:
+        # The bundled file is the 2020 fit of exactly this network: keep its bits, so runs
+        # reproduce the 2020 results instead of a fit that differs in the last digits.
+        weights.save_tensors(weights.load_gaussian_fit(weights.SCRIPT_DIR / "gaussian_fit.pt"), destination)
+        log(f"copied the bundled 2020 gaussian_fit.pt of the FFHQ model to {destination}")
+        return
+    log(f"fitting the latent gaussian ({gaussian_draws:,} draws of the mapping network)")
+    weights.save_tensors(weights.fit_gaussian(mapping, draws=gaussian_draws), destination)
+    log(f"saved {destination}")
+
+
+def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
+    """Write synthesis.pt, mapping.pt and gaussian_fit.pt for `pickle_path` into `cache_dir`."""
+    md5 = report_model(pickle_path, log)
+    gs = find_gs(read_pickle(pickle_path), pickle_path)
+    synthesis = convert_synthesis(component_variables(gs, "synthesis"))
+    mapping_state, mapping = convert_mapping(component_variables(gs, "mapping"))
+    resolution = synthesis_from_state_dict(synthesis).resolution
+    log(f"converted a {resolution}x{resolution} generator")
+    cache_dir = Path(cache_dir)
+    weights.save_tensors(synthesis, cache_dir / "synthesis.pt")
+    weights.save_tensors(mapping_state, cache_dir / "mapping.pt")
+    log(f"saved {cache_dir / 'synthesis.pt'} and {cache_dir / 'mapping.pt'}")
+    write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log)
+
+
+def at_least_two(text):
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("needs at least 2 draws to estimate a standard deviation")
+    return value
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) into "
+                    "synthesis.pt, mapping.pt and gaussian_fit.pt for PULSE. TensorFlow is not needed, "
+                    "and the pickle is read without running any code from it.")
+    parser.add_argument("pickle", type=Path, metavar="PICKLE", help="the StyleGAN-1 .pkl file holding (G, D, Gs)")
+    parser.add_argument("-cache_dir", type=Path, default=Path("cache"), metavar="DIR",
+                        help="folder to write the weight files to, the one run.py reads (default: cache)")
+    parser.add_argument("-gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS, metavar="N",
+                        help="latents drawn to fit gaussian_fit.pt (default: %(default)s, about a minute on a CPU)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        convert(args.pickle, args.cache_dir, args.gaussian_draws)
+    except (weights.WeightsError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""convert_weights.py against synthetic pickles laid out like NVIDIA's StyleGAN-1 release.
+
+The pickles are built here from small random PyTorch generators, turned into TensorFlow's
+variable names and layouts by this file's own (deliberately plain) inverse mapping, and
+pickled through stand-in `dnnlib` modules so they name the same classes as the real file.
+"""
+import io
+import os
+import pickle
+import subprocess
+import sys
+import types
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convert_weights
+import weights
+from conftest import ROOT, TINY_INPUT, TINY_MODEL, load_fixture
+from stylegan import G_mapping, G_synthesis, synthesis_from_state_dict
+
+GAUSSIAN_DRAWS = 256
+
+
+class Network:
+    """Pickles the way dnnlib.tflib.network.Network does: as its __getstate__ dict."""
+    __module__ = "dnnlib.tflib.network"
+
+    def __init__(self, name, variables, components=None, static_kwargs=None, build_module_src=""):
+        self.state = dict(version=3, name=name, static_kwargs=static_kwargs or {},
+                          components=components or {}, build_module_src=build_module_src,
+                          build_func_name=name, variables=variables)
+
+    def __getstate__(self):
+        return self.state
+
+
+class EasyDict(dict):
+    __module__ = "dnnlib.util"
+
+
+def fake_dnnlib_modules():
+    modules = {name: types.ModuleType(name) for name in
+               ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network", "dnnlib.util")}
+    modules["dnnlib.tflib.network"].Network = Network
+    modules["dnnlib.util"].EasyDict = EasyDict
+    return modules
+
+
+def dumps(obj):
+    """Pickle like NVIDIA did (protocol 4, the highest of Python 3.6), naming dnnlib's classes."""
+    with mock.patch.dict(sys.modules, fake_dnnlib_modules()):
+        return pickle.dumps(obj, protocol=4)
+
+
+def dump(obj, path):
+    path.write_bytes(dumps(obj))
+    return path
+
+
+# --- the test's own PyTorch -> TensorFlow mapping ---------------------------------------------
+
+def tf_conv(w):
+    return w.permute(2, 3, 1, 0).numpy().copy()  # [out, in, k, k] -> [k, k, in, out]
+
+
+def tf_dense(w):
+    return w.t().numpy().copy()  # [out, in] -> [in, out]
+
+
+def tf_synthesis_variables(model):
+    s = {k: v.detach() for k, v in model.state_dict().items()}
+
+    def conv(scope, module):
+        return [(f"{scope}/weight", tf_conv(s[f"{module}.weight"])), (f"{scope}/bias", s[f"{module}.bias"].numpy())]
+
+    def epilogue(scope, epi):
+        return [(f"{scope}/Noise/weight", s[f"{epi}.noise.weight"].numpy()),
+                (f"{scope}/StyleMod/weight", tf_dense(s[f"{epi}.style_mod.lin.weight"])),
+                (f"{scope}/StyleMod/bias", s[f"{epi}.style_mod.lin.bias"].numpy())]
+
+    variables = [("lod", np.float32(0)),
+                 ("4x4/Const/const", s["blocks.4x4.const"].numpy()), ("4x4/Const/bias", s["blocks.4x4.bias"].numpy())]
+    variables += epilogue("4x4/Const", "blocks.4x4.epi1")
+    variables += conv("4x4/Conv", "blocks.4x4.conv") + epilogue("4x4/Conv", "blocks.4x4.epi2")
+    for res in list(model.blocks)[1:]:
+        variables += conv(f"{res}/Conv0_up", f"blocks.{res}.conv0_up") + epilogue(f"{res}/Conv0_up", f"blocks.{res}.epi1")
+        variables += conv(f"{res}/Conv1", f"blocks.{res}.conv1") + epilogue(f"{res}/Conv1", f"blocks.{res}.epi2")
+    variables += conv("ToRGB_lod0", "torgb")
+    return variables + unused_synthesis_variables(model)
+
+
+def unused_synthesis_variables(model):
+    """What the real file also holds and PULSE ignores: low-resolution ToRGBs, stored noise maps."""
+    rng = np.random.default_rng(1)
+    variables = []
+    for lod, block in enumerate(reversed(list(model.blocks.values())[:-1]), start=1):
+        channels = block.epi2.noise.weight.numel()
+        variables += [(f"ToRGB_lod{lod}/weight", rng.standard_normal((1, 1, channels, 3), dtype=np.float32)),
+                      (f"ToRGB_lod{lod}/bias", rng.standard_normal(3, dtype=np.float32))]
+    for layer in range(model.num_layers):
+        size = 2 ** (layer // 2 + 2)
+        variables.append((f"noise{layer}", rng.standard_normal((1, 1, size, size), dtype=np.float32)))
+    return variables
+
+
+def tf_mapping_variables(model):
+    s = model.state_dict()
+    return [(f"Dense{i}/{p}", tf_dense(s[f"dense{i}.weight"]) if p == "weight" else s[f"dense{i}.bias"].numpy())
+            for i in range(8) for p in ("weight", "bias")]
+
+
+def randomised(model, seed):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():  # noise weights, biases and the constant included
+            p.copy_(torch.randn_like(p))
+    return model.eval()
+
+
+def nvidia_tuple(synthesis, mapping, build_module_src=""):
+    """(G, D, Gs) as in NVIDIA's file; G differs from Gs so picking the wrong one shows."""
+    def generator(name, sign):
+        syn = Network("G_synthesis", [(n, sign * v) for n, v in tf_synthesis_variables(synthesis)],
+                      static_kwargs=EasyDict(resolution=synthesis.resolution), build_module_src=build_module_src)
+        mapn = Network("G_mapping", [(n, sign * v) for n, v in tf_mapping_variables(mapping)],
+                       static_kwargs={"dlatent_broadcast": synthesis.num_layers})
+        return Network(name, [("lod", np.float32(0)), ("dlatent_avg", np.zeros(512, np.float32))],
+                       components={"synthesis": syn, "mapping": mapn}, build_module_src=build_module_src)
+
+    D = Network("D", [("4x4/Dense1/weight", np.ones((16, 1), np.float32))])
+    return generator("G", -1), D, generator("Gs", 1)
+
+
+@pytest.fixture(scope="module")
+def mapping():
+    return randomised(G_mapping(), seed=2)
+
+
+# --- conversion ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("resolution", [32, 128])  # 128 uses the fused upscale conv
+def test_conversion_gives_back_the_source_generator(tmp_path, mapping, resolution):
+    source = randomised(G_synthesis(resolution=resolution, fmap_base=64, fmap_max=16), seed=resolution)
+    marker = tmp_path / "build_module_src_ran"
+    build_src = f"import pathlib; pathlib.Path({str(marker)!r}).touch()"
+    pkl = dump(nvidia_tuple(source, mapping, build_src), tmp_path / "tiny.pkl")
+
+    convert_weights.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+
+    converted = weights.load_synthesis(tmp_path / "cache" / "synthesis.pt")
+    expected_state = source.state_dict()
+    got_state = converted.state_dict()
+    assert list(got_state) == list(expected_state)
+    assert all(torch.equal(got_state[k], expected_state[k]) for k in expected_state)
+    torch.manual_seed(0)
+    dlatents = torch.randn(1, source.num_layers, 512)
+    noise = [torch.randn(1, 1, 2 ** (i // 2 + 2), 2 ** (i // 2 + 2)) for i in range(source.num_layers)]
+    with torch.no_grad():
+        assert torch.equal(converted(dlatents, noise), source(dlatents, noise))
+    assert not marker.exists()
+
+
+def test_the_2020_synthesis_file_comes_back_key_for_key():
+    """The tiny 2020-layout fixture, through TF names and back: same keys, same order, same bits."""
+    state = load_fixture(TINY_MODEL / "synthesis.pt")
+    model = synthesis_from_state_dict(state)
+    model.load_state_dict(state)
+    converted = convert_weights.convert_synthesis(dict(tf_synthesis_variables(model)))
+    assert list(converted) == list(state)
+    assert all(torch.equal(converted[k], state[k]) for k in state)
+
+
+@pytest.fixture(scope="module")
+def converted_cache(tmp_path_factory, mapping):
+    folder = tmp_path_factory.mktemp("converted")
+    source = randomised(G_synthesis(resolution=32, fmap_base=64, fmap_max=16), seed=3)
+    pkl = dump(nvidia_tuple(source, mapping), folder / "tiny.pkl")
+    convert_weights.convert(pkl, folder / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    return folder / "cache"
+
+
+def test_mapping_and_gaussian_fit_are_written(converted_cache, mapping):
+    cache = converted_cache
+    converted = weights.load_mapping(cache / "mapping.pt")
+    assert all(torch.equal(v, mapping.state_dict()[k]) for k, v in converted.state_dict().items())
+    fit = weights.load_gaussian_fit(cache / "gaussian_fit.pt")
+    expected = weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)
+    assert torch.equal(fit["mean"], expected["mean"]) and torch.equal(fit["std"], expected["std"])
+
+    synthesis, run_fit = weights.load_generator(cache, log=lambda *_: None)
+    assert synthesis.resolution == 32 and torch.equal(run_fit["mean"], fit["mean"])
+
+
+def test_run_py_searches_with_the_converted_cache(converted_cache, tmp_path):
+    import run
+    out = tmp_path / "out"
+    assert run.main(["-input_dir", str(TINY_INPUT.parent), "-cache_dir", str(converted_cache),
+                     "-output_dir", str(out), "-seed", "0", "-steps", "2"]) == 0
+    assert (out / f"{TINY_INPUT.stem}.png").is_file()
+
+
+def test_nvidia_files_are_recognised_by_md5(tmp_path, monkeypatch, capsys):
+    pkl = tmp_path / "some.pkl"
+    pkl.write_bytes(b"not really a pickle")
+    monkeypatch.setitem(convert_weights.KNOWN_PICKLES, convert_weights.file_md5(pkl), "FFHQ test entry")
+    convert_weights.report_model(pkl, print)
+    out, err = capsys.readouterr()
+    assert "recognised NVIDIA's FFHQ test entry" in out and err == ""
+
+
+def test_the_ffhq_model_keeps_the_bundled_2020_gaussian_fit(tmp_path, mapping, monkeypatch):
+    source = randomised(G_synthesis(resolution=8, fmap_base=32, fmap_max=8), seed=5)
+    pkl = dump(nvidia_tuple(source, mapping), tmp_path / "ffhq.pkl")
+    monkeypatch.setattr(convert_weights, "FFHQ_MD5", convert_weights.file_md5(pkl))
+    convert_weights.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    fit = weights.load_gaussian_fit(tmp_path / "cache" / "gaussian_fit.pt")
+    bundled = weights.load_gaussian_fit(ROOT / "gaussian_fit.pt")
+    assert torch.equal(fit["mean"], bundled["mean"]) and torch.equal(fit["std"], bundled["std"])
+
+
+def test_pickles_written_by_numpy_1_load():
+    """NVIDIA's file names numpy.core.multiarray (numpy 1.x); this numpy writes numpy._core."""
+    data = dumps([np.arange(6, dtype=np.float32).reshape(2, 3), np.float32(0.5), EasyDict(a=1)])
+    if b"numpy._core.multiarray" in data:  # rename it, fixing the length byte and the frame size
+        assert data[2:3] == pickle.FRAME
+        renamed = data.replace(b"\x8c\x16numpy._core.multiarray", b"\x8c\x15numpy.core.multiarray")
+        frame = int.from_bytes(data[3:11], "little") - (len(data) - len(renamed))
+        data = renamed[:3] + frame.to_bytes(8, "little") + renamed[11:]
+    assert b"numpy.core.multiarray" in data
+    array, scalar, easydict = convert_weights.StyleGANUnpickler(io.BytesIO(data)).load()
+    assert array.tolist() == [[0, 1, 2], [3, 4, 5]] and scalar == 0.5 and easydict == {"a": 1}
+
+
+def test_weight_layouts_follow_tensorflow_semantics():
+    """tf.nn.conv2d correlates with w[dy, dx, in, out]; tf.matmul(x, w) takes w as [in, out]."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 5, 6, 6), dtype=np.float32)
+    w = rng.standard_normal((3, 3, 5, 4), dtype=np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
+    tf_out = np.einsum("niyxab,abio->noyx", windows, w)
+    torch_out = F.conv2d(torch.from_numpy(x), convert_weights.conv_weight_from_tf(w), padding=1)
+    np.testing.assert_allclose(torch_out.numpy(), tf_out, rtol=1e-5, atol=1e-5)
+
+    v, d = rng.standard_normal((2, 5), dtype=np.float32), rng.standard_normal((5, 7), dtype=np.float32)
+    np.testing.assert_allclose(F.linear(torch.from_numpy(v), convert_weights.dense_weight_from_tf(d)).numpy(),
+                               v @ d, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_synthesis_variables_are_an_error():
+    source = G_synthesis(resolution=8, fmap_base=64, fmap_max=16)
+    variables = dict(tf_synthesis_variables(source))
+    variables["4x4/Dense/weight"] = np.zeros((512, 256), np.float32)  # a dense input layer instead of Const
+    with pytest.raises(weights.WeightsError, match="unexpected variables.*4x4/Dense/weight"):
+        convert_weights.convert_synthesis(variables)
+    del variables["4x4/Dense/weight"], variables["8x8/Conv1/weight"]
+    with pytest.raises(weights.WeightsError, match="does not fit StyleGAN-1"):
+        convert_weights.convert_synthesis(variables)
+
+
+# --- the command line, and refusing bad files -------------------------------------------------
+
+class Payload:
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory, mapping):
+    """Runs the CLI on every case at once: each run mostly waits for torch to import."""
+    folder = tmp_path_factory.mktemp("cli")
+    marker = folder / "MARKER"
+    evil = Network("Gs", [("lod", Payload(os.system, f"touch {marker}"))])
+    gs = Network("Gs", [("dlatent_avg", np.zeros(512, np.float32))])
+    valid = dumps(nvidia_tuple(randomised(G_synthesis(resolution=8, fmap_base=64, fmap_max=16), seed=8), mapping))
+    truncated = dumps((gs, gs, gs))
+    files = {"valid": valid, "malicious": dumps((evil, evil, evil)), "truncated": truncated[: len(truncated) // 2]}
+    processes = {}
+    for case, data in files.items():
+        (folder / f"{case}.pkl").write_bytes(data)
+        processes[case] = subprocess.Popen(
+            [sys.executable, "convert_weights.py", str(folder / f"{case}.pkl"), "-cache_dir", str(folder / case),
+             "-gaussian_draws", str(GAUSSIAN_DRAWS)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = {}
+    for case, process in processes.items():
+        stdout, stderr = process.communicate(timeout=120)
+        runs[case] = types.SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr,
+                                           cache=folder / case, marker=marker)
+    return runs
+
+
+def test_cli_converts_and_warns_about_an_unknown_file(cli_runs):
+    run = cli_runs["valid"]
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.startswith("warning: ") and "not one of NVIDIA's released" in run.stderr
+    assert "8x8 generator" in run.stdout
+    assert {p.name for p in run.cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt"}
+
+
+def test_cli_refuses_a_malicious_pickle_without_running_it(cli_runs):
+    run = cli_runs["malicious"]
+    assert run.returncode == 1
+    warning, error = run.stderr.strip().splitlines()  # unknown MD5, then the refusal; no traceback
+    assert warning.startswith("warning: ")
+    assert error.startswith("error: refusing to load ") and "system from the pickle" in error
+    assert not run.marker.exists() and not run.cache.exists()
+
+
+def test_cli_reports_a_truncated_file_in_one_line(cli_runs):
+    run = cli_runs["truncated"]
+    assert run.returncode == 1
+    warning, error = run.stderr.strip().splitlines()
+    assert error.startswith("error: ") and "could not be read as a pickle (truncated or damaged?)" in error
+    assert not run.cache.exists()
+
+
+def test_exec_payload_is_refused(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    pkl = dump([Payload(exec, f"open({str(marker)!r}, 'w').close()")], tmp_path / "evil.pkl")
+    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 1
+    assert "error: refusing to load builtins.exec from the pickle" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ([1, 2, 3], "not a StyleGAN-1 network pickle: expected NVIDIA's (G, D, Gs) tuple of networks, found a list"),
+    ({"G": Network("G", []), "D": Network("D", [])}, "found a dict of length 2"),
+    ((Network("G", []), Network("D", []), Network("Gs", [])), "Gs in the pickle has no 'synthesis' network"),
+    (Network("Gs", [], components={"synthesis": Network("G_synthesis", [("x", "text")])}), "non-float variables: x"),
+])
+def test_pickle_of_the_wrong_kind_gives_a_clear_error(tmp_path, capsys, content, message):
+    pkl = dump(content, tmp_path / "wrong.pkl")
+    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and message in error
+    assert not (tmp_path / "cache").exists()
+
+
+def test_missing_file_gives_a_clear_error(tmp_path, capsys):
+    assert convert_weights.main([str(tmp_path / "nothing.pkl")]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
