@@ -13,14 +13,19 @@ class ImageReadError(ValueError):
 
 
 def read_rgb(path):
-    """The image at `path` as RGB (alpha, palette and greyscale converted, EXIF rotation applied)."""
+    """The image at `path` as 8-bit RGB: upright (EXIF), alpha flattened onto white, grey expanded."""
     try:
         with Image.open(path) as im:
-            im.load()
-            return ImageOps.exif_transpose(im).convert("RGB")
+            im.load()  # decode now, so that a damaged file fails here
+            im = ImageOps.exif_transpose(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({e})"
         raise ImageReadError(f"{path}: {reason}") from e
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        # Transparent pixels hold arbitrary colours: show them on white instead.
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 def to_tensor(image):

@@ -1,3 +1,4 @@
+import io
 import sys
 from pathlib import Path
 
@@ -20,3 +21,23 @@ def load_fixture(name):
 
 TINY_MODEL = FIXTURES / "tiny_model"
 TINY_INPUT = FIXTURES / "tiny_input" / "target.png"
+
+
+class FakeResponse:
+    """Just enough of a streamed `requests` response to test downloads offline."""
+
+    def __init__(self, body, content_type="application/octet-stream"):
+        self.body, self.headers = body, {"Content-Type": content_type, "Content-Length": str(len(body))}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def raise_for_status(self):
+        pass
+
+    def iter_content(self, chunk_size):
+        stream = io.BytesIO(self.body)
+        return iter(lambda: stream.read(chunk_size), b"")

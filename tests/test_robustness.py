@@ -1,10 +1,10 @@
 """Nothing lost, nothing silent: bad inputs, Ctrl-C, crashes and resumed runs."""
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +89,22 @@ def test_atomic_write_leaves_the_old_file_and_no_temporary_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.png"]
 
 
+def test_an_image_save_that_crashes_leaves_the_old_image(tmp_path, monkeypatch):
+    target = tmp_path / "face.png"
+    files.save_image(Image.new("RGB", (4, 4), "red"), target)
+
+    def crash(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", crash)
+    with pytest.raises(OSError):
+        files.save_image(Image.new("RGB", (4, 4), "blue"), target)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["face.png"]
+    assert Image.open(target).getpixel((0, 0)) == (255, 0, 0)
+
+
 def start_run(tmp_path, inputs, out_dir, *flags, cwd=ROOT):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), "-input_dir", str(inputs), "-output_dir", str(out_dir),
@@ -156,7 +172,7 @@ def test_runs_from_any_working_directory_with_the_bundled_gaussian_fit(tmp_path)
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "synthesis.pt").write_bytes((TINY_MODEL / "synthesis.pt").read_bytes())
-    inputs = make_inputs(tmp_path / "in")
+    make_inputs(tmp_path / "in")
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-input_dir", "in", "-output_dir", "out",
                            "-cache_dir", "cache", "-seed", "0", "-steps", "2"],
                           cwd=tmp_path, capture_output=True, text=True)

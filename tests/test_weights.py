@@ -1,13 +1,12 @@
 """Finding, downloading, checking and loading weights; rebuilding gaussian_fit.pt."""
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
 import weights
-from conftest import ROOT, TINY_MODEL, load_fixture
+from conftest import ROOT, TINY_MODEL, FakeResponse, load_fixture
 from stylegan import G_mapping
 
 SHARED_MAPPING = ROOT.parent / "shared" / "reference" / "fidelity" / "mapping.pt"
@@ -85,23 +84,8 @@ def test_failed_download_says_which_file_to_put_where(tmp_path, monkeypatch):
 def test_download_streams_into_place(tmp_path, monkeypatch):
     payload = os.urandom(3 << 20)
 
-    class Response:
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(payload))}
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def raise_for_status(self):
-            pass
-
-        def iter_content(self, chunk_size):
-            return (payload[i:i + chunk_size] for i in range(0, len(payload), chunk_size))
-
     import requests
-    monkeypatch.setattr(requests, "get", lambda *a, **k: Response())
+    monkeypatch.setattr(requests, "get", lambda *a, **k: FakeResponse(payload))
     weights.download("https://example.invalid/x", tmp_path / "x.pt")
     assert (tmp_path / "x.pt").read_bytes() == payload
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]

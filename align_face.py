@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Find, align and downscale the faces in a folder of photos, ready for run.py.
+
+Each face dlib finds is cropped, levelled and scaled the way FFHQ was built
+(NVlabs/ffhq-dataset), giving the 1024x1024 framing StyleGAN learnt, then shrunk to
+-output_size with the same bicubic operator PULSE inverts. Face i of photo.jpg is
+written as <output_dir>/photo_<i>.png, numbered from 0 as in 2020.
+"""
+import argparse
+import importlib.util
+import sys
+from collections import Counter
+from pathlib import Path
+
+import dlib
+import numpy as np
+import scipy.ndimage
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from bicubic import BicubicDownSample
+from device import DeviceError, pick_device
+from files import save_image
+from images import ImageReadError, read_rgb, to_pil, to_tensor
+from weights import download
+
+PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
+# Where the 2020 script downloaded the (uncompressed) predictor from.
+# confirm=t skips the page Drive shows for files too big to virus-scan.
+PREDICTOR_URL = "https://drive.google.com/uc?id=1huhv8PYpNNKbGCLOaYUjOgR1pY5pmbJx&confirm=t"
+ALIGNED_SIZE = 1024
+# FFHQ warps at 4x the final size and then Lanczos-resizes, so the bilinear warp cannot alias.
+TRANSFORM_SIZE = 4096
+
+
+class PredictorMissing(RuntimeError):
+    pass
+
+
+def die(message, status=1):
+    print(f"align_face.py: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+# ---------------------------------------------------------------- command line
+
+def output_size(text):
+    """argparse type: a power of two that divides 1024, so the bicubic factor is a whole power of two."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= size <= ALIGNED_SIZE or size & (size - 1):
+        raise argparse.ArgumentTypeError(
+            f"{size} is not a power of two between 1 and {ALIGNED_SIZE} (e.g. 16, 32, 64)")
+    return size
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Align every face in -input_dir the FFHQ way (1024x1024) and downscale it "
+                    "to -output_size for PULSE. Face i of photo.jpg becomes <output_dir>/photo_<i>.png.")
+    parser.add_argument("-input_dir", type=Path, default=Path("realpics"),
+                        help="folder of photos: JPEG, PNG, WebP, ... (default: %(default)s)")
+    parser.add_argument("-output_dir", type=Path, default=Path("input"),
+                        help="where the downscaled faces are written (default: %(default)s)")
+    parser.add_argument("-output_size", type=output_size, default=32,
+                        help="side of the written faces in pixels; a power of two dividing 1024 "
+                             "(default: %(default)s)")
+    parser.add_argument("-seed", type=int, nargs="?",
+                        help="has no effect (alignment is deterministic); kept for compatibility "
+                             "with 2020 command lines")
+    parser.add_argument("-cache_dir", type=Path, default=Path("cache"),
+                        help="where a downloaded " + PREDICTOR_NAME + " is kept (default: %(default)s)")
+    parser.add_argument("-predictor", type=Path, metavar="PATH",
+                        help="a local " + PREDICTOR_NAME + "; by default the copy installed by "
+                             "`pip install face_recognition_models` is used, then -cache_dir, "
+                             "then a download")
+    parser.add_argument("-keep_hr", action="store_true",
+                        help="also write each 1024x1024 aligned face to <output_dir>/hr/")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- predictor
+
+def packaged_predictor():
+    """The predictor shipped by the face_recognition_models package, if installed.
+
+    Found without importing the package: its __init__ needs pkg_resources, which
+    current setuptools no longer provides.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "models" / PREDICTOR_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def locate_predictor(explicit, cache_dir):
+    """-predictor, else face_recognition_models' copy, else the cache, else a download."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise PredictorMissing(f"-predictor {explicit}: no such file")
+        return explicit
+    cached = cache_dir / PREDICTOR_NAME
+    for candidate in (packaged_predictor(), cached):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    print(f"{PREDICTOR_NAME} not installed; downloading it to {cached}", file=sys.stderr)
+    try:
+        download(PREDICTOR_URL, cached)
+        return cached
+    except OSError as e:  # requests' errors are OSErrors too
+        raise PredictorMissing(
+            f"cannot find {PREDICTOR_NAME} and downloading it failed ({e}). "
+            f"Run `pip install face_recognition_models`, or put the file at {cached}, "
+            f"or pass -predictor PATH.") from e
+
+
+def load_predictor(args):
+    try:
+        path = locate_predictor(args.predictor, args.cache_dir)
+    except PredictorMissing as e:
+        die(str(e))
+    try:
+        return dlib.shape_predictor(str(path))
+    except RuntimeError as e:
+        die(f"{path} is not a usable dlib shape predictor ({e}); replace it or pass -predictor")
+
+
+# ---------------------------------------------------------------- photos
+
+def list_photos(folder):
+    if not folder.is_dir():
+        die(f"input folder {folder} does not exist: create it and put photos in it, or pass -input_dir")
+    photos = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not photos:
+        die(f"input folder {folder} holds no files: put photos in it, or pass -input_dir")
+    return photos
+
+
+def find_landmarks(photo, detector, predictor):
+    """One (68, 2) array of (x, y) landmarks per face; the image is upsampled once, as in 2020."""
+    pixels = np.asarray(photo)
+    return [np.array([(p.x, p.y) for p in predictor(pixels, box).parts()], dtype=np.float64)
+            for box in detector(pixels, 1)]
+
+
+# ---------------------------------------------------------------- FFHQ alignment
+
+def rot90(v):
+    """v turned a quarter turn (x, y) -> (-y, x)."""
+    return np.array([-v[1], v[0]])
+
+
+def face_quad(landmarks):
+    """The FFHQ crop square: corners (top-left, bottom-left, bottom-right, top-right) and side."""
+    eye_left = landmarks[36:42].mean(axis=0)
+    eye_right = landmarks[42:48].mean(axis=0)
+    eye_avg = (eye_left + eye_right) * 0.5
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (landmarks[48] + landmarks[54]) * 0.5
+    eye_to_mouth = mouth_avg - eye_avg
+    # The horizontal axis averages two cues for the head's roll: the eye line and the
+    # eye-to-mouth line turned upright. Its half-length scales with whichever span is larger.
+    x = eye_to_eye - rot90(eye_to_mouth)
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = rot90(x)
+    centre = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y])
+    return quad, np.hypot(*x) * 2
+
+
+def bounding_box(quad):
+    """Integer (left, top, right, bottom) enclosing the quad."""
+    return (int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min())),
+            int(np.ceil(quad[:, 0].max())), int(np.ceil(quad[:, 1].max())))
+
+
+def shrink_big_photo(img, quad, qsize):
+    """Pre-shrink when the face is over twice the output size, so the warp reads fewer pixels."""
+    shrink = int(np.floor(qsize / ALIGNED_SIZE * 0.5))
+    if shrink <= 1:
+        return img, quad, qsize
+    size = (int(np.rint(img.size[0] / shrink)), int(np.rint(img.size[1] / shrink)))
+    return img.resize(size, Image.Resampling.LANCZOS), quad / shrink, qsize / shrink
+
+
+def crop_near_quad(img, quad, border):
+    """Cut the photo down to the quad plus a border, to keep the padding step small."""
+    left, top, right, bottom = bounding_box(quad)
+    box = (max(left - border, 0), max(top - border, 0),
+           min(right + border, img.size[0]), min(bottom + border, img.size[1]))
+    if box[2] - box[0] < img.size[0] or box[3] - box[1] < img.size[1]:
+        img, quad = img.crop(box), quad - box[:2]
+    return img, quad
+
+
+def pad_past_edges(img, quad, qsize, border):
+    """Fill where the quad reaches beyond the photo: a mirror image of it, blurred and faded
+    towards the median colour so the reflection does not read as a second face."""
+    left, top, right, bottom = bounding_box(quad)
+    pad = (max(border - left, 0), max(border - top, 0),
+           max(right - img.size[0] + border, 0), max(bottom - img.size[1] + border, 0))
+    if max(pad) <= border - 4:
+        return img, quad
+    # Python ints keep the fade mask float32, as numpy 1 computed it in 2020.
+    pad_l, pad_t, pad_r, pad_b = (max(p, int(np.rint(qsize * 0.3))) for p in pad)
+    pixels = np.pad(np.float32(img), ((pad_t, pad_b), (pad_l, pad_r), (0, 0)), "reflect")
+    h, w, _ = pixels.shape
+    rows, cols, _ = np.ogrid[:h, :w, :1]
+    # fade: 1 at the outer edge of the padding, 0 at the photo's edge, negative inside it.
+    fade = np.maximum(1.0 - np.minimum(np.float32(cols) / pad_l, np.float32(w - 1 - cols) / pad_r),
+                      1.0 - np.minimum(np.float32(rows) / pad_t, np.float32(h - 1 - rows) / pad_b))
+    blur = qsize * 0.02
+    pixels += (scipy.ndimage.gaussian_filter(pixels, [blur, blur, 0]) - pixels) * np.clip(fade * 3.0 + 1.0, 0.0, 1.0)
+    pixels += (np.median(pixels, axis=(0, 1)) - pixels) * np.clip(fade, 0.0, 1.0)
+    return Image.fromarray(np.uint8(np.clip(np.rint(pixels), 0, 255)), "RGB"), quad + [pad_l, pad_t]
+
+
+def align_face(photo, landmarks):
+    """The 1024x1024 FFHQ-aligned crop of the face with these landmarks."""
+    quad, qsize = face_quad(landmarks)
+    img, quad, qsize = shrink_big_photo(photo, quad, qsize)
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    img, quad = crop_near_quad(img, quad, border)
+    img, quad = pad_past_edges(img, quad, qsize, border)
+    img = img.transform((TRANSFORM_SIZE, TRANSFORM_SIZE), Image.Transform.QUAD,
+                        (quad + 0.5).flatten().tolist(), Image.Resampling.BILINEAR)
+    return img.resize((ALIGNED_SIZE, ALIGNED_SIZE), Image.Resampling.LANCZOS)
+
+
+# ---------------------------------------------------------------- output
+
+def bicubic_downscaler(size, device):
+    """A function shrinking a 1024 face to `size` with PULSE's bicubic operator."""
+    resize = BicubicDownSample(ALIGNED_SIZE // size).to(device)
+
+    def downscale(face):
+        with torch.no_grad():
+            return to_pil(resize(to_tensor(face)[None].to(device))[0])
+
+    return downscale
+
+
+def make_output_folders(args):
+    """Create -output_dir, and its hr/ folder when -keep_hr asks for one (else None)."""
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    if not args.keep_hr:
+        return args.output_dir, None
+    hr_dir = args.output_dir / "hr"
+    hr_dir.mkdir(exist_ok=True)
+    return args.output_dir, hr_dir
+
+
+def process_photo(path, detector, predictor, downscale, output_dir, hr_dir):
+    """Align and write every face of one photo; returns what happened, for the summary."""
+    try:
+        photo = read_rgb(path)
+    except ImageReadError as e:
+        tqdm.write(f"{e}, skipped", file=sys.stderr)
+        return Counter(unreadable=1)
+    faces = [align_face(photo, lm) for lm in find_landmarks(photo, detector, predictor)]
+    if not faces:
+        tqdm.write(f"{path}: no face found", file=sys.stderr)
+        return Counter(photos=1, faceless=1)
+    tqdm.write(f"{path}: {len(faces)} face(s)")
+    for i, face in enumerate(faces):
+        if hr_dir is not None:
+            save_image(face, hr_dir / f"{path.stem}_{i}.png")
+        save_image(downscale(face), output_dir / f"{path.stem}_{i}.png")
+    return Counter(photos=1, faces=len(faces))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    photos = list_photos(args.input_dir)
+    try:
+        device = pick_device()
+    except DeviceError as e:
+        die(str(e), status=2)
+    predictor = load_predictor(args)
+    detector = dlib.get_frontal_face_detector()
+    downscale = bicubic_downscaler(args.output_size, device)
+    output_dir, hr_dir = make_output_folders(args)
+
+    tally = Counter()
+    for path in tqdm(photos, unit="photo", disable=None):
+        tally += process_photo(path, detector, predictor, downscale, output_dir, hr_dir)
+    failures = tally["unreadable"] + tally["faceless"]
+    print(f"{tally['photos']} photo(s) read, {tally['faces']} face(s) written to {args.output_dir}, "
+          f"{failures} failure(s) ({tally['unreadable']} unreadable, {tally['faceless']} without a face)")
+    return 0 if tally["faces"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
