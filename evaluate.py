@@ -51,7 +51,9 @@ def parse_args(argv=None):
 
 
 def list_images(folder):
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The images of a folder, leaving out run.py's comparison strips (they are not results)."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_strip"))
 
 
 def load_rgb(path):

@@ -2,7 +2,8 @@
 
 Every input gets its best high-resolution image written as `<output_dir>/<stem>.png` (or
 `<stem>_<k>.png` with -duplicates), even when the search did not reach eps (then it is flagged
-NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`.
+NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`. -strip and -gif add pictures
+of the results and of the searches (see visuals.py).
 """
 import argparse
 import os
@@ -17,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 import runlog
+import visuals
 from device import DeviceError, pick_device
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
@@ -115,6 +117,7 @@ def build_parser():
                    help="learning-rate schedule over the steps")
     s.add_argument("-precision", "--precision", choices=list(PRECISIONS), default="fp32",
                    help="float type of the model and the search (random draws are always float32)")
+    visuals.add_flags(p)
     return p
 
 
@@ -124,6 +127,7 @@ def parse_args(argv=None):
     if args.num_trainable_noise_layers > MAX_LAYERS:
         parser.error(f"argument -num_trainable_noise_layers: must be within 0..{MAX_LAYERS}, "
                      f"got {args.num_trainable_noise_layers}")
+    visuals.check_flags(parser, args)
     return parser, args
 
 
@@ -211,11 +215,15 @@ def result_settings(args):
     return {**asdict(search_config(args)), "precision": args.precision}
 
 
+def matches_settings(record, settings):
+    return {k: record.get("args", {}).get(k) for k in settings} == settings
+
+
 def already_done(job, out_dir, records, settings):
     output = out_dir / f"{job.name}.png"
     return output.exists() and any(
         r.get("output") == str(output) and r.get("seed") == job.seed and not r.get("interrupted")
-        and {k: r.get("args", {}).get(k) for k in settings} == settings for r in records)
+        and matches_settings(r, settings) for r in records)
 
 
 def base_seed_for(args, records):
@@ -257,31 +265,42 @@ def run_batch(model, batch, config, args, out_dir):
         hooks.append(progress_reporter(bar))
         if args.save_intermediate:
             hooks.append(intermediate_writer(out_dir, batch, config.steps))
+        gif = None
+        if args.gif:
+            gif = visuals.SearchGif([out_dir / f"{job.name}_search.gif" for job in batch], config.steps)
+            hooks.append(gif)
 
         def on_step(*info):
             for hook in hooks:
                 hook(*info)
 
         ref_im = torch.stack([job.image for job in batch])
-        return model.search(ref_im, [job.seed for job in batch], config, on_step)
+        result = model.search(ref_im, [job.seed for job in batch], config, on_step)
+    if gif:
+        gif.save()
+    return result
 
 
 def record_results(batch, result, args, device, out_dir, log_path):
+    """Write and log each result; returns the log records."""
+    records = []
     for b, job in enumerate(batch):
         output = out_dir / f"{job.name}.png"
         save_tensor_image(result.best_im[b], output)
-        runlog.append(log_path, {
+        records.append({
             "input": str(job.source), "output": str(output), "seed": job.seed, "base_seed": job.base_seed,
             "device": str(device), "steps": result.steps_done, "best_step": result.best_step[b],
             "losses": result.best_losses[b], "converged": result.converged[b],
             "interrupted": result.interrupted, "seconds": round(result.seconds, 3),
             "args": vars(args), "trajectory": result.trajectory[b],
         })
+        runlog.append(log_path, records[-1])
         status = "converged" if result.converged[b] else "NOT CONVERGED"
         if result.interrupted:
             status += f", interrupted after {result.steps_done} steps"
         losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.best_losses[b].items())
         print(f"{output}  best step {result.best_step[b]} | {losses} | {status}")
+    return records
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -322,6 +341,7 @@ def main(argv=None):
     todo = [job for job in jobs if not (args.resume and already_done(job, out_dir, records, settings))]
     if len(todo) < len(jobs):
         print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go")
+    strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if args.strip else None
 
     config = search_config(args)
     for batch in batches(todo, args.batch_size):
@@ -333,7 +353,9 @@ def main(argv=None):
             return EXIT_SETUP_FAILED
         if result.interrupted:
             signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: leave now
-        record_results(batch, result, args, device, out_dir, log_path)
+        recorded = record_results(batch, result, args, device, out_dir, log_path)
+        if strips:
+            strips.add(recorded)
         if result.interrupted:
             print("interrupted: the best images so far are written and logged", file=sys.stderr)
             return EXIT_INTERRUPTED

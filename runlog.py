@@ -24,3 +24,8 @@ def read(log_path):
         except json.JSONDecodeError:
             print(f"warning: {log_path}:{number} is not a JSON line, ignored", file=sys.stderr)
     return records
+
+
+def latest_by_output(records):
+    """{output path: its last record}: a rerun overwrites the image, so the last record describes it."""
+    return {record["output"]: record for record in records if record.get("output")}

@@ -144,3 +144,10 @@ def test_consistent_result_downscales_closer_than_noise():
     nearest = np.asarray(Image.fromarray(low).resize((256, 256), Image.NEAREST))
     noise = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     assert downscale_psnr(nearest, low) > downscale_psnr(noise, low) + 5
+
+
+def test_folder_scores_leave_out_comparison_strips(tmp_path):
+    import evaluate
+    Image.new("RGB", (8, 8)).save(tmp_path / "face.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "face_strip.png")
+    assert [p.name for p in evaluate.list_images(tmp_path)] == ["face.png"]

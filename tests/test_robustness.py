@@ -179,3 +179,9 @@ def test_runs_from_any_working_directory_with_the_bundled_gaussian_fit(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "face0.png").exists()
     assert not (cache / "gaussian_fit.pt").exists()  # the bundled fit was used, nothing rebuilt
+
+
+def test_written_files_are_readable_by_others_as_the_umask_allows(tmp_path):
+    target = tmp_path / "face.png"
+    files.save_image(Image.new("RGB", (4, 4)), target)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~files._umask()

@@ -1,0 +1,123 @@
+"""Loss curves of a PULSE run: one PNG per result in a run log.
+
+    python plot_log.py runs/pulse_log.jsonl [-output_dir DIR]
+
+Each plot shows every logged loss term and TOTAL per step on a log scale, the best step (the
+image PULSE kept) as a vertical line and eps, the L2 target, as a horizontal one.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+import runlog
+from files import atomic_path
+
+EXIT_BAD_RECORDS, EXIT_NO_LOG = 1, 2
+REQUIRED_FIELDS = ("output", "seed", "best_step", "converged", "trajectory", "args")
+
+
+class LogError(ValueError):
+    pass
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Plot the losses per step of every result in a run.py log, one PNG per result "
+                    "(<name>_losses.png). If a result was logged more than once, its latest record is plotted.")
+    parser.add_argument("log", type=Path, help="the pulse_log.jsonl that run.py wrote")
+    parser.add_argument("-output_dir", "--output_dir", type=Path,
+                        help="where the PNGs go (default: a plots folder beside the log)")
+    return parser.parse_args(argv)
+
+
+def read_log(path):
+    if not path.is_file():
+        raise LogError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    records = runlog.read(path)  # warns about and skips damaged lines
+    if not records:
+        raise LogError(f"{path} holds no log records: it is empty or not a JSON-lines log of run.py")
+    return records
+
+
+def record_problem(record):
+    """Why a log record cannot be plotted, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    missing = [name for name in REQUIRED_FIELDS if name not in record]
+    if missing:
+        return f"no {', '.join(missing)}"
+    trajectory = record["trajectory"]
+    if not trajectory or not all(isinstance(row, dict) and "step" in row and "TOTAL" in row for row in trajectory):
+        return "its trajectory has no steps with a TOTAL loss"
+    return None
+
+
+def loss_names(trajectory):
+    """The loss terms of a trajectory in logged order, TOTAL last."""
+    names = [name for name in trajectory[0] if name not in ("step", "TOTAL")]
+    return names + ["TOTAL"]
+
+
+def plot_record(record, path):
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(figure)  # draws with Agg: no display needed, no pyplot global state
+    axes = figure.add_subplot()
+    trajectory = record["trajectory"]
+    steps = [row["step"] for row in trajectory]
+    for name in loss_names(trajectory):
+        axes.plot(steps, [row.get(name) for row in trajectory], label=name, linewidth=2 if name == "TOTAL" else 1)
+    axes.set_yscale("log")
+    axes.axvline(record["best_step"], color="black", linestyle="--", linewidth=1,
+                 label=f"best step {record['best_step']}")
+    eps = record["args"].get("eps")
+    if eps:  # a log axis has no 0, so eps 0 gets no line
+        axes.axhline(eps, color="tab:red", linestyle=":", label=f"eps {eps:g} (L2 target)")
+    status = "CONVERGED" if record["converged"] else "NOT CONVERGED"
+    if record.get("interrupted"):
+        status += ", interrupted"
+    axes.set_title(f"{Path(record['output']).stem} | seed {record['seed']} | {status}",
+                   color="black" if record["converged"] else "tab:red")
+    axes.set_xlabel("step")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel("loss (log scale)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        records = read_log(args.log)
+    except LogError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_NO_LOG
+    usable = []
+    for number, record in enumerate(records, start=1):
+        problem = record_problem(record)
+        if problem:
+            print(f"error: record {number} of {args.log} cannot be plotted: {problem}", file=sys.stderr)
+        else:
+            usable.append(record)
+    out_dir = args.output_dir or args.log.parent / "plots"
+    latest = runlog.latest_by_output(usable).values()
+    for record in latest:
+        path = out_dir / f"{Path(record['output']).stem}_losses.png"
+        plot_record(record, path)
+        print(path)
+    if len(latest) < len(usable):
+        print(f"note: {len(usable) - len(latest)} earlier record(s) of the same results were superseded "
+              f"by later ones", file=sys.stderr)
+    if len(usable) < len(records):
+        return EXIT_BAD_RECORDS if usable else EXIT_NO_LOG
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Run PULSE for every combination of a few run.py flags and compare the results in one table.
+
+    python sweep.py -input_dir input -grid learning_rate=0.2,0.4,0.8 -grid steps=100,200 -- -cache_dir cache
+
+Every combination gets its own run.py output folder under -output_dir, named after its values
+(e.g. `learning_rate=0.2,steps=100`), and `<output_dir>/sweep.md` compares them. All run with
+the same seed and with run.py -resume, so a second sweep reuses the results that are finished.
+"""
+import argparse
+import itertools
+import re
+import shlex
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import run
+import runlog
+from files import atomic_path
+from images import read_rgb
+from niqe import niqe
+
+SWEEP_OWNED = ("input_dir", "output_dir", "resume")  # the sweep sets these for every combination
+SWITCHES = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+TABLE_NAME = "sweep.md"
+DEFAULT_SEED = 0
+
+
+@dataclass
+class Combination:
+    values: dict    # {run.py flag name: value as given}
+    folder: Path    # its run.py -output_dir
+    argv: list      # its run.py command line
+
+
+# ---- command line --------------------------------------------------------------------------
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        usage="%(prog)s [-input_dir DIR] -grid NAME=V1,V2,... [-grid ...] [-output_dir DIR] [-seed N] "
+              "[-- RUN_FLAGS ...]",
+        description="Run run.py for every combination of the -grid values, one output folder each, "
+                    f"and compare the results in <output_dir>/{TABLE_NAME}: converged share, mean best "
+                    "L2, mean best step, mean seconds and mean NIQE (lower is better).",
+        epilog="Flags after -- go to every run.py call, e.g. -- -cache_dir cache -duplicates 4. "
+               "On/off flags take true or false in a grid, e.g. -grid tile_latent=true,false. "
+               "Finished combinations are reused, not rerun (run.py -resume).")
+    parser.add_argument("-input_dir", "--input_dir", default="input", help="the run.py -input_dir of every combination")
+    parser.add_argument("-grid", "--grid", action="append", required=True, metavar="NAME=V1,V2,...",
+                        help="a run.py flag name and the comma-separated values to try; repeat for more flags")
+    parser.add_argument("-output_dir", "--output_dir", type=Path, default=Path("sweeps"),
+                        help="one folder per combination goes here, and the table")
+    parser.add_argument("-seed", "--seed", type=run.non_negative_int,
+                        help=f"seed of every combination (default {DEFAULT_SEED}); to vary it, use -grid seed=0,1,2")
+    return parser
+
+
+def split_argv(argv):
+    """(the sweep's own arguments, the run.py flags after `--`)."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
+def run_flags():
+    """{name: argparse action} of the run.py flags a grid may vary."""
+    return {action.dest: action for action in run.build_parser()._actions
+            if action.option_strings and action.dest not in SWEEP_OWNED + ("help",)}
+
+
+def parse_grid(texts, flags, parser):
+    """{flag name: [values]} from NAME=V1,V2 texts; argparse errors for anything else."""
+    grid = {}
+    for text in texts:
+        name, equals, values = text.partition("=")
+        name = name.strip().lstrip("-")
+        values = [value.strip() for value in values.split(",")]
+        if not equals or not all(values):
+            parser.error(f"argument -grid: {text!r} should be NAME=V1,V2,..., e.g. learning_rate=0.2,0.4")
+        if name not in flags:
+            parser.error(f"argument -grid: {name!r} is not a run.py flag that a sweep can vary; "
+                         f"valid names: {', '.join(sorted(flags))}")
+        if name in grid:
+            parser.error(f"argument -grid: {name} is given twice; list all its values in one -grid")
+        if flags[name].nargs == 0 and not all(value.lower() in SWITCHES for value in values):
+            parser.error(f"argument -grid: {name} is an on/off flag; its values must be true or false")
+        grid[name] = values
+    return grid
+
+
+def check_run_flags(run_argv, grid, parser):
+    """The flags after -- must not fight with the grid or with the sweep's own flags."""
+    given = {token.lstrip("-").split("=")[0] for token in run_argv if token.startswith("-")}
+    for name in sorted(given & set(grid)):
+        parser.error(f"-{name} after -- is also in -grid: give its values in -grid only")
+    for name in sorted(given & {"input_dir", "output_dir", "seed"}):
+        parser.error(f"-{name} is the sweep's own flag: put it before --")
+
+
+# ---- combinations --------------------------------------------------------------------------
+
+def folder_name(values):
+    """A readable folder name such as `learning_rate=0.2,steps=100`, safe on every file system."""
+    return re.sub(r"[^\w.,=+-]", "_", ",".join(f"{name}={value}" for name, value in values.items()))
+
+
+def flag_tokens(values, flags):
+    tokens = []
+    for name, value in values.items():
+        option = flags[name].option_strings[0]
+        if flags[name].nargs == 0:  # an on/off flag is there or not
+            tokens += [option] if SWITCHES[value.lower()] else []
+        else:
+            tokens += [option, value]
+    return tokens
+
+
+def plan(args, grid, run_argv, flags, parser):
+    seed = [] if "seed" in grid else ["-seed", str(DEFAULT_SEED if args.seed is None else args.seed)]
+    combinations = []
+    for chosen in itertools.product(*grid.values()):
+        values = dict(zip(grid, chosen))
+        folder = args.output_dir / folder_name(values)
+        argv = [*run_argv, "-input_dir", args.input_dir, "-output_dir", str(folder), "-resume", *seed,
+                *flag_tokens(values, flags)]
+        combinations.append(Combination(values, folder, argv))
+    if len({c.folder for c in combinations}) < len(combinations):
+        parser.error("argument -grid: some combinations share a folder name; are values repeated?")
+    return combinations
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+def niqe_or_none(path):
+    """NIQE of an image, or None where it cannot be scored (e.g. smaller than NIQE's 96x96 blocks)."""
+    try:
+        return niqe(np.asarray(read_rgb(path)))
+    except (OSError, ValueError):
+        return None
+
+
+def finished_records(combination):
+    """The latest complete record of each result made with this combination's flags and seed."""
+    _, args = run.parse_args(combination.argv)
+    settings = run.result_settings(args)
+    records = [r for r in runlog.read(combination.folder / runlog.LOG_NAME)
+               if run.matches_settings(r, settings) and r.get("base_seed") == args.seed and not r.get("interrupted")]
+    return list(runlog.latest_by_output(records).values())
+
+
+def mean(values, form):
+    values = [v for v in values if v is not None]
+    return format(statistics.fmean(values), form) if values else "-"
+
+
+def table_row(combination, exit_code):
+    records = finished_records(combination)
+    converged = sum(bool(r["converged"]) for r in records)
+    status = {None: "not run", 0: "ok", run.EXIT_INTERRUPTED: "interrupted"}.get(exit_code, f"exit {exit_code}")
+    return [*combination.values.values(), str(len(records)), f"{converged}/{len(records)}" if records else "-",
+            mean((r["losses"]["L2"] for r in records), ".4g"),
+            mean((r["best_step"] for r in records), ".1f"),
+            mean((r["seconds"] for r in records), ".1f"),
+            mean((niqe_or_none(combination.folder / Path(r["output"]).name) for r in records), ".3f"),
+            status]
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def report(grid, combinations, exit_codes, command):
+    header = [*grid, "results", "converged", "mean best L2", "mean best step", "mean seconds", "mean NIQE", "run"]
+    rows = [table_row(c, exit_codes.get(c.folder)) for c in combinations]
+    return (f"# PULSE sweep\n\n`{command}`\n\n" + markdown_table(header, rows) +
+            "\nBest L2 and best step are those of each result's best image (lowest TOTAL). Seconds are "
+            "those logged per search batch (one result each, unless -batch_size > 1). NIQE is scored on "
+            "the result images; lower is better, '-' where it cannot be scored.\n")
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    own, run_argv = split_argv(argv)
+    parser = build_parser()
+    args = parser.parse_args(own)
+    flags = run_flags()
+    grid = parse_grid(args.grid, flags, parser)
+    check_run_flags(run_argv, grid, parser)
+    if "seed" in grid and args.seed is not None:
+        parser.error("argument -seed: the seed is already varied by -grid seed=...")
+    combinations = plan(args, grid, run_argv, flags, parser)
+    for combination in combinations:  # a bad value stops the sweep before anything runs
+        try:
+            run.parse_args(combination.argv)
+        except SystemExit:
+            parser.exit(2, f"{parser.prog}: error: run.py rejects the flags of {combination.folder.name} (see above)\n")
+
+    exit_codes = {}
+    for number, combination in enumerate(combinations, start=1):
+        print(f"== {number}/{len(combinations)}: {combination.folder}")
+        # In-process rather than a subprocess per combination: torch and the code load once, and
+        # the results are the same, since every search draws from its own seeded generator.
+        exit_codes[combination.folder] = run.main(combination.argv)
+        if exit_codes[combination.folder] == run.EXIT_INTERRUPTED:
+            break
+
+    table = report(grid, combinations, exit_codes, shlex.join(["python", "sweep.py", *argv]))
+    with atomic_path(args.output_dir / TABLE_NAME) as tmp:
+        tmp.write_text(table, encoding="utf-8")
+    print(table)
+    if run.EXIT_INTERRUPTED in exit_codes.values():
+        return run.EXIT_INTERRUPTED
+    return 1 if any(exit_codes.values()) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(run.EXIT_INTERRUPTED)

@@ -1,0 +1,242 @@
+"""Pictures of a PULSE run (run.py -strip, -gif).
+
+- A strip per input, `<output_dir>/<stem>_strip.png`: the input, its bicubic upscale, the true
+  face (-hr_dir), then for every result the image PULSE found and that image downscaled again
+  the way the search compared it with the input. Every panel is PANEL x PANEL with a label under it.
+- A GIF per result, `<output_dir>/<name>_search.gif`: the best image so far after every step.
+"""
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch.nn import functional as F
+
+import runlog
+from bicubic import BicubicDownSample
+from files import atomic_path, save_image
+from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_pil, to_tensor
+
+PANEL = 256             # side of a strip panel, and the largest side of a GIF frame
+LINE_HEIGHT = 16
+MARGIN = 6
+LABEL_HEIGHT = 3 * LINE_HEIGHT + 2 * MARGIN  # three lines of label under each panel
+RED = (200, 0, 0)
+BORDER = 4              # width of the red frame around a result that did not converge
+GIF_FRAME_MS, GIF_LAST_FRAME_MS = 100, 2000
+
+
+# ---- flags ---------------------------------------------------------------------------------
+
+def add_flags(parser):
+    pictures = parser.add_argument_group("pictures")
+    pictures.add_argument("-strip", "--strip", action="store_true",
+                          help="write <output_dir>/<stem>_strip.png per input: input, bicubic upscale, "
+                               "[ground truth], then each result and its downscale, labelled")
+    pictures.add_argument("-hr_dir", "--hr_dir",
+                          help="with -strip: folder of the true high-resolution faces named like the "
+                               "inputs (<stem>.png/.jpg/.jpeg/.webp), added as a 'ground truth' panel")
+    pictures.add_argument("-gif", "--gif", action="store_true",
+                          help="write <output_dir>/<name>_search.gif per result: the best image so far "
+                               f"at every step (at most {PANEL}x{PANEL}), with the step and its L2")
+
+
+def check_flags(parser, args):
+    if args.hr_dir is None:
+        return
+    if not args.strip:
+        parser.error("argument -hr_dir: the ground truth is only shown in strips; add -strip")
+    if not Path(args.hr_dir).is_dir():
+        parser.error(f"argument -hr_dir: {args.hr_dir} is not a folder")
+
+
+# ---- labelled panels -----------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def label_font():
+    try:
+        return ImageFont.load_default(size=13)
+    except TypeError:  # Pillow < 10.1 has only its small bitmap font, which takes no size
+        return ImageFont.load_default()
+
+
+def fit_text(draw, text, width):
+    """`text`, shortened with an ellipsis until it fits in `width` pixels."""
+    font = label_font()
+    while draw.textlength(text, font=font) > width and len(text) > 1:
+        text = text[:-2] + "…"
+    return text
+
+
+@dataclass
+class Panel:
+    image: Image.Image                          # any size; shown at PANEL x PANEL
+    lines: list                                 # label lines, black on white
+    alarm: str = ""                             # a last label line white on red; also frames the image in red
+    resample: int = Image.Resampling.LANCZOS    # how the image is brought to PANEL x PANEL
+
+
+def draw_panel(panel):
+    tile = Image.new("RGB", (PANEL, PANEL + LABEL_HEIGHT), "white")
+    image = panel.image if panel.image.size == (PANEL, PANEL) else panel.image.resize((PANEL, PANEL), panel.resample)
+    tile.paste(image, (0, 0))
+    draw = ImageDraw.Draw(tile)
+    font = label_font()
+    y = PANEL + MARGIN // 2
+    for line in panel.lines:
+        draw.text((MARGIN, y), fit_text(draw, line, PANEL - 2 * MARGIN), fill="black", font=font)
+        y += LINE_HEIGHT
+    if panel.alarm:
+        draw.rectangle((0, 0, PANEL - 1, PANEL - 1), outline=RED, width=BORDER)
+        text = fit_text(draw, panel.alarm, PANEL - 2 * MARGIN)
+        left, top, right, bottom = draw.textbbox((MARGIN, y), text, font=font)
+        draw.rectangle((left - 3, top - 2, right + 3, bottom + 2), fill=RED)
+        draw.text((MARGIN, y), text, fill="white", font=font)
+    return tile
+
+
+def draw_strip(panels):
+    """The panels side by side: len(panels) * PANEL wide, PANEL + LABEL_HEIGHT high."""
+    strip = Image.new("RGB", (len(panels) * PANEL, PANEL + LABEL_HEIGHT), "white")
+    for i, panel in enumerate(panels):
+        strip.paste(draw_panel(panel), (i * PANEL, 0))
+    return strip
+
+
+# ---- strips --------------------------------------------------------------------------------
+
+def input_panels(low):
+    side = f"{low.width}x{low.height}"
+    return [Panel(low, ["input", f"{side}, nearest-neighbour upscale"], resample=Image.Resampling.NEAREST),
+            Panel(low, ["bicubic upscale", f"of the {side} input (PIL)"], resample=Image.Resampling.BICUBIC)]
+
+
+def find_ground_truth(hr_dir, stem):
+    matches = sorted(p for p in Path(hr_dir).iterdir() if p.stem == stem and p.suffix.lower() in IMAGE_SUFFIXES)
+    return matches[0] if matches else None
+
+
+def ground_truth_panels(hr_dir, stem):
+    """A 'ground truth' panel when hr_dir holds <stem>.<image suffix>; otherwise a note and none."""
+    path = find_ground_truth(hr_dir, stem)
+    if path is None:
+        print(f"note: no ground truth {stem}{'|'.join(IMAGE_SUFFIXES)} in {hr_dir}; strip made without it",
+              file=sys.stderr)
+        return []
+    try:
+        truth = read_rgb(path)
+    except ImageReadError as e:
+        print(f"note: ground truth left out of the strip: {e}", file=sys.stderr)
+        return []
+    return [Panel(truth, ["ground truth", f"{path.name}, {truth.width}x{truth.height}"])]
+
+
+def downscale_like_search(image, low_size):
+    """`image` downscaled to `low_size` by the search's own bicubic operator."""
+    with torch.no_grad():
+        low = BicubicDownSample(factor=image.width // low_size)(to_tensor(image)[None])
+    return to_pil(low[0])
+
+
+def result_panels(record, low_size):
+    """The result of one log record, and what the search's downscaler makes of it."""
+    path = Path(record["output"])
+    result = read_rgb(path)
+    status = "converged" if record["converged"] else "NOT CONVERGED"
+    if record.get("interrupted"):
+        status += ", interrupted"
+    lines = [path.stem, f"seed {record['seed']} | step {record['best_step']} | L2 {record['losses']['L2']:.3g}"]
+    shown = Panel(result, lines + ([status] if record["converged"] else []),
+                  alarm="" if record["converged"] else status)
+    side = f"{low_size}x{low_size}"
+    down = Panel(downscale_like_search(result, low_size), [f"{path.stem} downscaled to {side}",
+                                                           "what L2 compared (nearest upscale)"],
+                 resample=Image.Resampling.NEAREST)
+    return [shown, down]
+
+
+class StripWriter:
+    """Collects the log records of each input's results; writes its strip when the last one arrives.
+
+    The duplicates of one input may be spread over batches, and with -resume some of them come
+    from an earlier run: their records are taken from that run's log.
+    """
+
+    def __init__(self, jobs, todo, earlier_records, out_dir, hr_dir=None):
+        self.out_dir, self.hr_dir = Path(out_dir), hr_dir
+        self.source_of = {job.name: job.source for job in jobs}  # output names are unique in a run
+        self.expected = {}  # input path -> its output names, in duplicate order
+        for job in jobs:
+            self.expected.setdefault(job.source, []).append(job.name)
+        self.records = {source: {} for source in self.expected}
+        running = {job.name for job in todo}
+        earlier = runlog.latest_by_output(earlier_records)
+        self.add(earlier[str(self.out_dir / f"{job.name}.png")] for job in jobs if job.name not in running)
+
+    def add(self, records):
+        for record in records:
+            name = Path(record["output"]).stem
+            source = self.source_of[name]
+            self.records[source][name] = record
+            if len(self.records[source]) == len(self.expected[source]):
+                self.write(source)
+
+    def write(self, source):
+        low = read_rgb(source)
+        panels = input_panels(low)
+        if self.hr_dir is not None:
+            panels += ground_truth_panels(self.hr_dir, source.stem)
+        for name in self.expected[source]:
+            panels += result_panels(self.records[source][name], low.width)
+        save_image(draw_strip(panels), self.out_dir / f"{source.stem}_strip.png")
+
+
+# ---- search GIFs ---------------------------------------------------------------------------
+
+def caption(image, text):
+    """`image` with `text` white on a black band along its bottom edge."""
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, image.height - LINE_HEIGHT - 4, image.width, image.height), fill="black")
+    draw.text((4, image.height - LINE_HEIGHT - 2), fit_text(draw, text, image.width - 8), fill="white",
+              font=label_font())
+    return image
+
+
+class SearchGif:
+    """A step hook (see run.run_batch) that films the best image so far of every sample of a batch.
+
+    Frames are kept as small 8-bit images (at most PANEL x PANEL), not as device tensors, so a
+    long search costs about 200 KB of memory per step and sample. `save()` writes one GIF per sample.
+    """
+
+    def __init__(self, paths, steps):
+        self.paths = list(paths)
+        self.steps = steps
+        self.frames = [[] for _ in self.paths]  # per sample: (step, best L2, image)
+        self.best_total = self.best_l2 = None
+
+    def __call__(self, step, losses, best_im, lr_image):
+        total, l2 = losses["TOTAL"].detach(), losses["L2"].detach()
+        if self.best_total is None:
+            self.best_total, self.best_l2 = total, l2
+        else:  # the search's rule for the best image: lowest TOTAL, the first one on ties
+            improved = total < self.best_total
+            self.best_total = torch.where(improved, total, self.best_total)
+            self.best_l2 = torch.where(improved, l2, self.best_l2)
+        if best_im.shape[-1] > PANEL:
+            best_im = F.interpolate(best_im, size=(PANEL, PANEL), mode="area")
+        for b, best_l2 in enumerate(self.best_l2.tolist()):
+            self.frames[b].append((step, best_l2, to_pil(best_im[b])))
+
+    def save(self):
+        digits = len(str(self.steps))
+        for path, frames in zip(self.paths, self.frames):
+            images = [caption(image, f"step {step:{digits}d}/{self.steps}  best L2 {l2:.3g}")
+                      for step, l2, image in frames]
+            durations = [GIF_FRAME_MS] * (len(images) - 1) + [GIF_LAST_FRAME_MS]
+            with atomic_path(path) as tmp:
+                images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                               duration=durations, loop=0)
