@@ -92,14 +92,25 @@ def draw_start(seed, num_layers, config):
 
 
 class PULSE(torch.nn.Module):
-    """Holds the frozen synthesis network and the latent statistics; `search` runs PULSE."""
+    """Holds the frozen synthesis network and the latent statistics; `search` runs PULSE.
 
-    def __init__(self, synthesis, gaussian_fit):
+    With `autocast_dtype` (bfloat16 or float16) the generator computes in that type under
+    autocast; the search variables, the losses and the optimizer stay in the model's dtype.
+    """
+
+    def __init__(self, synthesis, gaussian_fit, autocast_dtype=None):
         super().__init__()
         self.synthesis = synthesis.requires_grad_(False)
         self.register_buffer("fit_mean", gaussian_fit["mean"].clone())
         self.register_buffer("fit_std", gaussian_fit["std"].clone())
         self.lrelu = torch.nn.LeakyReLU(negative_slope=0.2)
+        self.autocast_dtype = autocast_dtype
+
+    def compile_synthesis(self):
+        """torch.compile the generator. It gets the 2020 ops: the compiler fuses them itself, and
+        the fast path's weight caching would break its graph."""
+        self.synthesis = torch.compile(self.synthesis.set_fast(False))
+        return self
 
     @property
     def num_layers(self):
@@ -128,7 +139,9 @@ class PULSE(torch.nn.Module):
         """(latent_in, image in [0, 1]) for search latents [B, 1 or L, 512]."""
         latent_in = latent.expand(-1, self.num_layers, -1)
         latent_in = self.lrelu(latent_in * self.fit_std + self.fit_mean)
-        return latent_in, (self.synthesis(latent_in, noise) + 1) / 2
+        with torch.autocast(latent_in.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            image = self.synthesis(latent_in, noise)
+        return latent_in, (image.to(latent_in.dtype) + 1) / 2
 
     def search(self, ref_im, seeds, config, on_step=None):
         """Run PULSE on `ref_im` [B, 3, r, r] in [0, 1], sample b starting from `seeds[b]`.

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 import runlog
+import speed
 import visuals
 from device import DeviceError, pick_device
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
@@ -25,7 +26,6 @@ from loss import LossStringError, parse_loss_str
 from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, SearchConfig
 from weights import WeightsError, load_generator
 
-PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
 MAX_LAYERS = 18  # of the 1024x1024 model; checked against the loaded model's own count too
 EXIT_INPUT_FAILED, EXIT_SETUP_FAILED, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -115,8 +115,20 @@ def build_parser():
     s.add_argument("-steps", "--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
     s.add_argument("-lr_schedule", "--lr_schedule", choices=list(SCHEDULES), default=defaults.lr_schedule,
                    help="learning-rate schedule over the steps")
-    s.add_argument("-precision", "--precision", choices=list(PRECISIONS), default="fp32",
-                   help="float type of the model and the search (random draws are always float32)")
+    s.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default="fp32",
+                   help="float type of the model and the search (random draws are always float32); bf16 and "
+                        "fp16 run the generator under autocast, faster and with slightly different results "
+                        "(fp16 only on a GPU)")
+
+    f = p.add_argument_group("speed (see bench.py)")
+    f.add_argument("-threads", "--threads", type=positive_int,
+                   help="CPU threads (default: OMP_NUM_THREADS if set, else the number of physical cores)")
+    f.add_argument("-compile", "--compile", action="store_true",
+                   help="torch.compile the generator: faster steps after a compilation of a minute or more "
+                        "(needs a C++ compiler on the CPU); results differ slightly")
+    f.add_argument("-no_speedups", "--no_speedups", action="store_true",
+                   help="run the 2020 generator ops and, on the CPU, let freed memory go back to the system: "
+                        "the same results, about 2x slower on the CPU, with less peak memory")
     visuals.add_flags(p)
     return p
 
@@ -212,7 +224,7 @@ def batches(jobs, batch_size):
 
 def result_settings(args):
     """The flags that decide a result: a resumed run reuses a result only if they all match."""
-    return {**asdict(search_config(args)), "precision": args.precision}
+    return {**asdict(search_config(args)), "precision": args.precision, "compile": args.compile}
 
 
 def matches_settings(record, settings):
@@ -292,7 +304,7 @@ def record_results(batch, result, args, device, out_dir, log_path):
             "device": str(device), "steps": result.steps_done, "best_step": result.best_step[b],
             "losses": result.best_losses[b], "converged": result.converged[b],
             "interrupted": result.interrupted, "seconds": round(result.seconds, 3),
-            "args": vars(args), "trajectory": result.trajectory[b],
+            "threads": torch.get_num_threads(), "args": vars(args), "trajectory": result.trajectory[b],
         })
         runlog.append(log_path, records[-1])
         status = "converged" if result.converged[b] else "NOT CONVERGED"
@@ -310,7 +322,16 @@ def load_model(args, device):
     if synthesis.resolution != 1024:
         print(f"note: the model in {args.cache_dir} is {synthesis.resolution}x{synthesis.resolution}, not the "
               f"1024x1024 FFHQ face model (e.g. the tiny test model): results are not faces", file=sys.stderr)
-    return PULSE(synthesis, fit).to(device, PRECISIONS[args.precision])
+    model_dtype, autocast_dtype = speed.precision_dtypes(args.precision, device)
+    model = PULSE(synthesis.set_fast(not args.no_speedups), fit, autocast_dtype).to(device, model_dtype)
+    return model.compile_synthesis() if args.compile else model
+
+
+def apply_speed_settings(args, device):
+    """CPU threads and freed-memory reuse (which changes no result); returns the thread count."""
+    if device.type == "cpu" and not args.no_speedups:
+        speed.keep_freed_memory()
+    return speed.set_threads(args.threads)
 
 
 def main(argv=None):
@@ -319,7 +340,7 @@ def main(argv=None):
     try:
         device = pick_device()
         model = load_model(args, device)
-    except (DeviceError, WeightsError) as e:
+    except (DeviceError, WeightsError, speed.PrecisionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETUP_FAILED
     if args.num_trainable_noise_layers > model.num_layers:
@@ -331,8 +352,9 @@ def main(argv=None):
     log_path = out_dir / runlog.LOG_NAME
     records = runlog.read(log_path) if args.resume else []
     base_seed = base_seed_for(args, records)
+    threads = apply_speed_settings(args, device)
     print(f"seed {base_seed}{'' if args.seed is not None else ' (drawn; pass -seed to repeat)'} | "
-          f"device {device} | {args.precision}")
+          f"device {device} | {args.precision} | {threads} CPU thread(s)")
 
     jobs, errors = make_jobs(paths, args, base_seed, model.resolution)
     for message in errors:

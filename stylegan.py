@@ -4,6 +4,11 @@ Parameter and buffer names match the 2020 `synthesis.pt` / `mapping.pt` files ex
 load with `load_state_dict(strict=True)`. The arithmetic follows the 2020 module op for op
 (weight scaling, noise, style modulation, fused upscale-conv from 128x128 on), because the
 PULSE search in float32 is sensitive to the last bit.
+
+Speed (`fast`, on by default): tensors derived from frozen weights (weight * w_mul, the fused
+upscale kernel, the expanded blur kernel) are computed once instead of every call, and results
+that autograd does not keep are updated in place instead of copied. Both give bit-identical
+outputs and gradients; `G_synthesis.set_fast(False)` restores the 2020 ops (see bench.py).
 """
 import math
 import re
@@ -16,7 +21,31 @@ import torch.nn.functional as F
 ACTIVATIONS = {"lrelu": lambda: nn.LeakyReLU(negative_slope=0.2), "relu": nn.ReLU}
 
 
-class EqualizedLinear(nn.Module):
+class FastOps(nn.Module):
+    """Base of the modules with a fast path; `fast = False` runs the 2020 ops instead."""
+
+    fast = True
+
+    def frozen(self, name, compute, *tensors):
+        """`compute()`, computed once while `tensors` neither require grad nor change.
+
+        The cache key holds each tensor's storage address and version counter, which change on
+        load_state_dict (an in-place copy), .to() (new storage) and any in-place edit.
+        """
+        if not self.fast or any(t.requires_grad for t in tensors):
+            return compute()
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        cache = self.__dict__.setdefault("_frozen_cache", {})
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, compute())
+        return cache[name][1]
+
+    def add(self, x, y):
+        """x + y, written into x on the fast path (only for an x that autograd does not keep)."""
+        return x.add_(y) if self.fast else x + y
+
+
+class EqualizedLinear(FastOps):
     """Linear layer with StyleGAN's equalized learning rate (weights scaled at run time)."""
 
     def __init__(self, in_features, out_features, gain=math.sqrt(2), use_wscale=True, lrmul=1.0):
@@ -28,10 +57,12 @@ class EqualizedLinear(nn.Module):
         self.b_mul = lrmul
 
     def forward(self, x):
-        return F.linear(x, self.weight * self.w_mul, self.bias * self.b_mul)
+        weight = self.frozen("weight", lambda: self.weight * self.w_mul, self.weight)
+        bias = self.frozen("bias", lambda: self.bias * self.b_mul, self.bias)
+        return F.linear(x, weight, bias)
 
 
-class Blur(nn.Module):
+class Blur(FastOps):
     """Depthwise [1, 2, 1] x [1, 2, 1] low-pass filter (kept as a buffer, as in 2020)."""
 
     def __init__(self, taps=(1, 2, 1)):
@@ -43,7 +74,9 @@ class Blur(nn.Module):
     def forward(self, x):
         channels = x.shape[1]
         pad = (self.kernel.shape[-1] - 1) // 2
-        return F.conv2d(x, self.kernel.expand(channels, -1, -1, -1), padding=pad, groups=channels)
+        kernel = self.frozen(f"kernel{channels}", lambda: self.kernel.expand(channels, -1, -1, -1).contiguous(),
+                             self.kernel)
+        return F.conv2d(x, kernel, padding=pad, groups=channels)
 
 
 def upscale_nearest2x(x):
@@ -52,7 +85,7 @@ def upscale_nearest2x(x):
     return x.view(n, c, h, 1, w, 1).expand(-1, -1, -1, 2, -1, 2).reshape(n, c, 2 * h, 2 * w)
 
 
-class EqualizedConv2d(nn.Module):
+class EqualizedConv2d(FastOps):
     """3x3 (or 1x1) convolution with equalized learning rate, optionally upscaling 2x first.
 
     Upscaling layers producing 128x128 or more use StyleGAN's fused transposed convolution,
@@ -71,14 +104,22 @@ class EqualizedConv2d(nn.Module):
         self.upscale = upscale
         self.intermediate = intermediate
 
+    def scaled_weight(self):
+        return self.frozen("weight", lambda: self.weight * self.w_mul, self.weight)
+
+    def fused_upscale_weight(self):
+        """The 3x3 kernel summed over its four 2x2 shifts: a 4x4 transposed-conv kernel."""
+        def compute():
+            w = F.pad((self.weight * self.w_mul).permute(1, 0, 2, 3), (1, 1, 1, 1))
+            return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
+        return self.frozen("fused_upscale_weight", compute, self.weight)
+
     def fused_upscale_conv(self, x):
-        w = (self.weight * self.w_mul).permute(1, 0, 2, 3)
-        w = F.pad(w, (1, 1, 1, 1))
-        w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
+        w = self.fused_upscale_weight()
         return F.conv_transpose2d(x, w, stride=2, padding=(w.shape[-1] - 1) // 2)
 
     def forward(self, x):
-        bias = self.bias * self.b_mul
+        bias = self.frozen("bias", lambda: self.bias * self.b_mul, self.bias)
         pad = self.kernel_size // 2
         if self.upscale and min(x.shape[2:]) * 2 >= 128:
             x = self.fused_upscale_conv(x)
@@ -86,19 +127,23 @@ class EqualizedConv2d(nn.Module):
             if self.upscale:
                 x = upscale_nearest2x(x)
             if self.intermediate is None:
-                return F.conv2d(x, self.weight * self.w_mul, bias, padding=pad)
-            x = F.conv2d(x, self.weight * self.w_mul, None, padding=pad)
+                return F.conv2d(x, self.scaled_weight(), bias, padding=pad)
+            x = F.conv2d(x, self.scaled_weight(), None, padding=pad)
         if self.intermediate is not None:
             x = self.intermediate(x)
-        return x + bias.view(1, -1, 1, 1)
+        return self.add(x, bias.view(1, -1, 1, 1))
 
     @property
     def kernel_size(self):
         return self.weight.shape[-1]
 
 
-class NoiseLayer(nn.Module):
-    """Adds per-pixel noise (shared over channels) with a learned per-channel strength."""
+class NoiseLayer(FastOps):
+    """Adds per-pixel noise (shared over channels) with a learned per-channel strength.
+
+    On the fast path the noise is added into `x` itself: in G_synthesis x is always a fresh
+    convolution output that nothing else holds.
+    """
 
     def __init__(self, channels):
         super().__init__()
@@ -107,10 +152,10 @@ class NoiseLayer(nn.Module):
     def forward(self, x, noise=None):
         if noise is None:
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
-        return x + self.weight.view(1, -1, 1, 1) * noise
+        return self.add(x, self.weight.view(1, -1, 1, 1) * noise)
 
 
-class StyleMod(nn.Module):
+class StyleMod(FastOps):
     """AdaIN style modulation: a dlatent row gives a per-channel scale and shift."""
 
     def __init__(self, dlatent_size, channels, use_wscale):
@@ -119,7 +164,7 @@ class StyleMod(nn.Module):
 
     def forward(self, x, dlatent):
         style = self.lin(dlatent).view(-1, 2, x.shape[1], 1, 1)
-        return x * (style[:, 0] + 1.0) + style[:, 1]
+        return self.add(x * (style[:, 0] + 1.0), style[:, 1])
 
 
 class PixelNorm(nn.Module):
@@ -231,6 +276,13 @@ class G_synthesis(nn.Module):
                            GSynthesisBlock(c_in, c_out, blur_filter, dlatent_size, gain, use_wscale, **epilogue)))
         self.torgb = EqualizedConv2d(block_channels[-1], num_channels, 1, gain=1, use_wscale=use_wscale)
         self.blocks = nn.ModuleDict(OrderedDict(blocks))
+
+    def set_fast(self, enabled):
+        """Fast path on (default) or off (the 2020 ops, e.g. as a benchmark baseline)."""
+        for module in self.modules():
+            if isinstance(module, FastOps):
+                module.fast = enabled
+        return self
 
     def forward(self, dlatents_in, noise_in):
         x = None

@@ -1,0 +1,287 @@
+"""Benchmark of the PULSE search: `python bench.py [-compile] [-json FILE]`.
+
+Times search steps (forward and backward of the generator, losses, optimizer) with random
+weights of the real 1024x1024 StyleGAN-1 architecture, so nothing needs downloading, on the
+device device.pick_device() picks. Every configuration is compared with the search with all
+speed changes turned off (the 2020 ops, and on the CPU glibc's default handling of freed
+memory), measured first, in the same process. For the configurations that change results
+(bf16, fp16, -compile) it also runs the tiny fixture model for 40 steps and reports how far the
+best losses drift from the default float32 search.
+"""
+import argparse
+import ctypes
+import gc
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import speed
+import stylegan
+from device import DeviceError, pick_device
+from images import read_rgb, to_tensor
+from PULSE import PULSE, SearchConfig
+from weights import load_generator
+
+FIXTURES = Path(__file__).resolve().parent / "tests" / "fixtures"
+DRIFT_SEED, DRIFT_STEPS = 5, 40  # the fidelity fixture's search
+WARMUP_STEPS = 2  # the first step interval holds one-time costs (first backward, memory growth)
+STEPS_PER_FACE = SearchConfig().steps
+
+
+@dataclass
+class Setting:
+    """One benchmarked configuration of the search."""
+    name: str
+    batch: int = 1
+    fast_ops: bool = True
+    keep_freed_memory: bool = False
+    precision: str = "fp32"
+    compile: bool = False
+
+
+@dataclass
+class Timing:
+    setting: Setting
+    seconds_per_step: float
+    warmup_seconds: float  # the warm-up steps, with any compilation
+    peak_memory_mb: float
+
+    @property
+    def images_per_second(self):
+        return self.setting.batch / self.seconds_per_step
+
+    def row(self, baseline):
+        """The report row; its speedup is images per second against those of `baseline`."""
+        return {**asdict(self.setting), "seconds_per_step": round(self.seconds_per_step, 4),
+                "images_per_second": round(self.images_per_second, 4),
+                "seconds_per_face": round(STEPS_PER_FACE / self.images_per_second, 2),
+                "warmup_seconds": round(self.warmup_seconds, 2),
+                "peak_memory_mb": round(self.peak_memory_mb),
+                "speedup": round(self.images_per_second / baseline.images_per_second, 3)}
+
+
+def settings_for(device, batch_sizes, with_compile):
+    """The configurations, in the order they are run (freed-memory reuse cannot be undone).
+
+    Batch size 1 always runs; `batch_sizes` adds the default path at other sizes."""
+    on_cpu = device.type == "cpu"
+    baseline = Setting("all speed changes off (2020 ops)", fast_ops=False)
+    default = Setting("default", keep_freed_memory=on_cpu)
+    settings = [baseline]
+    if on_cpu:
+        settings += [Setting("fast ops only"), default,
+                     Setting("freed-memory reuse only", fast_ops=False, keep_freed_memory=True)]
+    else:
+        settings.append(default)
+    settings += [Setting(f"default, batch {b}", batch=b, keep_freed_memory=on_cpu)
+                 for b in sorted(set(batch_sizes) - {1})]
+    settings += [Setting(f"-precision {p}", precision=p, keep_freed_memory=on_cpu) for p in ("bf16", "fp16")]
+    if with_compile:
+        settings.append(Setting("-compile", compile=True, keep_freed_memory=on_cpu))
+    return settings
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def release_freed_memory():
+    """Give memory kept for reuse back (glibc), so the next configuration's peak is its own."""
+    gc.collect()
+    if platform.libc_ver()[0] == "glibc":
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def reset_peak_memory(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif device.type == "cpu":
+        release_freed_memory()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: restart the peak-RSS count
+        except OSError:
+            pass  # elsewhere the peak is the process's peak so far
+
+
+def peak_memory_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2 ** 20
+
+
+def model_for(setting, synthesis, device):
+    model_dtype, autocast_dtype = speed.precision_dtypes(setting.precision, device)
+    fit = {"mean": torch.zeros(512), "std": torch.ones(512)}
+    model = PULSE(synthesis.set_fast(setting.fast_ops), fit, autocast_dtype).to(device, model_dtype)
+    return model.compile_synthesis() if setting.compile else model
+
+
+def time_steps(model, batch, steps, device):
+    """(median seconds of a step after the warm-up steps, seconds of the warm-up) on random inputs."""
+    ref_size = min(32, model.resolution)
+    ref_im = torch.rand(batch, 3, ref_size, ref_size, generator=torch.Generator().manual_seed(0))
+    stamps = []
+
+    def stamp(*_):
+        synchronize(device)
+        stamps.append(time.perf_counter())
+
+    start = time.perf_counter()
+    model.search(ref_im, list(range(batch)), SearchConfig(steps=steps + WARMUP_STEPS), on_step=stamp)
+    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    return statistics.median(intervals[WARMUP_STEPS - 1:]), stamps[WARMUP_STEPS - 1] - start
+
+
+def measure(setting, synthesis, device, steps):
+    if setting.keep_freed_memory:
+        speed.keep_freed_memory()
+    model = model_for(setting, synthesis, device)
+    reset_peak_memory(device)
+    seconds, warmup = time_steps(model, setting.batch, steps, device)
+    return Timing(setting, seconds, warmup, peak_memory_mb(device))
+
+
+# ---- drift of the configurations that change results ----------------------------------------
+
+def fixture_search(device, precision="fp32", compile=False):
+    """Best losses, convergence and best step of the fixture search (tiny model, seed 5, 40 steps)."""
+    synthesis, fit = load_generator(FIXTURES / "tiny_model")
+    model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
+    model = PULSE(synthesis, fit, autocast_dtype).to(device, model_dtype)
+    if compile:
+        model.compile_synthesis()
+    ref_im = to_tensor(read_rgb(FIXTURES / "tiny_input" / "target.png"))[None]
+    result = model.search(ref_im, [DRIFT_SEED], SearchConfig(steps=DRIFT_STEPS))
+    return {"best_total": result.best_losses[0]["TOTAL"], "best_l2": result.best_losses[0]["L2"],
+            "converged": result.converged[0], "best_step": result.best_step[0]}
+
+
+def drift(settings, device):
+    """For each result-changing configuration: its fixture search against the float32 default."""
+    reference = fixture_search(device)
+    rows = [{"name": "fp32 (default)", **reference, "total_rel_diff": 0.0, "l2_rel_diff": 0.0}]
+    for s in settings:
+        got = fixture_search(device, s.precision, s.compile)
+        rows.append({"name": s.name, **got,
+                     "total_rel_diff": abs(got["best_total"] - reference["best_total"]) / reference["best_total"],
+                     "l2_rel_diff": abs(got["best_l2"] - reference["best_l2"]) / reference["best_l2"]})
+    return rows
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+def print_report(report):
+    print(f"\nPULSE search, {report['resolution']}x{report['resolution']} generator (random weights), "
+          f"{report['device']} ({report['cpu']}, {report['physical_cores']} physical cores), "
+          f"{report['threads']} thread(s), torch {report['torch']}, "
+          f"median of {report['steps']} steps")
+    print(f"{'configuration':36} {'batch':>5} {'s/step':>8} {'img/s':>7} {'s/face':>8} {'warm-up s':>9} "
+          f"{'peak MB':>8} {'speed':>7}")
+    for r in report["timings"]:
+        print(f"{r['name']:36} {r['batch']:5d} {r['seconds_per_step']:8.3f} {r['images_per_second']:7.2f} "
+              f"{r['seconds_per_face']:8.1f} {r['warmup_seconds']:9.1f} {r['peak_memory_mb']:8d} {r['speedup']:6.2f}x")
+    for r in report["unsupported"]:
+        print(f"{r['name']:36} not run: {r['reason']}")
+    print(f"img/s: images generated per second (batch / s/step); s/face: a {STEPS_PER_FACE}-step search "
+          f"per face; warm-up s: the first {WARMUP_STEPS} steps (any compiling included); peak MB: "
+          f"{'GPU memory allocated' if report['device'].startswith('cuda') else 'resident memory'}; "
+          f"speed: img/s against the first row")
+    if report["drift"]:
+        print(f"\nDrift on the tiny fixture model (seed {DRIFT_SEED}, {DRIFT_STEPS} steps), best losses "
+              f"against the float32 default:")
+        print(f"{'configuration':36} {'TOTAL':>10} {'rel diff':>9} {'L2':>10} {'rel diff':>9} {'best step':>9} converged")
+        for r in report["drift"]:
+            print(f"{r['name']:36} {r['best_total']:10.5f} {r['total_rel_diff']:9.2e} {r['best_l2']:10.5f} "
+                  f"{r['l2_rel_diff']:9.2e} {r['best_step']:9d} {r['converged']}")
+
+
+def cpu_name():
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        return next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-steps", "--steps", type=positive_int, default=3,
+                   help=f"timed steps per configuration (the median counts), after {WARMUP_STEPS} warm-up steps")
+    p.add_argument("-batch_sizes", "--batch_sizes", type=positive_int, nargs="+", default=[1, 2, 4],
+                   help="batch sizes of the default path (batch 1 always runs; speed compares images per "
+                        "second with the batch-1 baseline)")
+    p.add_argument("-threads", "--threads", type=positive_int,
+                   help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)")
+    p.add_argument("-compile", "--compile", action="store_true",
+                   help="also time torch.compile of the generator (compiling takes about a minute on 2 CPU cores)")
+    p.add_argument("-no_drift", "--no_drift", action="store_true", help="skip the drift runs on the tiny model")
+    p.add_argument("-json", "--json", type=Path, help="also write the results to this JSON file")
+    p.add_argument("-resolution", "--resolution", type=positive_int, default=1024, help=argparse.SUPPRESS)  # tests
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        device = pick_device()
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    threads = speed.set_threads(args.threads)
+    torch.manual_seed(0)
+    synthesis = stylegan.G_synthesis(resolution=args.resolution).requires_grad_(False)
+
+    settings = settings_for(device, args.batch_sizes, args.compile)
+    print("warming up ...", file=sys.stderr, flush=True)  # one-time costs (kernel set-up) hit no timing
+    time_steps(model_for(settings[0], synthesis, device), 1, 1, device)
+
+    timings, unsupported, result_changing = [], [], []
+    for setting in settings:
+        try:
+            speed.precision_dtypes(setting.precision, device)
+        except speed.PrecisionError as e:
+            unsupported.append({"name": setting.name, "reason": str(e)})
+            continue
+        print(f"timing: {setting.name} ...", file=sys.stderr, flush=True)
+        timings.append(measure(setting, synthesis, device, args.steps))
+        if setting.precision != "fp32" or setting.compile:
+            result_changing.append(setting)
+
+    report = {"device": str(device), "threads": threads, "torch": torch.__version__,
+              "cpu": cpu_name(), "physical_cores": speed.physical_cores(), "resolution": args.resolution,
+              "steps": args.steps, "timings": [t.row(timings[0]) for t in timings],
+              "unsupported": unsupported,
+              "drift": [] if args.no_drift else drift(result_changing, device)}
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Speed settings: float precision of the generator, CPU threads, reuse of freed memory.
+
+Only `-precision bf16|fp16` (autocast) and `-compile` change results; the rest give the same
+bits, faster. See bench.py for what each one is worth.
+"""
+import ctypes
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+# name: (dtype of the model and the search variables, dtype the generator computes in under autocast)
+PRECISIONS = {
+    "fp32": (torch.float32, None),
+    "fp64": (torch.float64, None),
+    "bf16": (torch.float32, torch.bfloat16),
+    "fp16": (torch.float32, torch.float16),
+}
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+
+
+class PrecisionError(ValueError):
+    pass
+
+
+def precision_dtypes(name, device):
+    """(model dtype, autocast dtype or None) of precision `name` on `device`."""
+    model_dtype, autocast_dtype = PRECISIONS[name]
+    if autocast_dtype == torch.float16 and device.type == "cpu":
+        # torch runs float16 convolutions on the CPU through slow reference kernels (about 60x
+        # slower than float32 on a 2-core AVX-512 machine): refuse rather than crawl.
+        raise PrecisionError("-precision fp16 is not supported on the CPU (torch has no fast float16 "
+                             "CPU kernels); use -precision bf16 there, fp16 on a GPU")
+    return model_dtype, autocast_dtype
+
+
+def physical_cores():
+    """Physical cores this process may run on (extra hyper-threads do not speed up convolutions)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    try:
+        cores = {tuple(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/{name}").read_text().strip()
+                       for name in ("physical_package_id", "core_id")) for cpu in allowed}
+    except OSError:  # not Linux, or no topology in sysfs
+        return len(allowed)
+    return len(cores)
+
+
+def set_threads(requested=None):
+    """Set torch's CPU threads: `requested`, else OMP_NUM_THREADS if set, else the physical cores."""
+    if requested is None:
+        requested = torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else physical_cores()
+    torch.set_num_threads(requested)
+    return torch.get_num_threads()
+
+
+def keep_freed_memory():
+    """Let glibc keep freed memory for reuse instead of handing it back to the system.
+
+    A 1024x1024 search allocates and frees activations of 16-64 MB all through each step. glibc
+    serves blocks that big with mmap and unmaps them on free, so every step faults in ~4 GB of
+    fresh zeroed pages: about half of a step on the CPU. Kept in the heap they are reused. Same
+    results; more resident memory (fragmentation). Returns False where this is not glibc.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))

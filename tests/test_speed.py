@@ -1,0 +1,146 @@
+"""The speed options: the fast generator path gives the 2020 bits, the flags run and are logged,
+and bench.py's quick mode reports what it should."""
+import json
+
+import pytest
+import torch
+
+import bench
+import run
+import speed
+from conftest import TINY_INPUT, TINY_MODEL, load_fixture
+from PULSE import PULSE
+from stylegan import G_synthesis, synthesis_from_state_dict
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """run.py and bench.py set torch's thread count for the whole process: put it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_synthesis(dtype=torch.float32):
+    state = load_fixture("tiny_model/synthesis.pt")
+    model = synthesis_from_state_dict(state)
+    model.load_state_dict(state)
+    return model.to(dtype).requires_grad_(False)
+
+
+def forward_and_grads(model, fast):
+    """Image and gradients (latent, trainable noise) of the fixture inputs, on the fast or 2020 path."""
+    model.set_fast(fast)
+    ref = load_fixture("forward.pt")
+    dtype = next(model.parameters()).dtype
+    latent = ref["dlatents"].to(dtype).requires_grad_(True)
+    noise = [n.to(dtype).requires_grad_(i < 5) for i, n in enumerate(ref["noise"])]
+    image = model(latent, noise)
+    return [image, *torch.autograd.grad(image.square().sum(), [latent] + noise[:5])]
+
+
+def assert_all_equal(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_path_gives_the_2020_outputs_and_gradients_bit_for_bit(dtype):
+    model = tiny_synthesis(dtype)  # 4..256: nearest-upscale blocks and fused-upscale blocks
+    baseline = forward_and_grads(model, fast=False)
+    assert_all_equal(forward_and_grads(model, fast=True), baseline)
+    assert_all_equal(forward_and_grads(model, fast=True), baseline)  # second call: from the caches
+
+
+def test_fast_path_follows_weight_changes():
+    model = tiny_synthesis()
+    forward_and_grads(model, fast=True)  # fill the caches
+    other = G_synthesis(resolution=256, fmap_base=256, fmap_max=64).state_dict()
+    model.load_state_dict(other)
+    assert_all_equal(forward_and_grads(model, fast=True), forward_and_grads(model, fast=False))
+    with torch.no_grad():
+        model.torgb.weight.mul_(2)
+        model.blocks["8x8"].conv1.bias.add_(1)
+    assert_all_equal(forward_and_grads(model, fast=True), forward_and_grads(model, fast=False))
+    model.double()
+    assert_all_equal(forward_and_grads(model, fast=True), forward_and_grads(model, fast=False))
+
+
+def test_weights_that_require_grad_are_not_cached():
+    model = tiny_synthesis().requires_grad_(True)
+    ref = load_fixture("forward.pt")
+    model(ref["dlatents"], ref["noise"]).sum().backward()
+    assert model.torgb.weight.grad is not None and model.blocks["256x256"].conv0_up.weight.grad is not None
+
+
+def test_compiled_model_runs_the_2020_ops():
+    model = PULSE(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}).compile_synthesis()
+    assert model.num_layers == 14 and model.resolution == 256  # lazily compiled: nothing ran yet
+    assert not any(getattr(m, "fast", False) for m in model.synthesis.modules())
+
+
+def run_tiny(tmp_path, *flags):
+    inputs = tmp_path / "in"
+    inputs.mkdir(parents=True)
+    (inputs / "target.png").write_bytes(TINY_INPUT.read_bytes())
+    out_dir = tmp_path / "out"
+    code = run.main(["-input_dir", str(inputs), "-output_dir", str(out_dir), "-cache_dir", str(TINY_MODEL),
+                     "-seed", "5", *flags])
+    records = [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()] if code == 0 else []
+    return code, records
+
+
+def test_bf16_runs_end_to_end_and_is_logged(tmp_path):
+    code, (record,) = run_tiny(tmp_path, "-steps", "4", "-precision", "bf16")
+    assert code == 0
+    assert record["args"]["precision"] == "bf16" and record["args"]["compile"] is False
+    assert record["steps"] == 4 and record["losses"]["TOTAL"] > 0
+
+
+def test_threads_are_set_and_logged(tmp_path):
+    code, (record,) = run_tiny(tmp_path, "-steps", "2", "-threads", "1")
+    assert code == 0 and record["threads"] == 1 and torch.get_num_threads() == 1
+
+
+def test_no_speedups_gives_the_same_search(tmp_path):
+    _, (fast,) = run_tiny(tmp_path / "fast", "-steps", "5")
+    _, (slow,) = run_tiny(tmp_path / "slow", "-steps", "5", "-no_speedups")
+    assert fast["trajectory"] == slow["trajectory"]
+
+
+def test_threads_default_to_physical_cores_unless_omp_num_threads_is_set(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert speed.set_threads() == speed.physical_cores() >= 1
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert speed.set_threads() == 1
+    assert speed.set_threads(2) == 2
+
+
+def test_fp16_is_refused_on_the_cpu_with_a_pointer_to_bf16():
+    with pytest.raises(speed.PrecisionError, match="bf16"):
+        speed.precision_dtypes("fp16", torch.device("cpu"))
+    assert speed.precision_dtypes("fp16", torch.device("cuda")) == (torch.float32, torch.float16)
+    assert speed.precision_dtypes("bf16", torch.device("cpu")) == (torch.float32, torch.bfloat16)
+
+
+def test_bench_quick_mode_reports_timings_and_drift(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["-steps", "1", "-batch_sizes", "1", "2", "-resolution", "64", "-json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"device", "threads", "torch", "cpu", "resolution", "steps", "timings", "unsupported", "drift"} <= set(report)
+    assert report["resolution"] == 64 and report["threads"] >= 1
+    timings = {t["name"]: t for t in report["timings"]}
+    assert {"all speed changes off (2020 ops)", "default", "default, batch 2", "-precision bf16"} <= set(timings)
+    for t in timings.values():
+        assert {"batch", "precision", "seconds_per_step", "images_per_second", "seconds_per_face",
+                "peak_memory_mb", "speedup"} <= set(t)
+        assert t["seconds_per_step"] > 0 and t["peak_memory_mb"] > 0
+    assert timings["all speed changes off (2020 ops)"]["speedup"] == 1
+    if report["device"] == "cpu":
+        assert [u["name"] for u in report["unsupported"]] == ["-precision fp16"]
+    drift = {d["name"]: d for d in report["drift"]}
+    assert drift["fp32 (default)"]["converged"] is True
+    assert {"best_total", "best_l2", "total_rel_diff", "l2_rel_diff", "converged", "best_step"} <= set(drift["-precision bf16"])
+    assert "speed" in capsys.readouterr().out
