@@ -146,8 +146,9 @@ class PULSE(torch.nn.Module):
     def search(self, ref_im, seeds, config, on_step=None):
         """Run PULSE on `ref_im` [B, 3, r, r] in [0, 1], sample b starting from `seeds[b]`.
 
-        `on_step(step, losses, best_im, lr_image)` is called after each step's losses (values are
-        device tensors [B]); Ctrl-C ends the search early with the best result so far.
+        `on_step(step, losses, best, lr_image)` is called after each step's losses: `losses` are
+        device tensors [B], `best` the BestTracker (best_im, best_losses, best_step so far) and
+        `lr_image()` the downscale of best_im. Ctrl-C ends the search early with the best so far.
         """
         ref_im = ref_im.to(self.fit_mean.device, self.fit_mean.dtype)
         latent, noise, noise_vars = self.start_point(seeds, config)
@@ -167,7 +168,7 @@ class PULSE(torch.nn.Module):
                 losses["TOTAL"] = total
                 tracker.update(step, losses, gen_im)
                 if on_step is not None:
-                    on_step(step, losses, tracker.best_im, lambda: loss_builder.D(tracker.best_im))
+                    on_step(step, losses, tracker, lambda: loss_builder.D(tracker.best_im))
                 total.sum().backward()
                 opt.step()
                 scheduler.step()
@@ -184,22 +185,24 @@ class BestTracker:
     def __init__(self, loss_terms):
         self.loss_terms = loss_terms
         self.best_im = None
-        self.best_total = None
+        self.best_losses = None  # {name: [B]}: every loss at each sample's best step so far
         self.best_step = None
         self.history = []
 
     @torch.no_grad()
     def update(self, step, losses, gen_im):
-        total = losses["TOTAL"].detach()
+        losses = {name: value.detach() for name, value in losses.items()}
         if self.best_im is None:
-            self.best_im, self.best_total = gen_im.detach().clone(), total.clone()
-            self.best_step = torch.full_like(total, step, dtype=torch.long)
+            self.best_im = gen_im.detach().clone()
+            self.best_losses = {name: value.clone() for name, value in losses.items()}
+            self.best_step = torch.full_like(losses["TOTAL"], step, dtype=torch.long)
         else:
-            improved = total < self.best_total
+            improved = losses["TOTAL"] < self.best_losses["TOTAL"]
             self.best_im = torch.where(improved.view(-1, 1, 1, 1), gen_im.detach(), self.best_im)
-            self.best_total = torch.where(improved, total, self.best_total)
+            self.best_losses = {name: torch.where(improved, value, self.best_losses[name])
+                                for name, value in losses.items()}
             self.best_step = torch.where(improved, torch.full_like(self.best_step, step), self.best_step)
-        self.history.append({name: value.detach() for name, value in losses.items()})
+        self.history.append(losses)
 
     def result(self, eps, seconds, interrupted):
         # One transfer for the whole history: no per-step host synchronisation in the loop.

@@ -249,11 +249,11 @@ def base_seed_for(args, records):
 def intermediate_writer(out_dir, batch, steps):
     digits = len(str(steps))
 
-    def write(step, losses, best_im, lr_image):
+    def write(step, losses, best, lr_image):
         low = lr_image()
         for b, job in enumerate(batch):
             folder = out_dir / job.name
-            save_tensor_image(best_im[b], folder / "HR" / f"{job.name}_{step:0{digits}d}.png")
+            save_tensor_image(best.best_im[b], folder / "HR" / f"{job.name}_{step:0{digits}d}.png")
             save_tensor_image(low[b], folder / "LR" / f"{job.name}_{step:0{digits}d}.png")
     return write
 
@@ -262,7 +262,7 @@ def progress_reporter(bar):
     """Updates the bar every step; reads loss values back from the device at most twice a second."""
     last = [0.0]
 
-    def report(step, losses, best_im, lr_image):
+    def report(step, losses, best, lr_image):
         bar.update(1)
         if time.monotonic() - last[0] > 0.5 or step == bar.total:
             last[0] = time.monotonic()

@@ -216,19 +216,12 @@ class SearchGif:
         self.paths = list(paths)
         self.steps = steps
         self.frames = [[] for _ in self.paths]  # per sample: (step, best L2, image)
-        self.best_total = self.best_l2 = None
 
-    def __call__(self, step, losses, best_im, lr_image):
-        total, l2 = losses["TOTAL"].detach(), losses["L2"].detach()
-        if self.best_total is None:
-            self.best_total, self.best_l2 = total, l2
-        else:  # the search's rule for the best image: lowest TOTAL, the first one on ties
-            improved = total < self.best_total
-            self.best_total = torch.where(improved, total, self.best_total)
-            self.best_l2 = torch.where(improved, l2, self.best_l2)
+    def __call__(self, step, losses, best, lr_image):
+        best_im = best.best_im
         if best_im.shape[-1] > PANEL:
             best_im = F.interpolate(best_im, size=(PANEL, PANEL), mode="area")
-        for b, best_l2 in enumerate(self.best_l2.tolist()):
+        for b, best_l2 in enumerate(best.best_losses["L2"].tolist()):
             self.frames[b].append((step, best_l2, to_pil(best_im[b])))
 
     def save(self):

@@ -8,6 +8,7 @@ import plot_log
 import run
 import sweep
 import visuals
+from PULSE import BestTracker
 from conftest import TINY_INPUT, TINY_MODEL
 from visuals import LABEL_HEIGHT, PANEL, RED
 
@@ -76,9 +77,12 @@ def test_gif_has_one_frame_per_step_for_every_sample_of_every_batch(pictured_run
 def test_gif_frames_are_small_and_show_the_best_so_far(tmp_path):
     paths = [tmp_path / "a_search.gif", tmp_path / "b_search.gif"]
     gif = visuals.SearchGif(paths, steps=3)
+    best = BestTracker(loss_terms=[(100.0, "L2")])
     totals, l2s = [[3.0, 1.0], [2.0, 1.0], [2.0, 0.5]], [[0.3, 0.1], [0.2, 0.2], [0.1, 0.05]]
     for step, (total, l2) in enumerate(zip(totals, l2s), start=1):
-        gif(step, {"TOTAL": torch.tensor(total), "L2": torch.tensor(l2)}, torch.rand(2, 3, 512, 512), None)
+        losses = {"L2": torch.tensor(l2), "TOTAL": torch.tensor(total)}
+        best.update(step, losses, torch.rand(2, 3, 512, 512))
+        gif(step, losses, best, None)
     # sample a: step 3 ties step 2's TOTAL, so the best stays step 2's (the search keeps the first)
     assert [l2 for _, l2, _ in gif.frames[0]] == pytest.approx([0.3, 0.2, 0.2])
     assert [l2 for _, l2, _ in gif.frames[1]] == pytest.approx([0.1, 0.1, 0.05])
