@@ -32,6 +32,9 @@ def precision_dtypes(name, device):
         # slower than float32 on a 2-core AVX-512 machine): refuse rather than crawl.
         raise PrecisionError("-precision fp16 is not supported on the CPU (torch has no fast float16 "
                              "CPU kernels); use -precision bf16 there, fp16 on a GPU")
+    if model_dtype == torch.float64 and device.type == "mps":
+        raise PrecisionError("-precision fp64 is not supported on Apple MPS (it has no float64); "
+                             "use fp32, or run on the CPU with PULSE_DEVICE=cpu")
     return model_dtype, autocast_dtype
 
 

@@ -125,6 +125,12 @@ def test_fp16_is_refused_on_the_cpu_with_a_pointer_to_bf16():
     assert speed.precision_dtypes("bf16", torch.device("cpu")) == (torch.float32, torch.bfloat16)
 
 
+def test_fp64_is_refused_on_mps_which_has_no_float64():
+    with pytest.raises(speed.PrecisionError, match="PULSE_DEVICE=cpu"):
+        speed.precision_dtypes("fp64", torch.device("mps"))
+    assert speed.precision_dtypes("fp64", torch.device("cpu")) == (torch.float64, None)
+
+
 def test_bench_quick_mode_reports_timings_and_drift(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["-steps", "1", "-batch_sizes", "1", "2", "-resolution", "64", "-json", str(out)]) == 0
