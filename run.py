@@ -370,8 +370,9 @@ def main(argv=None):
         try:
             result = run_batch(model, batch, config, args, out_dir)
         except torch.OutOfMemoryError:
-            print(f"error: out of memory on {device} with -batch_size {args.batch_size}; "
-                  f"try -batch_size {max(1, args.batch_size // 2)}", file=sys.stderr)
+            hint = (f"try -batch_size {args.batch_size // 2}" if args.batch_size > 1 else
+                    "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
+            print(f"error: out of memory on {device} with -batch_size {args.batch_size}; {hint}", file=sys.stderr)
             return EXIT_SETUP_FAILED
         if result.interrupted:
             signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: leave now

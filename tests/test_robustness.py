@@ -76,6 +76,8 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "out of memory" in err and "try -batch_size 2" in err
+    code, _ = run_cli(tmp_path, "-seed", "0", "-batch_size", "1", out="one")
+    assert code == 2 and "try -precision bf16" in capsys.readouterr().err
 
 
 def test_atomic_write_leaves_the_old_file_and_no_temporary_on_failure(tmp_path):
