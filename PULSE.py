@@ -212,6 +212,7 @@ class BestTracker:
         best_steps = self.best_step.cpu().tolist()
         trajectory = [[{"step": k + 1, **{name: table[name][k, b].item() for name in names}}
                        for k in range(len(self.history))] for b in range(batch)]
+        best = {name: value.cpu().tolist() for name, value in self.best_losses.items()}
         eps_t = torch.tensor(eps, dtype=table["L2"].dtype)
         # As in 2020 (and in the reference runs), only a search that optimises L2 can converge:
         # with a loss string without L2, L2 is still reported but never counts as reaching eps.
@@ -219,7 +220,7 @@ class BestTracker:
         return SearchResult(
             best_im=self.best_im.clamp(0, 1).cpu(),
             best_step=best_steps,
-            best_losses=[dict(list(trajectory[b][s - 1].items())[1:]) for b, s in enumerate(best_steps)],
+            best_losses=[{name: best[name][b] for name in names} for b in range(batch)],
             converged=[targets_l2 and bool((table["L2"][:, b] <= eps_t).any()) for b in range(batch)],
             trajectory=trajectory,
             seconds=seconds,

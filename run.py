@@ -227,15 +227,16 @@ def result_settings(args):
     return {**asdict(search_config(args)), "precision": args.precision, "compile": args.compile}
 
 
-def matches_settings(record, settings):
-    return {k: record.get("args", {}).get(k) for k in settings} == settings
+def is_complete(record, settings):
+    """Whether a log record is a finished search made with these result settings."""
+    return not record.get("interrupted") and {k: record.get("args", {}).get(k) for k in settings} == settings
 
 
 def already_done(job, out_dir, records, settings):
     output = out_dir / f"{job.name}.png"
     return output.exists() and any(
-        r.get("output") == str(output) and r.get("seed") == job.seed and not r.get("interrupted")
-        and matches_settings(r, settings) for r in records)
+        r.get("output") == str(output) and r.get("seed") == job.seed and is_complete(r, settings)
+        for r in records)
 
 
 def base_seed_for(args, records):
