@@ -45,6 +45,14 @@ class FastOps(nn.Module):
         return x.add_(y) if self.fast else x + y
 
 
+def set_fast(model, enabled):
+    """Fast path of every FastOps module in `model` on or off; returns `model`."""
+    for module in model.modules():
+        if isinstance(module, FastOps):
+            module.fast = enabled
+    return model
+
+
 class EqualizedLinear(FastOps):
     """Linear layer with StyleGAN's equalized learning rate (weights scaled at run time)."""
 
@@ -277,12 +285,21 @@ class G_synthesis(nn.Module):
         self.torgb = EqualizedConv2d(block_channels[-1], num_channels, 1, gain=1, use_wscale=use_wscale)
         self.blocks = nn.ModuleDict(OrderedDict(blocks))
 
+    @property
+    def num_ws(self):
+        """Rows of dlatents_in: one per layer."""
+        return self.num_layers
+
+    @property
+    def noise_sizes(self):
+        """The side of each layer's noise map: two layers per resolution, 4x4 first."""
+        return [2 ** (i // 2 + 2) for i in range(self.num_layers)]
+
+    default_bad_noise_layers = frozenset({17})  # PULSE 2020: the last 1024x1024 layer adds artifacts
+
     def set_fast(self, enabled):
         """Fast path on (default) or off (the 2020 ops, e.g. as a benchmark baseline)."""
-        for module in self.modules():
-            if isinstance(module, FastOps):
-                module.fast = enabled
-        return self
+        return set_fast(self, enabled)
 
     def forward(self, dlatents_in, noise_in):
         x = None
