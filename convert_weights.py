@@ -1,33 +1,29 @@
-"""Convert NVIDIA's StyleGAN-1 pickle into the weight files PULSE loads, without TensorFlow.
+"""Convert NVIDIA's network pickles into the weight files PULSE loads, without TensorFlow or NVIDIA's code.
 
     python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir cache
+    python convert_weights.py ffhq.pkl -cache_dir cache/sg2-ffhq
 
-writes `synthesis.pt`, `mapping.pt` (the 2020 PyTorch layout) and `gaussian_fit.pt` into the
-cache folder, after which run.py needs nothing else.
+A StyleGAN-1 (TensorFlow) pickle gives `synthesis.pt`, `mapping.pt` (the 2020 PyTorch layout); a
+stylegan2-ada-pytorch pickle gives the StyleGAN2 files of `weights.STYLEGAN2_FILES` (its `G_ema`,
+NVIDIA's parameter names). Both get `gaussian_fit.pt`, after which run.py needs nothing else.
 
-A pickle can run arbitrary code while it loads, so the file is read by an unpickler that knows
-only the handful of classes such a file contains (NVIDIA's Network, which is replaced by a
-stand-in that merely keeps its state, and numpy arrays). Anything else stops the conversion
-before it runs. The network source code stored in the pickle is never executed.
+The pickle is read by nvidia_pickles.py's allowlist unpickler: nothing stored in it (the network
+source code of either format included) is ever executed.
 """
 import argparse
 import hashlib
-import pickle
 import re
 import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import nvidia_pickles
 import weights
+from nvidia_pickles import STYLEGAN1_GLOBALS as ALLOWED_GLOBALS  # noqa: F401 (the public names of before)
+from nvidia_pickles import EasyDictStandIn, NetworkStandIn, StyleGANUnpickler  # noqa: F401
 from stylegan import G_mapping, synthesis_from_state_dict
-
-try:  # numpy >= 2 moved the module that rebuilds pickled arrays; old pickles name the old one
-    from numpy._core import multiarray as _multiarray
-except ImportError:  # numpy 1.x
-    from numpy.core import multiarray as _multiarray
 
 FFHQ_MD5 = "9f4c085b663ed283f5853cc662bd0883"
 KNOWN_PICKLES = {  # MD5 of NVIDIA's released files
@@ -36,59 +32,12 @@ KNOWN_PICKLES = {  # MD5 of NVIDIA's released files
 }
 
 
-class NetworkStandIn:
-    """Takes the place of dnnlib.tflib.network.Network: keeps the pickled state, runs nothing."""
-    state = None  # stays None if the pickle never hands over a state
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-class EasyDictStandIn(dict):
-    """Takes the place of dnnlib.util.EasyDict (a plain dict subclass)."""
-
-
-ALLOWED_GLOBALS = {
-    ("dnnlib.tflib.network", "Network"): NetworkStandIn,
-    ("dnnlib.util", "EasyDict"): EasyDictStandIn,
-    ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-    ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("collections", "OrderedDict"): OrderedDict,
-}
-
-
-class StyleGANUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise weights.WeightsError(
-                f"refusing to load {module}.{name} from the pickle: a StyleGAN-1 network pickle holds "
-                f"only networks and numpy arrays, so this file is either not one or has been tampered with"
-            ) from None
-
-
 def file_md5(path):
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def read_pickle(path):
-    with open(path, "rb") as f:
-        try:
-            return StyleGANUnpickler(f, encoding="latin1").load()
-        except weights.WeightsError:
-            raise
-        except Exception as e:  # a damaged pickle can fail in many ways; all mean the same to the user
-            raise weights.WeightsError(
-                f"{path} could not be read as a pickle (truncated or damaged?): {type(e).__name__}: {e}") from e
 
 
 def describe(obj):
@@ -232,7 +181,7 @@ def report_model(path, log):
     if md5 in KNOWN_PICKLES:
         log(f"recognised NVIDIA's {KNOWN_PICKLES[md5]}")
     else:
-        print(f"warning: {path} (MD5 {md5}) is not one of NVIDIA's released StyleGAN-1 pickles; "
+        print(f"warning: {path} (MD5 {md5}) is not one of NVIDIA's released pickles that this port knows; "
               f"converting it anyway", file=sys.stderr)
     return md5
 
@@ -250,19 +199,93 @@ def write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log):
     log(f"saved {destination}")
 
 
-def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
-    """Write synthesis.pt, mapping.pt and gaussian_fit.pt for `pickle_path` into `cache_dir`."""
-    md5 = report_model(pickle_path, log)
-    gs = find_gs(read_pickle(pickle_path), pickle_path)
+def convert_stylegan1(data, pickle_path, md5, cache_dir, gaussian_draws, log):
+    gs = find_gs(data, pickle_path)
     synthesis = convert_synthesis(component_variables(gs, "synthesis"))
     mapping_state, mapping = convert_mapping(component_variables(gs, "mapping"))
     resolution = synthesis_from_state_dict(synthesis).resolution
-    log(f"converted a {resolution}x{resolution} generator")
-    cache_dir = Path(cache_dir)
+    log(f"converted a {resolution}x{resolution} generator (StyleGAN-1)")
     weights.save_tensors(synthesis, cache_dir / "synthesis.pt")
     weights.save_tensors(mapping_state, cache_dir / "mapping.pt")
     log(f"saved {cache_dir / 'synthesis.pt'} and {cache_dir / 'mapping.pt'}")
     write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log)
+
+
+# ---- StyleGAN2: G_ema of a stylegan2-ada-pytorch pickle -------------------------------------
+
+ACTIVATIONS = {"FullyConnectedLayer": "lrelu", "SynthesisLayer": "lrelu", "Conv2dLayer": "linear"}
+
+
+def stylegan2_attribute(g_ema, path, name):
+    module = nvidia_pickles.submodule(g_ema, path)
+    if module is None or name not in module.state:
+        raise weights.WeightsError(f"G_ema in the pickle has no {path}.{name}; is this a StyleGAN2 generator?")
+    return module.state[name]
+
+
+def check_stylegan2_layers(g_ema):
+    """Refuse what this port does not compute: labels, other activations or layer types."""
+    if int(g_ema.state.get("c_dim", 0) or 0):
+        raise weights.WeightsError("G_ema is a conditional generator (c_dim > 0); PULSE needs an unconditional one")
+    for path, module in nvidia_pickles.named_modules(g_ema):
+        expected = "linear" if path.endswith("affine") else ACTIVATIONS.get(module.class_name)
+        if expected and module.state.get("activation") != expected:
+            raise weights.WeightsError(f"G_ema.{path} uses activation {module.state.get('activation')!r}, "
+                                       f"this port computes {expected!r}")
+
+
+def stylegan2_states(g_ema):
+    """(synthesis state, mapping state, attributes) of G_ema: NVIDIA's names, float32 tensors, and
+    the two numbers the state dicts do not hold (conv_clamp, the mapping's lr_multiplier)."""
+    check_stylegan2_layers(g_ema)
+    tensors = nvidia_pickles.module_tensors(g_ema)
+    states = {part: {key[len(part) + 1:]: value.float().contiguous() for key, value in tensors.items()
+                     if key.startswith(part + ".")} for part in ("synthesis", "mapping")}
+    leftover = [key for key in tensors if key.split(".")[0] not in states]
+    check_all_used(leftover, "G_ema")
+    conv_clamp = stylegan2_attribute(g_ema, "synthesis.b4.conv1", "conv_clamp")
+    attributes = {"conv_clamp": None if conv_clamp is None else float(conv_clamp),
+                  "mapping_lr_multiplier": float(stylegan2_attribute(g_ema, "mapping.fc0", "bias_gain"))}
+    return states["synthesis"], states["mapping"], attributes
+
+
+def convert_stylegan2(g_ema, pickle_path, cache_dir, gaussian_draws, log):
+    synthesis_state, mapping_state, attributes = stylegan2_states(g_ema)
+    synthesis, mapping = weights.stylegan2_networks(synthesis_state, mapping_state, attributes,
+                                                    f"G_ema in {pickle_path}")
+    log(f"converted a {synthesis.resolution}x{synthesis.resolution} generator (StyleGAN2: "
+        f"{synthesis.num_ws} ws, {len(synthesis.noise_sizes)} noise layers)")
+    weights.save_stylegan2(cache_dir, synthesis_state, mapping_state, attributes)
+    log(f"saved {', '.join(str(cache_dir / name) for name in weights.STYLEGAN2_FILES.values())}")
+    log(f"fitting the latent gaussian ({gaussian_draws:,} draws of the mapping network)")
+    weights.save_tensors(weights.fit_gaussian(mapping, draws=gaussian_draws), cache_dir / "gaussian_fit.pt")
+    log(f"saved {cache_dir / 'gaussian_fit.pt'}")
+
+
+def check_cache_family(cache_dir, stylegan2):
+    """Refuse to mix families in one cache folder (they would share, and overwrite, gaussian_fit.pt)."""
+    if stylegan2 and (cache_dir / "synthesis.pt").is_file():
+        other = "a StyleGAN-1 generator (synthesis.pt)"
+    elif not stylegan2 and weights.is_stylegan2_cache(cache_dir):
+        other = f"a StyleGAN2 generator ({weights.STYLEGAN2_FILES['synthesis']})"
+    else:
+        return
+    raise weights.WeightsError(f"{cache_dir} already holds {other}; convert into another -cache_dir")
+
+
+def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
+    """Write the weight files of NVIDIA's network pickle at `pickle_path` into `cache_dir`: for a
+    StyleGAN-1 (TensorFlow) pickle synthesis.pt and mapping.pt, for a stylegan2-ada-pytorch pickle
+    the StyleGAN2 files of weights.STYLEGAN2_FILES; gaussian_fit.pt for both."""
+    md5 = report_model(pickle_path, log)
+    data = nvidia_pickles.read(pickle_path)
+    cache_dir = Path(cache_dir)
+    stylegan2 = nvidia_pickles.is_stylegan2_pickle(data)
+    check_cache_family(cache_dir, stylegan2)
+    if stylegan2:
+        convert_stylegan2(data["G_ema"], pickle_path, cache_dir, gaussian_draws, log)
+    else:
+        convert_stylegan1(data, pickle_path, md5, cache_dir, gaussian_draws, log)
 
 
 def at_least_two(text):
@@ -274,10 +297,11 @@ def at_least_two(text):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description="Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) into "
-                    "synthesis.pt, mapping.pt and gaussian_fit.pt for PULSE. TensorFlow is not needed, "
-                    "and the pickle is read without running any code from it.")
-    parser.add_argument("pickle", type=Path, metavar="PICKLE", help="the StyleGAN-1 .pkl file holding (G, D, Gs)")
+        description="Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) or "
+                    "stylegan2-ada-pytorch pickle (e.g. ffhq.pkl) into the weight files and gaussian_fit.pt "
+                    "for PULSE. Neither TensorFlow nor NVIDIA's code is needed, and the pickle is read "
+                    "without running any code from it.")
+    parser.add_argument("pickle", type=Path, metavar="PICKLE", help="NVIDIA's .pkl: StyleGAN-1's (G, D, Gs) or stylegan2-ada-pytorch's dict with G_ema")
     parser.add_argument("-cache_dir", type=Path, default=Path("cache"), metavar="DIR",
                         help="folder to write the weight files to, the one run.py reads (default: cache)")
     parser.add_argument("-gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS, metavar="N",

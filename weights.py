@@ -5,12 +5,17 @@ Search order for each file: `-cache_dir` (plain name, then the 2020 cache names
 `weights_only=True` and `map_location`, so the 2020 files (old pickle format, CUDA storages)
 load on any machine and a downloaded file can never run code. `gaussian_fit.pt` (the latent
 statistics PULSE needs) is bundled; when it is missing it is rebuilt from `mapping.pt`.
+
+A cache folder holding `stylegan2-synthesis.pt` holds a StyleGAN2 generator instead (written by
+convert_weights.py; never downloaded from the 2020 links, never given the bundled StyleGAN-1 fit).
 """
 import hashlib
+import json
 from pathlib import Path
 
 import torch
 
+import stylegan2
 from files import atomic_path
 from stylegan import G_mapping, synthesis_from_state_dict
 
@@ -139,19 +144,79 @@ def save_tensors(tensors, path):
 
 def gaussian_fit_for(cache_dir, dlatent_size=512, log=print):
     """Load gaussian_fit.pt from the cache or the script folder, or rebuild it from mapping.pt."""
-    for folder in (Path(cache_dir), SCRIPT_DIR):
+    return cached_gaussian_fit([Path(cache_dir), SCRIPT_DIR], cache_dir, dlatent_size, log,
+                               lambda: load_mapping(find_or_download(cache_dir, "mapping.pt")), "mapping.pt")
+
+
+def cached_gaussian_fit(folders, cache_dir, dlatent_size, log, load_mapping_network, mapping_name):
+    """gaussian_fit.pt from the first of `folders` that has one, else fitted and saved to `cache_dir`."""
+    for folder in folders:
         if (folder / "gaussian_fit.pt").is_file():
             return load_gaussian_fit(folder / "gaussian_fit.pt", dlatent_size)
-    mapping = load_mapping(find_or_download(cache_dir, "mapping.pt"))
-    log(f"gaussian_fit.pt not found: fitting it from mapping.pt ({GAUSSIAN_FIT_DRAWS:,} draws)")
+    mapping = load_mapping_network()
+    log(f"gaussian_fit.pt not found: fitting it from {mapping_name} ({GAUSSIAN_FIT_DRAWS:,} draws)")
     fit = fit_gaussian(mapping, draws=GAUSSIAN_FIT_DRAWS)
     save_tensors(fit, Path(cache_dir) / "gaussian_fit.pt")
     log(f"saved {Path(cache_dir) / 'gaussian_fit.pt'}")
     return fit
 
 
+# ---- StyleGAN2 (converted from NVIDIA's stylegan2-ada-pytorch pickles by convert_weights.py) ----
+
+STYLEGAN2_FILES = {"synthesis": "stylegan2-synthesis.pt", "mapping": "stylegan2-mapping.pt",
+                   "attributes": "stylegan2.json"}
+
+
+def is_stylegan2_cache(cache_dir):
+    return (Path(cache_dir) / STYLEGAN2_FILES["synthesis"]).is_file()
+
+
+def stylegan2_networks(synthesis_state, mapping_state, attributes, source):
+    """(synthesis, mapping) built from NVIDIA-named state dicts and the attributes not in them
+    (`conv_clamp`, `mapping_lr_multiplier`); WeightsError naming `source` if they do not fit."""
+    try:
+        synthesis = stylegan2.synthesis_from_state_dict(synthesis_state, attributes["conv_clamp"])
+        synthesis.load_state_dict(synthesis_state, strict=True)
+        mapping = stylegan2.mapping_from_state_dict(mapping_state, attributes["mapping_lr_multiplier"])
+        mapping.load_state_dict(mapping_state, strict=True)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise WeightsError(f"{source} is not a StyleGAN2 generator this port can run: "
+                           f"{str(e).strip().splitlines()[0]}") from e
+    return synthesis.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
+
+
+def save_stylegan2(cache_dir, synthesis_state, mapping_state, attributes):
+    cache_dir = Path(cache_dir)
+    save_tensors(synthesis_state, cache_dir / STYLEGAN2_FILES["synthesis"])
+    save_tensors(mapping_state, cache_dir / STYLEGAN2_FILES["mapping"])
+    with atomic_path(cache_dir / STYLEGAN2_FILES["attributes"]) as tmp:
+        Path(tmp).write_text(json.dumps(attributes, indent=1))
+
+
+def load_stylegan2(cache_dir):
+    """(synthesis, mapping) of the StyleGAN2 generator in `cache_dir`."""
+    paths = {name: Path(cache_dir) / file for name, file in STYLEGAN2_FILES.items()}
+    try:
+        attributes = json.loads(paths["attributes"].read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{paths['attributes']} is missing or not JSON ({e}); convert the network again "
+                           f"with convert_weights.py") from e
+    if not isinstance(attributes, dict):
+        raise WeightsError(f"{paths['attributes']} does not hold the generator's attributes")
+    return stylegan2_networks(load_tensors(paths["synthesis"]), load_tensors(paths["mapping"]), attributes,
+                              paths["synthesis"])
+
+
 def load_generator(cache_dir, log=print):
-    """(synthesis network, gaussian fit) for a run, from `cache_dir` or the 2020 links."""
+    """(synthesis network, gaussian fit) for a run, from `cache_dir` or the 2020 links.
+
+    A cache with `stylegan2-synthesis.pt` holds a StyleGAN2 generator: its gaussian fit comes from
+    the cache or its own mapping network, never from the bundled StyleGAN-1 file."""
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    if is_stylegan2_cache(cache_dir):
+        synthesis, mapping = load_stylegan2(cache_dir)
+        fit = cached_gaussian_fit([Path(cache_dir)], cache_dir, synthesis.dlatent_size, log, lambda: mapping,
+                                  STYLEGAN2_FILES["mapping"])
+        return synthesis, fit
     synthesis = load_synthesis(find_or_download(cache_dir, "synthesis.pt"))
     return synthesis, gaussian_fit_for(cache_dir, synthesis.dlatent_size, log)
