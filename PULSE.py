@@ -72,23 +72,26 @@ class SearchResult:
     steps_done: int = 0
 
 
-def draw_start(seed, num_layers, config):
+def draw_start(seed, num_ws, noise_sizes, zeroed, config):
     """Latent and noise maps of one sample, drawn in float32 on the CPU from `seed`.
 
-    Same draws in the same order as 2020: the latent first, then one map per layer that is
-    not zeroed. Drawing on the CPU makes a seed give the same search on every device.
+    Same draws in the same order as 2020: the latent first, then one map per noise layer that is
+    not zeroed (`zeroed`: indices of the layers held at zero). Drawing on the CPU makes a seed
+    give the same search on every device.
     """
     generator = torch.Generator().manual_seed(seed)
-    latent = torch.randn((1, 1 if config.tile_latent else num_layers, 512), generator=generator)
-    zeroed = config.zeroed_noise_layers()
+    latent = torch.randn((1, 1 if config.tile_latent else num_ws, 512), generator=generator)
     noise = []
-    for i in range(num_layers):
-        size = 2 ** (i // 2 + 2)
+    for i, size in enumerate(noise_sizes):
         if config.noise_type == "zero" or i in zeroed:
             noise.append(torch.zeros((1, 1, size, size)))
         else:
             noise.append(torch.randn((1, 1, size, size), generator=generator))
     return latent, noise
+
+
+class NoiseLayerError(ValueError):
+    """The search flags name noise layers the model does not have."""
 
 
 class PULSE(torch.nn.Module):
@@ -113,31 +116,57 @@ class PULSE(torch.nn.Module):
         return self
 
     @property
-    def num_layers(self):
-        return self.synthesis.num_layers
+    def num_ws(self):
+        """Rows of latent_in (StyleGAN-1: one per layer; StyleGAN2: one per conv layer, plus one)."""
+        return self.synthesis.num_ws
+
+    @property
+    def noise_sizes(self):
+        """The side of each noise map, in the generator's layer order."""
+        return self.synthesis.noise_sizes
 
     @property
     def resolution(self):
         return self.synthesis.resolution
 
+    def zeroed_noise_layers(self, config):
+        """Indices of the noise layers held at zero. The 2020 default of -bad_noise_layers stands
+        for the generator's own default (StyleGAN-1: layer 17, the last 1024x1024 one, which a
+        smaller model does not have; StyleGAN2: its last noise layer)."""
+        if config.bad_noise_layers == SearchConfig.bad_noise_layers:
+            return self.synthesis.default_bad_noise_layers
+        return config.zeroed_noise_layers()
+
+    def check_noise_layers(self, config):
+        """NoiseLayerError if the flags name noise layers beyond this model's."""
+        count = len(self.noise_sizes)
+        beyond = sorted(i for i in config.zeroed_noise_layers() if i >= count)
+        if beyond and config.bad_noise_layers != SearchConfig.bad_noise_layers:  # the default suits every model
+            raise NoiseLayerError(f"argument -bad_noise_layers: this model has noise layers 0..{count - 1}, "
+                                  f"not {', '.join(map(str, beyond))}")
+        if config.num_trainable_noise_layers > count:
+            raise NoiseLayerError(f"argument -num_trainable_noise_layers: this model has {count} layers with "
+                                  f"noise, so it must be within 0..{count}")
+
     def start_point(self, seeds, config):
         """Batched latent and noise (each sample from its own seed) as search variables."""
         dtype, device = self.fit_mean.dtype, self.fit_mean.device
-        starts = [draw_start(seed, self.num_layers, config) for seed in seeds]
+        zeroed = self.zeroed_noise_layers(config)
+        starts = [draw_start(seed, self.num_ws, self.noise_sizes, zeroed, config) for seed in seeds]
         latent = torch.cat([lat for lat, _ in starts]).to(device, dtype).requires_grad_(True)
         noise, noise_vars = [], []
-        for i in range(self.num_layers):
+        for i in range(len(self.noise_sizes)):
             layer = torch.cat([maps[i] for _, maps in starts]).to(device, dtype)
             trainable = (config.noise_type == "trainable" and i < config.num_trainable_noise_layers
-                         and i not in config.zeroed_noise_layers())
+                         and i not in zeroed)
             if trainable:
                 noise_vars.append(layer.requires_grad_(True))
             noise.append(layer)
         return latent, noise, noise_vars
 
     def generate(self, latent, noise):
-        """(latent_in, image in [0, 1]) for search latents [B, 1 or L, 512]."""
-        latent_in = latent.expand(-1, self.num_layers, -1)
+        """(latent_in, image in [0, 1]) for search latents [B, 1 or num_ws, 512]."""
+        latent_in = latent.expand(-1, self.num_ws, -1)
         latent_in = self.lrelu(latent_in * self.fit_std + self.fit_mean)
         with torch.autocast(latent_in.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
             image = self.synthesis(latent_in, noise)

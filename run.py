@@ -23,7 +23,7 @@ import visuals
 from device import DeviceError, pick_device
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
-from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, SearchConfig
+from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, NoiseLayerError, SearchConfig
 from weights import WeightsError, load_generator
 
 MAX_LAYERS = 18  # of the 1024x1024 model; checked against the loaded model's own count too
@@ -344,9 +344,10 @@ def main(argv=None):
     except (DeviceError, WeightsError, speed.PrecisionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETUP_FAILED
-    if args.num_trainable_noise_layers > model.num_layers:
-        parser.error(f"argument -num_trainable_noise_layers: this model has {model.num_layers} layers, "
-                     f"so it must be within 0..{model.num_layers}")
+    try:
+        model.check_noise_layers(search_config(args))
+    except NoiseLayerError as e:
+        parser.error(str(e))
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -278,6 +278,11 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def nvidia_block_channels(resolution, channel_base=32768, channel_max=512):
+    """NVIDIA's channels per block, 4x4 up to `resolution`; the defaults are FFHQ config-f's."""
+    return [min(channel_base // 2 ** i, channel_max) for i in range(2, int(math.log2(resolution)) + 1)]
+
+
 def architecture_of(state_dict, resolutions):
     if resolutions[-1] > 4 and f"b{resolutions[-1]}.skip.weight" in state_dict:
         return "resnet"

@@ -1,0 +1,411 @@
+"""StyleGAN2: NVIDIA's stylegan2-ada-pytorch pickles read safely, the generator, and PULSE on it.
+
+The shared reference (a pickle made by NVIDIA's code, and what that code computed from it) is
+used when ../shared is there. The fresh-clone tests build their own small pickles here, in
+NVIDIA's format, from this port's own generator with a seeded random init: every network is a
+`torch_utils.persistence._reconstruct_persistent_obj(meta)` record holding the module's state,
+and tensors pickle as PyTorch pickles them (`_rebuild_tensor_v2` of a `_load_from_bytes` storage).
+"""
+import json
+import math
+import os
+import pickle
+import sys
+import types
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import convert_weights
+import nvidia_pickles
+import run
+import stylegan2
+import weights
+from bicubic import BicubicDownSample
+from conftest import ROOT
+from images import save_tensor_image
+
+SHARED = ROOT.parent / "shared" / "reference" / "stylegan2"
+needs_shared = pytest.mark.skipif(not (SHARED / "network-snapshot-64.pkl").is_file(),
+                                  reason="../shared/reference/stylegan2 is not here")
+GAUSSIAN_DRAWS = 256
+
+
+def relative_error(got, want):
+    return ((got.double() - want.double()).abs().max() / want.double().abs().max()).item()
+
+
+# ---- a tiny pickler in NVIDIA's format ------------------------------------------------------
+
+NVIDIA_CLASS_NAMES = {
+    stylegan2.FullyConnected: "FullyConnectedLayer", stylegan2.SynthesisLayer: "SynthesisLayer",
+    stylegan2.ToRGB: "ToRGBLayer", stylegan2.SkipUp: "Conv2dLayer", stylegan2.SynthesisBlock: "SynthesisBlock",
+    stylegan2.SynthesisNetwork: "SynthesisNetwork", stylegan2.MappingNetwork: "MappingNetwork",
+}
+
+
+def _reconstruct_persistent_obj(meta):  # only named in the pickle, never called
+    raise AssertionError("the test pickler's stand-in must not run")
+
+
+_reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+
+
+class Persistent:
+    """Pickles as NVIDIA's persistent objects do: `_reconstruct_persistent_obj(meta)`."""
+
+    def __init__(self, class_name, state, module_src):
+        self.meta = dict(type="class", version=6, module_src=module_src, class_name=class_name, state=state)
+
+    def __reduce__(self):
+        return _reconstruct_persistent_obj, (self.meta,)
+
+
+class EasyDict(dict):
+    __module__ = "dnnlib.util"
+
+
+def nvidia_attributes(module):
+    """The plain attributes NVIDIA's modules carry that a converter may read (numbers as numpy)."""
+    if isinstance(module, stylegan2.FullyConnected):
+        return dict(activation="lrelu" if module.lrelu else "linear", weight_gain=np.float64(module.weight_gain),
+                    bias_gain=module.bias_gain)
+    if isinstance(module, stylegan2.SynthesisLayer):
+        return dict(activation="lrelu", conv_clamp=module.conv_clamp, act_gain=np.float64(math.sqrt(2)),
+                    resolution=module.resolution, up=2 if module.up else 1, use_noise=True)
+    if isinstance(module, stylegan2.ToRGB):
+        return dict(conv_clamp=module.conv_clamp, weight_gain=np.float64(module.weight_gain))
+    if isinstance(module, stylegan2.SkipUp):
+        return dict(activation="linear", conv_clamp=None, up=2)
+    if isinstance(module, stylegan2.SynthesisBlock):
+        return dict(architecture=module.architecture, is_last=module.is_last, use_fp16=False)
+    return {}
+
+
+def persistent(module, module_src, extra=None):
+    """`module` as NVIDIA pickles it: its parameters, buffers, submodules and attributes."""
+    state = {"training": False,
+             "_parameters": {name: p for name, p in module._parameters.items()},
+             "_buffers": {name: b for name, b in module._buffers.items()},
+             "_non_persistent_buffers_set": set(),
+             "_modules": {name: persistent(child, module_src) for name, child in module._modules.items()},
+             **nvidia_attributes(module), **(extra or {})}
+    return Persistent(NVIDIA_CLASS_NAMES.get(type(module), "Generator"), state, module_src)
+
+
+def nvidia_pickle(synthesis, mapping, module_src="", protocol=4, extra_state=None):
+    """Bytes of a network snapshot as NVIDIA's training loop writes it, for these networks."""
+    generator = torch.nn.Module()
+    generator.synthesis, generator.mapping = synthesis, mapping
+    g_ema = persistent(generator, module_src,
+                       {**dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=synthesis.resolution, img_channels=3,
+                               num_ws=synthesis.num_ws), **(extra_state or {})})
+    snapshot = dict(G=g_ema, D=None, G_ema=g_ema, augment_pipe=None,
+                    training_set_kwargs=EasyDict(class_name="training.dataset.ImageFolderDataset"))
+    modules = {"torch_utils": types.ModuleType("torch_utils"),
+               "torch_utils.persistence": types.ModuleType("torch_utils.persistence"),
+               "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": types.ModuleType("dnnlib.util")}
+    modules["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    modules["dnnlib.util"].EasyDict = EasyDict
+    with mock.patch.dict(sys.modules, modules):
+        return pickle.dumps(snapshot, protocol=protocol)
+
+
+def random_stylegan2(resolution=16, channels=16, architecture="skip", conv_clamp=None, seed=0):
+    """A small StyleGAN2 with NVIDIA's init, then every bias and noise strength made non-zero."""
+    torch.manual_seed(seed)
+    synthesis = stylegan2.SynthesisNetwork([channels] * (int(math.log2(resolution)) - 1),
+                                           architecture=architecture, conv_clamp=conv_clamp)
+    mapping = stylegan2.MappingNetwork(num_layers=2)
+    with torch.no_grad():
+        for name, tensor in [*synthesis.named_parameters(), *mapping.named_parameters()]:
+            if name.endswith("bias") or name.endswith("noise_strength"):
+                tensor.add_(0.2 * torch.randn_like(tensor))
+    return synthesis.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
+
+
+def noise_for(synthesis, batch=2, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 1, r, r, generator=generator) for r in synthesis.noise_sizes]
+
+
+# ---- the generator itself ------------------------------------------------------------------
+
+def test_shapes_follow_nvidia_layer_counts():
+    synthesis, _ = random_stylegan2(resolution=64)
+    assert synthesis.num_ws == 10 and synthesis.noise_sizes == [4, 8, 8, 16, 16, 32, 32, 64, 64]
+    assert synthesis.default_bad_noise_layers == {8}
+    names = set(synthesis.state_dict())
+    assert {"b4.const", "b4.conv1.affine.weight", "b8.conv0.noise_const", "b8.conv0.noise_strength",
+            "b64.torgb.weight", "b64.resample_filter"} <= names
+
+
+@pytest.mark.parametrize("architecture", ["skip", "resnet", "orig"])
+def test_architecture_is_read_back_from_the_state_dict(architecture):
+    synthesis, _ = random_stylegan2(architecture=architecture)
+    state = synthesis.state_dict()
+    rebuilt = stylegan2.synthesis_from_state_dict(state)
+    rebuilt.load_state_dict(state, strict=True)
+    ws = torch.randn(2, synthesis.num_ws, 512)
+    assert torch.equal(rebuilt(ws, noise_for(synthesis)), synthesis(ws, noise_for(synthesis)))
+
+
+def test_conv_clamp_limits_every_layer_output():
+    free, _ = random_stylegan2()
+    clamped, _ = random_stylegan2(conv_clamp=0.05)
+    ws = torch.randn(2, free.num_ws, 512)
+    assert not torch.equal(free(ws, noise_for(free)), clamped(ws, noise_for(clamped)))
+    assert clamped.b16.torgb(torch.randn(2, 16, 16, 16) * 100, ws[:, 0]).abs().max() <= 0.05
+
+
+def test_fast_path_gives_the_same_bits_and_gradients():
+    synthesis, _ = random_stylegan2(architecture="resnet")
+    ws = torch.randn(2, synthesis.num_ws, 512, requires_grad=True)
+    outputs, grads = [], []
+    for fast in (False, True, True):  # the second fast call reuses the cached tensors
+        out = synthesis.set_fast(fast)(ws, noise_for(synthesis))
+        (grad,) = torch.autograd.grad(out.square().sum(), ws)
+        outputs.append(out)
+        grads.append(grad)
+    assert all(torch.equal(outputs[0], o) for o in outputs) and all(torch.equal(grads[0], g) for g in grads)
+
+
+def test_float64_agrees_with_float32():
+    synthesis, mapping = random_stylegan2(conv_clamp=0.5)
+    ws = torch.randn(2, synthesis.num_ws, 512)
+    out32 = synthesis(ws, noise_for(synthesis))
+    out64 = synthesis.double()(ws.double(), [n.double() for n in noise_for(synthesis)])
+    assert out64.dtype == torch.float64 and relative_error(out32, out64) < 1e-5
+    assert mapping.double()(torch.randn(3, 512, dtype=torch.float64)).dtype == torch.float64
+
+
+# ---- NVIDIA's own reference ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("sg2-shared")
+    convert_weights.convert(SHARED / "network-snapshot-64.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS,
+                            log=lambda *_: None)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return torch.load(SHARED / "reference-64.pt", map_location="cpu", weights_only=True)
+
+
+@needs_shared
+def test_shared_pickle_converts_to_the_described_shape(shared_cache):
+    info = json.loads((SHARED / "info-64.json").read_text())
+    synthesis, fit = weights.load_generator(shared_cache, log=lambda *_: None)
+    assert isinstance(synthesis, stylegan2.SynthesisNetwork)
+    assert synthesis.resolution == info["resolution"] and synthesis.num_ws == info["num_ws"]
+    assert synthesis.noise_sizes == info["noise_layers"]
+    _, mapping = weights.load_stylegan2(shared_cache)
+    params = sum(t.numel() for m in (synthesis, mapping) for t in m.parameters())
+    assert params == info["params"]
+    assert set(fit) == {"mean", "std"}
+
+
+@needs_shared
+@pytest.mark.parametrize("image", ["img_noise", "img_const", "img_none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_matches_nvidia(shared_cache, reference, image, dtype):
+    synthesis, _ = weights.load_stylegan2(shared_cache)
+    synthesis = synthesis.to(dtype)
+    noise = {"img_noise": reference["noise"], "img_const": synthesis.noise_const(),
+             "img_none": [None] * len(synthesis.noise_sizes)}[image]
+    strengths = [layer.noise_strength.item() for b in synthesis.blocks for layer in b.layers]
+    assert strengths == pytest.approx(reference["noise_strength"], rel=1e-6)
+    with torch.no_grad():
+        out = synthesis(reference["ws"].to(dtype), [None if n is None else n.to(dtype) for n in noise])
+    assert out.dtype == dtype and relative_error(out, reference[image]) < 1e-5
+
+
+@needs_shared
+def test_mapping_matches_nvidia(shared_cache, reference):
+    _, mapping = weights.load_stylegan2(shared_cache)
+    with torch.no_grad():
+        w = mapping(reference["z"])
+    assert relative_error(w[:, None].expand_as(reference["w"]), reference["w"]) < 1e-5
+
+
+FIT_DRAWS = 100_000
+
+
+@needs_shared
+def test_gaussian_fit_agrees_with_the_shared_one_within_sampling_error(shared_cache):
+    """The recipe's first FIT_DRAWS draws against NVIDIA-side 1,000,000: means within 6 standard
+    errors, standard deviations within 6 of theirs (kurtosis allowed up to 10)."""
+    _, mapping = weights.load_stylegan2(shared_cache)
+    fit = weights.fit_gaussian(mapping, draws=FIT_DRAWS)
+    want = weights.load_gaussian_fit(SHARED / "gaussian_fit.pt")
+    standard_error = want["std"] / math.sqrt(FIT_DRAWS)
+    assert ((fit["mean"] - want["mean"]).abs() < 6 * standard_error).all()
+    assert ((fit["std"] - want["std"]).abs() < 6 * 1.5 * standard_error).all()
+    assert (fit["std"] - want["std"]).abs().max() < 0.05 * want["std"].min()
+
+
+@needs_shared
+@pytest.mark.slow
+def test_gaussian_fit_with_all_draws_reproduces_the_shared_one(shared_cache):
+    _, mapping = weights.load_stylegan2(shared_cache)
+    fit = weights.fit_gaussian(mapping)
+    want = weights.load_gaussian_fit(SHARED / "gaussian_fit.pt")
+    for name in ("mean", "std"):
+        assert relative_error(fit[name], want[name]) < 1e-4
+
+
+@needs_shared
+def test_shared_pickle_runs_none_of_its_source(tmp_path):
+    """Its module_src would define NVIDIA's classes; the reader must not even look at it."""
+    data = nvidia_pickles.read(SHARED / "network-snapshot-64.pkl")
+    assert nvidia_pickles.is_stylegan2_pickle(data) and data["G_ema"].class_name == "Generator"
+    assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
+
+
+# ---- fresh clone: own pickles in NVIDIA's format -------------------------------------------
+
+def convert_bytes(tmp_path, data, name="net"):
+    path = tmp_path / f"{name}.pkl"
+    path.write_bytes(data)
+    cache = tmp_path / f"{name}-cache"
+    convert_weights.convert(path, cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    return cache
+
+
+@pytest.mark.parametrize("architecture, conv_clamp, protocol", [
+    ("skip", None, 4), ("resnet", 0.5, 4), ("orig", 256.0, 3), ("skip", 0.5, 3)])
+def test_own_pickle_round_trips_exactly(tmp_path, architecture, conv_clamp, protocol):
+    marker = tmp_path / "MODULE_SRC_RAN"
+    synthesis, mapping = random_stylegan2(architecture=architecture, conv_clamp=conv_clamp)
+    data = nvidia_pickle(synthesis, mapping, module_src=f"open({str(marker)!r}, 'w').close()", protocol=protocol)
+    cache = convert_bytes(tmp_path, data)
+    assert not marker.exists()
+    assert {p.name for p in cache.iterdir()} == {*weights.STYLEGAN2_FILES.values(), "gaussian_fit.pt"}
+
+    got, fit = weights.load_generator(cache, log=lambda *_: None)
+    _, got_mapping = weights.load_stylegan2(cache)
+    ws = torch.randn(2, synthesis.num_ws, 512)
+    assert torch.equal(got(ws, noise_for(synthesis)), synthesis(ws, noise_for(synthesis)))
+    z = torch.randn(5, 512)
+    assert torch.equal(got_mapping(z), mapping(z))
+    want_fit = weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)
+    assert all(torch.equal(fit[k], want_fit[k]) for k in ("mean", "std"))
+
+
+def test_stylegan2_cache_never_uses_the_bundled_stylegan1_fit(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", GAUSSIAN_DRAWS)
+    cache = convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()))
+    (cache / "gaussian_fit.pt").unlink()
+    _, fit = weights.load_generator(cache, log=lambda *_: None)
+    _, mapping = weights.load_stylegan2(cache)
+    assert torch.equal(fit["mean"], weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)["mean"])  # its own mapping
+    assert (cache / "gaussian_fit.pt").is_file()
+
+
+def test_families_do_not_mix_in_one_cache(tmp_path):
+    cache = convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()))
+    (cache / "synthesis.pt").write_bytes(b"")
+    with pytest.raises(weights.WeightsError, match="already holds a StyleGAN-1 generator"):
+        convert_weights.convert(tmp_path / "net.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+
+
+def test_conditional_generators_are_refused(tmp_path):
+    with pytest.raises(weights.WeightsError, match="conditional"):
+        convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2(), extra_state=dict(c_dim=10)))
+
+
+class Payload:
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+@pytest.mark.parametrize("payload", ["os.system", "eval"])
+def test_payload_in_a_persistent_object_is_refused_and_never_runs(tmp_path, capsys, payload):
+    marker = tmp_path / "PAYLOAD_RAN"
+    if payload == "os.system":
+        evil = Payload(os.system, f"touch {marker}")
+    else:
+        evil = Payload(eval, f"open({str(marker)!r}, 'w').close()")
+    data = nvidia_pickle(*random_stylegan2(), extra_state=dict(num_ws=evil))
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(data)
+    assert convert_weights.main([str(path), "-cache_dir", str(tmp_path / "cache")]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: refusing to load ") and ("system" in error or "builtins.eval" in error)
+    assert not marker.exists() and not (tmp_path / "cache").exists()
+
+
+def test_unknown_torch_global_is_refused(tmp_path):
+    data = nvidia_pickle(*random_stylegan2(), extra_state=dict(extra=torch.float16))
+    (tmp_path / "net.pkl").write_bytes(data)
+    with pytest.raises(weights.WeightsError, match="refusing to load torch.float16"):
+        nvidia_pickles.read(tmp_path / "net.pkl")
+
+
+# ---- PULSE on a StyleGAN2 --------------------------------------------------------------------
+
+FIXTURE_RESOLUTION, TARGET_SIZE = 32, 8
+
+
+@pytest.fixture(scope="module")
+def sg2_run_setup(tmp_path_factory):
+    """A 32x32 StyleGAN2 cache (seeded random init) and, as input, one of its own images at 8x8."""
+    folder = tmp_path_factory.mktemp("sg2-run")
+    synthesis, mapping = random_stylegan2(resolution=FIXTURE_RESOLUTION, channels=16, seed=3)
+    cache = convert_bytes(folder, nvidia_pickle(synthesis, mapping))
+    fit = weights.load_gaussian_fit(cache / "gaussian_fit.pt")
+    generator = torch.Generator().manual_seed(11)
+    latent = torch.randn(1, synthesis.num_ws, 512, generator=generator)
+    latent_in = torch.nn.functional.leaky_relu(latent * fit["std"] + fit["mean"], 0.2)
+    with torch.no_grad():
+        image = (synthesis(latent_in, noise_for(synthesis, batch=1, seed=12)) + 1) / 2
+        target = BicubicDownSample(FIXTURE_RESOLUTION // TARGET_SIZE)(image.clamp(0, 1))
+    inputs = folder / "in"
+    for i in range(2):
+        save_tensor_image(target[0].roll(i, dims=-1), inputs / f"face{i}.png")
+    return cache, inputs
+
+
+def run_sg2(tmp_path, setup, out, *flags):
+    cache, inputs = setup
+    out_dir = tmp_path / out
+    code = run.main(["-input_dir", str(inputs), "-output_dir", str(out_dir), "-cache_dir", str(cache), *flags])
+    assert code == 0
+    return [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()], out_dir
+
+
+@pytest.mark.parametrize("precision", ["fp64", "fp32"])
+def test_search_brings_l2_down_on_a_stylegan2(tmp_path, sg2_run_setup, precision):
+    records, out_dir = run_sg2(tmp_path, sg2_run_setup, "out", "-seed", "0", "-steps", "40",
+                               "-precision", precision)
+    for record in records:
+        l2 = [t["L2"] for t in record["trajectory"]]
+        assert record["converged"] or min(l2) <= l2[0] / 10, l2
+    image = np.asarray(Image.open(out_dir / "face0.png"))
+    assert image.shape == (FIXTURE_RESOLUTION, FIXTURE_RESOLUTION, 3)
+
+
+def test_stylegan2_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setup):
+    flags = ["-seed", "7", "-steps", "6", "-precision", "fp64"]
+    batched, _ = run_sg2(tmp_path, sg2_run_setup, "b2", *flags, "-batch_size", "2")
+    alone, _ = run_sg2(tmp_path, sg2_run_setup, "b1", *flags, "-batch_size", "1")
+    for got, want in zip(batched, alone):
+        assert got["best_step"] == want["best_step"]
+        for g, w in zip(got["trajectory"], want["trajectory"]):
+            assert g == pytest.approx(w, rel=1e-9)
+
+
+def test_noise_layers_beyond_a_stylegan2_are_refused(tmp_path, sg2_run_setup, capsys):
+    for flag, value, message in [("-bad_noise_layers", "3.9", "noise layers 0..6, not 9"),
+                                 ("-num_trainable_noise_layers", "8", "has 7 layers with noise")]:
+        with pytest.raises(SystemExit) as exit_info:
+            run_sg2(tmp_path, sg2_run_setup, "refused", flag, value)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
