@@ -1,7 +1,8 @@
 """Benchmark of the PULSE search: `python bench.py [-compile] [-json FILE]`.
 
 Times search steps (forward and backward of the generator, losses, optimizer) with random
-weights of the real 1024x1024 StyleGAN-1 architecture, so nothing needs downloading, on the
+weights of the real 1024x1024 StyleGAN-1 architecture (or, with `-generator stylegan2`, of
+NVIDIA's StyleGAN2 FFHQ config-f: 18 ws, 17 noise layers), so nothing needs downloading, on the
 device device.pick_device() picks. Every configuration is compared with the search with all
 speed changes turned off (the 2020 ops, and on the CPU glibc's default handling of freed
 memory), measured first, in the same process. For the configurations that change results
@@ -24,6 +25,7 @@ import torch
 
 import speed
 import stylegan
+import stylegan2
 from device import DeviceError, pick_device
 from images import read_rgb, to_tensor
 from PULSE import PULSE, SearchConfig
@@ -33,6 +35,10 @@ FIXTURES = Path(__file__).resolve().parent / "tests" / "fixtures"
 DRIFT_SEED, DRIFT_STEPS = 5, 40  # the fidelity fixture's search
 WARMUP_STEPS = 2  # the first step interval holds one-time costs (first backward, memory growth)
 STEPS_PER_FACE = SearchConfig().steps
+GENERATORS = {  # random weights of each family's FFHQ architecture at a given resolution
+    "stylegan1": lambda resolution: stylegan.G_synthesis(resolution=resolution),
+    "stylegan2": lambda resolution: stylegan2.SynthesisNetwork(stylegan2.nvidia_block_channels(resolution)),
+}
 
 
 @dataclass
@@ -188,7 +194,8 @@ def drift(settings, device):
 # ---- report ----------------------------------------------------------------------------------
 
 def print_report(report):
-    print(f"\nPULSE search, {report['resolution']}x{report['resolution']} generator (random weights), "
+    print(f"\nPULSE search, {report['generator']} {report['resolution']}x{report['resolution']} generator "
+          f"(random weights), "
           f"{report['device']} ({report['cpu']}, {report['physical_cores']} physical cores), "
           f"{report['threads']} thread(s), torch {report['torch']}, "
           f"median of {report['steps']} steps")
@@ -239,6 +246,9 @@ def parse_args(argv=None):
                    help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)")
     p.add_argument("-compile", "--compile", action="store_true",
                    help="also time torch.compile of the generator (compiling takes about a minute on 2 CPU cores)")
+    p.add_argument("-generator", "--generator", choices=list(GENERATORS), default="stylegan1",
+                   help="the generator family to time (the drift runs use the StyleGAN-1 tiny model, so they "
+                        "are skipped for stylegan2)")
     p.add_argument("-no_drift", "--no_drift", action="store_true", help="skip the drift runs on the tiny model")
     p.add_argument("-json", "--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("-resolution", "--resolution", type=positive_int, default=1024, help=argparse.SUPPRESS)  # tests
@@ -254,7 +264,7 @@ def main(argv=None):
         return 2
     threads = speed.set_threads(args.threads)
     torch.manual_seed(0)
-    synthesis = stylegan.G_synthesis(resolution=args.resolution).requires_grad_(False)
+    synthesis = GENERATORS[args.generator](args.resolution).requires_grad_(False)
 
     settings = settings_for(device, args.batch_sizes, args.compile)
     print("warming up ...", file=sys.stderr, flush=True)  # one-time costs (kernel set-up) hit no timing
@@ -272,11 +282,12 @@ def main(argv=None):
         if setting.precision != "fp32" or setting.compile:
             result_changing.append(setting)
 
-    report = {"device": str(device), "threads": threads, "torch": torch.__version__,
+    with_drift = not args.no_drift and args.generator == "stylegan1"
+    report = {"device": str(device), "generator": args.generator, "threads": threads, "torch": torch.__version__,
               "cpu": cpu_name(), "physical_cores": speed.physical_cores(), "resolution": args.resolution,
               "steps": args.steps, "timings": [t.row(timings[0]) for t in timings],
               "unsupported": unsupported,
-              "drift": [] if args.no_drift else drift(result_changing, device)}
+              "drift": drift(result_changing, device) if with_drift else []}
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

@@ -76,7 +76,7 @@ def test_weights_that_require_grad_are_not_cached():
 
 def test_compiled_model_runs_the_2020_ops():
     model = PULSE(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}).compile_synthesis()
-    assert model.num_layers == 14 and model.resolution == 256  # lazily compiled: nothing ran yet
+    assert model.num_ws == 14 and model.resolution == 256  # lazily compiled: nothing ran yet
     assert not any(getattr(m, "fast", False) for m in model.synthesis.modules())
 
 
@@ -150,3 +150,13 @@ def test_bench_quick_mode_reports_timings_and_drift(tmp_path, capsys):
     assert drift["fp32 (default)"]["converged"] is True
     assert {"best_total", "best_l2", "total_rel_diff", "l2_rel_diff", "converged", "best_step"} <= set(drift["-precision bf16"])
     assert "speed" in capsys.readouterr().out
+
+
+def test_bench_times_the_stylegan2_architecture(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["-generator", "stylegan2", "-steps", "1", "-batch_sizes", "1", "-resolution", "16",
+                       "-json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["generator"] == "stylegan2" and report["resolution"] == 16 and report["drift"] == []
+    assert all(t["seconds_per_step"] > 0 for t in report["timings"])
+    assert "stylegan2 16x16 generator" in capsys.readouterr().out
