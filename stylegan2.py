@@ -247,7 +247,9 @@ class SynthesisNetwork(nn.Module):
     def set_fast(self, enabled):
         return set_fast(self, enabled)
 
-    def forward(self, ws, noise):
+    def forward(self, ws, noise=None):
+        """`noise=None` is NVIDIA's noise_mode='none' (so is a None in the list, for one layer)."""
+        noise = [None] * len(self.noise_sizes) if noise is None else noise
         x = img = None
         w_idx = 0
         for block in self.blocks:

@@ -217,12 +217,15 @@ def test_forward_matches_nvidia(shared_cache, reference, image, dtype):
     synthesis, _ = weights.load_stylegan2(shared_cache)
     synthesis = synthesis.to(dtype)
     noise = {"img_noise": reference["noise"], "img_const": synthesis.noise_const(),
-             "img_none": [None] * len(synthesis.noise_sizes)}[image]
+             "img_none": [torch.zeros(1, 1, r, r) for r in synthesis.noise_sizes]}[image]
     strengths = [layer.noise_strength.item() for b in synthesis.blocks for layer in b.layers]
     assert strengths == pytest.approx(reference["noise_strength"], rel=1e-6)
     with torch.no_grad():
         out = synthesis(reference["ws"].to(dtype), [None if n is None else n.to(dtype) for n in noise])
     assert out.dtype == dtype and relative_error(out, reference[image]) < 1e-5
+    if image == "img_none":  # zero maps, as PULSE passes them, are NVIDIA's noise_mode='none'
+        with torch.no_grad():
+            assert torch.equal(synthesis(reference["ws"].to(dtype)), out)
 
 
 @needs_shared
