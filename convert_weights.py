@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cli
 import weights
 from stylegan import G_mapping, synthesis_from_state_dict
 
@@ -272,21 +273,21 @@ def at_least_two(text):
     return value
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description="Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) into "
+def build_parser():
+    parser = cli.parser(
+        "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) into "
                     "synthesis.pt, mapping.pt and gaussian_fit.pt for PULSE. TensorFlow is not needed, "
                     "and the pickle is read without running any code from it.")
     parser.add_argument("pickle", type=Path, metavar="PICKLE", help="the StyleGAN-1 .pkl file holding (G, D, Gs)")
-    parser.add_argument("-cache_dir", type=Path, default=Path("cache"), metavar="DIR",
-                        help="folder to write the weight files to, the one run.py reads (default: cache)")
-    parser.add_argument("-gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS, metavar="N",
-                        help="latents drawn to fit gaussian_fit.pt (default: %(default)s, about a minute on a CPU)")
-    return parser.parse_args(argv)
+    parser.add_argument("-cache_dir", "--cache_dir", type=Path, default=Path("cache"), metavar="DIR",
+                        help="folder to write the weight files to, the one run.py reads")
+    parser.add_argument("-gaussian_draws", "--gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS,
+                        metavar="N", help="latents drawn to fit gaussian_fit.pt (about a minute on a CPU)")
+    return parser
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         convert(args.pickle, args.cache_dir, args.gaussian_draws)
     except (weights.WeightsError, OSError) as e:

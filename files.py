@@ -1,5 +1,6 @@
 """Writing files so that a crash or Ctrl-C never leaves half of one behind."""
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,6 +10,10 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# The names atomic_path gives its temporary files: `.<name>.<8 random characters of mkstemp>.tmp<suffix>`.
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.\w+)?")
 
 
 @contextmanager
@@ -25,6 +30,15 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files that a killed process of ours left in `folder` (and below it).
+    Only names of atomic_path's pattern are touched; returns how many were removed."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if TEMPORARY_NAME.fullmatch(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def save_image(image, path):
