@@ -50,7 +50,7 @@ def fetch(url, destination, md5=None, size=None, timeout=TIMEOUT):
             total = offered_size(response, offset)
             if size is not None and total is not None and total != size:
                 partial.unlink(missing_ok=True)
-                raise DownloadError(f"{url} offers {total:,} bytes, not the expected {size:,}: not downloaded")
+                raise DownloadError(f"the server offers {total:,} bytes, not the expected {size:,}: not downloaded")
             check_disk_space(partial.parent, None if total is None else total - offset)
             stream(response, partial, offset, total, destination.name)
     verify(partial, md5, size)
@@ -72,7 +72,7 @@ def open_file_response(session, url, partial, timeout):
             continue
         if response.status_code >= 400:
             response.close()
-            raise DownloadError(f"{url} answered HTTP {response.status_code} {response.reason}")
+            raise DownloadError(f"the server answered HTTP {response.status_code} {response.reason}")
         if "text/html" not in response.headers.get("Content-Type", ""):
             return response
         page = response.text
@@ -81,7 +81,7 @@ def open_file_response(session, url, partial, timeout):
         if url is None:
             raise DownloadError("the server sent a web page instead of the file (a Google Drive quota or "
                                 "sign-in page, or a dead link); nothing was saved")
-    raise DownloadError(f"{url} kept answering with web pages instead of the file; nothing was saved")
+    raise DownloadError(f"the server kept answering with web pages instead of the file; nothing was saved")
 
 
 def resume_offset(response, partial):
@@ -92,7 +92,7 @@ def resume_offset(response, partial):
     start = response.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
     if start != str(have):
         partial.unlink(missing_ok=True)
-        raise DownloadError(f"{response.url} resumed at byte {start or '?'} instead of {have}; "
+        raise DownloadError(f"the server resumed at byte {start or '?'} instead of {have}; "
                             f"the partial file was deleted, the next attempt starts over")
     return have
 
