@@ -96,6 +96,8 @@ def network_folder(network, cache_dir, keep_pickle=False, log=print):
         return convert_once(folder, lambda record: record.get("source") == network, convert, log)
     path = Path(network)
     if path.is_dir():
+        if not weights.cached_file(path, "synthesis.pt"):
+            raise weights.WeightsError(f"-network {network}: the folder has no synthesis.pt")
         return path
     if not path.is_file():
         raise weights.WeightsError(f"-network {network}: no such file or folder")

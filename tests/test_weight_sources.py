@@ -88,6 +88,8 @@ def test_a_local_pickle_is_converted_again_only_when_it_changes(tmp_path, tiny_p
 def test_a_folder_of_pt_files_is_used_as_it_is(tmp_path):
     assert weight_sources.network_folder(TINY_MODEL, tmp_path / "cache", log=quiet) == TINY_MODEL
     assert not (tmp_path / "cache").exists()
+    with pytest.raises(weights.WeightsError, match="the folder has no synthesis.pt"):
+        weight_sources.network_folder(tmp_path, tmp_path / "cache", log=quiet)
 
 
 def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
