@@ -3,7 +3,8 @@
     python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir cache
 
 writes `synthesis.pt`, `mapping.pt` (the 2020 PyTorch layout) and `gaussian_fit.pt` into the
-cache folder, after which run.py needs nothing else.
+cache folder, after which run.py needs nothing else. `python convert_weights.py --download ffhq`
+(or `celebahq`) first downloads NVIDIA's pickle and checks its MD5 (see releases.py).
 
 A pickle can run arbitrary code while it loads, so the file is read by an unpickler that knows
 only the handful of classes such a file contains (NVIDIA's Network, which is replaced by a
@@ -274,10 +275,10 @@ def fetch_and_convert(source, cache_dir, keep_pickle=False, gaussian_draws=weigh
 
 def download_release(name, cache_dir, keep_pickle=False, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
     """NVIDIA's `name` pickle from the first of its sources that works, converted into `cache_dir`."""
+    def attempt(source):
+        return fetch_and_convert(source, cache_dir, keep_pickle, gaussian_draws, log)
     with folder_lock(cache_dir, log):
-        return releases.fetch_first(
-            releases.sources(name), lambda source: fetch_and_convert(source, cache_dir, keep_pickle, gaussian_draws, log),
-            cache_dir, log)
+        return releases.fetch_first(releases.sources(name), attempt, cache_dir, log)
 
 
 def at_least_two(text):

@@ -81,7 +81,7 @@ def open_file_response(session, url, partial, timeout):
         if url is None:
             raise DownloadError("the server sent a web page instead of the file (a Google Drive quota or "
                                 "sign-in page, or a dead link); nothing was saved")
-    raise DownloadError(f"the server kept answering with web pages instead of the file; nothing was saved")
+    raise DownloadError("the server kept answering with web pages instead of the file; nothing was saved")
 
 
 def resume_offset(response, partial):

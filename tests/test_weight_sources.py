@@ -52,7 +52,8 @@ def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(t
     url = http_server.add("/networks/tiny-net.pkl", tiny_pickle)
     from_url = search(tmp_path / "cache", tmp_path / "a", "-network", url)
     converted = tmp_path / "cache" / "tiny-net"
-    assert {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weight_sources.RECORD} <= {p.name for p in converted.iterdir()}
+    written = {p.name for p in converted.iterdir()}
+    assert {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weight_sources.RECORD} <= written
     assert not (converted / "tiny-net.pkl").exists()  # the pickle is dropped without -keep_pickle
 
     (tmp_path / "tiny-net.pkl").write_bytes(tiny_pickle)
@@ -133,7 +134,8 @@ def test_when_every_source_fails_one_message_names_each(tmp_path, http_server, t
                  source("test evil", http_server.add("/evil.pkl", malicious), "f.pkl", md5)],
     }))
     cache = tmp_path / "cache"
-    code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"), "-cache_dir", str(cache)])
+    code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"),
+                     "-cache_dir", str(cache)])
     assert code == run.EXIT_SETUP_FAILED
     err = capsys.readouterr().err
     error = err[err.index("error: "):]  # after the progress bars
