@@ -28,7 +28,7 @@ TINY_INPUT = FIXTURES / "tiny_input" / "target.png"
 class LocalServer:
     """A threaded HTTP server on 127.0.0.1 serving files the test makes, and noting every request.
 
-    Each file can misbehave the ways real servers do: ignore Range requests, drop the
+    A file is found by its path with the query, else without it. Each file can misbehave the ways real servers do: ignore Range requests, drop the
     connection part-way (for its first `drops` answers), wait before answering.
     """
 
@@ -39,9 +39,9 @@ class LocalServer:
         self.thread.start()
 
     def add(self, path, body, content_type="application/octet-stream", ranges=True, drop_after=None, drops=1,
-            status=200, delay=0.0):
+            status=200, delay=0.0, headers=None):
         self.files[path] = dict(body=body, content_type=content_type, ranges=ranges, drop_after=drop_after,
-                                drops=drops, status=status, delay=delay)
+                                drops=drops, status=status, delay=delay, headers=headers or {})
         return self.url(path)
 
     def url(self, path):
@@ -63,7 +63,7 @@ class LocalServer:
 
             def do_GET(self):
                 server.requests.append({"path": self.path, "range": self.headers.get("Range")})
-                entry = server.files.get(self.path.split("?")[0])
+                entry = server.files.get(self.path) or server.files.get(self.path.split("?")[0])
                 if entry is None:
                     return self.send_error(404)
                 time.sleep(entry["delay"])
@@ -77,6 +77,8 @@ class LocalServer:
                     self.send_response(entry["status"])
                 self.send_header("Content-Type", entry["content_type"])
                 self.send_header("Content-Length", str(len(body) - start))
+                for name, value in entry["headers"].items():
+                    self.send_header(name, value)
                 self.end_headers()
                 if entry["drop_after"] is not None and entry["drops"] > 0:
                     entry["drops"] -= 1

@@ -70,16 +70,25 @@ def test_a_web_page_is_never_saved(tmp_path, http_server, content_type):
     assert names(tmp_path) == []
 
 
-def test_drives_confirmation_form_is_followed(tmp_path, http_server):
-    form = ('<!DOCTYPE html><html><body><form id="download-form" action="/download" method="get">'
-            '<input type="hidden" name="id" value="abc"><input type="hidden" name="export" value="download">'
-            '<input type="hidden" name="confirm" value="t"><input type="submit" value="Download anyway">'
-            '</form></body></html>')
-    url = http_server.add("/uc", form.encode(), content_type="text/html; charset=utf-8")
-    http_server.add("/download", PAYLOAD)
-    download.fetch(url + "?id=abc&export=download", tmp_path / "model.pkl", md5=PAYLOAD_MD5)
+DRIVE_FORM = ('<!DOCTYPE html><html><body><form id="download-form" action="/download" method="get">'
+              '<input type="hidden" name="id" value="abc"><input type="hidden" name="export" value="download">'
+              '<input type="hidden" name="confirm" value="t"><input type="submit" value="Download anyway">'
+              '</form></body></html>')
+OLD_DRIVE_LINK = '<html><body><a href="/download?export=download&amp;confirm=Xy_9&amp;id=abc">Download anyway</a></html>'
+
+
+@pytest.mark.parametrize("page, headers, followed", [
+    (DRIVE_FORM, {}, "/download?id=abc&export=download&confirm=t"),  # Drive today
+    (OLD_DRIVE_LINK, {}, "/download?export=download&confirm=Xy_9&id=abc"),  # Drive until 2023
+    ("<html>virus scan warning</html>", {"Set-Cookie": "download_warning_7=Tok3n; Path=/"},
+     "/uc?id=abc&confirm=Tok3n"),  # Drive before that: the token only in a cookie
+])
+def test_drives_confirmation_page_is_answered(tmp_path, http_server, page, headers, followed):
+    url = http_server.add("/uc", page.encode(), content_type="text/html; charset=utf-8", headers=headers)
+    http_server.add(followed, PAYLOAD)
+    download.fetch(url + "?id=abc", tmp_path / "model.pkl", md5=PAYLOAD_MD5)
     assert (tmp_path / "model.pkl").read_bytes() == PAYLOAD
-    assert http_server.requested("/download")[0]["path"] == "/download?id=abc&export=download&confirm=t"
+    assert [r["path"] for r in http_server.requests] == ["/uc?id=abc", followed]
 
 
 @pytest.mark.parametrize("size, md5, message", [
