@@ -1,7 +1,6 @@
 import http.server
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,9 @@ TINY_INPUT = FIXTURES / "tiny_input" / "target.png"
 class LocalServer:
     """A threaded HTTP server on 127.0.0.1 serving files the test makes, and noting every request.
 
-    A file is found by its path with the query, else without it. Each file can misbehave the ways real servers do: ignore Range requests, drop the
-    connection part-way (for its first `drops` answers), wait before answering.
+    A file is found by its path with the query, else without it. Each can misbehave the ways
+    real servers do: ignore Range requests, drop the connection part-way (in its first answer),
+    send extra headers.
     """
 
     def __init__(self):
@@ -38,10 +38,9 @@ class LocalServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def add(self, path, body, content_type="application/octet-stream", ranges=True, drop_after=None, drops=1,
-            status=200, delay=0.0, headers=None):
+    def add(self, path, body, content_type="application/octet-stream", ranges=True, drop_after=None, headers=None):
         self.files[path] = dict(body=body, content_type=content_type, ranges=ranges, drop_after=drop_after,
-                                drops=drops, status=status, delay=delay, headers=headers or {})
+                                headers=headers or {})
         return self.url(path)
 
     def url(self, path):
@@ -66,23 +65,21 @@ class LocalServer:
                 entry = server.files.get(self.path) or server.files.get(self.path.split("?")[0])
                 if entry is None:
                     return self.send_error(404)
-                time.sleep(entry["delay"])
                 body, start = entry["body"], 0
                 asked = self.headers.get("Range")
-                if asked and entry["ranges"] and entry["status"] == 200:
+                if asked and entry["ranges"]:
                     start = int(asked.removeprefix("bytes=").split("-")[0])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
-                    self.send_response(entry["status"])
+                    self.send_response(200)
                 self.send_header("Content-Type", entry["content_type"])
                 self.send_header("Content-Length", str(len(body) - start))
                 for name, value in entry["headers"].items():
                     self.send_header(name, value)
                 self.end_headers()
-                if entry["drop_after"] is not None and entry["drops"] > 0:
-                    entry["drops"] -= 1
-                    self.wfile.write(body[start:start + entry["drop_after"]])
+                if entry.get("drop_after") is not None:  # once: the next answer is whole
+                    self.wfile.write(body[start:start + entry.pop("drop_after")])
                     self.close_connection = True
                     return
                 self.wfile.write(body[start:])
