@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -177,6 +178,23 @@ def wait_for(condition, timeout):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+def test_the_folder_lock_makes_a_second_holder_wait_and_says_so(tmp_path):
+    order, messages = [], []
+
+    def second():
+        with folder_lock(tmp_path, log=messages.append, poll_seconds=0.05):
+            order.append("second")
+
+    with folder_lock(tmp_path, log=quiet):
+        thread = threading.Thread(target=second)
+        thread.start()
+        wait_for(lambda: messages, timeout=10)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"]
+    assert messages == [f"waiting for another process that is preparing {tmp_path}/ (it holds {tmp_path}/.lock)"]
 
 
 @pytest.mark.slow
