@@ -23,9 +23,9 @@ import cli
 from bicubic import BicubicDownSample
 from cli import SetupError
 from device import DeviceError, pick_device
+from download import fetch
 from files import save_image
 from images import ImageReadError, read_rgb, to_pil, to_tensor
-from weights import download
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
 # Where the 2020 script downloaded the (uncompressed) predictor from.
@@ -104,7 +104,7 @@ def locate_predictor(explicit, cache_dir):
             return candidate
     print(f"{PREDICTOR_NAME} not installed; downloading it to {cached}", file=sys.stderr)
     try:
-        download(PREDICTOR_URL, cached)
+        fetch(PREDICTOR_URL, cached)
         return cached
     except OSError as e:  # requests' errors are OSErrors too
         raise SetupError(

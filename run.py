@@ -27,6 +27,7 @@ from files import remove_stale_temporaries
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
 from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, SearchConfig
+from weight_sources import weights_folder
 from weights import WeightsError, load_generator
 
 MAX_LAYERS = 18  # of the 1024x1024 model; checked against the loaded model's own count too
@@ -62,7 +63,13 @@ def build_parser():
                     help="folder of square low-resolution faces (PNG, JPEG, WebP), e.g. from align_face.py")
     io.add_argument("-output_dir", "--output_dir", default="runs", help="where results and pulse_log.jsonl go")
     io.add_argument("-cache_dir", "--cache_dir", default="cache",
-                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt)")
+                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
+                         "NVIDIA's FFHQ model is downloaded and converted into it")
+    io.add_argument("-network", "--network", metavar="PATH_OR_URL",
+                    help="another generator: a folder of 2020 .pt files, or a StyleGAN-1 network pickle "
+                         "(file or URL), converted once into <cache_dir>/<name>/")
+    io.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
+                    help="keep a downloaded network pickle next to its conversion (NVIDIA's is about 300 MB)")
     io.add_argument("-duplicates", "--duplicates", type=positive_int, default=1,
                     help="high-resolution images per input, each from its own seed")
     io.add_argument("-batch_size", "--batch_size", type=positive_int, default=1,
@@ -312,9 +319,10 @@ def record_results(batch, result, args, device, out_dir, log_path):
 # ---- main ----------------------------------------------------------------------------------
 
 def load_model(args, device):
-    synthesis, fit = load_generator(args.cache_dir)
+    folder = weights_folder(args.network, args.cache_dir, args.keep_pickle)
+    synthesis, fit = load_generator(folder)
     if synthesis.resolution != 1024:
-        print(f"note: the model in {args.cache_dir} is {synthesis.resolution}x{synthesis.resolution} (the tiny "
+        print(f"note: the model in {folder} is {synthesis.resolution}x{synthesis.resolution} (the tiny "
               f"test model, for example), not the 1024x1024 FFHQ face model: results are not faces",
               file=sys.stderr)
     model_dtype, autocast_dtype = speed.precision_dtypes(args.precision, device)

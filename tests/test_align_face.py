@@ -11,13 +11,12 @@ from pathlib import Path
 import dlib
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 from skimage.data import astronaut
 
 import align_face
 from bicubic import BicubicDownSample
-from conftest import ROOT, FakeResponse
+from conftest import ROOT
 from images import read_rgb, to_pil, to_tensor
 
 SIZE = 64  # the -output_size of the shared run
@@ -324,27 +323,20 @@ def test_predictor_lookup_order(tmp_path, monkeypatch, predictor_path):
     assert align_face.locate_predictor(None, tmp_path) == cached
 
 
-def test_download_lands_in_the_cache(tmp_path, monkeypatch):
+def test_download_lands_in_the_cache(tmp_path, monkeypatch, http_server):
     monkeypatch.setattr(align_face, "packaged_predictor", lambda: None)
-    monkeypatch.setattr(requests, "get", lambda url, **kw: FakeResponse(b"model bytes" * 1000))
+    monkeypatch.setattr(align_face, "PREDICTOR_URL", http_server.add("/predictor.dat", b"model bytes" * 1000))
     path = align_face.locate_predictor(None, tmp_path / "cache")
     assert path == tmp_path / "cache" / align_face.PREDICTOR_NAME
     assert path.read_bytes() == b"model bytes" * 1000
     assert [p.name for p in path.parent.iterdir()] == [align_face.PREDICTOR_NAME]
 
 
-@pytest.mark.parametrize("answer", [
-    requests.ConnectionError("offline"),
-    FakeResponse(b"<html>quota exceeded</html>", content_type="text/html; charset=utf-8"),
-])
-def test_failed_download_says_how_to_get_the_model(tmp_path, monkeypatch, answer):
-    def get(url, **kwargs):
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
+@pytest.mark.parametrize("answer", ["offline", "quota page"])
+def test_failed_download_says_how_to_get_the_model(tmp_path, monkeypatch, http_server, answer):
+    page = http_server.add("/uc", b"<html>quota exceeded</html>", content_type="text/html; charset=utf-8")
     monkeypatch.setattr(align_face, "packaged_predictor", lambda: None)
-    monkeypatch.setattr(requests, "get", get)
+    monkeypatch.setattr(align_face, "PREDICTOR_URL", "http://127.0.0.1:9/predictor.dat" if answer == "offline" else page)
     with pytest.raises(align_face.SetupError) as failure:
         align_face.locate_predictor(None, tmp_path / "cache")
     message = str(failure.value)
