@@ -9,7 +9,6 @@ memory), measured first, in the same process. For the configurations that change
 best losses drift from the default float32 search.
 """
 import argparse
-import ctypes
 import gc
 import json
 import platform
@@ -99,10 +98,10 @@ def synchronize(device):
 
 
 def release_freed_memory():
-    """Give memory kept for reuse back (glibc), so the next configuration's peak is its own."""
+    """Free what Python still holds and give glibc's kept memory back, so the next configuration's
+    peak is its own."""
     gc.collect()
-    if platform.libc_ver()[0] == "glibc":
-        ctypes.CDLL(None).malloc_trim(0)
+    speed.release_freed_memory()
 
 
 def reset_peak_memory(device):

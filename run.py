@@ -10,7 +10,6 @@ import random
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -22,8 +21,9 @@ import runlog
 import speed
 import visuals
 from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
+from bicubic import divides_by_power_of_two
 from device import DeviceError, pick_device
-from files import remove_stale_temporaries
+from files import remove_stale_temporaries, stem_clashes
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
 from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, SearchConfig
@@ -156,20 +156,11 @@ def list_inputs(input_dir):
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise SetupError(f"input folder {folder} is empty. {hint}")
-    refuse_clashing_stems(files)
-    return files
-
-
-def refuse_clashing_stems(files):
-    """Results are named by stem, so face.jpg and face.png would overwrite each other's result."""
-    by_stem = defaultdict(list)
-    for path in files:
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            by_stem[path.stem].append(path.name)
-    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
-    if clashes:
+    clashes = stem_clashes(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+    if clashes:  # results are named by stem: face.jpg and face.png would overwrite each other's
         raise SetupError(f"inputs with the same name would write the same result: {'; '.join(clashes)}. "
                          f"Rename or remove one of each")
+    return files
 
 
 def working_sizes(resolution):
@@ -188,7 +179,7 @@ def read_input(path, resolution):
     if width > resolution:
         raise ImageReadError(f"{path}: {width}x{width} is larger than the {resolution}x{resolution} model; "
                              f"downscale it (align_face.py -output_size) to one of {sizes}")
-    if resolution % width or (resolution // width) & (resolution // width - 1):
+    if not divides_by_power_of_two(resolution, width):
         raise ImageReadError(f"{path}: side {width} does not divide {resolution} by a power of two; "
                              f"use one of {sizes} (align_face.py -output_size)")
     return to_tensor(image)
