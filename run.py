@@ -219,15 +219,10 @@ def result_settings(args):
     return {**asdict(search_config(args)), "precision": args.precision, "compile": args.compile}
 
 
-def is_complete(record, settings):
-    """Whether a log record is a finished search made with these result settings."""
-    return not record.get("interrupted") and {k: record.get("args", {}).get(k) for k in settings} == settings
-
-
 def already_done(job, out_dir, records, settings):
     output = out_dir / f"{job.name}.png"
     return output.exists() and any(
-        r.get("output") == str(output) and r.get("seed") == job.seed and is_complete(r, settings)
+        r.get("output") == str(output) and r.get("seed") == job.seed and runlog.is_complete(r, settings)
         for r in records)
 
 
@@ -291,19 +286,10 @@ def record_results(batch, result, args, device, out_dir, log_path):
     for b, job in enumerate(batch):
         output = out_dir / f"{job.name}.png"
         save_tensor_image(result.best_im[b], output)
-        records.append({
-            "input": str(job.source), "output": str(output), "seed": job.seed, "base_seed": job.base_seed,
-            "device": str(device), "steps": result.steps_done, "best_step": result.best_step[b],
-            "losses": result.best_losses[b], "converged": result.converged[b],
-            "interrupted": result.interrupted, "seconds": round(result.seconds, 3),
-            "threads": torch.get_num_threads(), "args": vars(args), "trajectory": result.trajectory[b],
-        })
+        records.append(runlog.make_record(job, result, b, output, device, args))
         runlog.append(log_path, records[-1])
-        status = "converged" if result.converged[b] else "NOT CONVERGED"
-        if result.interrupted:
-            status += f", interrupted after {result.steps_done} steps"
         losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.best_losses[b].items())
-        print(f"{output}  best step {result.best_step[b]} | {losses} | {status}")
+        print(f"{output}  best step {result.best_step[b]} | {losses} | {runlog.status(records[-1])}")
     return records
 
 

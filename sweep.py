@@ -148,7 +148,7 @@ def finished_records(combination):
     _, args = run.parse_args(combination.argv)
     settings = run.result_settings(args)
     records = [r for r in runlog.read(combination.folder / runlog.LOG_NAME)
-               if run.is_complete(r, settings) and r.get("base_seed") == args.seed]
+               if runlog.is_complete(r, settings) and r.get("base_seed") == args.seed]
     return list(runlog.latest_by_output(records).values())
 
 

@@ -141,9 +141,7 @@ def result_panels(record, low_size):
     """The result of one log record, and what the search's downscaler makes of it."""
     path = Path(record["output"])
     result = read_rgb(path)
-    status = "converged" if record["converged"] else "NOT CONVERGED"
-    if record.get("interrupted"):
-        status += ", interrupted"
+    status = runlog.status(record)
     lines = [path.stem, f"seed {record['seed']} | step {record['best_step']} | L2 {record['losses']['L2']:.3g}"]
     shown = Panel(result, lines + ([status] if record["converged"] else []),
                   alarm="" if record["converged"] else status)
