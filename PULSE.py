@@ -142,7 +142,7 @@ class PULSE(torch.nn.Module):
         count = len(self.noise_sizes)
         beyond = sorted(i for i in config.zeroed_noise_layers() if i >= count)
         if beyond and config.bad_noise_layers != SearchConfig.bad_noise_layers:  # the default suits every model
-            raise NoiseLayerError(f"argument -bad_noise_layers: this model has noise layers 0..{count - 1}, "
+            raise NoiseLayerError(f"argument -bad_noise_layers: this model's noise layers are 0..{count - 1}, "
                                   f"not {', '.join(map(str, beyond))}")
         if config.num_trainable_noise_layers > count:
             raise NoiseLayerError(f"argument -num_trainable_noise_layers: this model has {count} layers with "

@@ -10,7 +10,6 @@ memory), measured first, in the same process. For the configurations that change
 best losses drift from the default float32 search.
 """
 import argparse
-import ctypes
 import gc
 import json
 import platform
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+import cli
 import speed
 import stylegan
 import stylegan2
@@ -104,10 +104,10 @@ def synchronize(device):
 
 
 def release_freed_memory():
-    """Give memory kept for reuse back (glibc), so the next configuration's peak is its own."""
+    """Free what Python still holds and give glibc's kept memory back, so the next configuration's
+    peak is its own."""
     gc.collect()
-    if platform.libc_ver()[0] == "glibc":
-        ctypes.CDLL(None).malloc_trim(0)
+    speed.release_freed_memory()
 
 
 def reset_peak_memory(device):
@@ -227,22 +227,14 @@ def cpu_name():
         return platform.processor() or platform.machine()
 
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("-steps", "--steps", type=positive_int, default=3,
+def build_parser():
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("-steps", "--steps", type=cli.positive_int, default=3,
                    help=f"timed steps per configuration (the median counts), after {WARMUP_STEPS} warm-up steps")
-    p.add_argument("-batch_sizes", "--batch_sizes", type=positive_int, nargs="+", default=[1, 2, 4],
+    p.add_argument("-batch_sizes", "--batch_sizes", type=cli.positive_int, nargs="+", default=[1, 2, 4],
                    help="batch sizes of the default path (batch 1 always runs; speed compares images per "
                         "second with the batch-1 baseline)")
-    p.add_argument("-threads", "--threads", type=positive_int,
+    p.add_argument("-threads", "--threads", type=cli.positive_int,
                    help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)")
     p.add_argument("-compile", "--compile", action="store_true",
                    help="also time torch.compile of the generator (compiling takes about a minute on 2 CPU cores)")
@@ -251,12 +243,12 @@ def parse_args(argv=None):
                         "are skipped for stylegan2)")
     p.add_argument("-no_drift", "--no_drift", action="store_true", help="skip the drift runs on the tiny model")
     p.add_argument("-json", "--json", type=Path, help="also write the results to this JSON file")
-    p.add_argument("-resolution", "--resolution", type=positive_int, default=1024, help=argparse.SUPPRESS)  # tests
-    return p.parse_args(argv)
+    p.add_argument("-resolution", "--resolution", type=cli.positive_int, default=1024, help=argparse.SUPPRESS)  # tests
+    return p
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         device = pick_device()
     except DeviceError as e:

@@ -6,12 +6,13 @@
 A StyleGAN-1 (TensorFlow) pickle gives `synthesis.pt`, `mapping.pt` (the 2020 PyTorch layout); a
 stylegan2-ada-pytorch pickle gives the StyleGAN2 files of `weights.STYLEGAN2_FILES` (its `G_ema`,
 NVIDIA's parameter names). Both get `gaussian_fit.pt`, after which run.py needs nothing else.
+`python convert_weights.py --download ffhq` (or `celebahq`) first downloads NVIDIA's StyleGAN-1
+pickle and checks its MD5 (see releases.py).
 
 The pickle is read by nvidia_pickles.py's allowlist unpickler: nothing stored in it (the network
 source code of either format included) is ever executed.
 """
 import argparse
-import hashlib
 import re
 import sys
 from pathlib import Path
@@ -19,8 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cli
 import nvidia_pickles
+import releases
 import weights
+from download import fetch
+from files import file_md5, folder_lock
 from nvidia_pickles import STYLEGAN1_GLOBALS as ALLOWED_GLOBALS  # noqa: F401 (the public names of before)
 from nvidia_pickles import EasyDictStandIn, NetworkStandIn, StyleGANUnpickler  # noqa: F401
 from stylegan import G_mapping, synthesis_from_state_dict
@@ -32,12 +37,6 @@ KNOWN_PICKLES = {  # MD5 of NVIDIA's released files
 }
 
 
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe(obj):
@@ -211,6 +210,26 @@ def convert_stylegan1(data, pickle_path, md5, cache_dir, gaussian_draws, log):
     write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log)
 
 
+def fetch_and_convert(source, cache_dir, keep_pickle=False, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
+    """Download `source`'s pickle into `cache_dir` (verified before it is unpickled), convert it there
+    and delete it unless `keep_pickle`; returns its MD5. A pickle kept earlier is reused."""
+    pickle_path = Path(cache_dir) / source.file
+    if not (pickle_path.is_file() and source.md5 in (None, file_md5(pickle_path))):
+        fetch(source.url, pickle_path, source.md5, source.size)
+    md5 = convert(pickle_path, cache_dir, gaussian_draws, log)
+    if not keep_pickle:
+        pickle_path.unlink()
+    return md5
+
+
+def download_release(name, cache_dir, keep_pickle=False, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
+    """NVIDIA's `name` pickle from the first of its sources that works, converted into `cache_dir`."""
+    def attempt(source):
+        return fetch_and_convert(source, cache_dir, keep_pickle, gaussian_draws, log)
+    with folder_lock(cache_dir, log):
+        return releases.fetch_first(releases.sources(name), attempt, cache_dir, log)
+
+
 # ---- StyleGAN2: G_ema of a stylegan2-ada-pytorch pickle -------------------------------------
 
 ACTIVATIONS = {"FullyConnectedLayer": "lrelu", "SynthesisLayer": "lrelu", "Conv2dLayer": "linear"}
@@ -276,7 +295,7 @@ def check_cache_family(cache_dir, stylegan2):
 def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
     """Write the weight files of NVIDIA's network pickle at `pickle_path` into `cache_dir`: for a
     StyleGAN-1 (TensorFlow) pickle synthesis.pt and mapping.pt, for a stylegan2-ada-pytorch pickle
-    the StyleGAN2 files of weights.STYLEGAN2_FILES; gaussian_fit.pt for both."""
+    the StyleGAN2 files of weights.STYLEGAN2_FILES; gaussian_fit.pt for both. Returns the pickle's MD5."""
     md5 = report_model(pickle_path, log)
     data = nvidia_pickles.read(pickle_path)
     cache_dir = Path(cache_dir)
@@ -286,6 +305,7 @@ def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, l
         convert_stylegan2(data["G_ema"], pickle_path, cache_dir, gaussian_draws, log)
     else:
         convert_stylegan1(data, pickle_path, md5, cache_dir, gaussian_draws, log)
+    return md5
 
 
 def at_least_two(text):
@@ -295,24 +315,39 @@ def at_least_two(text):
     return value
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description="Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) or "
-                    "stylegan2-ada-pytorch pickle (e.g. ffhq.pkl) into the weight files and gaussian_fit.pt "
-                    "for PULSE. Neither TensorFlow nor NVIDIA's code is needed, and the pickle is read "
-                    "without running any code from it.")
-    parser.add_argument("pickle", type=Path, metavar="PICKLE", help="NVIDIA's .pkl: StyleGAN-1's (G, D, Gs) or stylegan2-ada-pytorch's dict with G_ema")
-    parser.add_argument("-cache_dir", type=Path, default=Path("cache"), metavar="DIR",
-                        help="folder to write the weight files to, the one run.py reads (default: cache)")
-    parser.add_argument("-gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS, metavar="N",
-                        help="latents drawn to fit gaussian_fit.pt (default: %(default)s, about a minute on a CPU)")
-    return parser.parse_args(argv)
+def build_parser():
+    parser = cli.parser(
+        "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) or "
+        "stylegan2-ada-pytorch pickle (e.g. ffhq.pkl) into the weight files and gaussian_fit.pt for PULSE. "
+        "Neither TensorFlow nor NVIDIA's code is needed, and the pickle is read without running any code from it.")
+    parser.add_argument("pickle", type=Path, nargs="?", metavar="PICKLE",
+                        help="NVIDIA's .pkl: StyleGAN-1's (G, D, Gs) or stylegan2-ada-pytorch's dict with G_ema")
+    parser.add_argument("-download", "--download", choices=releases.DOWNLOADABLE,
+                        help="instead of PICKLE: download NVIDIA's pickle of this model, check its MD5 and convert it")
+    parser.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
+                        help="with -download: keep the downloaded pickle in the cache folder (about 300 MB)")
+    parser.add_argument("-cache_dir", "--cache_dir", type=Path, default=Path("cache"), metavar="DIR",
+                        help="folder to write the weight files to, the one run.py reads")
+    parser.add_argument("-gaussian_draws", "--gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS,
+                        metavar="N", help="latents drawn to fit gaussian_fit.pt (about a minute on a CPU)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.pickle is None) == (args.download is None):
+        parser.error("give either a PICKLE to convert or -download MODEL")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        convert(args.pickle, args.cache_dir, args.gaussian_draws)
+        if args.download:
+            download_release(args.download, args.cache_dir, args.keep_pickle, args.gaussian_draws)
+        else:
+            convert(args.pickle, args.cache_dir, args.gaussian_draws)
     except (weights.WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -3,7 +3,6 @@
     python evaluate.py runs/a runs/b -json scores.json
     python evaluate.py -paper input runs/a
 """
-import argparse
 import json
 import re
 import statistics
@@ -14,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bicubic import BicubicDownSample
+import cli
+from bicubic import BicubicDownSample, divides_by_power_of_two
 from files import atomic_path
 from images import IMAGE_SUFFIXES, read_rgb
 from niqe import niqe
@@ -23,20 +23,25 @@ from niqe import niqe
 PAPER_NIQE_X64 = {"HR": 3.90, "nearest": 12.48, "bicubic": 7.06, "PULSE": 2.47}
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="NIQE (MATLAB's no-reference quality score; lower is better) of images, "
+def build_parser():
+    parser = cli.parser(
+        "NIQE (MATLAB's no-reference quality score; lower is better) of images, "
                     "or the PULSE paper's comparison for a run.",
         epilog="Folders are read non-recursively (png, jpg, jpeg, webp). Images that cannot be "
                "scored are named on stderr and skipped, and the exit status is then 1.")
     parser.add_argument("folders", nargs="*", metavar="DIR",
                         help="score every image in each folder; prints count, mean and median per folder")
-    parser.add_argument("-paper", nargs=2, metavar=("INPUT_DIR", "RESULT_DIR"),
+    parser.add_argument("-paper", "--paper", nargs=2, metavar=("INPUT_DIR", "RESULT_DIR"),
                         help="compare PULSE's results (RESULT_DIR/<stem>.png or <stem>_<k>.png) for "
                              "each low-res input with its nearest and bicubic upscales (NIQE), and "
                              "check that the results downscale back to the inputs (PSNR)")
-    parser.add_argument("-json", type=Path, metavar="FILE",
+    parser.add_argument("-json", "--json", type=Path, metavar="FILE",
                         help="also write the per-image scores and the summary to this JSON file")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.folders) == bool(args.paper):
         parser.error("give either one or more folders, or -paper INPUT_DIR RESULT_DIR")
@@ -119,7 +124,7 @@ def upscale(low, size, resample):
 def scale_factor(low, result):
     """The power-of-two factor between an input and its result, which BicubicDownSample needs."""
     factor = result.shape[0] // low.shape[0]
-    if result.shape[:2] != (low.shape[0] * factor, low.shape[1] * factor) or factor & (factor - 1):
+    if not divides_by_power_of_two(result.shape[0], low.shape[0]) or result.shape[1] != low.shape[1] * factor:
         raise ValueError(f"result size {result.shape[1]}x{result.shape[0]} is not a power-of-two "
                          f"multiple of the input size {low.shape[1]}x{low.shape[0]}")
     return factor

@@ -6,10 +6,9 @@ NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`. -strip and -gif 
 of the results and of the searches (see visuals.py).
 """
 import argparse
-import os
 import random
-import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -17,41 +16,24 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import cli
 import runlog
 import speed
 import visuals
+from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
+from bicubic import divides_by_power_of_two
 from device import DeviceError, pick_device
+from files import remove_stale_temporaries, stem_clashes
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
 from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, NoiseLayerError, SearchConfig
+from weight_sources import weights_folder
 from weights import WeightsError, load_generator
 
 MAX_LAYERS = 18  # of the 1024x1024 model; checked against the loaded model's own count too
-EXIT_INPUT_FAILED, EXIT_SETUP_FAILED, EXIT_INTERRUPTED = 1, 2, 130
 
 
 # ---- flags ---------------------------------------------------------------------------------
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
 
 def noise_layer_list(text):
     try:
@@ -73,20 +55,25 @@ def loss_string(text):
 
 def build_parser():
     defaults = SearchConfig()
-    p = argparse.ArgumentParser(
-        description="PULSE: search a StyleGAN's latent space for high-resolution faces that "
-                    "downscale to the low-resolution inputs (Menon et al., CVPR 2020).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("PULSE: search a StyleGAN's latent space for high-resolution faces that "
+                   "downscale to the low-resolution inputs (Menon et al., CVPR 2020).",
+                   epilog=cli.EXIT_STATUSES)
     io = p.add_argument_group("input and output")
     io.add_argument("-input_dir", "--input_dir", default="input",
                     help="folder of square low-resolution faces (PNG, JPEG, WebP), e.g. from align_face.py")
     io.add_argument("-output_dir", "--output_dir", default="runs", help="where results and pulse_log.jsonl go")
     io.add_argument("-cache_dir", "--cache_dir", default="cache",
-                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt)")
+                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
+                         "NVIDIA's FFHQ model is downloaded and converted into it")
+    io.add_argument("-network", "--network", metavar="PATH_OR_URL",
+                    help="another generator: a folder of 2020 .pt files, or a StyleGAN-1 network pickle "
+                         "(file or URL), converted once into <cache_dir>/<name>/")
+    io.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
+                    help="keep a downloaded network pickle next to its conversion (NVIDIA's is about 300 MB)")
     io.add_argument("-duplicates", "--duplicates", type=positive_int, default=1,
                     help="high-resolution images per input, each from its own seed")
     io.add_argument("-batch_size", "--batch_size", type=positive_int, default=1,
-                    help="searches run together (results do not depend on it)")
+                    help="searches run together (in float64 results do not depend on it; in float32 rounding does)")
     io.add_argument("-save_intermediate", "--save_intermediate", action="store_true",
                     help="write the best HR image and its LR downscale after every step under <output_dir>/<stem>/HR|LR/")
     io.add_argument("-resume", "--resume", action="store_true",
@@ -97,7 +84,7 @@ def build_parser():
                    help="seed of the first duplicate (duplicate k uses seed+k-1); drawn at random and logged if not given")
     s.add_argument("-loss_str", "--loss_str", type=loss_string, default=defaults.loss_str,
                    help="weighted sum of L2, L1 and GEOCROSS terms")
-    s.add_argument("-eps", "--eps", type=non_negative_float, default=defaults.eps,
+    s.add_argument("-eps", "--eps", type=positive_float, default=defaults.eps,
                    help="target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED")
     s.add_argument("-noise_type", "--noise_type", choices=NOISE_TYPES, default=defaults.noise_type,
                    help="noise inputs of the generator: zero, fixed random, or trainable")
@@ -107,10 +94,11 @@ def build_parser():
     s.add_argument("-tile_latent", "--tile_latent", action="store_true",
                    help="search one latent vector shared by all layers instead of one per layer")
     s.add_argument("-bad_noise_layers", "--bad_noise_layers", type=noise_layer_list, default=defaults.bad_noise_layers,
-                   help="dot-separated noise layers set to zero (they add artifacts)")
+                   help="dot-separated noise layers set to zero (they add artifacts); the default is the "
+                        "1024x1024 model's last layer and zeroes nothing in smaller models")
     s.add_argument("-opt_name", "--opt_name", choices=list(OPTIMIZERS), default=defaults.opt_name,
                    help="optimizer of the projected gradient descent")
-    s.add_argument("-learning_rate", "--learning_rate", type=non_negative_float, default=defaults.learning_rate,
+    s.add_argument("-learning_rate", "--learning_rate", type=positive_float, default=defaults.learning_rate,
                    help="peak learning rate")
     s.add_argument("-steps", "--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
     s.add_argument("-lr_schedule", "--lr_schedule", choices=list(SCHEDULES), default=defaults.lr_schedule,
@@ -160,14 +148,18 @@ class Job:
 
 
 def list_inputs(input_dir):
+    """The files of the input folder; SetupError if there are none, or if two would write one result."""
     folder = Path(input_dir)
+    hint = f"Put aligned low-resolution faces there first, e.g. with `python align_face.py -output_dir {folder}`."
     if not folder.is_dir():
-        sys.exit(f"error: input folder {folder} does not exist. Put aligned low-resolution faces there "
-                 f"first, e.g. with `python align_face.py -input_dir realpics -output_dir {folder}`.")
+        raise SetupError(f"input folder {folder} does not exist. {hint}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
-        sys.exit(f"error: input folder {folder} is empty. Put aligned low-resolution faces there first, "
-                 f"e.g. with `python align_face.py -input_dir realpics -output_dir {folder}`.")
+        raise SetupError(f"input folder {folder} is empty. {hint}")
+    clashes = stem_clashes(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+    if clashes:  # results are named by stem: face.jpg and face.png would overwrite each other's
+        raise SetupError(f"inputs with the same name would write the same result: {'; '.join(clashes)}. "
+                         f"Rename or remove one of each")
     return files
 
 
@@ -187,7 +179,7 @@ def read_input(path, resolution):
     if width > resolution:
         raise ImageReadError(f"{path}: {width}x{width} is larger than the {resolution}x{resolution} model; "
                              f"downscale it (align_face.py -output_size) to one of {sizes}")
-    if resolution % width or (resolution // width) & (resolution // width - 1):
+    if not divides_by_power_of_two(resolution, width):
         raise ImageReadError(f"{path}: side {width} does not divide {resolution} by a power of two; "
                              f"use one of {sizes} (align_face.py -output_size)")
     return to_tensor(image)
@@ -227,15 +219,10 @@ def result_settings(args):
     return {**asdict(search_config(args)), "precision": args.precision, "compile": args.compile}
 
 
-def is_complete(record, settings):
-    """Whether a log record is a finished search made with these result settings."""
-    return not record.get("interrupted") and {k: record.get("args", {}).get(k) for k in settings} == settings
-
-
 def already_done(job, out_dir, records, settings):
     output = out_dir / f"{job.name}.png"
     return output.exists() and any(
-        r.get("output") == str(output) and r.get("seed") == job.seed and is_complete(r, settings)
+        r.get("output") == str(output) and r.get("seed") == job.seed and runlog.is_complete(r, settings)
         for r in records)
 
 
@@ -272,6 +259,7 @@ def progress_reporter(bar):
 
 
 def run_batch(model, batch, config, args, out_dir):
+    """Search one batch; returns the result and the GIF writer (saved later, after the results)."""
     hooks = []
     names = ", ".join(job.name for job in batch)
     with tqdm(total=config.steps, desc=names[:40], unit="step", leave=False) as bar:
@@ -289,9 +277,7 @@ def run_batch(model, batch, config, args, out_dir):
 
         ref_im = torch.stack([job.image for job in batch])
         result = model.search(ref_im, [job.seed for job in batch], config, on_step)
-    if gif:
-        gif.save()
-    return result
+    return result, gif
 
 
 def record_results(batch, result, args, device, out_dir, log_path):
@@ -300,32 +286,47 @@ def record_results(batch, result, args, device, out_dir, log_path):
     for b, job in enumerate(batch):
         output = out_dir / f"{job.name}.png"
         save_tensor_image(result.best_im[b], output)
-        records.append({
-            "input": str(job.source), "output": str(output), "seed": job.seed, "base_seed": job.base_seed,
-            "device": str(device), "steps": result.steps_done, "best_step": result.best_step[b],
-            "losses": result.best_losses[b], "converged": result.converged[b],
-            "interrupted": result.interrupted, "seconds": round(result.seconds, 3),
-            "threads": torch.get_num_threads(), "args": vars(args), "trajectory": result.trajectory[b],
-        })
+        records.append(runlog.make_record(job, result, b, output, device, args))
         runlog.append(log_path, records[-1])
-        status = "converged" if result.converged[b] else "NOT CONVERGED"
-        if result.interrupted:
-            status += f", interrupted after {result.steps_done} steps"
         losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.best_losses[b].items())
-        print(f"{output}  best step {result.best_step[b]} | {losses} | {status}")
+        print(f"{output}  best step {result.best_step[b]} | {losses} | {runlog.status(records[-1])}")
     return records
 
 
 # ---- main ----------------------------------------------------------------------------------
 
 def load_model(args, device):
-    synthesis, fit = load_generator(args.cache_dir)
+    folder = weights_folder(args.network, args.cache_dir, args.keep_pickle)
+    synthesis, fit = load_generator(folder)
     if synthesis.resolution != 1024:
-        print(f"note: the model in {args.cache_dir} is {synthesis.resolution}x{synthesis.resolution}, not the "
-              f"1024x1024 FFHQ face model (e.g. the tiny test model): results are not faces", file=sys.stderr)
+        print(f"note: the model in {folder} is {synthesis.resolution}x{synthesis.resolution} (the tiny "
+              f"test model, for example), not the 1024x1024 FFHQ face model: results are not faces",
+              file=sys.stderr)
     model_dtype, autocast_dtype = speed.precision_dtypes(args.precision, device)
     model = PULSE(synthesis.set_fast(not args.no_speedups), fit, autocast_dtype).to(device, model_dtype)
     return model.compile_synthesis() if args.compile else model
+
+
+def check_flags_against_model(parser, args, model):
+    """Flags whose range depends on the loaded model: its noise layers (see PULSE.check_noise_layers)."""
+    try:
+        model.check_noise_layers(search_config(args))
+    except NoiseLayerError as e:
+        parser.error(str(e))
+
+
+def prepare_output_dir(path):
+    """Create the output folder and make sure files can be written there, before any search."""
+    out_dir = Path(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        reason = "it is a file" if out_dir.exists() and not out_dir.is_dir() else (e.strerror or str(e))
+        raise SetupError(f"cannot write results to -output_dir {out_dir}: {reason}") from None
+    remove_stale_temporaries(out_dir)
+    return out_dir
 
 
 def apply_speed_settings(args, device):
@@ -335,62 +336,90 @@ def apply_speed_settings(args, device):
     return speed.set_threads(args.threads)
 
 
-def main(argv=None):
+def seed_origin(args, records):
+    if args.seed is not None:
+        return ""
+    return " (from the resumed run's log)" if args.resume and records else " (drawn; pass -seed to repeat)"
+
+
+def plan_resume(jobs, out_dir, records, settings):
+    """The jobs still to do, and how many of them redo a result that was made with other flags."""
+    todo = [job for job in jobs if not already_done(job, out_dir, records, settings)]
+    outputs = {r.get("output") for r in records if not r.get("interrupted")}
+    redone = sum(1 for job in todo if str(out_dir / f"{job.name}.png") in outputs
+                 and (out_dir / f"{job.name}.png").exists())
+    print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go"
+          + (f", {redone} of them redone because their flags or seed differ" if redone else ""))
+    return todo
+
+
+def out_of_memory_message(args, device):
+    hint = (f"try -batch_size {args.batch_size // 2}" if args.batch_size > 1 else
+            "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
+    return f"out of memory on {device} with -batch_size {args.batch_size}; {hint}"
+
+
+def main(argv=None, stop=None):
+    """run.py; returns its exit status (see cli.py). Stop signals are caught while it runs, by
+    `stop` when the caller (sweep.py) has its own, else by handlers installed here."""
+    if stop is not None:
+        return run_folder(argv, stop)
+    with cli.StopSignals() as stop:
+        return run_folder(argv, stop)
+
+
+def run_folder(argv, stop):
     parser, args = parse_args(argv)
-    paths = list_inputs(args.input_dir)
     try:
+        paths = list_inputs(args.input_dir)
+        out_dir = prepare_output_dir(args.output_dir)
         device = pick_device()
         model = load_model(args, device)
-    except (DeviceError, WeightsError, speed.PrecisionError) as e:
+    except (SetupError, DeviceError, WeightsError, speed.PrecisionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETUP_FAILED
-    try:
-        model.check_noise_layers(search_config(args))
-    except NoiseLayerError as e:
-        parser.error(str(e))
+    except KeyboardInterrupt:
+        print("interrupted before any search", file=sys.stderr)
+        return stop.exit_status
+    check_flags_against_model(parser, args, model)
 
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / runlog.LOG_NAME
     records = runlog.read(log_path) if args.resume else []
     base_seed = base_seed_for(args, records)
     threads = apply_speed_settings(args, device)
-    print(f"seed {base_seed}{'' if args.seed is not None else ' (drawn; pass -seed to repeat)'} | "
-          f"device {device} | {args.precision} | {threads} CPU thread(s)")
+    print(f"seed {base_seed}{seed_origin(args, records)} | device {device} | {args.precision} | "
+          f"{threads} CPU thread(s)")
 
     jobs, errors = make_jobs(paths, args, base_seed, model.resolution)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
-    settings = result_settings(args)
-    todo = [job for job in jobs if not (args.resume and already_done(job, out_dir, records, settings))]
-    if len(todo) < len(jobs):
-        print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go")
+    todo = plan_resume(jobs, out_dir, records, result_settings(args)) if args.resume else jobs
     strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if args.strip else None
 
     config = search_config(args)
-    for batch in batches(todo, args.batch_size):
-        try:
-            result = run_batch(model, batch, config, args, out_dir)
-        except torch.OutOfMemoryError:
-            hint = (f"try -batch_size {args.batch_size // 2}" if args.batch_size > 1 else
-                    "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
-            print(f"error: out of memory on {device} with -batch_size {args.batch_size}; {hint}", file=sys.stderr)
-            return EXIT_SETUP_FAILED
-        if result.interrupted:
-            signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: leave now
-        recorded = record_results(batch, result, args, device, out_dir, log_path)
-        if strips:
-            strips.add(recorded)
-        if result.interrupted:
-            print("interrupted: the best images so far are written and logged", file=sys.stderr)
-            return EXIT_INTERRUPTED
+    try:
+        for batch in batches(todo, args.batch_size):
+            try:
+                result, gif = run_batch(model, batch, config, args, out_dir)
+            except torch.OutOfMemoryError:
+                print(f"error: {out_of_memory_message(args, device)}", file=sys.stderr)
+                return EXIT_SETUP_FAILED
+            # The results first, whatever signal comes meanwhile; pictures are extras after them.
+            with stop.deferred():
+                recorded = record_results(batch, result, args, device, out_dir, log_path)
+            if stop.requested:
+                raise KeyboardInterrupt
+            if gif:
+                gif.save()
+            if strips:
+                strips.add(recorded)
+    except KeyboardInterrupt:
+        print("interrupted: every finished result and the best image so far of the search that was "
+              "running are written and logged", file=sys.stderr)
+        return stop.exit_status
     print(f"{len(paths)} input(s), {len(todo)} search(es) run, {len(errors)} input(s) failed")
-    return EXIT_INPUT_FAILED if errors else 0
+    return EXIT_INPUTS_FAILED if errors else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(main())

@@ -1,37 +1,10 @@
 """run.py end to end on the tiny model: seeds, duplicates, batches, outputs and the run log."""
-import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import run
-from conftest import TINY_INPUT, TINY_MODEL
-
-
-def make_inputs(folder, count=1):
-    """`count` different 16x16 inputs: the fixture target, then colour-shifted copies."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = np.asarray(Image.open(TINY_INPUT).convert("RGB"), dtype=np.int16)
-    for i in range(count):
-        Image.fromarray(np.clip(base + 25 * i, 0, 255).astype(np.uint8)).save(folder / f"face{i}.png")
-    return folder
-
-
-def run_cli(tmp_path, *flags, inputs=None, out="out"):
-    inputs = inputs or make_inputs(tmp_path / "in")
-    out_dir = tmp_path / out
-    code = run.main(["-input_dir", str(inputs), "-output_dir", str(out_dir),
-                     "-cache_dir", str(TINY_MODEL), *flags])
-    return code, out_dir
-
-
-def log_records(out_dir):
-    return [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()]
-
-
-def pixels(path):
-    return np.asarray(Image.open(path), dtype=int)
+from conftest import TINY_INPUT, log_records, make_inputs, pixels, run_cli
 
 
 def test_seed_zero_is_a_seed(tmp_path):
@@ -100,7 +73,7 @@ def test_l2_is_reported_even_when_the_loss_leaves_it_out(tmp_path):
 
 
 def test_unreached_eps_still_writes_the_best_image_flagged_not_converged(tmp_path, capsys):
-    code, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "3", "-eps", "0")
+    code, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "3", "-eps", "1e-12")
     assert code == 0 and (out_dir / "face0.png").exists()
     assert log_records(out_dir)[0]["converged"] is False
     assert "NOT CONVERGED" in capsys.readouterr().out
@@ -138,7 +111,13 @@ def test_common_formats_and_modes_are_read_as_rgb(tmp_path, mode, suffix):
     ("-steps", "0", "must be at least 1"),
     ("-batch_size", "0", "must be at least 1"),
     ("-duplicates", "0", "must be at least 1"),
-    ("-eps", "-1", "must be 0 or more"),
+    ("-eps", "-1", "must be a finite number above 0"),
+    ("-eps", "0", "must be a finite number above 0"),
+    ("-eps", "inf", "must be a finite number above 0"),
+    ("-eps", "nan", "must be a finite number above 0"),
+    ("-learning_rate", "0", "must be a finite number above 0"),
+    ("-bad_noise_layers", "99", "this model's noise layers are 0..13, not 99"),
+    ("-bad_noise_layers", "3.14.17", "not 14, 17"),
     ("-bad_noise_layers", "3,5", "dot-separated list"),
     ("-num_trainable_noise_layers", "19", "within 0..18"),
     ("-num_trainable_noise_layers", "15", "this model has 14 layers"),

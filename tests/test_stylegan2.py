@@ -21,8 +21,10 @@ from PIL import Image
 
 import convert_weights
 import nvidia_pickles
+import releases
 import run
 import stylegan2
+import weight_sources
 import weights
 from bicubic import BicubicDownSample
 from conftest import ROOT
@@ -407,8 +409,22 @@ def test_stylegan2_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setu
 
 
 def test_noise_layers_beyond_a_stylegan2_are_refused(tmp_path, sg2_run_setup, capsys):
-    for flag, value, message in [("-bad_noise_layers", "3.9", "noise layers 0..6, not 9"),
+    for flag, value, message in [("-bad_noise_layers", "3.9", "noise layers are 0..6, not 9"),
                                  ("-num_trainable_noise_layers", "8", "has 7 layers with noise")]:
         with pytest.raises(SystemExit) as exit_info:
             run_sg2(tmp_path, sg2_run_setup, "refused", flag, value)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_network_flag_converts_a_stylegan2_pickle_once_and_takes_its_folder(tmp_path, sg2_run_setup, monkeypatch):
+    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
+    pkl = tmp_path / "sg2-net.pkl"
+    pkl.write_bytes(nvidia_pickle(*random_stylegan2(resolution=FIXTURE_RESOLUTION, seed=4)))
+    _, inputs = sg2_run_setup
+    folder = tmp_path / "cache" / "sg2-net"
+    stamps = []
+    for out, network in [("first", pkl), ("again", pkl), ("folder", folder)]:
+        assert run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / out), "-cache_dir",
+                         str(tmp_path / "cache"), "-network", str(network), "-seed", "0", "-steps", "2"]) == 0
+        stamps.append((folder / weight_sources.RECORD).stat().st_mtime_ns)
+    assert weights.is_stylegan2_cache(folder) and len(set(stamps)) == 1  # converted once
