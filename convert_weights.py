@@ -26,8 +26,7 @@ import releases
 import weights
 from download import fetch
 from files import file_md5, folder_lock
-from nvidia_pickles import STYLEGAN1_GLOBALS as ALLOWED_GLOBALS  # noqa: F401 (the public names of before)
-from nvidia_pickles import EasyDictStandIn, NetworkStandIn, StyleGANUnpickler  # noqa: F401
+from nvidia_pickles import NetworkStandIn
 from stylegan import G_mapping, synthesis_from_state_dict
 
 FFHQ_MD5 = "9f4c085b663ed283f5853cc662bd0883"

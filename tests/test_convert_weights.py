@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import convert_weights
+import nvidia_pickles
 import weights
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, load_fixture
 from stylegan import G_mapping, G_synthesis, synthesis_from_state_dict
@@ -117,7 +118,7 @@ def test_pickles_written_by_numpy_1_load():
         frame = int.from_bytes(data[3:11], "little") - (len(data) - len(renamed))
         data = renamed[:3] + frame.to_bytes(8, "little") + renamed[11:]
     assert b"numpy.core.multiarray" in data
-    array, scalar, easydict = convert_weights.StyleGANUnpickler(io.BytesIO(data)).load()
+    array, scalar, easydict = nvidia_pickles.StyleGANUnpickler(io.BytesIO(data)).load()
     assert array.tolist() == [[0, 1, 2], [3, 4, 5]] and scalar == 0.5 and easydict == {"a": 1}
 
 
