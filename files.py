@@ -32,10 +32,3 @@ def save_image(image, path):
     with atomic_path(path) as tmp:
         image.save(tmp, format=Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG"))
 
-
-def append_line(path, line):
-    """Append one text line in a single write, so concurrent readers never see half of it."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line.rstrip("\n") + "\n")
-        f.flush()
-        os.fsync(f.fileno())
