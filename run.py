@@ -21,6 +21,7 @@ import runlog
 import speed
 import visuals
 from device import DeviceError, pick_device
+from distributed import Team, TeamError, launch_from_environment
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
 from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, SearchConfig
@@ -271,11 +272,33 @@ def progress_reporter(bar):
     return report
 
 
-def run_batch(model, batch, config, args, out_dir):
+class JobProgress:
+    """Rank 0's bar over the searches of the whole job, with each rank's count beside it."""
+
+    def __init__(self, team, total):
+        self.team, self.last = team, 0.0
+        self.bar = tqdm(total=total, desc=f"searches on {team.size} processes", unit="search", position=0)
+
+    def refresh(self):
+        counts = self.team.done_counts()
+        self.bar.n = sum(counts)
+        self.bar.set_postfix_str(" ".join(f"r{rank}:{count}" for rank, count in enumerate(counts)))
+
+    def on_step(self, *_):
+        if time.monotonic() - self.last > 1.0:  # one store round trip a second, not one a step
+            self.last = time.monotonic()
+            self.refresh()
+
+
+def run_batch(model, batch, config, args, out_dir, job_progress=None, show_steps=True):
     hooks = []
     names = ", ".join(job.name for job in batch)
-    with tqdm(total=config.steps, desc=names[:40], unit="step", leave=False) as bar:
-        hooks.append(progress_reporter(bar))
+    with tqdm(total=config.steps, desc=names[:40], unit="step", leave=False, disable=not show_steps,
+              position=1 if job_progress else None) as bar:
+        if show_steps:
+            hooks.append(progress_reporter(bar))
+        if job_progress:
+            hooks.append(job_progress.on_step)
         if args.save_intermediate:
             hooks.append(intermediate_writer(out_dir, batch, config.steps))
         gif = None
@@ -294,8 +317,8 @@ def run_batch(model, batch, config, args, out_dir):
     return result
 
 
-def record_results(batch, result, args, device, out_dir, log_path):
-    """Write and log each result; returns the log records."""
+def record_results(batch, result, args, device, out_dir, log_path, say=print):
+    """Write and log each result, telling `say` about it; returns the log records."""
     records = []
     for b, job in enumerate(batch):
         output = out_dir / f"{job.name}.png"
@@ -312,7 +335,7 @@ def record_results(batch, result, args, device, out_dir, log_path):
         if result.interrupted:
             status += f", interrupted after {result.steps_done} steps"
         losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.best_losses[b].items())
-        print(f"{output}  best step {result.best_step[b]} | {losses} | {status}")
+        say(f"{output}  best step {result.best_step[b]} | {losses} | {status}")
     return records
 
 
@@ -339,10 +362,22 @@ def main(argv=None):
     parser, args = parse_args(argv)
     paths = list_inputs(args.input_dir)
     try:
-        device = pick_device()
-        model = load_model(args, device)
-    except (DeviceError, WeightsError, speed.PrecisionError) as e:
+        launch = launch_from_environment()
+        device = pick_device(local_rank=launch.local_rank)
+    except (TeamError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    with Team(launch, device) as team:
+        return run_job(parser, args, paths, team)
+
+
+def run_job(parser, args, paths, team):
+    """Every search of the folder once over the team: each process runs its share."""
+    device = team.device
+    try:
+        model = team.main_first(lambda: load_model(args, device))  # a download or fit happens once
+    except (TeamError, WeightsError, speed.PrecisionError) as e:
+        print(team.tag(f"error: {e}"), file=sys.stderr)
         return EXIT_SETUP_FAILED
     if args.num_trainable_noise_layers > model.num_layers:
         parser.error(f"argument -num_trainable_noise_layers: this model has {model.num_layers} layers, "
@@ -352,39 +387,57 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / runlog.LOG_NAME
     records = runlog.read(log_path) if args.resume else []
-    base_seed = base_seed_for(args, records)
+    (base_seed,) = team.from_main([base_seed_for(args, records)])  # a drawn seed is rank 0's
     threads = apply_speed_settings(args, device)
-    print(f"seed {base_seed}{'' if args.seed is not None else ' (drawn; pass -seed to repeat)'} | "
-          f"device {device} | {args.precision} | {threads} CPU thread(s)")
+    processes = f"{team.size} processes" if team.is_multi else ""
+    if team.is_main:
+        print(f"seed {base_seed}{'' if args.seed is not None else ' (drawn; pass -seed to repeat)'} | "
+              f"device {device} | {args.precision} | {threads} CPU thread(s){processes and ' | ' + processes}")
 
     jobs, errors = make_jobs(paths, args, base_seed, model.resolution)
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
+    if team.is_main:  # every rank reads every input; rank 0 tells about the bad ones
+        for message in errors:
+            print(team.tag(f"error: {message}"), file=sys.stderr)
     settings = result_settings(args)
-    todo = [job for job in jobs if not (args.resume and already_done(job, out_dir, records, settings))]
-    if len(todo) < len(jobs):
+    # Rank 0's view of what is done decides, so every rank computes the same shares; no rank
+    # logs a result before rank 0 has read the log, as all wait here for its answer.
+    to_do = team.from_main([not (args.resume and already_done(job, out_dir, records, settings)) for job in jobs])
+    todo = [job for job, needed in zip(jobs, to_do) if needed]
+    if len(todo) < len(jobs) and team.is_main:
         print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go")
-    strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if args.strip else None
+    strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if args.strip and not team.is_multi else None
 
     config = search_config(args)
-    for batch in batches(todo, args.batch_size):
+    job_progress = JobProgress(team, len(todo)) if team.is_multi and team.is_main else None
+    say = (tqdm.write if job_progress else print) if team.is_main else (lambda line: None)
+    for batch in batches(team.share(todo), args.batch_size):
         try:
-            result = run_batch(model, batch, config, args, out_dir)
+            result = run_batch(model, batch, config, args, out_dir, job_progress, show_steps=team.is_main)
         except torch.OutOfMemoryError:
             hint = (f"try -batch_size {args.batch_size // 2}" if args.batch_size > 1 else
                     "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
-            print(f"error: out of memory on {device} with -batch_size {args.batch_size}; {hint}", file=sys.stderr)
+            print(team.tag(f"error: out of memory on {device} with -batch_size {args.batch_size}; {hint}"),
+                  file=sys.stderr)
+            team.finish()  # the other ranks' searches go on to their end
             return EXIT_SETUP_FAILED
         if result.interrupted:
             signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: leave now
-        recorded = record_results(batch, result, args, device, out_dir, log_path)
+        recorded = record_results(batch, result, args, device, out_dir, log_path, say)
+        team.count_done(len(batch))
         if strips:
             strips.add(recorded)
         if result.interrupted:
-            print("interrupted: the best images so far are written and logged", file=sys.stderr)
+            print(team.tag("interrupted: the best images so far are written and logged"), file=sys.stderr)
             return EXIT_INTERRUPTED
-    print(f"{len(paths)} input(s), {len(todo)} search(es) run, {len(errors)} input(s) failed")
-    return EXIT_INPUT_FAILED if errors else 0
+    team.finish(job_progress.refresh if job_progress else None)
+    if team.is_main:
+        if job_progress:
+            job_progress.bar.close()
+            if args.strip:  # an input's duplicates may have run on several ranks: all are logged now
+                visuals.StripWriter(jobs, [], runlog.read(log_path), out_dir, args.hr_dir)
+        print(f"{len(paths)} input(s), {sum(team.done_counts())} search(es) run{processes and ' on ' + processes}, "
+              f"{len(errors)} input(s) failed")
+    return EXIT_INPUT_FAILED if errors and team.is_main else 0
 
 
 if __name__ == "__main__":
