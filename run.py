@@ -240,6 +240,17 @@ def already_done(job, out_dir, records, settings):
         for r in records)
 
 
+def searches_to_do(jobs, args, out_dir, records, team):
+    """The jobs still to do (with -resume, those without a finished result) as rank 0 sees them.
+
+    So every rank computes the same shares, even where a network file system shows the ranks'
+    machines the folder a little differently; and no rank logs a result before rank 0 has read
+    the log, as all wait here for its answer."""
+    settings = result_settings(args)
+    needed = team.from_main([not (args.resume and already_done(job, out_dir, records, settings)) for job in jobs])
+    return [job for job, need in zip(jobs, needed) if need]
+
+
 def base_seed_for(args, records):
     if args.seed is not None:
         return args.seed
@@ -398,11 +409,7 @@ def run_job(parser, args, paths, team):
     if team.is_main:  # every rank reads every input; rank 0 tells about the bad ones
         for message in errors:
             print(team.tag(f"error: {message}"), file=sys.stderr)
-    settings = result_settings(args)
-    # Rank 0's view of what is done decides, so every rank computes the same shares; no rank
-    # logs a result before rank 0 has read the log, as all wait here for its answer.
-    to_do = team.from_main([not (args.resume and already_done(job, out_dir, records, settings)) for job in jobs])
-    todo = [job for job, needed in zip(jobs, to_do) if needed]
+    todo = searches_to_do(jobs, args, out_dir, records, team)
     if len(todo) < len(jobs) and team.is_main:
         print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go")
     strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if args.strip and not team.is_multi else None
@@ -418,7 +425,7 @@ def run_job(parser, args, paths, team):
                     "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
             print(team.tag(f"error: out of memory on {device} with -batch_size {args.batch_size}; {hint}"),
                   file=sys.stderr)
-            team.finish()  # the other ranks' searches go on to their end
+            team.finish(job_progress and job_progress.refresh)  # the other ranks' searches go on to their end
             return EXIT_SETUP_FAILED
         if result.interrupted:
             signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: leave now
@@ -429,7 +436,7 @@ def run_job(parser, args, paths, team):
         if result.interrupted:
             print(team.tag("interrupted: the best images so far are written and logged"), file=sys.stderr)
             return EXIT_INTERRUPTED
-    team.finish(job_progress.refresh if job_progress else None)
+    team.finish(job_progress and job_progress.refresh)
     if team.is_main:
         if job_progress:
             job_progress.bar.close()

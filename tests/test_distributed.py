@@ -1,4 +1,5 @@
 """A folder over several processes with torchrun (gloo on the CPU): the same results as one process."""
+import json
 import os
 import signal
 import subprocess
@@ -198,3 +199,26 @@ def test_a_setup_failure_on_rank_0_stops_every_rank_with_a_message(tmp_path):
     assert proc.returncode != 0
     assert "rank 0: error: " in err and "synthesis.pt" in err
     assert "rank 1: error: setup failed on rank 0 (see its message)" in err
+
+
+# ---- bench.py -----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_bench_reports_searches_per_hour_by_process_count_and_batch_size(tmp_path, capsys):
+    import bench
+    out = tmp_path / "bench.json"
+    assert bench.main(["-steps", "1", "-batch_sizes", "1", "2", "-resolution", "64", "-no_drift",
+                       "-processes", "1", "2", "-threads", "2", "-json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {(r["processes"], r["batch"]): r for r in report["throughput"]}
+    assert sorted(rows) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [rows[2, b]["threads_per_process"] for b in (1, 2)] == [1, 1]  # the 2 threads split
+    timings = {t["name"]: t for t in report["timings"]}
+    for batch, name in ((1, "default"), (2, "default, batch 2")):  # one process: the timed default search
+        per_hour = 3600 * batch / (timings[name]["seconds_per_step"] * bench.STEPS_PER_FACE)
+        assert rows[1, batch]["searches_per_hour"] == pytest.approx(per_hour, abs=0.006)
+        assert timings[name]["searches_per_hour"] == rows[1, batch]["searches_per_hour"]
+    assert rows[1, 1]["speedup"] == 1 and all(r["searches_per_hour"] > 0 for r in rows.values())
+    ratio = rows[2, 2]["searches_per_hour"] / rows[1, 1]["searches_per_hour"]
+    assert rows[2, 2]["speedup"] == pytest.approx(ratio, rel=0.02)
+    assert "searches/h" in capsys.readouterr().out
