@@ -1,20 +1,38 @@
 """run.py reproduces the 2020 algorithm on the tiny fidelity model (see tests/fixtures).
 
 float64 is compared strictly (every step's losses, best step, convergence, image); float32
-loosely (first step, best step, convergence), because the float32 search is chaotic.
+loosely (first step, convergence), because the float32 search is chaotic: other CPU kernels
+or thread counts change its last bits, and a later step amplifies them.
+
+`torch.randn` itself depends on the CPU's kernels, so the searches start from the draws the
+2020 reference was made with (AVX2 kernels), stored in `search_draws.pt`; a separate test
+checks that a seed gives exactly those draws where the CPU runs the AVX2 kernels or better.
 """
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import PULSE
 import run
-from conftest import FIXTURES, TINY_INPUT, TINY_MODEL
+from conftest import FIXTURES, TINY_INPUT, TINY_MODEL, load_fixture
 
 EXPECTED = {"fp64": json.loads((FIXTURES / "expected_search_fp64.json").read_text()),
             "fp32": json.loads((FIXTURES / "expected_search.json").read_text())}
 VARIANTS = list(EXPECTED["fp64"]["variants"])
+DRAWS = load_fixture("search_draws.pt")
+AVX2_OR_BETTER = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def use_stored_draws(monkeypatch, variant):
+    """Make the search start from the reference's draws instead of this CPU's `torch.randn`."""
+    def stored_start(seed, *_):
+        assert seed == DRAWS["seed"]
+        start = DRAWS["variants"][variant]
+        return start["latent"].clone(), [n.clone() for n in start["noise"]]
+    monkeypatch.setattr(PULSE, "draw_start", stored_start)
 
 
 def flags(args):
@@ -24,7 +42,8 @@ def flags(args):
     return out
 
 
-def run_variant(tmp_path, precision, variant):
+def run_variant(tmp_path, monkeypatch, precision, variant):
+    use_stored_draws(monkeypatch, variant)
     expected = EXPECTED[precision]
     input_dir = tmp_path / "input"
     input_dir.mkdir()
@@ -42,10 +61,21 @@ def relative(a, b):
     return abs(a - b) / max(abs(b), 1e-300)
 
 
+@pytest.mark.skipif(not AVX2_OR_BETTER, reason="torch.randn gives other draws with other CPU kernels")
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_float64_search_matches_2020_strictly(tmp_path, variant):
+def test_a_seed_gives_the_draws_of_the_2020_reference(variant):
+    config = PULSE.SearchConfig(**EXPECTED["fp64"]["variants"][variant]["args"])
+    latent, noise = PULSE.draw_start(DRAWS["seed"], EXPECTED["fp64"]["num_layers"], config)
+    stored = DRAWS["variants"][variant]
+    assert torch.equal(latent, stored["latent"])
+    assert len(noise) == len(stored["noise"])
+    assert all(torch.equal(got, want) for got, want in zip(noise, stored["noise"]))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float64_search_matches_2020_strictly(tmp_path, monkeypatch, variant):
     ref = EXPECTED["fp64"]["variants"][variant]
-    record, image_path = run_variant(tmp_path, "fp64", variant)
+    record, image_path = run_variant(tmp_path, monkeypatch, "fp64", variant)
 
     assert len(record["trajectory"]) == len(ref["trajectory"])
     for got, want in zip(record["trajectory"], ref["trajectory"]):
@@ -63,11 +93,10 @@ def test_float64_search_matches_2020_strictly(tmp_path, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_float32_search_matches_2020_loosely(tmp_path, variant):
+def test_float32_search_matches_2020_loosely(tmp_path, monkeypatch, variant):
     ref = EXPECTED["fp32"]["variants"][variant]
-    record, _ = run_variant(tmp_path, "fp32", variant)
+    record, _ = run_variant(tmp_path, monkeypatch, "fp32", variant)
     first, want = record["trajectory"][0], ref["trajectory"][0]
     for name in want:
         assert relative(first[name], want[name]) < 1e-5, (name, first[name], want[name])
-    assert record["best_step"] == ref["best"]["step"]
     assert record["converged"] == ref["converged"]

@@ -27,14 +27,22 @@ def test_tiny_model_is_rebuilt_from_its_state_dict_alone():
     assert [b.epi2.noise.weight.numel() for b in model.blocks.values()] == [64, 64, 32, 16, 8, 4, 2]
 
 
-def test_tiny_model_reproduces_the_2020_forward_pass_bit_for_bit():
+def relative_error(got, want):
+    """Largest absolute error over the largest absolute value: float32 kernels differ between
+    CPUs (oneDNN picks them by instruction set), so float32 is compared to a tolerance."""
+    return ((got.double() - want.double()).abs().max() / want.double().abs().max()).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tiny_model_reproduces_the_2020_forward_pass(dtype):
     state = load_fixture("tiny_model/synthesis.pt")
     model = synthesis_from_state_dict(state)
     model.load_state_dict(state)
     ref = load_fixture("forward.pt")
     with torch.no_grad():
-        out = model(ref["dlatents"], ref["noise"])
-    assert torch.equal(out, ref["out"])
+        out = model.to(dtype)(ref["dlatents"].to(dtype), [n.to(dtype) for n in ref["noise"]])
+    assert out.dtype == dtype
+    assert relative_error(out, ref["out"]) < 1e-5
 
 
 @pytest.mark.parametrize("resolution", [4, 8, 32])
@@ -47,10 +55,10 @@ def test_small_resolutions_build_and_run(resolution):
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8, 16])
-def test_bicubic_matches_2020_bit_for_bit(factor):
+def test_bicubic_matches_2020(factor):
     ref = load_fixture("bicubic.pt")
     out = BicubicDownSample(factor)(ref["input"])
-    assert torch.equal(out, ref[f"factor{factor}"])
+    assert relative_error(out, ref[f"factor{factor}"]) < 1e-6
 
 
 def test_bicubic_follows_module_dtype():
