@@ -397,7 +397,7 @@ def run_job(parser, args, paths, team):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / runlog.LOG_NAME
-    records = runlog.read(log_path) if args.resume else []
+    records = runlog.read(log_path) if args.resume and team.is_main else []  # rank 0 decides what is done
     (base_seed,) = team.from_main([base_seed_for(args, records)])  # a drawn seed is rank 0's
     threads = apply_speed_settings(args, device)
     processes = f"{team.size} processes" if team.is_multi else ""
@@ -412,7 +412,9 @@ def run_job(parser, args, paths, team):
     todo = searches_to_do(jobs, args, out_dir, records, team)
     if len(todo) < len(jobs) and team.is_main:
         print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go")
-    strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if args.strip and not team.is_multi else None
+    # In a job an input's duplicates may run on several ranks: rank 0 draws all strips at the end.
+    single_strips = args.strip and not team.is_multi
+    strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if single_strips else None
 
     config = search_config(args)
     job_progress = JobProgress(team, len(todo)) if team.is_multi and team.is_main else None
@@ -440,7 +442,7 @@ def run_job(parser, args, paths, team):
     if team.is_main:
         if job_progress:
             job_progress.bar.close()
-            if args.strip:  # an input's duplicates may have run on several ranks: all are logged now
+            if args.strip:  # every rank's results are logged now
                 visuals.StripWriter(jobs, [], runlog.read(log_path), out_dir, args.hr_dir)
         print(f"{len(paths)} input(s), {sum(team.done_counts())} search(es) run{processes and ' on ' + processes}, "
               f"{len(errors)} input(s) failed")
