@@ -222,3 +222,27 @@ def test_bench_reports_searches_per_hour_by_process_count_and_batch_size(tmp_pat
     ratio = rows[2, 2]["searches_per_hour"] / rows[1, 1]["searches_per_hour"]
     assert rows[2, 2]["speedup"] == pytest.approx(ratio, rel=0.02)
     assert "searches/h" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_number, to_whole_group", [
+    (signal.SIGINT, True),  # Ctrl-C in a terminal: torchrun and every rank get it
+])
+def test_a_stopped_job_writes_every_ranks_best_so_far(inputs, tmp_path, signal_number, to_whole_group):
+    out_dir = tmp_path / "out"
+    job = start(2, ROOT / "run.py", *run_flags(inputs, out_dir, "-steps", "100000", "-save_intermediate"))
+    first_of_each_share = ("face0_1", "face2_2")
+    wait_for(lambda: all(len(list((out_dir / name / "HR").glob("*.png"))) >= 2 for name in first_of_each_share),
+             timeout=300)
+    if to_whole_group:
+        os.killpg(job.pid, signal_number)
+    else:
+        job.send_signal(signal_number)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode != 0
+    records = log_records(out_dir)
+    assert sorted(r["output"] for r in records) == [str(out_dir / f"{name}.png") for name in first_of_each_share]
+    for record in records:
+        assert record["interrupted"] is True and 2 <= record["steps"] < 100000
+        assert (out_dir / Path(record["output"]).name).exists()
+    assert "rank 0: interrupted" in err and "rank 1: interrupted" in err
