@@ -32,7 +32,8 @@ def _check_available(device, asked_by=None):
 def pick_device(requested=None, local_rank=None):
     """The device named by `requested` or $PULSE_DEVICE, else the best one available.
 
-    `local_rank` (a process's index on its machine in a multi-process job) picks cuda:local_rank.
+    `local_rank` (a process's index on its machine in a multi-process job) makes CUDA, found or
+    asked for as "cuda", cuda:local_rank.
     A device that was asked for but is not there is an error, never a silent fallback.
     """
     requested = requested or os.environ.get("PULSE_DEVICE", "").strip()
@@ -42,13 +43,11 @@ def pick_device(requested=None, local_rank=None):
         except RuntimeError as e:
             raise DeviceError(f"PULSE_DEVICE={requested!r} is not a device name: use cpu, cuda, cuda:N or mps") from e
         _check_available(device)
-        return device
-    if torch.cuda.is_available():
-        if local_rank is None:
-            return torch.device("cuda")
-        device = torch.device("cuda", local_rank)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    else:
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if device.type == "cuda" and device.index is None and local_rank is not None:
+        device = torch.device("cuda", local_rank)  # a GPU in a job: this process's own
         _check_available(device, f"LOCAL_RANK={local_rank} asks for {device}")
-        return device
-    if _mps_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return device

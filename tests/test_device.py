@@ -68,6 +68,10 @@ def test_each_process_of_a_job_takes_the_gpu_of_its_local_rank(no_accelerators, 
         device.pick_device(local_rank=2)
     monkeypatch.setenv("PULSE_DEVICE", "cuda:0")  # the user's choice still wins
     assert device.pick_device(local_rank=1) == torch.device("cuda:0")
+    monkeypatch.setenv("PULSE_DEVICE", "cpu")
+    assert device.pick_device(local_rank=1) == torch.device("cpu")
+    monkeypatch.setenv("PULSE_DEVICE", "cuda")  # any GPU: in a job, this process's own
+    assert device.pick_device(local_rank=1) == torch.device("cuda:1")
 
 
 def test_without_a_gpu_every_process_of_a_job_runs_on_the_cpu(no_accelerators):
