@@ -9,7 +9,7 @@ written as <output_dir>/photo_<i>.png, numbered from 0 as in 2020.
 import argparse
 import importlib.util
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import dlib
@@ -19,11 +19,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+import cli
 from bicubic import BicubicDownSample
+from cli import SetupError
 from device import DeviceError, pick_device
+from download import fetch
 from files import save_image
 from images import ImageReadError, read_rgb, to_pil, to_tensor
-from weights import download
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
 # Where the 2020 script downloaded the (uncompressed) predictor from.
@@ -32,15 +34,7 @@ PREDICTOR_URL = "https://drive.google.com/uc?id=1huhv8PYpNNKbGCLOaYUjOgR1pY5pmbJ
 ALIGNED_SIZE = 1024
 # FFHQ warps at 4x the final size and then Lanczos-resizes, so the bilinear warp cannot alias.
 TRANSFORM_SIZE = 4096
-
-
-class PredictorMissing(RuntimeError):
-    pass
-
-
-def die(message, status=1):
-    print(f"align_face.py: {message}", file=sys.stderr)
-    sys.exit(status)
+EXIF_ORIENTATION = 0x0112
 
 
 # ---------------------------------------------------------------- command line
@@ -57,29 +51,29 @@ def output_size(text):
     return size
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Align every face in -input_dir the FFHQ way (1024x1024) and downscale it "
-                    "to -output_size for PULSE. Face i of photo.jpg becomes <output_dir>/photo_<i>.png.")
-    parser.add_argument("-input_dir", type=Path, default=Path("realpics"),
-                        help="folder of photos: JPEG, PNG, WebP, ... (default: %(default)s)")
-    parser.add_argument("-output_dir", type=Path, default=Path("input"),
-                        help="where the downscaled faces are written (default: %(default)s)")
-    parser.add_argument("-output_size", type=output_size, default=32,
-                        help="side of the written faces in pixels; a power of two dividing 1024 "
-                             "(default: %(default)s)")
-    parser.add_argument("-seed", type=int, nargs="?",
+def build_parser():
+    parser = cli.parser(
+        "Align every face in -input_dir the FFHQ way (1024x1024) and downscale it "
+        "to -output_size for PULSE. Face i of photo.jpg becomes <output_dir>/photo_<i>.png.",
+        epilog=cli.EXIT_STATUSES)
+    parser.add_argument("-input_dir", "--input_dir", type=Path, default=Path("realpics"),
+                        help="folder of photos: JPEG, PNG, WebP, ...")
+    parser.add_argument("-output_dir", "--output_dir", type=Path, default=Path("input"),
+                        help="where the downscaled faces are written")
+    parser.add_argument("-output_size", "--output_size", type=output_size, default=32,
+                        help="side of the written faces in pixels; a power of two dividing 1024")
+    parser.add_argument("-seed", "--seed", type=int, nargs="?",
                         help="has no effect (alignment is deterministic); kept for compatibility "
                              "with 2020 command lines")
-    parser.add_argument("-cache_dir", type=Path, default=Path("cache"),
-                        help="where a downloaded " + PREDICTOR_NAME + " is kept (default: %(default)s)")
-    parser.add_argument("-predictor", type=Path, metavar="PATH",
+    parser.add_argument("-cache_dir", "--cache_dir", type=Path, default=Path("cache"),
+                        help="where a downloaded " + PREDICTOR_NAME + " is kept")
+    parser.add_argument("-predictor", "--predictor", type=Path, metavar="PATH",
                         help="a local " + PREDICTOR_NAME + "; by default the copy installed by "
                              "`pip install face_recognition_models` is used, then -cache_dir, "
                              "then a download")
-    parser.add_argument("-keep_hr", action="store_true",
+    parser.add_argument("-keep_hr", "--keep_hr", action="store_true",
                         help="also write each 1024x1024 aligned face to <output_dir>/hr/")
-    return parser.parse_args(argv)
+    return parser
 
 
 # ---------------------------------------------------------------- predictor
@@ -102,7 +96,7 @@ def locate_predictor(explicit, cache_dir):
     """-predictor, else face_recognition_models' copy, else the cache, else a download."""
     if explicit is not None:
         if not explicit.is_file():
-            raise PredictorMissing(f"-predictor {explicit}: no such file")
+            raise SetupError(f"-predictor {explicit}: no such file")
         return explicit
     cached = cache_dir / PREDICTOR_NAME
     for candidate in (packaged_predictor(), cached):
@@ -110,40 +104,62 @@ def locate_predictor(explicit, cache_dir):
             return candidate
     print(f"{PREDICTOR_NAME} not installed; downloading it to {cached}", file=sys.stderr)
     try:
-        download(PREDICTOR_URL, cached)
+        fetch(PREDICTOR_URL, cached)
         return cached
     except OSError as e:  # requests' errors are OSErrors too
-        raise PredictorMissing(
+        raise SetupError(
             f"cannot find {PREDICTOR_NAME} and downloading it failed ({e}). "
             f"Run `pip install face_recognition_models`, or put the file at {cached}, "
             f"or pass -predictor PATH.") from e
 
 
 def load_predictor(args):
-    try:
-        path = locate_predictor(args.predictor, args.cache_dir)
-    except PredictorMissing as e:
-        die(str(e))
+    path = locate_predictor(args.predictor, args.cache_dir)
     try:
         return dlib.shape_predictor(str(path))
     except RuntimeError as e:
-        die(f"{path} is not a usable dlib shape predictor ({e}); replace it or pass -predictor")
+        raise SetupError(f"{path} is not a usable dlib shape predictor ({e}); replace it or pass -predictor") from e
 
 
 # ---------------------------------------------------------------- photos
 
 def list_photos(folder):
     if not folder.is_dir():
-        die(f"input folder {folder} does not exist: create it and put photos in it, or pass -input_dir")
+        raise SetupError(f"input folder {folder} does not exist: create it and put photos in it, or pass -input_dir")
     photos = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not photos:
-        die(f"input folder {folder} holds no files: put photos in it, or pass -input_dir")
+        raise SetupError(f"input folder {folder} holds no files: put photos in it, or pass -input_dir")
+    refuse_clashing_stems(photos)
     return photos
 
 
-def find_landmarks(photo, detector, predictor):
+def refuse_clashing_stems(photos):
+    """Faces are named by the photo's stem, so photo.jpg and photo.png would overwrite each other's."""
+    by_stem = defaultdict(list)
+    for path in photos:
+        by_stem[path.stem].append(path.name)
+    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        raise SetupError(f"photos with the same name would write the same faces: {'; '.join(clashes)}. "
+                         f"Rename or remove one of each")
+
+
+def detection_pixels(path, photo):
+    """The pixels the landmarks are found on.
+
+    The 2020 script found them on dlib's own decoding of the file and cropped Pillow's. dlib and
+    Pillow decode JPEGs slightly differently, and the landmarks follow, so wherever the 2020 script
+    could read the photo (an upright RGB JPEG or PNG) dlib decodes it here too. Photos it could not
+    handle (EXIF-rotated, WebP, alpha, greyscale) use Pillow's upright RGB, the pixels cropped.
+    """
+    with Image.open(path) as im:
+        readable_in_2020 = (im.format in ("JPEG", "PNG") and im.mode == "RGB"
+                            and im.getexif().get(EXIF_ORIENTATION, 1) == 1)
+    return dlib.load_rgb_image(str(path)) if readable_in_2020 else np.asarray(photo)
+
+
+def find_landmarks(pixels, detector, predictor):
     """One (68, 2) array of (x, y) landmarks per face; the image is upsampled once, as in 2020."""
-    pixels = np.asarray(photo)
     return [np.array([(p.x, p.y) for p in predictor(pixels, box).parts()], dtype=np.float64)
             for box in detector(pixels, 1)]
 
@@ -263,7 +279,8 @@ def process_photo(path, detector, predictor, downscale, output_dir, hr_dir):
     except ImageReadError as e:
         tqdm.write(f"{e}, skipped", file=sys.stderr)
         return Counter(unreadable=1)
-    faces = [align_face(photo, lm) for lm in find_landmarks(photo, detector, predictor)]
+    landmarks = find_landmarks(detection_pixels(path, photo), detector, predictor)
+    faces = [align_face(photo, lm) for lm in landmarks]
     if not faces:
         tqdm.write(f"{path}: no face found", file=sys.stderr)
         return Counter(photos=1, faceless=1)
@@ -276,16 +293,17 @@ def process_photo(path, detector, predictor, downscale, output_dir, hr_dir):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    photos = list_photos(args.input_dir)
+    args = build_parser().parse_args(argv)
     try:
+        photos = list_photos(args.input_dir)
         device = pick_device()
-    except DeviceError as e:
-        die(str(e), status=2)
-    predictor = load_predictor(args)
+        predictor = load_predictor(args)
+        output_dir, hr_dir = make_output_folders(args)
+    except (SetupError, DeviceError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
     detector = dlib.get_frontal_face_detector()
     downscale = bicubic_downscaler(args.output_size, device)
-    output_dir, hr_dir = make_output_folders(args)
 
     tally = Counter()
     for path in tqdm(photos, unit="photo", disable=None):

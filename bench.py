@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing
 
+import cli
 import speed
 import stylegan
 from device import DeviceError, pick_device
@@ -303,41 +304,33 @@ def cpu_name():
         return platform.processor() or platform.machine()
 
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def default_process_counts():
     """1, and one process per GPU where there are several."""
     return sorted({1, torch.cuda.device_count() if torch.cuda.is_available() else 1})
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("-steps", "--steps", type=positive_int, default=3,
+def build_parser():
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("-steps", "--steps", type=cli.positive_int, default=3,
                    help=f"timed steps per configuration (the median counts), after {WARMUP_STEPS} warm-up steps")
-    p.add_argument("-batch_sizes", "--batch_sizes", type=positive_int, nargs="+", default=[1, 2, 4],
+    p.add_argument("-batch_sizes", "--batch_sizes", type=cli.positive_int, nargs="+", default=[1, 2, 4],
                    help="batch sizes of the default path (batch 1 always runs; speed compares images per "
                         "second with the batch-1 baseline)")
-    p.add_argument("-processes", "--processes", type=positive_int, nargs="+", default=default_process_counts(),
+    p.add_argument("-processes", "--processes", type=cli.positive_int, nargs="+", default=default_process_counts(),
                    help="process counts to compare (as torchrun --nproc_per_node): each process gets a GPU "
                         "of its own, or on the CPU its share of the threads")
-    p.add_argument("-threads", "--threads", type=positive_int,
+    p.add_argument("-threads", "--threads", type=cli.positive_int,
                    help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)")
     p.add_argument("-compile", "--compile", action="store_true",
                    help="also time torch.compile of the generator (compiling takes about a minute on 2 CPU cores)")
     p.add_argument("-no_drift", "--no_drift", action="store_true", help="skip the drift runs on the tiny model")
     p.add_argument("-json", "--json", type=Path, help="also write the results to this JSON file")
-    p.add_argument("-resolution", "--resolution", type=positive_int, default=1024, help=argparse.SUPPRESS)  # tests
-    return p.parse_args(argv)
+    p.add_argument("-resolution", "--resolution", type=cli.positive_int, default=1024, help=argparse.SUPPRESS)  # tests
+    return p
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         device = pick_device()
     except DeviceError as e:

@@ -3,7 +3,8 @@
     python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir cache
 
 writes `synthesis.pt`, `mapping.pt` (the 2020 PyTorch layout) and `gaussian_fit.pt` into the
-cache folder, after which run.py needs nothing else.
+cache folder, after which run.py needs nothing else. `python convert_weights.py --download ffhq`
+(or `celebahq`) first downloads NVIDIA's pickle and checks its MD5 (see releases.py).
 
 A pickle can run arbitrary code while it loads, so the file is read by an unpickler that knows
 only the handful of classes such a file contains (NVIDIA's Network, which is replaced by a
@@ -11,7 +12,6 @@ stand-in that merely keeps its state, and numpy arrays). Anything else stops the
 before it runs. The network source code stored in the pickle is never executed.
 """
 import argparse
-import hashlib
 import pickle
 import re
 import sys
@@ -21,7 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cli
 import weights
+import releases
+from download import fetch
+from files import file_md5, folder_lock
 from stylegan import G_mapping, synthesis_from_state_dict
 
 try:  # numpy >= 2 moved the module that rebuilds pickled arrays; old pickles name the old one
@@ -70,14 +74,6 @@ class StyleGANUnpickler(pickle.Unpickler):
                 f"refusing to load {module}.{name} from the pickle: a StyleGAN-1 network pickle holds "
                 f"only networks and numpy arrays, so this file is either not one or has been tampered with"
             ) from None
-
-
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_pickle(path):
@@ -251,7 +247,7 @@ def write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log):
 
 
 def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
-    """Write synthesis.pt, mapping.pt and gaussian_fit.pt for `pickle_path` into `cache_dir`."""
+    """Write synthesis.pt, mapping.pt and gaussian_fit.pt for `pickle_path` into `cache_dir`; returns its MD5."""
     md5 = report_model(pickle_path, log)
     gs = find_gs(read_pickle(pickle_path), pickle_path)
     synthesis = convert_synthesis(component_variables(gs, "synthesis"))
@@ -263,6 +259,27 @@ def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, l
     weights.save_tensors(mapping_state, cache_dir / "mapping.pt")
     log(f"saved {cache_dir / 'synthesis.pt'} and {cache_dir / 'mapping.pt'}")
     write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log)
+    return md5
+
+
+def fetch_and_convert(source, cache_dir, keep_pickle=False, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
+    """Download `source`'s pickle into `cache_dir` (verified before it is unpickled), convert it there
+    and delete it unless `keep_pickle`; returns its MD5. A pickle kept earlier is reused."""
+    pickle_path = Path(cache_dir) / source.file
+    if not (pickle_path.is_file() and source.md5 in (None, file_md5(pickle_path))):
+        fetch(source.url, pickle_path, source.md5, source.size)
+    md5 = convert(pickle_path, cache_dir, gaussian_draws, log)
+    if not keep_pickle:
+        pickle_path.unlink()
+    return md5
+
+
+def download_release(name, cache_dir, keep_pickle=False, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
+    """NVIDIA's `name` pickle from the first of its sources that works, converted into `cache_dir`."""
+    def attempt(source):
+        return fetch_and_convert(source, cache_dir, keep_pickle, gaussian_draws, log)
+    with folder_lock(cache_dir, log):
+        return releases.fetch_first(releases.sources(name), attempt, cache_dir, log)
 
 
 def at_least_two(text):
@@ -272,23 +289,39 @@ def at_least_two(text):
     return value
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description="Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) into "
+def build_parser():
+    parser = cli.parser(
+        "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) into "
                     "synthesis.pt, mapping.pt and gaussian_fit.pt for PULSE. TensorFlow is not needed, "
                     "and the pickle is read without running any code from it.")
-    parser.add_argument("pickle", type=Path, metavar="PICKLE", help="the StyleGAN-1 .pkl file holding (G, D, Gs)")
-    parser.add_argument("-cache_dir", type=Path, default=Path("cache"), metavar="DIR",
-                        help="folder to write the weight files to, the one run.py reads (default: cache)")
-    parser.add_argument("-gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS, metavar="N",
-                        help="latents drawn to fit gaussian_fit.pt (default: %(default)s, about a minute on a CPU)")
-    return parser.parse_args(argv)
+    parser.add_argument("pickle", type=Path, nargs="?", metavar="PICKLE",
+                        help="the StyleGAN-1 .pkl file holding (G, D, Gs)")
+    parser.add_argument("-download", "--download", choices=releases.DOWNLOADABLE,
+                        help="instead of PICKLE: download NVIDIA's pickle of this model, check its MD5 and convert it")
+    parser.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
+                        help="with -download: keep the downloaded pickle in the cache folder (about 300 MB)")
+    parser.add_argument("-cache_dir", "--cache_dir", type=Path, default=Path("cache"), metavar="DIR",
+                        help="folder to write the weight files to, the one run.py reads")
+    parser.add_argument("-gaussian_draws", "--gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS,
+                        metavar="N", help="latents drawn to fit gaussian_fit.pt (about a minute on a CPU)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.pickle is None) == (args.download is None):
+        parser.error("give either a PICKLE to convert or -download MODEL")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        convert(args.pickle, args.cache_dir, args.gaussian_draws)
+        if args.download:
+            download_release(args.download, args.cache_dir, args.keep_pickle, args.gaussian_draws)
+        else:
+            convert(args.pickle, args.cache_dir, args.gaussian_draws)
     except (weights.WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

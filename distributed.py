@@ -26,6 +26,10 @@ class Launch:
     local_rank: int | None = None  # None: not started by a launcher, so no GPU is implied
     world_size: int = 1
 
+    def tag(self, message):
+        """`message` prefixed with this process's rank in a multi-process job."""
+        return f"rank {self.rank}: {message}" if self.world_size > 1 else message
+
 
 def _environment_int(environ, name, lowest):
     text = environ[name]
@@ -57,7 +61,7 @@ class Team:
     group of a multi-process launch (nccl on CUDA, gloo elsewhere) and leaves it on exit."""
 
     def __init__(self, launch, device):
-        self.rank, self.size = launch.rank, launch.world_size
+        self.launch, self.rank, self.size = launch, launch.rank, launch.world_size
         self.device = device
         self.store = None
         self.done = 0  # searches finished by this process
@@ -89,8 +93,7 @@ class Team:
         return False
 
     def tag(self, message):
-        """`message` prefixed with this process's rank in a multi-process job."""
-        return f"rank {self.rank}: {message}" if self.is_multi else message
+        return self.launch.tag(message)
 
     # ---- agreeing ----------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
     python evaluate.py runs/a runs/b -json scores.json
     python evaluate.py -paper input runs/a
 """
-import argparse
 import json
 import re
 import statistics
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import cli
 from bicubic import BicubicDownSample
 from files import atomic_path
 from images import IMAGE_SUFFIXES, read_rgb
@@ -23,20 +23,25 @@ from niqe import niqe
 PAPER_NIQE_X64 = {"HR": 3.90, "nearest": 12.48, "bicubic": 7.06, "PULSE": 2.47}
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="NIQE (MATLAB's no-reference quality score; lower is better) of images, "
+def build_parser():
+    parser = cli.parser(
+        "NIQE (MATLAB's no-reference quality score; lower is better) of images, "
                     "or the PULSE paper's comparison for a run.",
         epilog="Folders are read non-recursively (png, jpg, jpeg, webp). Images that cannot be "
                "scored are named on stderr and skipped, and the exit status is then 1.")
     parser.add_argument("folders", nargs="*", metavar="DIR",
                         help="score every image in each folder; prints count, mean and median per folder")
-    parser.add_argument("-paper", nargs=2, metavar=("INPUT_DIR", "RESULT_DIR"),
+    parser.add_argument("-paper", "--paper", nargs=2, metavar=("INPUT_DIR", "RESULT_DIR"),
                         help="compare PULSE's results (RESULT_DIR/<stem>.png or <stem>_<k>.png) for "
                              "each low-res input with its nearest and bicubic upscales (NIQE), and "
                              "check that the results downscale back to the inputs (PSNR)")
-    parser.add_argument("-json", type=Path, metavar="FILE",
+    parser.add_argument("-json", "--json", type=Path, metavar="FILE",
                         help="also write the per-image scores and the summary to this JSON file")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.folders) == bool(args.paper):
         parser.error("give either one or more folders, or -paper INPUT_DIR RESULT_DIR")

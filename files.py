@@ -1,14 +1,30 @@
-"""Writing files so that a crash or Ctrl-C never leaves half of one behind."""
+"""Writing files so that a crash or Ctrl-C never leaves half of one behind, and so that
+processes sharing a folder take turns."""
+import hashlib
 import os
+import re
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+LOCK_NAME = ".lock"
 
 
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# The names atomic_path gives its temporary files: `.<name>.<8 random characters of mkstemp>.tmp<suffix>`.
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.\w+)?")
 
 
 @contextmanager
@@ -27,8 +43,59 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(folder):
+    """Delete the temporary files that a killed process of ours left in `folder` (and below it).
+    Only names of atomic_path's pattern are touched; returns how many were removed."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if TEMPORARY_NAME.fullmatch(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def save_image(image, path):
     """Save a PIL image atomically; the format follows the file name (PNG, GIF, ...)."""
     with atomic_path(path) as tmp:
         image.save(tmp, format=Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG"))
 
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _try_lock(handle):
+    try:
+        if fcntl:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def folder_lock(folder, log=print, poll_seconds=0.5):
+    """Hold `<folder>/.lock` exclusively, so that one process at a time prepares what is in `folder`.
+
+    Another process (a second shell, another rank of a multi-GPU job) waits here, saying so,
+    and then finds the finished files. The lock is the operating system's (flock, or a locked
+    byte on Windows), so it ends with its process: a crash never leaves the folder locked.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a+b") as handle:
+        handle.seek(0)
+        if not _try_lock(handle):
+            log(f"waiting for another process that is preparing {folder}/ (it holds {folder / LOCK_NAME})")
+            while not _try_lock(handle):
+                time.sleep(poll_seconds)
+        try:
+            yield
+        finally:
+            if not fcntl:  # flock ends with the file; Windows wants the byte unlocked first
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)

@@ -5,7 +5,6 @@
 Each plot shows every logged loss term and TOTAL per step on a log scale, the best step (the
 image PULSE kept) as a vertical line and eps, the L2 target, as a horizontal one.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+import cli
 import runlog
 from files import atomic_path
 
@@ -24,14 +24,14 @@ class LogError(ValueError):
     pass
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Plot the losses per step of every result in a run.py log, one PNG per result "
+def build_parser():
+    parser = cli.parser(
+        "Plot the losses per step of every result in a run.py log, one PNG per result "
                     "(<name>_losses.png). If a result was logged more than once, its latest record is plotted.")
     parser.add_argument("log", type=Path, help="the pulse_log.jsonl that run.py wrote")
     parser.add_argument("-output_dir", "--output_dir", type=Path,
                         help="where the PNGs go (default: a plots folder beside the log)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def read_log(path):
@@ -92,7 +92,7 @@ def plot_record(record, path):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         records = read_log(args.log)
     except LogError as e:

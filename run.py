@@ -6,53 +6,35 @@ NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`. -strip and -gif 
 of the results and of the searches (see visuals.py).
 """
 import argparse
-import os
 import random
-import signal
 import sys
+import tempfile
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+import cli
 import runlog
 import speed
 import visuals
+from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
 from device import DeviceError, pick_device
 from distributed import Team, TeamError, launch_from_environment
+from files import remove_stale_temporaries
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
 from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, SearchConfig
+from weight_sources import weights_folder
 from weights import WeightsError, load_generator
 
 MAX_LAYERS = 18  # of the 1024x1024 model; checked against the loaded model's own count too
-EXIT_INPUT_FAILED, EXIT_SETUP_FAILED, EXIT_INTERRUPTED = 1, 2, 130
 
 
 # ---- flags ---------------------------------------------------------------------------------
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
 
 def noise_layer_list(text):
     try:
@@ -74,20 +56,25 @@ def loss_string(text):
 
 def build_parser():
     defaults = SearchConfig()
-    p = argparse.ArgumentParser(
-        description="PULSE: search a StyleGAN's latent space for high-resolution faces that "
-                    "downscale to the low-resolution inputs (Menon et al., CVPR 2020).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("PULSE: search a StyleGAN's latent space for high-resolution faces that "
+                   "downscale to the low-resolution inputs (Menon et al., CVPR 2020).",
+                   epilog=cli.EXIT_STATUSES)
     io = p.add_argument_group("input and output")
     io.add_argument("-input_dir", "--input_dir", default="input",
                     help="folder of square low-resolution faces (PNG, JPEG, WebP), e.g. from align_face.py")
     io.add_argument("-output_dir", "--output_dir", default="runs", help="where results and pulse_log.jsonl go")
     io.add_argument("-cache_dir", "--cache_dir", default="cache",
-                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt)")
+                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
+                         "NVIDIA's FFHQ model is downloaded and converted into it")
+    io.add_argument("-network", "--network", metavar="PATH_OR_URL",
+                    help="another generator: a folder of 2020 .pt files, or a StyleGAN-1 network pickle "
+                         "(file or URL), converted once into <cache_dir>/<name>/")
+    io.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
+                    help="keep a downloaded network pickle next to its conversion (NVIDIA's is about 300 MB)")
     io.add_argument("-duplicates", "--duplicates", type=positive_int, default=1,
                     help="high-resolution images per input, each from its own seed")
     io.add_argument("-batch_size", "--batch_size", type=positive_int, default=1,
-                    help="searches run together (results do not depend on it)")
+                    help="searches run together (in float64 results do not depend on it; in float32 rounding does)")
     io.add_argument("-save_intermediate", "--save_intermediate", action="store_true",
                     help="write the best HR image and its LR downscale after every step under <output_dir>/<stem>/HR|LR/")
     io.add_argument("-resume", "--resume", action="store_true",
@@ -98,7 +85,7 @@ def build_parser():
                    help="seed of the first duplicate (duplicate k uses seed+k-1); drawn at random and logged if not given")
     s.add_argument("-loss_str", "--loss_str", type=loss_string, default=defaults.loss_str,
                    help="weighted sum of L2, L1 and GEOCROSS terms")
-    s.add_argument("-eps", "--eps", type=non_negative_float, default=defaults.eps,
+    s.add_argument("-eps", "--eps", type=positive_float, default=defaults.eps,
                    help="target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED")
     s.add_argument("-noise_type", "--noise_type", choices=NOISE_TYPES, default=defaults.noise_type,
                    help="noise inputs of the generator: zero, fixed random, or trainable")
@@ -108,10 +95,11 @@ def build_parser():
     s.add_argument("-tile_latent", "--tile_latent", action="store_true",
                    help="search one latent vector shared by all layers instead of one per layer")
     s.add_argument("-bad_noise_layers", "--bad_noise_layers", type=noise_layer_list, default=defaults.bad_noise_layers,
-                   help="dot-separated noise layers set to zero (they add artifacts)")
+                   help="dot-separated noise layers set to zero (they add artifacts); the default is the "
+                        "1024x1024 model's last layer and zeroes nothing in smaller models")
     s.add_argument("-opt_name", "--opt_name", choices=list(OPTIMIZERS), default=defaults.opt_name,
                    help="optimizer of the projected gradient descent")
-    s.add_argument("-learning_rate", "--learning_rate", type=non_negative_float, default=defaults.learning_rate,
+    s.add_argument("-learning_rate", "--learning_rate", type=positive_float, default=defaults.learning_rate,
                    help="peak learning rate")
     s.add_argument("-steps", "--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
     s.add_argument("-lr_schedule", "--lr_schedule", choices=list(SCHEDULES), default=defaults.lr_schedule,
@@ -161,15 +149,28 @@ class Job:
 
 
 def list_inputs(input_dir):
+    """The files of the input folder; SetupError if there are none, or if two would write one result."""
     folder = Path(input_dir)
+    hint = f"Put aligned low-resolution faces there first, e.g. with `python align_face.py -output_dir {folder}`."
     if not folder.is_dir():
-        sys.exit(f"error: input folder {folder} does not exist. Put aligned low-resolution faces there "
-                 f"first, e.g. with `python align_face.py -input_dir realpics -output_dir {folder}`.")
+        raise SetupError(f"input folder {folder} does not exist. {hint}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
-        sys.exit(f"error: input folder {folder} is empty. Put aligned low-resolution faces there first, "
-                 f"e.g. with `python align_face.py -input_dir realpics -output_dir {folder}`.")
+        raise SetupError(f"input folder {folder} is empty. {hint}")
+    refuse_clashing_stems(files)
     return files
+
+
+def refuse_clashing_stems(files):
+    """Results are named by stem, so face.jpg and face.png would overwrite each other's result."""
+    by_stem = defaultdict(list)
+    for path in files:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            by_stem[path.stem].append(path.name)
+    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        raise SetupError(f"inputs with the same name would write the same result: {'; '.join(clashes)}. "
+                         f"Rename or remove one of each")
 
 
 def working_sizes(resolution):
@@ -240,17 +241,6 @@ def already_done(job, out_dir, records, settings):
         for r in records)
 
 
-def searches_to_do(jobs, args, out_dir, records, team):
-    """The jobs still to do (with -resume, those without a finished result) as rank 0 sees them.
-
-    So every rank computes the same shares, even where a network file system shows the ranks'
-    machines the folder a little differently; and no rank logs a result before rank 0 has read
-    the log, as all wait here for its answer."""
-    settings = result_settings(args)
-    needed = team.from_main([not (args.resume and already_done(job, out_dir, records, settings)) for job in jobs])
-    return [job for job, need in zip(jobs, needed) if need]
-
-
 def base_seed_for(args, records):
     if args.seed is not None:
         return args.seed
@@ -302,6 +292,7 @@ class JobProgress:
 
 
 def run_batch(model, batch, config, args, out_dir, job_progress=None, show_steps=True):
+    """Search one batch; returns the result and the GIF writer (saved later, after the results)."""
     hooks = []
     names = ", ".join(job.name for job in batch)
     with tqdm(total=config.steps, desc=names[:40], unit="step", leave=False, disable=not show_steps,
@@ -323,9 +314,7 @@ def run_batch(model, batch, config, args, out_dir, job_progress=None, show_steps
 
         ref_im = torch.stack([job.image for job in batch])
         result = model.search(ref_im, [job.seed for job in batch], config, on_step)
-    if gif:
-        gif.save()
-    return result
+    return result, gif
 
 
 def record_results(batch, result, args, device, out_dir, log_path, say=print):
@@ -353,13 +342,42 @@ def record_results(batch, result, args, device, out_dir, log_path, say=print):
 # ---- main ----------------------------------------------------------------------------------
 
 def load_model(args, device):
-    synthesis, fit = load_generator(args.cache_dir)
+    folder = weights_folder(args.network, args.cache_dir, args.keep_pickle)
+    synthesis, fit = load_generator(folder)
     if synthesis.resolution != 1024:
-        print(f"note: the model in {args.cache_dir} is {synthesis.resolution}x{synthesis.resolution}, not the "
-              f"1024x1024 FFHQ face model (e.g. the tiny test model): results are not faces", file=sys.stderr)
+        print(f"note: the model in {folder} is {synthesis.resolution}x{synthesis.resolution} (the tiny "
+              f"test model, for example), not the 1024x1024 FFHQ face model: results are not faces",
+              file=sys.stderr)
     model_dtype, autocast_dtype = speed.precision_dtypes(args.precision, device)
     model = PULSE(synthesis.set_fast(not args.no_speedups), fit, autocast_dtype).to(device, model_dtype)
     return model.compile_synthesis() if args.compile else model
+
+
+def check_flags_against_model(parser, args, model):
+    """Flags whose range depends on the loaded model."""
+    if args.num_trainable_noise_layers > model.num_layers:
+        parser.error(f"argument -num_trainable_noise_layers: this model has {model.num_layers} layers, "
+                     f"so it must be within 0..{model.num_layers}")
+    if args.bad_noise_layers == SearchConfig.bad_noise_layers:
+        return  # the 2020 default names the 1024x1024 model's last layer; smaller models have none to zero
+    beyond = sorted(layer for layer in search_config(args).zeroed_noise_layers() if layer >= model.num_layers)
+    if beyond:
+        parser.error(f"argument -bad_noise_layers: this model's noise layers are 0..{model.num_layers - 1}, "
+                     f"not {', '.join(map(str, beyond))}")
+
+
+def prepare_output_dir(path):
+    """Create the output folder and make sure files can be written there, before any search."""
+    out_dir = Path(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        reason = "it is a file" if out_dir.exists() and not out_dir.is_dir() else (e.strerror or str(e))
+        raise SetupError(f"cannot write results to -output_dir {out_dir}: {reason}") from None
+    remove_stale_temporaries(out_dir)
+    return out_dir
 
 
 def apply_speed_settings(args, device):
@@ -369,49 +387,97 @@ def apply_speed_settings(args, device):
     return speed.set_threads(args.threads)
 
 
-def main(argv=None):
-    parser, args = parse_args(argv)
-    paths = list_inputs(args.input_dir)
+def seed_origin(args, records):
+    if args.seed is not None:
+        return ""
+    return " (from the resumed run's log)" if args.resume and records else " (drawn; pass -seed to repeat)"
+
+
+def plan_resume(jobs, out_dir, records, settings):
+    """The jobs still to do, and how many of them redo a result that was made with other flags."""
+    todo = [job for job in jobs if not already_done(job, out_dir, records, settings)]
+    outputs = {r.get("output") for r in records if not r.get("interrupted")}
+    redone = sum(1 for job in todo if str(out_dir / f"{job.name}.png") in outputs
+                 and (out_dir / f"{job.name}.png").exists())
+    print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go"
+          + (f", {redone} of them redone because their flags or seed differ" if redone else ""))
+    return todo
+
+
+def searches_to_do(jobs, args, out_dir, records, team):
+    """The jobs still to do (with -resume, those without a finished result) as rank 0 sees them.
+
+    So every rank computes the same shares, even where a network file system shows the ranks'
+    machines the folder a little differently; and no rank logs a result before rank 0 has read
+    the log, as all wait here for its answer."""
+    todo = plan_resume(jobs, out_dir, records, result_settings(args)) if args.resume and team.is_main else jobs
+    names = {job.name for job in todo}
+    needed = team.from_main([job.name in names for job in jobs])
+    return [job for job, need in zip(jobs, needed) if need]
+
+
+def out_of_memory_message(args, device):
+    hint = (f"try -batch_size {args.batch_size // 2}" if args.batch_size > 1 else
+            "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
+    return f"out of memory on {device} with -batch_size {args.batch_size}; {hint}"
+
+
+def main(argv=None, stop=None):
+    """run.py; returns its exit status (see cli.py). Stop signals are caught while it runs, by
+    `stop` when the caller (sweep.py) has its own, else by handlers installed here."""
     try:
         launch = launch_from_environment()
-        device = pick_device(local_rank=launch.local_rank)
-    except (TeamError, DeviceError) as e:
+    except TeamError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETUP_FAILED
+    if stop is not None:
+        return run_folder(argv, launch, stop)
+    # In a torchrun job a stop reaches each process twice (from the terminal or Slurm, then from
+    # torchrun passing it on): the repeat must not cut the writing of the results short.
+    with cli.StopSignals(repeat_leaves=launch.world_size == 1) as stop:
+        return run_folder(argv, launch, stop)
+
+
+def run_folder(argv, launch, stop):
+    parser, args = parse_args(argv)
+    try:
+        paths = list_inputs(args.input_dir)
+        out_dir = prepare_output_dir(args.output_dir)  # before the first collective: no rank writes yet
+        device = pick_device(local_rank=launch.local_rank)
+    except (SetupError, DeviceError) as e:
+        print(launch.tag(f"error: {e}"), file=sys.stderr)
+        return EXIT_SETUP_FAILED
     with Team(launch, device) as team:
-        return run_job(parser, args, paths, team)
+        return run_job(parser, args, paths, out_dir, team, stop)
 
 
-def run_job(parser, args, paths, team):
+def run_job(parser, args, paths, out_dir, team, stop):
     """Every search of the folder once over the team: each process runs its share."""
     device = team.device
     try:
         model = team.main_first(lambda: load_model(args, device))  # a download or fit happens once
-    except (TeamError, WeightsError, speed.PrecisionError) as e:
+    except (SetupError, TeamError, WeightsError, speed.PrecisionError) as e:
         print(team.tag(f"error: {e}"), file=sys.stderr)
         return EXIT_SETUP_FAILED
-    if args.num_trainable_noise_layers > model.num_layers:
-        parser.error(f"argument -num_trainable_noise_layers: this model has {model.num_layers} layers, "
-                     f"so it must be within 0..{model.num_layers}")
+    except KeyboardInterrupt:
+        print(team.tag("interrupted before any search"), file=sys.stderr)
+        return stop.exit_status
+    check_flags_against_model(parser, args, model)
 
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / runlog.LOG_NAME
     records = runlog.read(log_path) if args.resume and team.is_main else []  # rank 0 decides what is done
     (base_seed,) = team.from_main([base_seed_for(args, records)])  # a drawn seed is rank 0's
     threads = apply_speed_settings(args, device)
     processes = f"{team.size} processes" if team.is_multi else ""
     if team.is_main:
-        print(f"seed {base_seed}{'' if args.seed is not None else ' (drawn; pass -seed to repeat)'} | "
-              f"device {device} | {args.precision} | {threads} CPU thread(s){processes and ' | ' + processes}")
+        print(f"seed {base_seed}{seed_origin(args, records)} | device {device} | {args.precision} | "
+              f"{threads} CPU thread(s){processes and ' | ' + processes}")
 
     jobs, errors = make_jobs(paths, args, base_seed, model.resolution)
     if team.is_main:  # every rank reads every input; rank 0 tells about the bad ones
         for message in errors:
             print(team.tag(f"error: {message}"), file=sys.stderr)
     todo = searches_to_do(jobs, args, out_dir, records, team)
-    if len(todo) < len(jobs) and team.is_main:
-        print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go")
     # In a job an input's duplicates may run on several ranks: rank 0 draws all strips at the end.
     single_strips = args.strip and not team.is_multi
     strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if single_strips else None
@@ -419,26 +485,29 @@ def run_job(parser, args, paths, team):
     config = search_config(args)
     job_progress = JobProgress(team, len(todo)) if team.is_multi and team.is_main else None
     say = (tqdm.write if job_progress else print) if team.is_main else (lambda line: None)
-    for batch in batches(team.share(todo), args.batch_size):
-        try:
-            result = run_batch(model, batch, config, args, out_dir, job_progress, show_steps=team.is_main)
-        except torch.OutOfMemoryError:
-            hint = (f"try -batch_size {args.batch_size // 2}" if args.batch_size > 1 else
-                    "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
-            print(team.tag(f"error: out of memory on {device} with -batch_size {args.batch_size}; {hint}"),
-                  file=sys.stderr)
-            team.finish(job_progress and job_progress.refresh)  # the other ranks' searches go on to their end
-            return EXIT_SETUP_FAILED
-        if result.interrupted:
-            signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: leave now
-        recorded = record_results(batch, result, args, device, out_dir, log_path, say)
-        team.count_done(len(batch))
-        if strips:
-            strips.add(recorded)
-        if result.interrupted:
-            print(team.tag("interrupted: the best images so far are written and logged"), file=sys.stderr)
-            return EXIT_INTERRUPTED
-    team.finish(job_progress and job_progress.refresh)
+    try:
+        for batch in batches(team.share(todo), args.batch_size):
+            try:
+                result, gif = run_batch(model, batch, config, args, out_dir, job_progress, show_steps=team.is_main)
+            except torch.OutOfMemoryError:
+                print(team.tag(f"error: {out_of_memory_message(args, device)}"), file=sys.stderr)
+                team.finish(job_progress and job_progress.refresh)  # the other ranks' searches go on to their end
+                return EXIT_SETUP_FAILED
+            # The results first, whatever signal comes meanwhile; pictures are extras after them.
+            with stop.deferred():
+                recorded = record_results(batch, result, args, device, out_dir, log_path, say)
+            team.count_done(len(batch))
+            if stop.requested:
+                raise KeyboardInterrupt
+            if gif:
+                gif.save()
+            if strips:
+                strips.add(recorded)
+        team.finish(job_progress and job_progress.refresh)
+    except KeyboardInterrupt:
+        print(team.tag("interrupted: every finished result and the best image so far of the search that was "
+                       "running are written and logged"), file=sys.stderr)
+        return stop.exit_status
     if team.is_main:
         if job_progress:
             job_progress.bar.close()
@@ -446,12 +515,8 @@ def run_job(parser, args, paths, team):
                 visuals.StripWriter(jobs, [], runlog.read(log_path), out_dir, args.hr_dir)
         print(f"{len(paths)} input(s), {sum(team.done_counts())} search(es) run{processes and ' on ' + processes}, "
               f"{len(errors)} input(s) failed")
-    return EXIT_INPUT_FAILED if errors and team.is_main else 0
+    return EXIT_INPUTS_FAILED if errors and team.is_main else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(main())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cli
 import run
 import runlog
 from files import atomic_path
@@ -39,7 +40,7 @@ class Combination:
 # ---- command line --------------------------------------------------------------------------
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         usage="%(prog)s [-input_dir DIR] -grid NAME=V1,V2,... [-grid ...] [-output_dir DIR] [-seed N] "
               "[-- RUN_FLAGS ...]",
         description="Run run.py for every combination of the -grid values, one output folder each, "
@@ -53,7 +54,7 @@ def build_parser():
                         help="a run.py flag name and the comma-separated values to try; repeat for more flags")
     parser.add_argument("-output_dir", "--output_dir", type=Path, default=Path("sweeps"),
                         help="one folder per combination goes here, and the table")
-    parser.add_argument("-seed", "--seed", type=run.non_negative_int,
+    parser.add_argument("-seed", "--seed", type=cli.non_negative_int,
                         help=f"seed of every combination (default {DEFAULT_SEED}); to vary it, use -grid seed=0,1,2")
     return parser
 
@@ -160,7 +161,8 @@ def mean(values, form):
 def table_row(combination, exit_code):
     records = finished_records(combination)
     converged = sum(bool(r["converged"]) for r in records)
-    status = {None: "not run", 0: "ok", run.EXIT_INTERRUPTED: "interrupted"}.get(exit_code, f"exit {exit_code}")
+    status = ("not run" if exit_code is None else "ok" if exit_code == 0 else
+              "interrupted" if exit_code > 128 else f"exit {exit_code}")
     return [*combination.values.values(), str(len(records)), f"{converged}/{len(records)}" if records else "-",
             mean((r["losses"]["L2"] for r in records), ".4g"),
             mean((r["best_step"] for r in records), ".1f"),
@@ -203,26 +205,23 @@ def main(argv=None):
             parser.exit(2, f"{parser.prog}: error: run.py rejects the flags of {combination.folder.name} (see above)\n")
 
     exit_codes = {}
-    for number, combination in enumerate(combinations, start=1):
-        print(f"== {number}/{len(combinations)}: {combination.folder}")
-        # In-process rather than a subprocess per combination: torch and the code load once, and
-        # the results are the same, since every search draws from its own seeded generator.
-        exit_codes[combination.folder] = run.main(combination.argv)
-        if exit_codes[combination.folder] == run.EXIT_INTERRUPTED:
-            break
+    with cli.StopSignals() as stop:
+        for number, combination in enumerate(combinations, start=1):
+            print(f"== {number}/{len(combinations)}: {combination.folder}")
+            # In-process rather than a subprocess per combination: torch and the code load once, and
+            # the results are the same, since every search draws from its own seeded generator.
+            exit_codes[combination.folder] = run.main(combination.argv, stop)
+            if stop.requested:
+                break
 
     table = report(grid, combinations, exit_codes, shlex.join(["python", "sweep.py", *argv]))
     with atomic_path(args.output_dir / TABLE_NAME) as tmp:
         tmp.write_text(table, encoding="utf-8")
     print(table)
-    if run.EXIT_INTERRUPTED in exit_codes.values():
-        return run.EXIT_INTERRUPTED
+    if stop.requested:
+        return stop.exit_status
     return 1 if any(exit_codes.values()) else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(run.EXIT_INTERRUPTED)
+    sys.exit(main())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from download import fetch
 from files import atomic_path
 from stylegan import G_mapping, synthesis_from_state_dict
 
@@ -38,23 +39,6 @@ def cached_file(cache_dir, name):
     return None
 
 
-def download(url, destination, timeout=30):
-    """Stream `url` to `destination` through a temporary file, with a progress bar."""
-    import requests
-    from tqdm import tqdm
-
-    with requests.get(url, stream=True, timeout=timeout) as response:
-        response.raise_for_status()
-        if response.headers.get("Content-Type", "").startswith("text/html"):
-            raise IOError("the server sent a web page instead of the file (link dead or quota exceeded)")
-        total = int(response.headers.get("Content-Length", 0)) or None
-        with atomic_path(destination) as tmp, open(tmp, "wb") as f, \
-                tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {Path(destination).name}") as bar:
-            for chunk in response.iter_content(chunk_size=1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
-
-
 def find_or_download(cache_dir, name):
     """Path of `name` in the cache, downloading it if needed; WeightsError if impossible."""
     found = cached_file(cache_dir, name)
@@ -62,8 +46,8 @@ def find_or_download(cache_dir, name):
         return found
     destination = Path(cache_dir) / name
     try:
-        download(URLS[name], destination)
-    except Exception as e:  # any network or HTTP failure ends the same way: tell the user what to do
+        fetch(URLS[name], destination)
+    except OSError as e:  # any network or HTTP failure ends the same way: tell the user what to do
         raise WeightsError(
             f"{name} is not in {cache_dir}/ and could not be downloaded ({e}).\n"
             f"Put the 2020 {name} at {destination}, or convert NVIDIA's StyleGAN pickle with "

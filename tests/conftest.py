@@ -1,5 +1,6 @@
-import io
+import http.server
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,21 +24,78 @@ TINY_MODEL = FIXTURES / "tiny_model"
 TINY_INPUT = FIXTURES / "tiny_input" / "target.png"
 
 
-class FakeResponse:
-    """Just enough of a streamed `requests` response to test downloads offline."""
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 serving files the test makes, and noting every request.
 
-    def __init__(self, body, content_type="application/octet-stream"):
-        self.body, self.headers = body, {"Content-Type": content_type, "Content-Length": str(len(body))}
+    A file is found by its path with the query, else without it. Each can misbehave the ways
+    real servers do: ignore Range requests, drop the connection part-way (in its first answer),
+    send extra headers.
+    """
 
-    def __enter__(self):
-        return self
+    def __init__(self):
+        self.files, self.requests = {}, []
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
 
-    def __exit__(self, *exc):
-        return False
+    def add(self, path, body, content_type="application/octet-stream", ranges=True, drop_after=None, headers=None):
+        self.files[path] = dict(body=body, content_type=content_type, ranges=ranges, drop_after=drop_after,
+                                headers=headers or {})
+        return self.url(path)
 
-    def raise_for_status(self):
-        pass
+    def url(self, path):
+        return f"http://127.0.0.1:{self.httpd.server_port}{path}"
 
-    def iter_content(self, chunk_size):
-        stream = io.BytesIO(self.body)
-        return iter(lambda: stream.read(chunk_size), b"")
+    def requested(self, path):
+        return [r for r in self.requests if r["path"].split("?")[0] == path]
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def handler(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append({"path": self.path, "range": self.headers.get("Range")})
+                entry = server.files.get(self.path) or server.files.get(self.path.split("?")[0])
+                if entry is None:
+                    return self.send_error(404)
+                body, start = entry["body"], 0
+                asked = self.headers.get("Range")
+                if asked and entry["ranges"]:
+                    start = int(asked.removeprefix("bytes=").split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Type", entry["content_type"])
+                self.send_header("Content-Length", str(len(body) - start))
+                for name, value in entry["headers"].items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if entry.get("drop_after") is not None:  # once: the next answer is whole
+                    self.wfile.write(body[start:start + entry.pop("drop_after")])
+                    self.close_connection = True
+                    return
+                self.wfile.write(body[start:])
+
+        return Handler
+
+
+@pytest.fixture
+def http_server():
+    server = LocalServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_pickle():
+    """The bytes of a 32x32 StyleGAN-1 network pickle in NVIDIA's format (random weights)."""
+    from stylegan1_pickles import tiny_pickle_bytes
+    return tiny_pickle_bytes()

@@ -11,13 +11,12 @@ from pathlib import Path
 import dlib
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 from skimage.data import astronaut
 
 import align_face
 from bicubic import BicubicDownSample
-from conftest import ROOT, FakeResponse
+from conftest import ROOT
 from images import read_rgb, to_pil, to_tensor
 
 SIZE = 64  # the -output_size of the shared run
@@ -175,6 +174,20 @@ def test_low_res_faces_are_the_2020_bicubic_downscale_of_the_aligned_ones(mixed)
     assert np.array_equal(np.asarray(Image.open(mixed["out"] / "astronaut_0.png")), expected)
 
 
+def test_jpeg_photos_are_aligned_as_the_2020_script_aligned_them(mixed, landmarker):
+    """2020 found the landmarks on dlib's decoding of the file and cropped Pillow's decoding.
+    The two decoders disagree on JPEGs, so the landmarks (and the faces) depend on which is used."""
+    path = mixed["photos"] / "astronaut.jpg"
+    as_2020 = landmarker(dlib.load_rgb_image(str(path)), 1)
+    on_pillow = landmarker(np.asarray(Image.open(path)), 1)
+    assert any(not np.array_equal(a, b) for a, b in zip(as_2020, on_pillow))  # the test has teeth
+    downscale = BicubicDownSample(1024 // SIZE)
+    for i, landmarks in enumerate(as_2020):
+        face = align_face.align_face(Image.open(path), landmarks)
+        expected = np.asarray(to_pil(downscale(to_tensor(face)[None])[0]))
+        assert np.array_equal(np.asarray(Image.open(mixed["out"] / f"astronaut_{i}.png")), expected)
+
+
 def test_bad_files_are_named_and_skipped(mixed):
     stderr = mixed["result"].stderr
     assert re.search(r"^\S*/truncated\.jpg: not a readable image", stderr, re.M)
@@ -201,9 +214,11 @@ def test_a_folder_without_faces_fails_by_name(tmp_path, predictor_path):
 # The checks below stop before any model is loaded, so they call main() in-process.
 
 def exit_of(argv, capsys):
-    with pytest.raises(SystemExit) as stop:
-        align_face.main([str(a) for a in argv])
-    return stop.value.code, capsys.readouterr()
+    try:
+        status = align_face.main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse: usage errors and --help
+        status = stop.code
+    return status, capsys.readouterr()
 
 
 @pytest.fixture
@@ -213,26 +228,33 @@ def one_photo(tmp_path):
     return tmp_path / "photos"
 
 
-def test_unavailable_device_exits_2(one_photo, tmp_path, monkeypatch, capsys):
+def test_unavailable_device_is_a_setup_failure(one_photo, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PULSE_DEVICE", "no-such-device")
     status, out = exit_of(["-input_dir", one_photo, "-output_dir", tmp_path / "out"], capsys)
-    assert status == 2 and "no-such-device" in out.err
+    assert status == 3 and "no-such-device" in out.err
 
 
 def test_missing_and_empty_input_folders_fail_clearly(tmp_path, capsys):
     status, out = exit_of(["-input_dir", tmp_path / "nowhere"], capsys)
-    assert status == 1 and "nowhere does not exist" in out.err
+    assert status == 3 and "nowhere does not exist" in out.err
     (tmp_path / "empty").mkdir()
     status, out = exit_of(["-input_dir", tmp_path / "empty"], capsys)
-    assert status == 1 and "holds no files" in out.err
+    assert status == 3 and "holds no files" in out.err
+
+
+def test_photos_that_would_write_the_same_faces_are_refused_before_any_work(one_photo, tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(one_photo / "tiny.jpg")
+    status, out = exit_of(["--input_dir", one_photo, "--output_dir", tmp_path / "out"], capsys)
+    assert status == 3 and "tiny.jpg and tiny.png" in out.err
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_or_broken_explicit_predictor_is_an_error(one_photo, tmp_path, capsys):
     status, out = exit_of(["-input_dir", one_photo, "-predictor", tmp_path / "absent.dat"], capsys)
-    assert status == 1 and "absent.dat: no such file" in out.err
+    assert status == 3 and "absent.dat: no such file" in out.err
     (tmp_path / "broken.dat").write_bytes(b"not a model")
     status, out = exit_of(["-input_dir", one_photo, "-predictor", tmp_path / "broken.dat"], capsys)
-    assert status == 1 and "broken.dat is not a usable dlib shape predictor" in out.err
+    assert status == 3 and "broken.dat is not a usable dlib shape predictor" in out.err
 
 
 @pytest.mark.parametrize("text", ["0", "30", "2048", "-4", "x"])
@@ -301,28 +323,21 @@ def test_predictor_lookup_order(tmp_path, monkeypatch, predictor_path):
     assert align_face.locate_predictor(None, tmp_path) == cached
 
 
-def test_download_lands_in_the_cache(tmp_path, monkeypatch):
+def test_download_lands_in_the_cache(tmp_path, monkeypatch, http_server):
     monkeypatch.setattr(align_face, "packaged_predictor", lambda: None)
-    monkeypatch.setattr(requests, "get", lambda url, **kw: FakeResponse(b"model bytes" * 1000))
+    monkeypatch.setattr(align_face, "PREDICTOR_URL", http_server.add("/predictor.dat", b"model bytes" * 1000))
     path = align_face.locate_predictor(None, tmp_path / "cache")
     assert path == tmp_path / "cache" / align_face.PREDICTOR_NAME
     assert path.read_bytes() == b"model bytes" * 1000
     assert [p.name for p in path.parent.iterdir()] == [align_face.PREDICTOR_NAME]
 
 
-@pytest.mark.parametrize("answer", [
-    requests.ConnectionError("offline"),
-    FakeResponse(b"<html>quota exceeded</html>", content_type="text/html; charset=utf-8"),
-])
-def test_failed_download_says_how_to_get_the_model(tmp_path, monkeypatch, answer):
-    def get(url, **kwargs):
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
+@pytest.mark.parametrize("answer", ["offline", "quota page"])
+def test_failed_download_says_how_to_get_the_model(tmp_path, monkeypatch, http_server, answer):
+    page = http_server.add("/uc", b"<html>quota exceeded</html>", content_type="text/html; charset=utf-8")
     monkeypatch.setattr(align_face, "packaged_predictor", lambda: None)
-    monkeypatch.setattr(requests, "get", get)
-    with pytest.raises(align_face.PredictorMissing) as failure:
+    monkeypatch.setattr(align_face, "PREDICTOR_URL", "http://127.0.0.1:9/predictor.dat" if answer == "offline" else page)
+    with pytest.raises(align_face.SetupError) as failure:
         align_face.locate_predictor(None, tmp_path / "cache")
     message = str(failure.value)
     assert "pip install face_recognition_models" in message

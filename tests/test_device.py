@@ -55,7 +55,7 @@ def test_run_py_stops_with_a_clear_message_for_a_missing_device(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-input_dir", str(TINY_INPUT.parent),
                            "-output_dir", str(tmp_path), "-cache_dir", str(TINY_MODEL)],
                           env={"PULSE_DEVICE": "cuda", "PATH": ""}, capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # setup failed
     assert "error: PULSE_DEVICE=cuda asks for CUDA" in proc.stderr
     assert not list(tmp_path.glob("*.png"))
 

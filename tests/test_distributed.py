@@ -227,6 +227,8 @@ def test_bench_reports_searches_per_hour_by_process_count_and_batch_size(tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_number, to_whole_group", [
     (signal.SIGINT, True),  # Ctrl-C in a terminal: torchrun and every rank get it
+    (signal.SIGTERM, True),  # Slurm's preemption: to every process of the job, then again from torchrun
+    (signal.SIGTERM, False),  # to torchrun alone, which passes it on
 ])
 def test_a_stopped_job_writes_every_ranks_best_so_far(inputs, tmp_path, signal_number, to_whole_group):
     out_dir = tmp_path / "out"
@@ -246,3 +248,12 @@ def test_a_stopped_job_writes_every_ranks_best_so_far(inputs, tmp_path, signal_n
         assert record["interrupted"] is True and 2 <= record["steps"] < 100000
         assert (out_dir / Path(record["output"]).name).exists()
     assert "rank 0: interrupted" in err and "rank 1: interrupted" in err
+
+
+def test_in_a_job_a_repeated_stop_signal_does_not_cut_the_saving_short():
+    import cli
+    with cli.StopSignals(repeat_leaves=False) as stop:
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGTERM, None)  # from Slurm: the search ends with its best so far
+        stop._handle(signal.SIGTERM, None)  # the same stop, passed on by torchrun: ignored, no exit
+        assert stop.exit_status == 143

@@ -17,17 +17,61 @@ from conftest import ROOT, TINY_INPUT, TINY_MODEL
 from test_run import log_records, make_inputs, pixels, run_cli
 
 
-def test_missing_input_folder_stops_at_once_saying_what_to_run(tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(tmp_path, inputs=tmp_path / "nowhere")
-    assert "does not exist" in str(exit_info.value.code) and "align_face.py" in str(exit_info.value.code)
+def test_missing_input_folder_stops_at_once_saying_what_to_run(tmp_path, capsys):
+    code, _ = run_cli(tmp_path, inputs=tmp_path / "nowhere")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert code == 3 and "does not exist" in line and "align_face.py" in line
 
 
-def test_empty_input_folder_stops_at_once_saying_what_to_run(tmp_path):
+def test_empty_input_folder_stops_at_once_saying_what_to_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(tmp_path, inputs=tmp_path / "empty")
-    assert "is empty" in str(exit_info.value.code) and "align_face.py" in str(exit_info.value.code)
+    code, _ = run_cli(tmp_path, inputs=tmp_path / "empty")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert code == 3 and "is empty" in line and "align_face.py" in line
+
+
+def test_inputs_that_would_write_the_same_result_are_refused_before_any_work(tmp_path, capsys):
+    inputs = make_inputs(tmp_path / "in", count=2)
+    Image.open(inputs / "face0.png").save(inputs / "face0.jpg")
+    code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "2", inputs=inputs)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert code == 3 and "face0.jpg and face0.png" in line
+    assert not out_dir.exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(run, "load_model", lambda *_: pytest.fail("the model was loaded"))
+    (tmp_path / "a_file").write_text("not a folder")
+    for out in ("a_file", "a_file/below"):
+        code, _ = run_cli(tmp_path, inputs=make_inputs(tmp_path / "in"), out=out)
+        (line,) = capsys.readouterr().err.splitlines()
+        assert code == 3 and f"cannot write results to -output_dir {tmp_path / out}" in line
+
+
+def test_a_read_only_output_folder_is_refused_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root writes anyway: make the probe meet a refusal as a user would
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(run.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(run, "load_model", lambda *_: pytest.fail("the model was loaded"))
+    code, _ = run_cli(tmp_path, inputs=make_inputs(tmp_path / "in"), out="read_only")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert code == 3 and line.endswith("Permission denied")
+
+
+def test_a_killed_runs_temporary_files_are_removed_by_the_next_run(tmp_path):
+    out_dir = tmp_path / "out"
+    (out_dir / "face0" / "HR").mkdir(parents=True)
+    stale = [out_dir / ".t1_0_search.gif.k3j_x9a2.tmp.gif", out_dir / "face0" / "HR" / ".face0_1.png.abcdefgh.tmp.png"]
+    kept = [out_dir / ".keep.tmp", out_dir / "notes.tmp.txt", out_dir / ".hidden.png.abc.tmp.png"]
+    for path in stale + kept:
+        path.write_bytes(b"")
+    code, _ = run_cli(tmp_path, "-seed", "0", "-steps", "2")
+    assert code == 0
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
 
 
 def write_bad_inputs(folder):
@@ -37,7 +81,7 @@ def write_bad_inputs(folder):
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     jpeg = folder / "whole.jpg"
     Image.open(TINY_INPUT).convert("RGB").save(jpeg)
-    (folder / "truncated.jpg").write_bytes(jpeg.read_bytes()[:200])
+    (folder / "cut.jpg").write_bytes(jpeg.read_bytes()[:200])
     jpeg.unlink()
     (folder / "zero.png").write_bytes(b"")
     (folder / "readme.txt").write_text("hello")
@@ -45,7 +89,7 @@ def write_bad_inputs(folder):
     Image.new("RGB", (24, 24)).save(folder / "odd.png")
     Image.new("RGB", (512, 512)).save(folder / "huge.png")
     return {"notes.png": "not a readable image", "truncated.png": "not a readable image",
-            "truncated.jpg": "not a readable image", "zero.png": "empty file",
+            "cut.jpg": "not a readable image", "zero.png": "empty file",
             "readme.txt": "not an image file", "wide.png": "not square",
             "odd.png": "does not divide 256", "huge.png": "larger than the 256x256 model"}
 
@@ -74,10 +118,10 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(run.PULSE, "search", no_memory)
     code, _ = run_cli(tmp_path, "-seed", "0", "-batch_size", "4")
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 3  # setup failed
     assert "out of memory" in err and "try -batch_size 2" in err
     code, _ = run_cli(tmp_path, "-seed", "0", "-batch_size", "1", out="one")
-    assert code == 2 and "try -precision bf16" in capsys.readouterr().err
+    assert code == 3 and "try -precision bf16" in capsys.readouterr().err
 
 
 def test_atomic_write_leaves_the_old_file_and_no_temporary_on_failure(tmp_path):
@@ -122,20 +166,46 @@ def wait_for(condition, timeout=120):
         time.sleep(0.05)
 
 
-def test_ctrl_c_writes_the_best_image_so_far_and_exits_130(tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_stop_signal_writes_the_best_image_so_far_and_exits_128_plus_its_number(tmp_path, signum, status):
     inputs = make_inputs(tmp_path / "in")
     out_dir = tmp_path / "out"
     progress = tmp_path / "out" / "face0" / "HR"
     proc = start_run(tmp_path, inputs, out_dir, "-seed", "0", "-steps", "100000", "-save_intermediate")
     wait_for(lambda: progress.exists() and len(list(progress.glob("*.png"))) >= 2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     (record,) = log_records(out_dir)
     assert record["interrupted"] is True and 2 <= record["steps"] < 100000
     assert len(record["trajectory"]) == record["steps"]
     assert Image.open(out_dir / "face0.png").size == (256, 256)
     assert "interrupted" in err
+
+
+def test_a_stop_while_the_gif_is_encoded_keeps_the_finished_result(tmp_path, monkeypatch, capsys):
+    def stopped(self):
+        raise KeyboardInterrupt  # what a signal raises while the GIF is written
+    monkeypatch.setattr(run.visuals.SearchGif, "save", stopped)
+    code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "3", "-gif")
+    assert code == 130
+    (record,) = log_records(out_dir)
+    assert record["interrupted"] is False and record["steps"] == 3
+    assert Image.open(out_dir / "face0.png").size == (256, 256)
+
+
+def test_a_signal_while_results_are_written_waits_for_them(tmp_path, monkeypatch):
+    record_results = run.record_results
+
+    def signalled_midway(*args):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled inside the deferred block: noted, not raised
+        return record_results(*args)
+    monkeypatch.setattr(run, "record_results", signalled_midway)
+    code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "2", inputs=make_inputs(tmp_path / "in", count=2))
+    assert code == 143
+    (record,) = log_records(out_dir)  # the first result is whole; the second search never started
+    assert record["output"].endswith("face0.png") and (out_dir / "face0.png").exists()
+    assert not (out_dir / "face1.png").exists()
 
 
 def test_resume_after_a_crash_ends_with_the_outputs_of_an_uninterrupted_run(tmp_path):
@@ -163,11 +233,23 @@ def test_resume_after_a_crash_ends_with_the_outputs_of_an_uninterrupted_run(tmp_
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
-def test_resume_reruns_results_made_with_other_flags(tmp_path):
-    inputs = make_inputs(tmp_path / "in")
+def test_resume_reruns_results_made_with_other_flags_and_says_so(tmp_path, capsys):
+    inputs = make_inputs(tmp_path / "in", count=2)
     run_cli(tmp_path, "-seed", "4", "-steps", "2", inputs=inputs)
+    (inputs / "face2.png").write_bytes((inputs / "face1.png").read_bytes())
+    capsys.readouterr()
     code, out_dir = run_cli(tmp_path, "-seed", "4", "-steps", "3", "-resume", inputs=inputs)
-    assert [r["steps"] for r in log_records(out_dir)] == [2, 3]
+    assert [r["steps"] for r in log_records(out_dir)] == [2, 2, 3, 3, 3]
+    assert "0 result(s) already done, 3 to go, 2 of them redone because their flags or seed differ" in capsys.readouterr().out
+
+
+def test_resume_without_seed_says_the_seed_comes_from_the_log(tmp_path, capsys):
+    inputs = make_inputs(tmp_path / "in")
+    run_cli(tmp_path, "-seed", "11", "-steps", "2", inputs=inputs)
+    capsys.readouterr()
+    code, _ = run_cli(tmp_path, "-steps", "2", "-resume", inputs=inputs)
+    out = capsys.readouterr().out
+    assert code == 0 and "seed 11 (from the resumed run's log)" in out and "drawn" not in out
 
 
 def test_runs_from_any_working_directory_with_the_bundled_gaussian_fit(tmp_path):

@@ -100,7 +100,7 @@ def test_l2_is_reported_even_when_the_loss_leaves_it_out(tmp_path):
 
 
 def test_unreached_eps_still_writes_the_best_image_flagged_not_converged(tmp_path, capsys):
-    code, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "3", "-eps", "0")
+    code, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "3", "-eps", "1e-12")
     assert code == 0 and (out_dir / "face0.png").exists()
     assert log_records(out_dir)[0]["converged"] is False
     assert "NOT CONVERGED" in capsys.readouterr().out
@@ -138,7 +138,13 @@ def test_common_formats_and_modes_are_read_as_rgb(tmp_path, mode, suffix):
     ("-steps", "0", "must be at least 1"),
     ("-batch_size", "0", "must be at least 1"),
     ("-duplicates", "0", "must be at least 1"),
-    ("-eps", "-1", "must be 0 or more"),
+    ("-eps", "-1", "must be a finite number above 0"),
+    ("-eps", "0", "must be a finite number above 0"),
+    ("-eps", "inf", "must be a finite number above 0"),
+    ("-eps", "nan", "must be a finite number above 0"),
+    ("-learning_rate", "0", "must be a finite number above 0"),
+    ("-bad_noise_layers", "99", "this model's noise layers are 0..13, not 99"),
+    ("-bad_noise_layers", "3.14.17", "not 14, 17"),
     ("-bad_noise_layers", "3,5", "dot-separated list"),
     ("-num_trainable_noise_layers", "19", "within 0..18"),
     ("-num_trainable_noise_layers", "15", "this model has 14 layers"),

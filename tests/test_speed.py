@@ -131,6 +131,7 @@ def test_fp64_is_refused_on_mps_which_has_no_float64():
     assert speed.precision_dtypes("fp64", torch.device("cpu")) == (torch.float64, None)
 
 
+@pytest.mark.slow  # minutes on CPUs without fast bfloat16
 def test_bench_quick_mode_reports_timings_and_drift(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["-steps", "1", "-batch_sizes", "1", "2", "-resolution", "64", "-json", str(out)]) == 0

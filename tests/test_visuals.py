@@ -35,7 +35,7 @@ def pictured_run(tmp_path_factory):
     hr_dir = tmp_path_factory.mktemp("hr")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(hr_dir / "target.webp")
     out_dir = tmp_path_factory.mktemp("pictured")
-    flags = ["-duplicates", str(DUPLICATES), "-batch_size", "2", "-eps", "0", "-strip", "-gif", "-hr_dir", str(hr_dir)]
+    flags = ["-duplicates", str(DUPLICATES), "-batch_size", "2", "-eps", "1e-12", "-strip", "-gif", "-hr_dir", str(hr_dir)]
     assert run_tiny(out_dir, *flags) == 0
     return out_dir, flags
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import weights
-from conftest import ROOT, TINY_MODEL, FakeResponse, load_fixture
+from conftest import ROOT, TINY_MODEL, load_fixture
 from stylegan import G_mapping
 
 SHARED_MAPPING = ROOT.parent / "shared" / "reference" / "fidelity" / "mapping.pt"
@@ -79,16 +79,6 @@ def test_failed_download_says_which_file_to_put_where(tmp_path, monkeypatch):
     message = str(error.value)
     assert str(tmp_path / "synthesis.pt") in message and "convert_weights.py" in message
     assert not any(tmp_path.iterdir())  # nothing half-downloaded is left behind
-
-
-def test_download_streams_into_place(tmp_path, monkeypatch):
-    payload = os.urandom(3 << 20)
-
-    import requests
-    monkeypatch.setattr(requests, "get", lambda *a, **k: FakeResponse(payload))
-    weights.download("https://example.invalid/x", tmp_path / "x.pt")
-    assert (tmp_path / "x.pt").read_bytes() == payload
-    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
 
 
 @pytest.mark.parametrize("content, expected", [

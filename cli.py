@@ -1,0 +1,112 @@
+"""What the project's command-line scripts share: flag types, exit statuses, and stopping on a signal.
+
+Every script takes its flags as `-name` and `--name`, shows their defaults in `--help`, and ends
+with one of these statuses:
+  0    everything done
+  1    some inputs failed (each named on stderr); the others are done
+  2    a usage error: a bad flag or flag value (argparse's status)
+  3    setup failed: a missing device, unusable weights, an output folder that cannot be written,
+       inputs that cannot all be written apart; nothing was searched
+  128+N  stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP) after saving what was done
+"""
+import argparse
+import math
+import os
+import signal
+from contextlib import contextmanager
+
+EXIT_OK, EXIT_INPUTS_FAILED, EXIT_USAGE, EXIT_SETUP_FAILED = 0, 1, 2, 3
+EXIT_STATUSES = ("exit status: 0 all done; 1 some inputs failed (each named); 2 bad flags; 3 setup failed "
+                 "(device, weights, folders, clashing names), nothing was done; 128+N stopped by signal N "
+                 "(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), what was done is saved")
+
+
+class SetupError(RuntimeError):
+    """The run cannot start (the message says why and what to do); main prints it as one line."""
+
+
+def parser(description=None, **kwargs):
+    """An argument parser that shows every flag's default in --help, as all the scripts do."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                   **kwargs)
+
+
+# ---- flag types ----------------------------------------------------------------------------
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+# ---- stopping on a signal ------------------------------------------------------------------
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class StopSignals:
+    """Ctrl-C, SIGTERM (timeout, Slurm, docker stop, Kubernetes) and SIGHUP all stop a run the same way:
+    a KeyboardInterrupt in the main thread, so the search ends with its best image so far, which is
+    then written and logged. Inside `deferred()` (while results are written) a signal is only noted,
+    for the caller to act on after the block. A second signal leaves at once, unless
+    `repeat_leaves` is False: in a torchrun job, where every stop comes twice (the launcher
+    passes on what it got) and the launcher's own timeout ends a process that does not stop.
+
+    A context manager: the handlers are installed on entry and the previous ones restored on exit,
+    so a script's main installs them once and tests can call it without lasting side effects."""
+
+    def __init__(self, repeat_leaves=True):
+        self.repeat_leaves = repeat_leaves
+        self.signum = None
+        self._deferring = False
+        self._previous = {}
+
+    def __enter__(self):
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+    @property
+    def requested(self):
+        return self.signum is not None
+
+    @property
+    def exit_status(self):
+        return 128 + (self.signum or signal.SIGINT)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            if self.repeat_leaves:
+                os._exit(128 + signum)
+            return
+        self.signum = signum
+        if not self._deferring:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self):
+        """Let the block finish; a signal that arrives meanwhile only sets `requested`."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False

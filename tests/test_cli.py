@@ -1,0 +1,58 @@
+"""What every script shares: flag types, -name and --name, stop signals."""
+import argparse
+import importlib
+import signal
+
+import pytest
+
+import cli
+
+SCRIPTS = ["run", "align_face", "convert_weights", "evaluate", "plot_log", "sweep", "bench"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_flag_takes_one_dash_and_two(script):
+    parser = importlib.import_module(script).build_parser()
+    for action in parser._actions:
+        names = [name for name in action.option_strings if name not in ("-h", "--help")]
+        singles = {name[1:] for name in names if not name.startswith("--")}
+        doubles = {name[2:] for name in names if name.startswith("--")}
+        assert singles == doubles, f"{script}: {names}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_shows_the_defaults(script):
+    parser = importlib.import_module(script).build_parser()
+    assert parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "inf", "-inf", "nan"])
+def test_positive_float_refuses_what_cannot_be_a_rate_or_a_target(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.positive_float(text)
+
+
+def test_positive_float_takes_small_numbers():
+    assert cli.positive_float("1e-12") == 1e-12
+
+
+def test_a_stop_signal_interrupts_unless_deferred_and_a_second_one_leaves_at_once(monkeypatch):
+    def leave(status):
+        raise SystemExit(status)  # os._exit, without ending the test process
+    monkeypatch.setattr(cli.os, "_exit", leave)
+    with cli.StopSignals() as stop:
+        assert signal.getsignal(signal.SIGTERM) == stop._handle
+        with stop.deferred():
+            stop._handle(signal.SIGTERM, None)  # noted, not raised
+        assert stop.requested and stop.exit_status == 143
+        with pytest.raises(SystemExit) as left:
+            stop._handle(signal.SIGHUP, None)
+        assert left.value.code == 129
+    assert signal.getsignal(signal.SIGTERM) != stop._handle  # restored on exit
+
+
+def test_the_first_stop_signal_raises_keyboard_interrupt():
+    with cli.StopSignals() as stop:
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGHUP, None)
+        assert stop.exit_status == 129

@@ -1,0 +1,218 @@
+"""Where a run's weights come from: the default source chain, -network, and the cache lock.
+
+NVIDIA's servers are stood in for by a local test server, pointed at through the test-only
+override PULSE_TEST_WEIGHT_SOURCES; the network is a tiny NVIDIA-format StyleGAN-1 pickle.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+import convert_weights
+import releases
+import run
+import runlog
+import weight_sources
+import weights
+from conftest import ROOT, TINY_INPUT, TINY_MODEL
+from files import folder_lock
+from stylegan1_pickles import Network, dumps, tiny_pickle_bytes
+
+DRAWS = 256  # of the gaussian fit after converting the tiny model (the real default takes a minute)
+
+
+def quiet(*_):
+    pass
+
+
+def override(sources=None):
+    return json.dumps({"sources": sources or {}, "gaussian_draws": DRAWS})
+
+
+def source(label, url, file, md5=None, size=None):
+    return {"label": label, "url": url, "file": file, "md5": md5, "size": size}
+
+
+def search(cache_dir, out_dir, *flags):
+    """The float64 loss trajectory of a short run.py search on the tiny input."""
+    code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(out_dir), "-cache_dir", str(cache_dir),
+                     "-seed", "0", "-steps", "3", "-precision", "fp64", *flags])
+    assert code == 0
+    return [record["trajectory"] for record in runlog.read(out_dir / runlog.LOG_NAME)]
+
+
+def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(tmp_path, http_server, tiny_pickle,
+                                                                              monkeypatch):
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override())
+    url = http_server.add("/networks/tiny-net.pkl", tiny_pickle)
+    from_url = search(tmp_path / "cache", tmp_path / "a", "-network", url)
+    converted = tmp_path / "cache" / "tiny-net"
+    written = {p.name for p in converted.iterdir()}
+    assert {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weight_sources.RECORD} <= written
+    assert not (converted / "tiny-net.pkl").exists()  # the pickle is dropped without -keep_pickle
+
+    (tmp_path / "tiny-net.pkl").write_bytes(tiny_pickle)
+    convert_weights.convert(tmp_path / "tiny-net.pkl", tmp_path / "direct", gaussian_draws=DRAWS, log=quiet)
+    assert from_url == search(tmp_path / "direct", tmp_path / "b")
+
+    http_server.stop()  # a second run must not need the network at all
+    assert search(tmp_path / "cache", tmp_path / "c", "-network", url) == from_url
+    assert len(http_server.requests) == 1
+
+
+def test_a_local_pickle_is_converted_again_only_when_it_changes(tmp_path, tiny_pickle, monkeypatch, capsys):
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override())
+    pkl = tmp_path / "mine.pkl"
+    pkl.write_bytes(tiny_pickle)
+    folder = weight_sources.network_folder(pkl, tmp_path / "cache", log=quiet)
+    assert folder == tmp_path / "cache" / "mine"
+    assert "not one of NVIDIA's released" in capsys.readouterr().err  # accepted, with a note
+    written = (folder / "synthesis.pt").stat().st_mtime_ns
+
+    assert weight_sources.network_folder(pkl, tmp_path / "cache", log=quiet) == folder
+    assert (folder / "synthesis.pt").stat().st_mtime_ns == written
+
+    pkl.write_bytes(tiny_pickle_bytes(seed=11))
+    weight_sources.network_folder(pkl, tmp_path / "cache", log=quiet)
+    reconverted = weights.load_tensors(folder / "synthesis.pt")
+    other = tmp_path / "other"
+    convert_weights.convert(pkl, other, gaussian_draws=DRAWS, log=quiet)
+    assert all(torch.equal(v, weights.load_tensors(other / "synthesis.pt")[k]) for k, v in reconverted.items())
+    assert json.loads((folder / weight_sources.RECORD).read_text())["md5"] == convert_weights.file_md5(pkl)
+
+
+def test_a_folder_of_pt_files_is_used_as_it_is(tmp_path):
+    assert weight_sources.network_folder(TINY_MODEL, tmp_path / "cache", log=quiet) == TINY_MODEL
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(weights.WeightsError, match="the folder has no synthesis.pt"):
+        weight_sources.network_folder(tmp_path, tmp_path / "cache", log=quiet)
+
+
+def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
+    code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"),
+                     "-network", str(tmp_path / "nothing.pkl")])
+    assert code == run.EXIT_SETUP_FAILED
+    assert capsys.readouterr().err == f"error: -network {tmp_path / 'nothing.pkl'}: no such file or folder\n"
+
+
+def test_url_folder_names():
+    assert weight_sources.url_folder_name("https://example.com/a/karras2019.pkl") == "karras2019"
+    drive = weight_sources.url_folder_name("https://drive.google.com/uc?id=1MEG")
+    assert drive.startswith("uc-") and drive != weight_sources.url_folder_name("https://drive.google.com/uc?id=1MGq")
+
+
+@pytest.mark.parametrize("keep_pickle", [False, True])
+def test_the_default_chain_fetches_verifies_and_converts(tmp_path, http_server, tiny_pickle, monkeypatch, keep_pickle):
+    md5 = hashlib.md5(tiny_pickle).hexdigest()
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override({
+        "2020": [source("the 2020 link", http_server.url("/gone/synthesis.pt"), "synthesis.pt")],  # 404
+        "ffhq": [source("test CDN", http_server.add("/ffhq.pkl", tiny_pickle), "ffhq.pkl", md5, len(tiny_pickle))],
+    }))
+    cache = tmp_path / "cache"
+    weight_sources.fill_default_cache(cache, keep_pickle, log=quiet)
+    expected = {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", ".lock"} | ({"ffhq.pkl"} if keep_pickle else set())
+    assert {p.name for p in cache.iterdir()} == expected
+    synthesis, _ = weights.load_generator(cache, log=quiet)
+    assert synthesis.resolution == 32
+    weight_sources.fill_default_cache(cache, keep_pickle, log=quiet)  # a filled cache is left alone
+    assert len(http_server.requested("/ffhq.pkl")) == 1
+
+
+def test_when_every_source_fails_one_message_names_each(tmp_path, http_server, tiny_pickle, monkeypatch, capsys):
+    marker = tmp_path / "MARKER"
+    malicious = dumps((Network("Gs", [("lod", PayloadSystem(f"touch {marker}"))]),) * 3)
+    md5 = hashlib.md5(tiny_pickle).hexdigest()
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override({
+        "2020": [source("the 2020 link", http_server.add("/synthesis.pt", b"not a torch file" * 100), "synthesis.pt")],
+        "ffhq": [source("test page", http_server.add("/uc", b"<html>Quota exceeded</html>", "text/html"), "f.pkl", md5),
+                 source("test short", http_server.add("/short.pkl", tiny_pickle[:-5]), "f.pkl", md5, len(tiny_pickle)),
+                 source("test evil", http_server.add("/evil.pkl", malicious), "f.pkl", md5)],
+    }))
+    cache = tmp_path / "cache"
+    code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"),
+                     "-cache_dir", str(cache)])
+    assert code == run.EXIT_SETUP_FAILED
+    err = capsys.readouterr().err
+    error = err[err.index("error: "):]  # after the progress bars
+    assert error.startswith(f"error: no generator weights in {cache}/, and every source failed:")
+    for reason in ("the 2020 link", "not a readable PyTorch weights file", "test page", "web page instead of the file",
+                   "test short", "not the expected", "test evil", "MD5", "convert_weights.py", "synthesis.pt"):
+        assert reason in error
+    assert not marker.exists()  # the wrong file was never unpickled
+    assert [p.name for p in cache.iterdir()] == [".lock"]  # nothing a later run could take for weights
+
+
+class PayloadSystem:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_convert_weights_downloads_a_release(tmp_path, http_server, tiny_pickle, monkeypatch):
+    md5 = hashlib.md5(tiny_pickle).hexdigest()
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override({
+        "celebahq": [source("test mirror", http_server.add("/c.pkl", tiny_pickle), "celebahq.pkl", md5)]}))
+    assert convert_weights.main(["--download", "celebahq", "--keep_pickle", "-cache_dir", str(tmp_path / "cache"),
+                                 "-gaussian_draws", str(DRAWS)]) == 0
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {
+        "synthesis.pt", "mapping.pt", "gaussian_fit.pt", "celebahq.pkl", ".lock"}
+    assert convert_weights.file_md5(tmp_path / "cache" / "celebahq.pkl") == md5
+
+
+def test_nvidia_releases_are_the_pickles_convert_weights_knows():
+    for name in releases.DOWNLOADABLE:
+        assert {s.md5 for s in releases.SOURCES[name]} <= set(convert_weights.KNOWN_PICKLES)
+    assert releases.SOURCES["ffhq"][0].md5 == convert_weights.FFHQ_MD5
+
+
+def wait_for(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_the_folder_lock_makes_a_second_holder_wait_and_says_so(tmp_path):
+    order, messages = [], []
+
+    def second():
+        with folder_lock(tmp_path, log=messages.append, poll_seconds=0.05):
+            order.append("second")
+
+    with folder_lock(tmp_path, log=quiet):
+        thread = threading.Thread(target=second)
+        thread.start()
+        wait_for(lambda: messages, timeout=10)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"]
+    assert messages == [f"waiting for another process that is preparing {tmp_path}/ (it holds {tmp_path}/.lock)"]
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_empty_cache_download_once_and_both_finish(tmp_path, http_server, tiny_pickle):
+    md5 = hashlib.md5(tiny_pickle).hexdigest()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PULSE_DEVICE": "cpu",
+           releases.TEST_OVERRIDE: override({
+               "2020": [], "ffhq": [source("test CDN", http_server.add("/ffhq.pkl", tiny_pickle), "ffhq.pkl", md5)]})}
+    cache, logs, processes = tmp_path / "cache", [tmp_path / "run0.txt", tmp_path / "run1.txt"], []
+    with folder_lock(cache, log=quiet):  # both runs start while the cache is busy, as two shells would
+        for i, log in enumerate(logs):
+            with open(log, "w") as output:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "run.py", "-input_dir", str(TINY_INPUT.parent), "-output_dir",
+                     str(tmp_path / f"out{i}"), "-cache_dir", str(cache), "-seed", "0", "-steps", "1"],
+                    cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT))
+        wait_for(lambda: all("waiting for another process" in log.read_text() for log in logs), timeout=240)
+    for process, log in zip(processes, logs):
+        assert process.wait(timeout=300) == 0, log.read_text()
+    assert len(http_server.requested("/ffhq.pkl")) == 1
+    assert all((tmp_path / f"out{i}" / f"{TINY_INPUT.stem}.png").is_file() for i in range(2))
