@@ -9,23 +9,22 @@ written as <output_dir>/photo_<i>.png, numbered from 0 as in 2020.
 import argparse
 import importlib.util
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import dlib
 import numpy as np
 import scipy.ndimage
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 import cli
-from bicubic import BicubicDownSample
+from bicubic import BicubicDownSample, is_power_of_two
 from cli import SetupError
 from device import DeviceError, pick_device
 from download import fetch
-from files import save_image
-from images import ImageReadError, read_rgb, to_pil, to_tensor
+from files import save_image, stem_clashes
+from images import ImageReadError, read_rgb
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
 # Where the 2020 script downloaded the (uncompressed) predictor from.
@@ -45,7 +44,7 @@ def output_size(text):
         size = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= size <= ALIGNED_SIZE or size & (size - 1):
+    if not (size <= ALIGNED_SIZE and is_power_of_two(size)):
         raise argparse.ArgumentTypeError(
             f"{size} is not a power of two between 1 and {ALIGNED_SIZE} (e.g. 16, 32, 64)")
     return size
@@ -129,19 +128,11 @@ def list_photos(folder):
     photos = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not photos:
         raise SetupError(f"input folder {folder} holds no files: put photos in it, or pass -input_dir")
-    refuse_clashing_stems(photos)
-    return photos
-
-
-def refuse_clashing_stems(photos):
-    """Faces are named by the photo's stem, so photo.jpg and photo.png would overwrite each other's."""
-    by_stem = defaultdict(list)
-    for path in photos:
-        by_stem[path.stem].append(path.name)
-    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
-    if clashes:
+    clashes = stem_clashes(photos)
+    if clashes:  # faces are named by the photo's stem: photo.jpg and photo.png would overwrite each other's
         raise SetupError(f"photos with the same name would write the same faces: {'; '.join(clashes)}. "
                          f"Rename or remove one of each")
+    return photos
 
 
 def detection_pixels(path, photo):
@@ -253,13 +244,7 @@ def align_face(photo, landmarks):
 
 def bicubic_downscaler(size, device):
     """A function shrinking a 1024 face to `size` with PULSE's bicubic operator."""
-    resize = BicubicDownSample(ALIGNED_SIZE // size).to(device)
-
-    def downscale(face):
-        with torch.no_grad():
-            return to_pil(resize(to_tensor(face)[None].to(device))[0])
-
-    return downscale
+    return BicubicDownSample(ALIGNED_SIZE // size).to(device).downscale_image
 
 
 def make_output_folders(args):

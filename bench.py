@@ -13,7 +13,6 @@ With -processes it also times several processes searching at once (as `torchrun
 reports the searches per hour of the whole machine for each process count and batch size.
 """
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -110,10 +109,10 @@ def synchronize(device):
 
 
 def release_freed_memory():
-    """Give memory kept for reuse back (glibc), so the next configuration's peak is its own."""
+    """Free what Python still holds and give glibc's kept memory back, so the next configuration's
+    peak is its own."""
     gc.collect()
-    if platform.libc_ver()[0] == "glibc":
-        ctypes.CDLL(None).malloc_trim(0)
+    speed.release_freed_memory()
 
 
 def reset_peak_memory(device):

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from images import to_pil, to_tensor
+
 
 def bicubic_weight(x, a=-0.5):
     """Keys' cubic convolution kernel evaluated at offsets x (a float32 tensor)."""
@@ -26,12 +28,21 @@ def bicubic_taps(factor):
     return taps / taps.sum()
 
 
+def is_power_of_two(n):
+    return n >= 1 and n & (n - 1) == 0
+
+
+def divides_by_power_of_two(large, small):
+    """Whether `small` divides `large` by a power of two: a downscale this operator can make."""
+    return small >= 1 and large % small == 0 and is_power_of_two(large // small)
+
+
 class BicubicDownSample(nn.Module):
     """Downscale an NCHW image batch with C = 3 by a power-of-two `factor`."""
 
     def __init__(self, factor=4, padding="reflect", channels=3):
         super().__init__()
-        if factor < 1 or factor & (factor - 1):
+        if not is_power_of_two(factor):
             raise ValueError(f"bicubic factor must be a power of two, got {factor}")
         self.factor = factor
         self.padding = padding
@@ -41,6 +52,11 @@ class BicubicDownSample(nn.Module):
         self.register_buffer("k2", taps.view(1, 1, 1, size).repeat(channels, 1, 1, 1))
         pad = size - factor
         self.pad_before, self.pad_after = pad // 2, pad - pad // 2
+
+    @torch.no_grad()
+    def downscale_image(self, image):
+        """A PIL image downscaled, as the search downscales what it compares with its input."""
+        return to_pil(self(to_tensor(image)[None].to(self.k1))[0])
 
     def forward(self, x):
         groups = x.shape[1]

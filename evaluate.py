@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import cli
-from bicubic import BicubicDownSample
+from bicubic import BicubicDownSample, divides_by_power_of_two
 from files import atomic_path
 from images import IMAGE_SUFFIXES, read_rgb
 from niqe import niqe
@@ -124,7 +124,7 @@ def upscale(low, size, resample):
 def scale_factor(low, result):
     """The power-of-two factor between an input and its result, which BicubicDownSample needs."""
     factor = result.shape[0] // low.shape[0]
-    if result.shape[:2] != (low.shape[0] * factor, low.shape[1] * factor) or factor & (factor - 1):
+    if not divides_by_power_of_two(result.shape[0], low.shape[0]) or result.shape[1] != low.shape[1] * factor:
         raise ValueError(f"result size {result.shape[1]}x{result.shape[0]} is not a power-of-two "
                          f"multiple of the input size {low.shape[1]}x{low.shape[0]}")
     return factor

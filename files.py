@@ -5,6 +5,7 @@ import os
 import re
 import tempfile
 import time
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +51,14 @@ def remove_stale_temporaries(folder):
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def stem_clashes(paths):
+    """'a.jpg and a.png' for every group of files that share a stem: outputs named by stem would clash."""
+    by_stem = defaultdict(list)
+    for path in paths:
+        by_stem[Path(path).stem].append(Path(path).name)
+    return [" and ".join(names) for names in by_stem.values() if len(names) > 1]
 
 
 def save_image(image, path):

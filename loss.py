@@ -9,7 +9,7 @@ its own best step; the optimised loss is the sum over the batch, as in 2020.
 """
 import torch
 
-from bicubic import BicubicDownSample
+from bicubic import BicubicDownSample, divides_by_power_of_two
 
 
 class LossStringError(ValueError):
@@ -61,7 +61,7 @@ class LossBuilder(torch.nn.Module):
     def __init__(self, ref_im, loss_str, eps, resolution=1024):
         super().__init__()
         size = ref_im.shape[2]
-        if ref_im.shape[3] != size or resolution % size or (resolution // size) & (resolution // size - 1):
+        if ref_im.shape[3] != size or not divides_by_power_of_two(resolution, size):
             raise ValueError(f"input of {size}x{ref_im.shape[3]} does not divide the {resolution}x{resolution} "
                              f"model by a power of two")
         self.D = BicubicDownSample(factor=resolution // size).to(ref_im.dtype)

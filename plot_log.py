@@ -76,10 +76,7 @@ def plot_record(record, path):
     eps = record["args"].get("eps")
     if eps:  # a log axis has no 0, so eps 0 gets no line
         axes.axhline(eps, color="tab:red", linestyle=":", label=f"eps {eps:g} (L2 target)")
-    status = "CONVERGED" if record["converged"] else "NOT CONVERGED"
-    if record.get("interrupted"):
-        status += ", interrupted"
-    axes.set_title(f"{Path(record['output']).stem} | seed {record['seed']} | {status}",
+    axes.set_title(f"{Path(record['output']).stem} | seed {record['seed']} | {runlog.status(record)}",
                    color="black" if record["converged"] else "tab:red")
     axes.set_xlabel("step")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))

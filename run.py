@@ -10,7 +10,6 @@ import random
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -22,9 +21,10 @@ import runlog
 import speed
 import visuals
 from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
+from bicubic import divides_by_power_of_two
 from device import DeviceError, pick_device
 from distributed import Team, TeamError, launch_from_environment
-from files import remove_stale_temporaries
+from files import remove_stale_temporaries, stem_clashes
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
 from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, SearchConfig
@@ -157,20 +157,11 @@ def list_inputs(input_dir):
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise SetupError(f"input folder {folder} is empty. {hint}")
-    refuse_clashing_stems(files)
-    return files
-
-
-def refuse_clashing_stems(files):
-    """Results are named by stem, so face.jpg and face.png would overwrite each other's result."""
-    by_stem = defaultdict(list)
-    for path in files:
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            by_stem[path.stem].append(path.name)
-    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
-    if clashes:
+    clashes = stem_clashes(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+    if clashes:  # results are named by stem: face.jpg and face.png would overwrite each other's
         raise SetupError(f"inputs with the same name would write the same result: {'; '.join(clashes)}. "
                          f"Rename or remove one of each")
+    return files
 
 
 def working_sizes(resolution):
@@ -189,7 +180,7 @@ def read_input(path, resolution):
     if width > resolution:
         raise ImageReadError(f"{path}: {width}x{width} is larger than the {resolution}x{resolution} model; "
                              f"downscale it (align_face.py -output_size) to one of {sizes}")
-    if resolution % width or (resolution // width) & (resolution // width - 1):
+    if not divides_by_power_of_two(resolution, width):
         raise ImageReadError(f"{path}: side {width} does not divide {resolution} by a power of two; "
                              f"use one of {sizes} (align_face.py -output_size)")
     return to_tensor(image)
@@ -229,15 +220,10 @@ def result_settings(args):
     return {**asdict(search_config(args)), "precision": args.precision, "compile": args.compile}
 
 
-def is_complete(record, settings):
-    """Whether a log record is a finished search made with these result settings."""
-    return not record.get("interrupted") and {k: record.get("args", {}).get(k) for k in settings} == settings
-
-
 def already_done(job, out_dir, records, settings):
     output = out_dir / f"{job.name}.png"
     return output.exists() and any(
-        r.get("output") == str(output) and r.get("seed") == job.seed and is_complete(r, settings)
+        r.get("output") == str(output) and r.get("seed") == job.seed and runlog.is_complete(r, settings)
         for r in records)
 
 
@@ -323,19 +309,10 @@ def record_results(batch, result, args, device, out_dir, log_path, say=print):
     for b, job in enumerate(batch):
         output = out_dir / f"{job.name}.png"
         save_tensor_image(result.best_im[b], output)
-        records.append({
-            "input": str(job.source), "output": str(output), "seed": job.seed, "base_seed": job.base_seed,
-            "device": str(device), "steps": result.steps_done, "best_step": result.best_step[b],
-            "losses": result.best_losses[b], "converged": result.converged[b],
-            "interrupted": result.interrupted, "seconds": round(result.seconds, 3),
-            "threads": torch.get_num_threads(), "args": vars(args), "trajectory": result.trajectory[b],
-        })
+        records.append(runlog.make_record(job, result, b, output, device, args))
         runlog.append(log_path, records[-1])
-        status = "converged" if result.converged[b] else "NOT CONVERGED"
-        if result.interrupted:
-            status += f", interrupted after {result.steps_done} steps"
         losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.best_losses[b].items())
-        say(f"{output}  best step {result.best_step[b]} | {losses} | {status}")
+        say(f"{output}  best step {result.best_step[b]} | {losses} | {runlog.status(records[-1])}")
     return records
 
 

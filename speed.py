@@ -65,7 +65,18 @@ def keep_freed_memory():
     fresh zeroed pages: about half of a step on the CPU. Kept in the heap they are reused. Same
     results; more resident memory (fragmentation). Returns False where this is not glibc.
     """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    libc = glibc()
+    return libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
+def release_freed_memory():
+    """Give the memory glibc keeps for reuse back to the system (bench.py: each configuration's
+    peak memory is then its own)."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def glibc():
+    """The C library, where it is glibc (the only one whose allocator these calls tune), else None."""
+    return ctypes.CDLL(None) if platform.libc_ver()[0] == "glibc" else None

@@ -6,7 +6,6 @@ Every combination gets its own run.py output folder under -output_dir, named aft
 (e.g. `learning_rate=0.2,steps=100`), and `<output_dir>/sweep.md` compares them. All run with
 the same seed and with run.py -resume, so a second sweep reuses the results that are finished.
 """
-import argparse
 import itertools
 import re
 import shlex
@@ -149,7 +148,7 @@ def finished_records(combination):
     _, args = run.parse_args(combination.argv)
     settings = run.result_settings(args)
     records = [r for r in runlog.read(combination.folder / runlog.LOG_NAME)
-               if run.is_complete(r, settings) and r.get("base_seed") == args.seed]
+               if runlog.is_complete(r, settings) and r.get("base_seed") == args.seed]
     return list(runlog.latest_by_output(records).values())
 
 

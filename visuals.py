@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch.nn import functional as F
 
 import runlog
 from bicubic import BicubicDownSample
 from files import atomic_path, save_image
-from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_pil, to_tensor
+from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_pil
 
 PANEL = 256             # side of a strip panel, and the largest side of a GIF frame
 LINE_HEIGHT = 16
@@ -135,18 +134,14 @@ def ground_truth_panels(hr_dir, stem):
 
 def downscale_like_search(image, low_size):
     """`image` downscaled to `low_size` by the search's own bicubic operator."""
-    with torch.no_grad():
-        low = BicubicDownSample(factor=image.width // low_size)(to_tensor(image)[None])
-    return to_pil(low[0])
+    return BicubicDownSample(factor=image.width // low_size).downscale_image(image)
 
 
 def result_panels(record, low_size):
     """The result of one log record, and what the search's downscaler makes of it."""
     path = Path(record["output"])
     result = read_rgb(path)
-    status = "converged" if record["converged"] else "NOT CONVERGED"
-    if record.get("interrupted"):
-        status += ", interrupted"
+    status = runlog.status(record)
     lines = [path.stem, f"seed {record['seed']} | step {record['best_step']} | L2 {record['losses']['L2']:.3g}"]
     shown = Panel(result, lines + ([status] if record["converged"] else []),
                   alarm="" if record["converged"] else status)

@@ -1,9 +1,12 @@
 import http.server
+import json
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -99,3 +102,34 @@ def tiny_pickle():
     """The bytes of a 32x32 StyleGAN-1 network pickle in NVIDIA's format (random weights)."""
     from stylegan1_pickles import tiny_pickle_bytes
     return tiny_pickle_bytes()
+
+
+def run_on_tiny_model(out_dir, *flags, input_dir=TINY_INPUT.parent):
+    """run.main on the tiny model; returns its exit status."""
+    import run
+    return run.main(["-input_dir", str(input_dir), "-cache_dir", str(TINY_MODEL), "-output_dir", str(out_dir),
+                     *map(str, flags)])
+
+
+def make_inputs(folder, count=1):
+    """`count` different 16x16 inputs: the fixture target, then colour-shifted copies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = np.asarray(Image.open(TINY_INPUT).convert("RGB"), dtype=np.int16)
+    for i in range(count):
+        Image.fromarray(np.clip(base + 25 * i, 0, 255).astype(np.uint8)).save(folder / f"face{i}.png")
+    return folder
+
+
+def run_cli(tmp_path, *flags, inputs=None, out="out"):
+    """run.main on the tiny model over `inputs` (one made in tmp_path by default): (status, output folder)."""
+    inputs = inputs or make_inputs(tmp_path / "in")
+    out_dir = tmp_path / out
+    return run_on_tiny_model(out_dir, *flags, input_dir=inputs), out_dir
+
+
+def log_records(out_dir):
+    return [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()]
+
+
+def pixels(path):
+    return np.asarray(Image.open(path), dtype=int)

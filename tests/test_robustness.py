@@ -13,8 +13,7 @@ from PIL import Image
 
 import files
 import run
-from conftest import ROOT, TINY_INPUT, TINY_MODEL
-from test_run import log_records, make_inputs, pixels, run_cli
+from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli
 
 
 def test_missing_input_folder_stops_at_once_saying_what_to_run(tmp_path, capsys):

@@ -1,37 +1,10 @@
 """run.py end to end on the tiny model: seeds, duplicates, batches, outputs and the run log."""
-import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import run
-from conftest import TINY_INPUT, TINY_MODEL
-
-
-def make_inputs(folder, count=1):
-    """`count` different 16x16 inputs: the fixture target, then colour-shifted copies."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = np.asarray(Image.open(TINY_INPUT).convert("RGB"), dtype=np.int16)
-    for i in range(count):
-        Image.fromarray(np.clip(base + 25 * i, 0, 255).astype(np.uint8)).save(folder / f"face{i}.png")
-    return folder
-
-
-def run_cli(tmp_path, *flags, inputs=None, out="out"):
-    inputs = inputs or make_inputs(tmp_path / "in")
-    out_dir = tmp_path / out
-    code = run.main(["-input_dir", str(inputs), "-output_dir", str(out_dir),
-                     "-cache_dir", str(TINY_MODEL), *flags])
-    return code, out_dir
-
-
-def log_records(out_dir):
-    return [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()]
-
-
-def pixels(path):
-    return np.asarray(Image.open(path), dtype=int)
+from conftest import TINY_INPUT, log_records, make_inputs, pixels, run_cli
 
 
 def test_seed_zero_is_a_seed(tmp_path):

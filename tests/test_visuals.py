@@ -1,15 +1,13 @@
-"""The pictures and measurements of a run: run.py -strip/-gif, plot_log.py and sweep.py on the tiny model."""
+"""The pictures of a run (visuals.py): run.py -strip and -gif on the tiny model."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageSequence
 
-import plot_log
 import run
-import sweep
 import visuals
 from PULSE import BestTracker
-from conftest import TINY_INPUT, TINY_MODEL
+from conftest import TINY_INPUT, run_on_tiny_model
 from visuals import LABEL_HEIGHT, PANEL, RED
 
 STEPS = 3
@@ -17,8 +15,7 @@ DUPLICATES = 3  # with -batch_size 2: one batch of two, then one of one
 
 
 def run_tiny(out_dir, *flags):
-    return run.main(["-input_dir", str(TINY_INPUT.parent), "-cache_dir", str(TINY_MODEL), "-output_dir", str(out_dir),
-                     "-seed", "0", "-steps", str(STEPS), *flags])
+    return run_on_tiny_model(out_dir, "-seed", "0", "-steps", str(STEPS), *flags)
 
 
 def red_pixels(image):
@@ -106,66 +103,3 @@ def test_hr_dir_needs_strip(capsys):
     with pytest.raises(SystemExit):
         run.parse_args(["-hr_dir", str(TINY_INPUT.parent)])
     assert "-strip" in capsys.readouterr().err
-
-
-def test_plot_log_writes_one_png_per_record(pictured_run, tmp_path):
-    out_dir, _ = pictured_run
-    assert plot_log.main([str(out_dir / "pulse_log.jsonl"), "-output_dir", str(tmp_path)]) == 0
-    plots = sorted(tmp_path.glob("*.png"))
-    assert [p.name for p in plots] == [f"target_{k}_losses.png" for k in range(1, DUPLICATES + 1)]
-    for plot in plots:
-        with Image.open(plot) as image:
-            assert image.format == "PNG" and image.width > 400 and image.height > 250
-        assert plot.stat().st_size > 10_000
-
-
-@pytest.mark.parametrize("content, message", [
-    (None, "does not exist"), ("", "no log records"), ("not json\n", "no log records"),
-    ('{"output": "a.png"}\n', "cannot be plotted")])
-def test_plot_log_fails_clearly_on_a_bad_log(tmp_path, capsys, content, message):
-    log = tmp_path / "pulse_log.jsonl"
-    if content is not None:
-        log.write_text(content)
-    assert plot_log.main([str(log)]) != 0
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "plots").exists() or not any((tmp_path / "plots").iterdir())
-
-
-@pytest.fixture(scope="module")
-def sweep_argv(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("sweep")
-    argv = ["-input_dir", str(TINY_INPUT.parent), "-grid", "steps=2,3", "-output_dir", str(out_dir),
-            "--", "-cache_dir", str(TINY_MODEL)]
-    assert sweep.main(argv) == 0
-    return out_dir, argv
-
-
-def table_rows(out_dir):
-    lines = [line for line in (out_dir / "sweep.md").read_text().splitlines() if line.startswith("|")]
-    return lines[2:]  # after the header and its separator
-
-
-def test_sweep_writes_a_folder_and_a_table_row_per_combination(sweep_argv):
-    out_dir, _ = sweep_argv
-    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == ["steps=2", "steps=3"]
-    rows = table_rows(out_dir)
-    assert len(rows) == 2
-    assert all(row.endswith("| ok |") and "| 1 |" in row for row in rows)
-
-
-def test_second_sweep_reruns_nothing(sweep_argv):
-    out_dir, argv = sweep_argv
-    logs = sorted(out_dir.glob("*/pulse_log.jsonl"))
-    before = {log: (log.read_text(), (log.parent / "target.png").stat().st_mtime_ns) for log in logs}
-    assert sweep.main(argv) == 0
-    assert {log: (log.read_text(), (log.parent / "target.png").stat().st_mtime_ns) for log in logs} == before
-    assert len(table_rows(out_dir)) == 2
-
-
-def test_sweep_rejects_a_grid_key_that_is_not_a_run_flag(capsys, tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        sweep.main(["-grid", "learning_rat=0.1", "-output_dir", str(tmp_path)])
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert "'learning_rat' is not a run.py flag" in error and "learning_rate" in error
-    assert not any(tmp_path.iterdir())
