@@ -8,11 +8,14 @@ single process always did.
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 POLL_SECONDS = 0.5
+# The collectives wait for rank 0's setup: a weights download and conversion, a gaussian fit.
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
 class TeamError(RuntimeError):
@@ -80,7 +83,7 @@ class Team:
             if on_cuda:
                 torch.cuda.set_device(self.device)
             dist.init_process_group("nccl" if on_cuda else "gloo", rank=self.rank, world_size=self.size,
-                                    device_id=self.device if on_cuda else None)
+                                    timeout=COLLECTIVE_TIMEOUT, device_id=self.device if on_cuda else None)
             # Progress counters go through the launcher's key-value store (torchrun's, or the one
             # rank 0 started in init_process_group): no collective, so no rank ever waits for them.
             store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
