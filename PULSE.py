@@ -11,6 +11,7 @@ from functools import partial
 
 import torch
 
+import speed
 from loss import LossBuilder
 from SphericalOptimizer import SphericalOptimizer
 
@@ -109,11 +110,18 @@ class PULSE(torch.nn.Module):
         self.lrelu = torch.nn.LeakyReLU(negative_slope=0.2)
         self.autocast_dtype = autocast_dtype
 
-    def compile_synthesis(self):
-        """torch.compile the generator. It gets the 2020 ops: the compiler fuses them itself, and
-        the fast path's weight caching would break its graph."""
-        self.synthesis = torch.compile(self.synthesis.set_fast(False))
-        return self
+    @classmethod
+    def build(cls, synthesis, fit, device, precision="fp32", fast=True, compile=False):
+        """The model for a search: the one place that decides its device, dtype, autocast, fast path
+        and compilation (run.py and bench.py both build through it).
+
+        `fast` caches the tensors derived from the frozen weights; `compile` runs torch.compile on
+        the 2020 ops instead, since the compiler fuses them itself and the cache would break its graph."""
+        model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
+        model = cls(synthesis.set_fast(fast and not compile), fit, autocast_dtype).to(device, model_dtype)
+        if compile:
+            model.synthesis = torch.compile(model.synthesis)
+        return model
 
     @property
     def num_ws(self):

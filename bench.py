@@ -8,10 +8,15 @@ speed changes turned off (the 2020 ops, and on the CPU glibc's default handling 
 memory), measured first, in the same process. For the configurations that change results
 (bf16, fp16, -compile) it also runs the tiny fixture model for 40 steps and reports how far the
 best losses drift from the default float32 search.
+
+With -processes it also times several processes searching at once (as `torchrun
+--nproc_per_node N run.py` would run them: one GPU each, or the CPU threads split among them) and
+reports the searches per hour of the whole machine for each process count and batch size.
 """
 import argparse
 import gc
 import json
+import os
 import platform
 import resource
 import statistics
@@ -21,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.multiprocessing
 
 import cli
 import speed
@@ -63,11 +69,16 @@ class Timing:
     def images_per_second(self):
         return self.setting.batch / self.seconds_per_step
 
+    @property
+    def searches_per_hour(self):
+        return searches_per_hour([self.seconds_per_step], self.setting.batch)
+
     def row(self, baseline):
         """The report row; its speedup is images per second against those of `baseline`."""
         return {**asdict(self.setting), "seconds_per_step": round(self.seconds_per_step, 4),
                 "images_per_second": round(self.images_per_second, 4),
                 "seconds_per_face": round(STEPS_PER_FACE / self.images_per_second, 2),
+                "searches_per_hour": round(self.searches_per_hour, 2),
                 "warmup_seconds": round(self.warmup_seconds, 2),
                 "peak_memory_mb": round(self.peak_memory_mb),
                 "speedup": round(self.images_per_second / baseline.images_per_second, 3)}
@@ -133,10 +144,8 @@ def peak_memory_mb(device):
 
 
 def model_for(setting, synthesis, device):
-    model_dtype, autocast_dtype = speed.precision_dtypes(setting.precision, device)
     fit = {"mean": torch.zeros(512), "std": torch.ones(512)}
-    model = PULSE(synthesis.set_fast(setting.fast_ops), fit, autocast_dtype).to(device, model_dtype)
-    return model.compile_synthesis() if setting.compile else model
+    return PULSE.build(synthesis, fit, device, setting.precision, fast=setting.fast_ops, compile=setting.compile)
 
 
 def time_steps(model, batch, steps, device):
@@ -164,15 +173,77 @@ def measure(setting, synthesis, device, steps):
     return Timing(setting, seconds, warmup, peak_memory_mb(device))
 
 
+def searches_per_hour(seconds_per_step, batch):
+    """Searches of the default length per hour by processes taking these seconds per step."""
+    return sum(3600 * batch / (seconds * STEPS_PER_FACE) for seconds in seconds_per_step)
+
+
+# ---- several processes at once ---------------------------------------------------------------
+
+def device_of_process(rank):
+    """The device torchrun would give process `rank` of one machine (GPUs are shared if too few)."""
+    gpus = torch.cuda.device_count() if not os.environ.get("PULSE_DEVICE") else 0
+    return pick_device(local_rank=rank % gpus if gpus else rank)
+
+
+def time_in_process(rank, generator, batch_sizes, steps, resolution, threads, start_together, results):
+    """One of several processes searching at once: its seconds per step at each batch size."""
+    device = device_of_process(rank)
+    speed.set_threads(threads)
+    setting = Setting("default", keep_freed_memory=device.type == "cpu")
+    if setting.keep_freed_memory:
+        speed.keep_freed_memory()
+    torch.manual_seed(0)
+    model = model_for(setting, GENERATORS[generator](resolution).requires_grad_(False), device)
+    time_steps(model, 1, 1, device)  # one-time costs, as in main
+    for batch in batch_sizes:
+        start_together.wait()
+        results.put((batch, time_steps(model, batch, steps, device)[0]))
+
+
+def time_processes(processes, generator, batch_sizes, steps, resolution, threads):
+    """{batch: [seconds per step of each process]} with `processes` processes searching at once."""
+    context = torch.multiprocessing.get_context("spawn")
+    start_together, results = context.Barrier(processes), context.SimpleQueue()
+    workers = [context.Process(target=time_in_process, daemon=True,
+                               args=(rank, generator, batch_sizes, steps, resolution, threads, start_together, results))
+               for rank in range(processes)]
+    for worker in workers:
+        worker.start()
+    timings = {batch: [] for batch in batch_sizes}
+    for _ in range(processes * len(batch_sizes)):
+        batch, seconds = results.get()
+        timings[batch].append(seconds)
+    for worker in workers:
+        worker.join()
+    return timings
+
+
+def throughput(timings, args, threads, device):
+    """Searches per hour of the machine for each process count and batch size of the default search;
+    one process from the timings already made, more from processes started for it."""
+    default = Setting("default", keep_freed_memory=device.type == "cpu")
+    single = {t.setting.batch: t for t in timings if t.setting.fast_ops == default.fast_ops and
+              t.setting.keep_freed_memory == default.keep_freed_memory and
+              (t.setting.precision, t.setting.compile) == (default.precision, default.compile)}
+    rows = [{"processes": 1, "batch": batch, "threads_per_process": threads,
+             "searches_per_hour": t.searches_per_hour} for batch, t in sorted(single.items())]
+    for processes in sorted(set(args.processes) - {1}):
+        print(f"timing: {processes} processes at once ...", file=sys.stderr, flush=True)
+        share = max(1, threads // processes) if device.type == "cpu" else threads
+        per_batch = time_processes(processes, args.generator, sorted(single), args.steps, args.resolution, share)
+        rows += [{"processes": processes, "batch": batch, "threads_per_process": share,
+                  "searches_per_hour": searches_per_hour(seconds, batch)} for batch, seconds in per_batch.items()]
+    base = rows[0]["searches_per_hour"]
+    return [{**row, "searches_per_hour": round(row["searches_per_hour"], 2),
+             "speedup": round(row["searches_per_hour"] / base, 3)} for row in rows]
+
+
 # ---- drift of the configurations that change results ----------------------------------------
 
 def fixture_search(device, precision="fp32", compile=False):
     """Best losses, convergence and best step of the fixture search (tiny model, seed 5, 40 steps)."""
-    synthesis, fit = load_generator(FIXTURES / "tiny_model")
-    model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
-    model = PULSE(synthesis, fit, autocast_dtype).to(device, model_dtype)
-    if compile:
-        model.compile_synthesis()
+    model = PULSE.build(*load_generator(FIXTURES / "tiny_model"), device, precision, compile=compile)
     ref_im = to_tensor(read_rgb(FIXTURES / "tiny_input" / "target.png"))[None]
     result = model.search(ref_im, [DRIFT_SEED], SearchConfig(steps=DRIFT_STEPS))
     return {"best_total": result.best_losses[0]["TOTAL"], "best_l2": result.best_losses[0]["L2"],
@@ -210,6 +281,12 @@ def print_report(report):
           f"per face; warm-up s: the first {WARMUP_STEPS} steps (any compiling included); peak MB: "
           f"{'GPU memory allocated' if report['device'].startswith('cuda') else 'resident memory'}; "
           f"speed: img/s against the first row")
+    print(f"\nSearches per hour of the machine ({STEPS_PER_FACE} steps each, default search), by process "
+          f"count (torchrun --nproc_per_node) and -batch_size:")
+    print(f"{'processes':>9} {'batch':>5} {'threads each':>12} {'searches/h':>10} {'speed':>7}")
+    for r in report["throughput"]:
+        print(f"{r['processes']:9d} {r['batch']:5d} {r['threads_per_process']:12d} {r['searches_per_hour']:10.1f} "
+              f"{r['speedup']:6.2f}x")
     if report["drift"]:
         print(f"\nDrift on the tiny fixture model (seed {DRIFT_SEED}, {DRIFT_STEPS} steps), best losses "
               f"against the float32 default:")
@@ -227,6 +304,11 @@ def cpu_name():
         return platform.processor() or platform.machine()
 
 
+def default_process_counts():
+    """1, and one process per GPU where there are several."""
+    return sorted({1, torch.cuda.device_count() if torch.cuda.is_available() else 1})
+
+
 def build_parser():
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("-steps", "--steps", type=cli.positive_int, default=3,
@@ -234,6 +316,9 @@ def build_parser():
     p.add_argument("-batch_sizes", "--batch_sizes", type=cli.positive_int, nargs="+", default=[1, 2, 4],
                    help="batch sizes of the default path (batch 1 always runs; speed compares images per "
                         "second with the batch-1 baseline)")
+    p.add_argument("-processes", "--processes", type=cli.positive_int, nargs="+", default=default_process_counts(),
+                   help="process counts to compare (as torchrun --nproc_per_node): each process gets a GPU "
+                        "of its own, or on the CPU its share of the threads")
     p.add_argument("-threads", "--threads", type=cli.positive_int,
                    help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)")
     p.add_argument("-compile", "--compile", action="store_true",
@@ -279,6 +364,7 @@ def main(argv=None):
               "cpu": cpu_name(), "physical_cores": speed.physical_cores(), "resolution": args.resolution,
               "steps": args.steps, "timings": [t.row(timings[0]) for t in timings],
               "unsupported": unsupported,
+              "throughput": throughput(timings, args, threads, device),
               "drift": drift(result_changing, device) if with_drift else []}
     print_report(report)
     if args.json:

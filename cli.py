@@ -63,12 +63,15 @@ class StopSignals:
     """Ctrl-C, SIGTERM (timeout, Slurm, docker stop, Kubernetes) and SIGHUP all stop a run the same way:
     a KeyboardInterrupt in the main thread, so the search ends with its best image so far, which is
     then written and logged. Inside `deferred()` (while results are written) a signal is only noted,
-    for the caller to act on after the block. A second signal leaves at once.
+    for the caller to act on after the block. A second signal leaves at once, unless
+    `repeat_leaves` is False: in a torchrun job, where every stop comes twice (the launcher
+    passes on what it got) and the launcher's own timeout ends a process that does not stop.
 
     A context manager: the handlers are installed on entry and the previous ones restored on exit,
     so a script's main installs them once and tests can call it without lasting side effects."""
 
-    def __init__(self):
+    def __init__(self, repeat_leaves=True):
+        self.repeat_leaves = repeat_leaves
         self.signum = None
         self._deferring = False
         self._previous = {}
@@ -92,7 +95,9 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         if self.requested:
-            os._exit(128 + signum)
+            if self.repeat_leaves:
+                os._exit(128 + signum)
+            return
         self.signum = signum
         if not self._deferring:
             raise KeyboardInterrupt

@@ -67,14 +67,6 @@ def save_image(image, path):
         image.save(tmp, format=Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG"))
 
 
-def append_line(path, line):
-    """Append one text line in a single write, so concurrent readers never see half of it."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line.rstrip("\n") + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def file_md5(path):
     digest = hashlib.md5()
     with open(path, "rb") as f:

@@ -23,6 +23,7 @@ import visuals
 from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
 from bicubic import divides_by_power_of_two
 from device import DeviceError, pick_device
+from distributed import Team, TeamError, launch_from_environment
 from files import remove_stale_temporaries, stem_clashes
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
 from loss import LossStringError, parse_loss_str
@@ -258,12 +259,34 @@ def progress_reporter(bar):
     return report
 
 
-def run_batch(model, batch, config, args, out_dir):
+class JobProgress:
+    """Rank 0's bar over the searches of the whole job, with each rank's count beside it."""
+
+    def __init__(self, team, total):
+        self.team, self.last = team, 0.0
+        self.bar = tqdm(total=total, desc=f"searches on {team.size} processes", unit="search", position=0)
+
+    def refresh(self):
+        counts = self.team.done_counts()
+        self.bar.n = sum(counts)
+        self.bar.set_postfix_str(" ".join(f"r{rank}:{count}" for rank, count in enumerate(counts)))
+
+    def on_step(self, *_):
+        if time.monotonic() - self.last > 1.0:  # one store round trip a second, not one a step
+            self.last = time.monotonic()
+            self.refresh()
+
+
+def run_batch(model, batch, config, args, out_dir, job_progress=None, show_steps=True):
     """Search one batch; returns the result and the GIF writer (saved later, after the results)."""
     hooks = []
     names = ", ".join(job.name for job in batch)
-    with tqdm(total=config.steps, desc=names[:40], unit="step", leave=False) as bar:
-        hooks.append(progress_reporter(bar))
+    with tqdm(total=config.steps, desc=names[:40], unit="step", leave=False, disable=not show_steps,
+              position=1 if job_progress else None) as bar:
+        if show_steps:
+            hooks.append(progress_reporter(bar))
+        if job_progress:
+            hooks.append(job_progress.on_step)
         if args.save_intermediate:
             hooks.append(intermediate_writer(out_dir, batch, config.steps))
         gif = None
@@ -280,8 +303,8 @@ def run_batch(model, batch, config, args, out_dir):
     return result, gif
 
 
-def record_results(batch, result, args, device, out_dir, log_path):
-    """Write and log each result; returns the log records."""
+def record_results(batch, result, args, device, out_dir, log_path, say=print):
+    """Write and log each result, telling `say` about it; returns the log records."""
     records = []
     for b, job in enumerate(batch):
         output = out_dir / f"{job.name}.png"
@@ -289,7 +312,7 @@ def record_results(batch, result, args, device, out_dir, log_path):
         records.append(runlog.make_record(job, result, b, output, device, args))
         runlog.append(log_path, records[-1])
         losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.best_losses[b].items())
-        print(f"{output}  best step {result.best_step[b]} | {losses} | {runlog.status(records[-1])}")
+        say(f"{output}  best step {result.best_step[b]} | {losses} | {runlog.status(records[-1])}")
     return records
 
 
@@ -302,9 +325,7 @@ def load_model(args, device):
         print(f"note: the model in {folder} is {synthesis.resolution}x{synthesis.resolution} (the tiny "
               f"test model, for example), not the 1024x1024 FFHQ face model: results are not faces",
               file=sys.stderr)
-    model_dtype, autocast_dtype = speed.precision_dtypes(args.precision, device)
-    model = PULSE(synthesis.set_fast(not args.no_speedups), fit, autocast_dtype).to(device, model_dtype)
-    return model.compile_synthesis() if args.compile else model
+    return PULSE.build(synthesis, fit, device, args.precision, fast=not args.no_speedups, compile=args.compile)
 
 
 def check_flags_against_model(parser, args, model):
@@ -353,6 +374,18 @@ def plan_resume(jobs, out_dir, records, settings):
     return todo
 
 
+def searches_to_do(jobs, args, out_dir, records, team):
+    """The jobs still to do (with -resume, those without a finished result) as rank 0 sees them.
+
+    So every rank computes the same shares, even where a network file system shows the ranks'
+    machines the folder a little differently; and no rank logs a result before rank 0 has read
+    the log, as all wait here for its answer."""
+    todo = plan_resume(jobs, out_dir, records, result_settings(args)) if args.resume and team.is_main else jobs
+    names = {job.name for job in todo}
+    needed = team.from_main([job.name in names for job in jobs])
+    return [job for job, need in zip(jobs, needed) if need]
+
+
 def out_of_memory_message(args, device):
     hint = (f"try -batch_size {args.batch_size // 2}" if args.batch_size > 1 else
             "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
@@ -362,63 +395,97 @@ def out_of_memory_message(args, device):
 def main(argv=None, stop=None):
     """run.py; returns its exit status (see cli.py). Stop signals are caught while it runs, by
     `stop` when the caller (sweep.py) has its own, else by handlers installed here."""
+    try:
+        launch = launch_from_environment()
+    except TeamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
     if stop is not None:
-        return run_folder(argv, stop)
-    with cli.StopSignals() as stop:
-        return run_folder(argv, stop)
+        return run_folder(argv, launch, stop)
+    # In a torchrun job a stop reaches each process twice (from the terminal or Slurm, then from
+    # torchrun passing it on): the repeat must not cut the writing of the results short.
+    with cli.StopSignals(repeat_leaves=launch.world_size == 1) as stop:
+        return run_folder(argv, launch, stop)
 
 
-def run_folder(argv, stop):
+def run_folder(argv, launch, stop):
     parser, args = parse_args(argv)
     try:
         paths = list_inputs(args.input_dir)
-        out_dir = prepare_output_dir(args.output_dir)
-        device = pick_device()
-        model = load_model(args, device)
-    except (SetupError, DeviceError, WeightsError, speed.PrecisionError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        out_dir = prepare_output_dir(args.output_dir)  # before the first collective: no rank writes yet
+        device = pick_device(local_rank=launch.local_rank)
+    except (SetupError, DeviceError) as e:
+        print(launch.tag(f"error: {e}"), file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    with Team(launch, device) as team:
+        return run_job(parser, args, paths, out_dir, team, stop)
+
+
+def run_job(parser, args, paths, out_dir, team, stop):
+    """Every search of the folder once over the team: each process runs its share."""
+    device = team.device
+    try:
+        model = team.main_first(lambda: load_model(args, device))  # a download or fit happens once
+    except (SetupError, TeamError, WeightsError, speed.PrecisionError) as e:
+        print(team.tag(f"error: {e}"), file=sys.stderr)
         return EXIT_SETUP_FAILED
     except KeyboardInterrupt:
-        print("interrupted before any search", file=sys.stderr)
+        print(team.tag("interrupted before any search"), file=sys.stderr)
         return stop.exit_status
     check_flags_against_model(parser, args, model)
 
     log_path = out_dir / runlog.LOG_NAME
-    records = runlog.read(log_path) if args.resume else []
-    base_seed = base_seed_for(args, records)
+    records = runlog.read(log_path) if args.resume and team.is_main else []  # rank 0 decides what is done
+    (base_seed,) = team.from_main([base_seed_for(args, records)])  # a drawn seed is rank 0's
     threads = apply_speed_settings(args, device)
-    print(f"seed {base_seed}{seed_origin(args, records)} | device {device} | {args.precision} | "
-          f"{threads} CPU thread(s)")
+    processes = f"{team.size} processes" if team.is_multi else ""
+    if team.is_main:
+        print(f"seed {base_seed}{seed_origin(args, records)} | device {device} | {args.precision} | "
+              f"{threads} CPU thread(s){processes and ' | ' + processes}")
 
     jobs, errors = make_jobs(paths, args, base_seed, model.resolution)
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    todo = plan_resume(jobs, out_dir, records, result_settings(args)) if args.resume else jobs
-    strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if args.strip else None
+    if team.is_main:  # every rank reads every input; rank 0 tells about the bad ones
+        for message in errors:
+            print(team.tag(f"error: {message}"), file=sys.stderr)
+    todo = searches_to_do(jobs, args, out_dir, records, team)
+    # In a job an input's duplicates may run on several ranks: rank 0 draws all strips at the end.
+    single_strips = args.strip and not team.is_multi
+    strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if single_strips else None
 
     config = search_config(args)
+    job_progress = JobProgress(team, len(todo)) if team.is_multi and team.is_main else None
+    say = (tqdm.write if job_progress else print) if team.is_main else (lambda line: None)
     try:
-        for batch in batches(todo, args.batch_size):
+        for batch in batches(team.share(todo), args.batch_size):
             try:
-                result, gif = run_batch(model, batch, config, args, out_dir)
+                result, gif = run_batch(model, batch, config, args, out_dir, job_progress, show_steps=team.is_main)
             except torch.OutOfMemoryError:
-                print(f"error: {out_of_memory_message(args, device)}", file=sys.stderr)
+                print(team.tag(f"error: {out_of_memory_message(args, device)}"), file=sys.stderr)
+                team.finish(job_progress and job_progress.refresh)  # the other ranks' searches go on to their end
                 return EXIT_SETUP_FAILED
             # The results first, whatever signal comes meanwhile; pictures are extras after them.
             with stop.deferred():
-                recorded = record_results(batch, result, args, device, out_dir, log_path)
+                recorded = record_results(batch, result, args, device, out_dir, log_path, say)
+            team.count_done(len(batch))
             if stop.requested:
                 raise KeyboardInterrupt
             if gif:
                 gif.save()
             if strips:
                 strips.add(recorded)
+        team.finish(job_progress and job_progress.refresh)
     except KeyboardInterrupt:
-        print("interrupted: every finished result and the best image so far of the search that was "
-              "running are written and logged", file=sys.stderr)
+        print(team.tag("interrupted: every finished result and the best image so far of the search that was "
+                       "running are written and logged"), file=sys.stderr)
         return stop.exit_status
-    print(f"{len(paths)} input(s), {len(todo)} search(es) run, {len(errors)} input(s) failed")
-    return EXIT_INPUTS_FAILED if errors else 0
+    if team.is_main:
+        if job_progress:
+            job_progress.bar.close()
+            if args.strip:  # every rank's results are logged now
+                visuals.StripWriter(jobs, [], runlog.read(log_path), out_dir, args.hr_dir)
+        print(f"{len(paths)} input(s), {sum(team.done_counts())} search(es) run{processes and ' on ' + processes}, "
+              f"{len(errors)} input(s) failed")
+    return EXIT_INPUTS_FAILED if errors and team.is_main else 0
 
 
 if __name__ == "__main__":

@@ -12,13 +12,26 @@ A record's fields (README, "The run log", says the same to users):
   seconds          the search's wall time (of its whole batch)
   args             every run.py flag
   trajectory       one {step, every loss} dict per step
+
+Many processes may append to one log (a torchrun job, over several machines on a shared
+network file system). `O_APPEND` alone does not keep lines whole there: an NFS client computes
+the end of the file from its own cached size, so two machines can write at the same offset.
+So each append holds a POSIX record lock (`fcntl.lockf`, which NFS passes to the server's lock
+manager and on which the Linux client revalidates its cache) around one write, a flush and an
+fsync: a line is whole on the server before the next writer may start. A line cut off by a
+killed process is ended with a newline by the next writer, so it damages only itself.
 """
 import json
+import os
 import sys
+from contextlib import contextmanager
 
 import torch
 
-from files import append_line
+try:
+    import fcntl
+except ImportError:  # Windows: no POSIX locks, and no multi-process runs either
+    fcntl = None
 
 LOG_NAME = "pulse_log.jsonl"
 
@@ -45,8 +58,41 @@ def is_complete(record, settings):
     return not record.get("interrupted") and {k: record.get("args", {}).get(k) for k in settings} == settings
 
 
+@contextmanager
+def _locked(fd):
+    if fcntl is None:
+        yield
+        return
+    fcntl.lockf(fd, fcntl.LOCK_EX, 0, 0, os.SEEK_SET)  # the whole file, however long it grows
+    try:
+        yield
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, os.SEEK_SET)
+
+
+def _ends_mid_line(fd):
+    if os.fstat(fd).st_size == 0:
+        return False
+    os.lseek(fd, -1, os.SEEK_END)
+    return os.read(fd, 1) != b"\n"
+
+
+def _write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]
+
+
 def append(log_path, record):
-    append_line(log_path, json.dumps(record))
+    line = json.dumps(record).encode("utf-8") + b"\n"
+    fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with _locked(fd):
+            if _ends_mid_line(fd):
+                line = b"\n" + line
+            _write_all(fd, line)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read(log_path):

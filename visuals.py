@@ -156,7 +156,8 @@ class StripWriter:
     """Collects the log records of each input's results; writes its strip when the last one arrives.
 
     The duplicates of one input may be spread over batches, and with -resume some of them come
-    from an earlier run: their records are taken from that run's log.
+    from an earlier run: their records are taken from that run's log. In a multi-process job
+    rank 0 makes one at the end, from the log, as an input's duplicates may run on several ranks.
     """
 
     def __init__(self, jobs, todo, earlier_records, out_dir, hr_dir=None):
@@ -168,7 +169,8 @@ class StripWriter:
         self.records = {source: {} for source in self.expected}
         running = {job.name for job in todo}
         earlier = runlog.latest_by_output(earlier_records)
-        self.add(earlier[str(self.out_dir / f"{job.name}.png")] for job in jobs if job.name not in running)
+        outputs = (str(self.out_dir / f"{job.name}.png") for job in jobs if job.name not in running)
+        self.add(earlier[output] for output in outputs if output in earlier)  # none for a failed search
 
     def add(self, records):
         for record in records:

@@ -58,3 +58,21 @@ def test_run_py_stops_with_a_clear_message_for_a_missing_device(tmp_path):
     assert proc.returncode == 3  # setup failed
     assert "error: PULSE_DEVICE=cuda asks for CUDA" in proc.stderr
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_each_process_of_a_job_takes_the_gpu_of_its_local_rank(no_accelerators, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device.pick_device(local_rank=1) == torch.device("cuda:1")
+    with pytest.raises(device.DeviceError, match="LOCAL_RANK=2 asks for cuda:2: there are only 2 CUDA device"):
+        device.pick_device(local_rank=2)
+    monkeypatch.setenv("PULSE_DEVICE", "cuda:0")  # the user's choice still wins
+    assert device.pick_device(local_rank=1) == torch.device("cuda:0")
+    monkeypatch.setenv("PULSE_DEVICE", "cpu")
+    assert device.pick_device(local_rank=1) == torch.device("cpu")
+    monkeypatch.setenv("PULSE_DEVICE", "cuda")  # any GPU: in a job, this process's own
+    assert device.pick_device(local_rank=1) == torch.device("cuda:1")
+
+
+def test_without_a_gpu_every_process_of_a_job_runs_on_the_cpu(no_accelerators):
+    assert device.pick_device(local_rank=3) == torch.device("cpu")

@@ -75,7 +75,8 @@ def test_weights_that_require_grad_are_not_cached():
 
 
 def test_compiled_model_runs_the_2020_ops():
-    model = PULSE(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}).compile_synthesis()
+    model = PULSE.build(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}, torch.device("cpu"),
+                        compile=True)
     assert model.num_ws == 14 and model.resolution == 256  # lazily compiled: nothing ran yet
     assert not any(getattr(m, "fast", False) for m in model.synthesis.modules())
 

@@ -1,0 +1,66 @@
+"""The run log stays whole when many processes append to it at once."""
+import json
+import multiprocessing
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import runlog
+from conftest import ROOT
+
+
+def append_many(log_path, writer, count):
+    for i in range(count):
+        # records of ~20 kB, far beyond what one write of a pipe or a page keeps whole
+        runlog.append(log_path, {"writer": writer, "index": i, "trajectory": "x" * (20000 + writer * 7 + i)})
+
+
+def test_concurrent_appends_from_many_processes_leave_every_line_whole(tmp_path):
+    log_path = tmp_path / runlog.LOG_NAME
+    writers, per_writer = 4, 100
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=append_many, args=(log_path, w, per_writer)) for w in range(writers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    lines = log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line parses
+    assert len(records) == writers * per_writer
+    for w in range(writers):
+        mine = [r for r in records if r["writer"] == w]
+        assert [r["index"] for r in mine] == list(range(per_writer))
+        assert all(len(r["trajectory"]) == 20000 + w * 7 + r["index"] for r in mine)
+
+
+@pytest.mark.skipif(runlog.fcntl is None, reason="no POSIX record locks on this system")
+def test_an_append_waits_for_the_writer_that_holds_the_lock(tmp_path):
+    log_path = tmp_path / runlog.LOG_NAME
+    log_path.write_text("")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time\n"
+         f"f = open({str(log_path)!r}, 'a')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
+         "sys.stdin.readline()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    writer = threading.Thread(target=runlog.append, args=(log_path, {"output": "a.png"}))
+    writer.start()
+    time.sleep(1.0)
+    assert writer.is_alive() and log_path.read_text() == ""  # blocked by the other process's lock
+    holder.communicate("\n", timeout=30)
+    writer.join(timeout=30)
+    assert runlog.read(log_path) == [{"output": "a.png"}]
+
+
+def test_a_line_cut_off_by_a_killed_writer_damages_only_itself(tmp_path, capsys):
+    log_path = tmp_path / runlog.LOG_NAME
+    runlog.append(log_path, {"output": "a.png"})
+    with open(log_path, "a") as f:
+        f.write('{"output": "b.p')  # the writer died here
+    runlog.append(log_path, {"output": "c.png"})
+    assert runlog.read(log_path) == [{"output": "a.png"}, {"output": "c.png"}]
+    assert f"{log_path}:2 is not a JSON line" in capsys.readouterr().err
