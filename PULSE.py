@@ -73,6 +73,18 @@ class SearchResult:
     steps_done: int = 0
 
 
+@dataclass
+class Step:
+    """What a step hook (`search(..., on_step)`) is handed after a step's losses are computed."""
+    number: int                 # 1-based, as the 2020 code printed it
+    losses: dict                # {loss name: device tensor [B]}, TOTAL included
+    tracker: "BestTracker"      # each sample's best image, losses and step so far
+    downscale: object           # the search's bicubic operator (what L2 compares with the input)
+
+    def best_downscaled(self):
+        return self.downscale(self.tracker.best_im)
+
+
 def draw_start(seed, num_ws, noise_sizes, zeroed, config):
     """Latent and noise maps of one sample, drawn in float32 on the CPU from `seed`.
 
@@ -183,9 +195,8 @@ class PULSE(torch.nn.Module):
     def search(self, ref_im, seeds, config, on_step=None):
         """Run PULSE on `ref_im` [B, 3, r, r] in [0, 1], sample b starting from `seeds[b]`.
 
-        `on_step(step, losses, best, lr_image)` is called after each step's losses: `losses` are
-        device tensors [B], `best` the BestTracker (best_im, best_losses, best_step so far) and
-        `lr_image()` the downscale of best_im. Ctrl-C ends the search early with the best so far.
+        `on_step(Step)` is called after each step's losses (see Step). Ctrl-C ends the search early
+        with the best so far.
         """
         ref_im = ref_im.to(self.fit_mean.device, self.fit_mean.dtype)
         latent, noise, noise_vars = self.start_point(seeds, config)
@@ -205,7 +216,7 @@ class PULSE(torch.nn.Module):
                 losses["TOTAL"] = total
                 tracker.update(step, losses, gen_im)
                 if on_step is not None:
-                    on_step(step, losses, tracker, lambda: loss_builder.D(tracker.best_im))
+                    on_step(Step(step, losses, tracker, loss_builder.downscale))
                 total.sum().backward()
                 opt.step()
                 scheduler.step()

@@ -154,7 +154,7 @@ def time_steps(model, batch, steps, device):
     ref_im = torch.rand(batch, 3, ref_size, ref_size, generator=torch.Generator().manual_seed(0))
     stamps = []
 
-    def stamp(*_):
+    def stamp(step):
         synchronize(device)
         stamps.append(time.perf_counter())
 

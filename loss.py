@@ -64,14 +64,14 @@ class LossBuilder(torch.nn.Module):
         if ref_im.shape[3] != size or not divides_by_power_of_two(resolution, size):
             raise ValueError(f"input of {size}x{ref_im.shape[3]} does not divide the {resolution}x{resolution} "
                              f"model by a power of two")
-        self.D = BicubicDownSample(factor=resolution // size).to(ref_im.dtype)
+        self.downscale = BicubicDownSample(factor=resolution // size).to(ref_im.dtype)
         self.register_buffer("ref_im", ref_im)
         self.parsed_loss = parse_loss_str(loss_str)
         self.eps = eps
 
     def forward(self, latent, gen_im):
         """(total [B], {name: [B]}); L2 is always included, since it decides convergence."""
-        inputs = dict(latent=latent, gen_im_lr=self.D(gen_im), ref_im=self.ref_im, eps=self.eps)
+        inputs = dict(latent=latent, gen_im_lr=self.downscale(gen_im), ref_im=self.ref_im, eps=self.eps)
         losses = {name: LOSSES[name](**inputs) for _, name in self.parsed_loss}
         total = sum(weight * losses[name] for weight, name in self.parsed_loss)
         if "L2" not in losses:

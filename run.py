@@ -238,12 +238,12 @@ def base_seed_for(args, records):
 def intermediate_writer(out_dir, batch, steps):
     digits = len(str(steps))
 
-    def write(step, losses, best, lr_image):
-        low = lr_image()
+    def write(step):
+        low = step.best_downscaled()
         for b, job in enumerate(batch):
-            folder = out_dir / job.name
-            save_tensor_image(best.best_im[b], folder / "HR" / f"{job.name}_{step:0{digits}d}.png")
-            save_tensor_image(low[b], folder / "LR" / f"{job.name}_{step:0{digits}d}.png")
+            folder, name = out_dir / job.name, f"{job.name}_{step.number:0{digits}d}.png"
+            save_tensor_image(step.tracker.best_im[b], folder / "HR" / name)
+            save_tensor_image(low[b], folder / "LR" / name)
     return write
 
 
@@ -251,11 +251,11 @@ def progress_reporter(bar):
     """Updates the bar every step; reads loss values back from the device at most twice a second."""
     last = [0.0]
 
-    def report(step, losses, best, lr_image):
+    def report(step):
         bar.update(1)
-        if time.monotonic() - last[0] > 0.5 or step == bar.total:
+        if time.monotonic() - last[0] > 0.5 or step.number == bar.total:
             last[0] = time.monotonic()
-            bar.set_postfix({name: f"{value[0].item():.4f}" for name, value in losses.items()})
+            bar.set_postfix({name: f"{value[0].item():.4f}" for name, value in step.losses.items()})
     return report
 
 
@@ -271,7 +271,7 @@ class JobProgress:
         self.bar.n = sum(counts)
         self.bar.set_postfix_str(" ".join(f"r{rank}:{count}" for rank, count in enumerate(counts)))
 
-    def on_step(self, *_):
+    def on_step(self, step):
         if time.monotonic() - self.last > 1.0:  # one store round trip a second, not one a step
             self.last = time.monotonic()
             self.refresh()
@@ -294,9 +294,9 @@ def run_batch(model, batch, config, args, out_dir, job_progress=None, show_steps
             gif = visuals.SearchGif([out_dir / f"{job.name}_search.gif" for job in batch], config.steps)
             hooks.append(gif)
 
-        def on_step(*info):
+        def on_step(step):
             for hook in hooks:
-                hook(*info)
+                hook(step)
 
         ref_im = torch.stack([job.image for job in batch])
         result = model.search(ref_im, [job.seed for job in batch], config, on_step)

@@ -214,12 +214,12 @@ class SearchGif:
         self.steps = steps
         self.frames = [[] for _ in self.paths]  # per sample: (step, best L2, image)
 
-    def __call__(self, step, losses, best, lr_image):
-        best_im = best.best_im
+    def __call__(self, step):
+        best_im = step.tracker.best_im
         if best_im.shape[-1] > PANEL:
             best_im = F.interpolate(best_im, size=(PANEL, PANEL), mode="area")
-        for b, best_l2 in enumerate(best.best_losses["L2"].tolist()):
-            self.frames[b].append((step, best_l2, to_pil(best_im[b])))
+        for b, best_l2 in enumerate(step.tracker.best_losses["L2"].tolist()):
+            self.frames[b].append((step.number, best_l2, to_pil(best_im[b])))
 
     def save(self):
         digits = len(str(self.steps))

@@ -101,6 +101,7 @@ def mixed(tmp_path_factory, predictor_path):
 
 # ---------------------------------------------------------------- the shared run
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_run_succeeds_and_summarises(mixed):
     result = mixed["result"]
     assert result.returncode == 0, result.stderr
@@ -114,6 +115,7 @@ def outputs(name, count):
     return [f"{stem}_{i}.png" for i in range(count)]
 
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_every_announced_face_is_written_at_both_sizes(mixed):
     announced = mixed["announced"]
     assert set(announced) == set(mixed["real_faces"])
@@ -126,6 +128,7 @@ def test_every_announced_face_is_written_at_both_sizes(mixed):
         assert Image.open(mixed["hr"] / name).size == (1024, 1024)
 
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_each_photo_yields_its_real_faces(mixed, is_real_face):
     """Her face in every format (greyscale, alpha, WebP, EXIF-rotated), and both faces side by side;
     the patch on her suit is detected too but is no face."""
@@ -137,6 +140,7 @@ def test_each_photo_yields_its_real_faces(mixed, is_real_face):
         assert mixed["announced"][name] == 1, name
 
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_eyes_land_where_the_ffhq_recipe_puts_them(mixed, landmarker):
     source = np.asarray(Image.open(mixed["photos"] / "astronaut.jpg").convert("RGB"))
     faces = landmarker(source, 1)  # detection order is the output numbering
@@ -167,6 +171,7 @@ def expected_position(landmarks, point):
     return 512 + 512 * np.array([offset @ along, offset @ across]) / half - 0.5
 
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_low_res_faces_are_the_2020_bicubic_downscale_of_the_aligned_ones(mixed):
     hr = Image.open(mixed["hr"] / "astronaut_0.png")
     small = BicubicDownSample(1024 // SIZE)(to_tensor(hr)[None])[0]
@@ -174,6 +179,7 @@ def test_low_res_faces_are_the_2020_bicubic_downscale_of_the_aligned_ones(mixed)
     assert np.array_equal(np.asarray(Image.open(mixed["out"] / "astronaut_0.png")), expected)
 
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_jpeg_photos_are_aligned_as_the_2020_script_aligned_them(mixed, landmarker):
     """2020 found the landmarks on dlib's decoding of the file and cropped Pillow's decoding.
     The two decoders disagree on JPEGs, so the landmarks (and the faces) depend on which is used."""
@@ -188,6 +194,7 @@ def test_jpeg_photos_are_aligned_as_the_2020_script_aligned_them(mixed, landmark
         assert np.array_equal(np.asarray(Image.open(mixed["out"] / f"astronaut_{i}.png")), expected)
 
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_bad_files_are_named_and_skipped(mixed):
     stderr = mixed["result"].stderr
     assert re.search(r"^\S*/truncated\.jpg: not a readable image", stderr, re.M)
@@ -196,6 +203,7 @@ def test_bad_files_are_named_and_skipped(mixed):
     assert not any(mixed["out"].glob("truncated*")) and not any(mixed["out"].glob("gradient*"))
 
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_no_temporary_files_are_left(mixed):
     assert [p.name for p in mixed["out"].rglob("*") if p.name.startswith(".")] == []
 
@@ -345,6 +353,7 @@ def test_failed_download_says_how_to_get_the_model(tmp_path, monkeypatch, http_s
     assert list((tmp_path / "cache").glob("*")) == []  # nothing half-downloaded
 
 
+@pytest.mark.slow  # shares the 20-second run over every kind of photo
 def test_aligned_faces_feed_run_py_unchanged(mixed, tmp_path):
     import run
     from conftest import TINY_MODEL

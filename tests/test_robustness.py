@@ -165,7 +165,9 @@ def wait_for(condition, timeout=120):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.parametrize("signum, status", [
+    pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow), (signal.SIGTERM, 143),
+    pytest.param(signal.SIGHUP, 129, marks=pytest.mark.slow)])
 def test_a_stop_signal_writes_the_best_image_so_far_and_exits_128_plus_its_number(tmp_path, signum, status):
     inputs = make_inputs(tmp_path / "in")
     out_dir = tmp_path / "out"
@@ -207,6 +209,7 @@ def test_a_signal_while_results_are_written_waits_for_them(tmp_path, monkeypatch
     assert not (out_dir / "face1.png").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_ends_with_the_outputs_of_an_uninterrupted_run(tmp_path):
     inputs = make_inputs(tmp_path / "in", count=3)
     flags = ["-seed", "4", "-steps", "8"]

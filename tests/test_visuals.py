@@ -6,7 +6,7 @@ from PIL import Image, ImageSequence
 
 import run
 import visuals
-from PULSE import BestTracker
+from PULSE import BestTracker, Step
 from conftest import TINY_INPUT, run_on_tiny_model
 from visuals import LABEL_HEIGHT, PANEL, RED
 
@@ -79,7 +79,7 @@ def test_gif_frames_are_small_and_show_the_best_so_far(tmp_path):
     for step, (total, l2) in enumerate(zip(totals, l2s), start=1):
         losses = {"L2": torch.tensor(l2), "TOTAL": torch.tensor(total)}
         best.update(step, losses, torch.rand(2, 3, 512, 512))
-        gif(step, losses, best, None)
+        gif(Step(step, losses, best, downscale=None))
     # sample a: step 3 ties step 2's TOTAL, so the best stays step 2's (the search keeps the first)
     assert [l2 for _, l2, _ in gif.frames[0]] == pytest.approx([0.3, 0.2, 0.2])
     assert [l2 for _, l2, _ in gif.frames[1]] == pytest.approx([0.1, 0.1, 0.05])
