@@ -25,10 +25,17 @@ class SetupError(RuntimeError):
     """The run cannot start (the message says why and what to do); main prints it as one line."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, able to list its flags (argparse keeps them in a private list)."""
+
+    def flags(self):
+        """{destination name: argparse action} of every flag (not the positional arguments)."""
+        return {action.dest: action for action in self._actions if action.option_strings}
+
+
 def parser(description=None, **kwargs):
     """An argument parser that shows every flag's default in --help, as all the scripts do."""
-    return argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                   **kwargs)
+    return Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
 
 
 # ---- flag types ----------------------------------------------------------------------------

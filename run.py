@@ -63,14 +63,6 @@ def build_parser():
     io.add_argument("-input_dir", "--input_dir", default="input",
                     help="folder of square low-resolution faces (PNG, JPEG, WebP), e.g. from align_face.py")
     io.add_argument("-output_dir", "--output_dir", default="runs", help="where results and pulse_log.jsonl go")
-    io.add_argument("-cache_dir", "--cache_dir", default="cache",
-                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
-                         "NVIDIA's FFHQ model is downloaded and converted into it")
-    io.add_argument("-network", "--network", metavar="PATH_OR_URL",
-                    help="another generator: a folder of 2020 .pt files, or a StyleGAN-1 network pickle "
-                         "(file or URL), converted once into <cache_dir>/<name>/")
-    io.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
-                    help="keep a downloaded network pickle next to its conversion (NVIDIA's is about 300 MB)")
     io.add_argument("-duplicates", "--duplicates", type=positive_int, default=1,
                     help="high-resolution images per input, each from its own seed")
     io.add_argument("-batch_size", "--batch_size", type=positive_int, default=1,
@@ -79,6 +71,16 @@ def build_parser():
                     help="write the best HR image and its LR downscale after every step under <output_dir>/<stem>/HR|LR/")
     io.add_argument("-resume", "--resume", action="store_true",
                     help="skip inputs whose output and log line already exist with the same flags and seed")
+
+    w = p.add_argument_group("the generator (see README, Getting the weights)")
+    w.add_argument("-cache_dir", "--cache_dir", default="cache",
+                   help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
+                        "NVIDIA's FFHQ model is downloaded and converted into it")
+    w.add_argument("-network", "--network", metavar="PATH_OR_URL",
+                   help="another generator: a folder of converted weights, or a StyleGAN-1 or StyleGAN2 "
+                        "network pickle (file or URL), converted once into <cache_dir>/<name>/")
+    w.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
+                   help="keep a downloaded network pickle next to its conversion (NVIDIA's is about 300 MB)")
 
     s = p.add_argument_group("search")
     s.add_argument("-seed", "--seed", type=non_negative_int,

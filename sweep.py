@@ -68,8 +68,8 @@ def split_argv(argv):
 
 def run_flags():
     """{name: argparse action} of the run.py flags a grid may vary."""
-    return {action.dest: action for action in run.build_parser()._actions
-            if action.option_strings and action.dest not in SWEEP_OWNED + ("help",)}
+    return {name: action for name, action in run.build_parser().flags().items()
+            if name not in SWEEP_OWNED + ("help",)}
 
 
 def parse_grid(texts, flags, parser):

@@ -13,7 +13,7 @@ SCRIPTS = ["run", "align_face", "convert_weights", "evaluate", "plot_log", "swee
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_flag_takes_one_dash_and_two(script):
     parser = importlib.import_module(script).build_parser()
-    for action in parser._actions:
+    for action in parser.flags().values():
         names = [name for name in action.option_strings if name not in ("-h", "--help")]
         singles = {name[1:] for name in names if not name.startswith("--")}
         doubles = {name[2:] for name in names if name.startswith("--")}
