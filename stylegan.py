@@ -29,9 +29,10 @@ class FastOps(nn.Module):
     `derived` names the methods that compute a tensor from the module's own weights alone.
     `set_fast(model, True)` stores what each returns as a non-persistent buffer `frozen_<name>`:
     state dicts are unchanged, torch.compile sees plain buffers, and the stored tensors are
-    derived again after `.to()`/`.double()` (converting them would not give the bits the
-    new dtype computes) and after `load_state_dict`. Weights edited in place by hand need
-    another `set_fast(True)`.
+    derived again after a `.to()`/`.double()` that changes the weights' dtype or device
+    (converting them would not give the bits the new dtype computes) and after
+    `load_state_dict`. Weights edited in place by hand need `set_fast(False)` and
+    `set_fast(True)` again.
     """
 
     fast = False
@@ -52,6 +53,8 @@ class FastOps(nn.Module):
 
     def switch(self, fast):
         """Fast path on (deriving the stored tensors) or off (dropping them)."""
+        if fast == self.fast:
+            return
         self.fast = fast
         if fast:
             self.store_derived()
@@ -66,10 +69,14 @@ class FastOps(nn.Module):
             self.register_buffer(FROZEN + name, getattr(self, name)(), persistent=False)
 
     def _apply(self, fn, recurse=True):  # what .to(), .double(), .cuda() ... go through
+        kinds = self.tensor_kinds()
         super()._apply(fn, recurse)
-        if self.fast:
+        if self.fast and self.tensor_kinds() != kinds:
             self.store_derived()
         return self
+
+    def tensor_kinds(self):
+        return [(t.dtype, t.device) for t in (*self._parameters.values(), *self._buffers.values())]
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)

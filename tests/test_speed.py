@@ -57,6 +57,8 @@ def test_stored_tensors_follow_load_state_dict_and_dtype_changes():
     fast = tiny_synthesis().set_fast(True)
     slow = copy.deepcopy(fast).set_fast(False)
     assert fast.state_dict().keys() == slow.state_dict().keys()  # the stored tensors are not saved
+    stored = fast.torgb.frozen_scaled_weight
+    assert fast.to("cpu", torch.float32).set_fast(True).torgb.frozen_scaled_weight is stored  # nothing to derive
     other = G_synthesis(resolution=256, fmap_base=256, fmap_max=64).state_dict()
     for model in (fast, slow):
         model.load_state_dict(other)
@@ -68,7 +70,7 @@ def test_stored_tensors_follow_load_state_dict_and_dtype_changes():
         for model in (fast, slow):
             model.torgb.weight.mul_(2)
             model.blocks["256x256"].conv0_up.weight.add_(1)
-    fast.set_fast(True)  # edits in place by hand need it again
+    fast.set_fast(False).set_fast(True)  # edits in place by hand need a new start
     assert_all_equal(forward_and_grads(fast), forward_and_grads(slow))
 
 
