@@ -29,6 +29,11 @@ def tiny_synthesis(dtype=torch.float32):
     return model.to(dtype).requires_grad_(False)
 
 
+def tiny_pulse(compile=False):
+    return PULSE.build(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}, torch.device("cpu"),
+                       compile=compile)
+
+
 def forward_and_grads(model):
     """Image and gradients (latent, trainable noise) of the fixture inputs."""
     ref = load_fixture("forward.pt")
@@ -86,8 +91,7 @@ def test_the_fast_path_needs_frozen_weights():
 
 
 def test_compile_keeps_the_fast_path():
-    model = PULSE.build(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}, torch.device("cpu"),
-                        compile=True)
+    model = tiny_pulse(compile=True)
     assert model.num_ws == 14 and model.resolution == 256  # lazily compiled: nothing ran yet
     assert all(m.fast for m in model.synthesis.modules() if isinstance(m, FastOps))
 
@@ -101,10 +105,9 @@ def test_the_fast_path_compiles_to_one_graph_with_the_same_bits():
 
 @pytest.mark.slow  # about two minutes of compiling on 2 CPU cores
 def test_compiled_fast_path_matches_eager():
-    model = PULSE.build(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}, torch.device("cpu"),
-                        compile=True)
-    for got, want in zip(forward_and_grads(model.synthesis), forward_and_grads(model.synthesis._orig_mod)):
-        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    model = tiny_pulse(compile=True)
+    for got, want in zip(forward_and_grads(model.synthesis), forward_and_grads(tiny_pulse().synthesis)):
+        assert (got - want).abs().max() < 1e-3 * want.abs().max()  # inductor orders float32 sums its own way
 
 
 def run_tiny(tmp_path, *flags):
