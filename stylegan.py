@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ACTIVATIONS = {"lrelu": lambda: nn.LeakyReLU(negative_slope=0.2), "relu": nn.ReLU}
+FUSED_UPSCALE_FROM = 128  # 2020: blocks that make 128x128 or more upscale by a fused transposed conv
 FROZEN = "frozen_"  # name prefix of the buffers that hold the tensors derived from frozen weights
 
 
@@ -150,13 +151,13 @@ def upscale_nearest2x(x):
 class EqualizedConv2d(FastOps):
     """3x3 (or 1x1) convolution with equalized learning rate, optionally upscaling 2x first.
 
-    Upscaling layers producing 128x128 or more use StyleGAN's fused transposed convolution,
-    smaller ones upscale by nearest neighbour and then convolve, exactly as the 2020 module did
+    `upscale`: None, "nearest" (upscale by nearest neighbour, then convolve) or "fused"
+    (StyleGAN's fused transposed convolution), as the 2020 module chose them by the output size
     (the two are not numerically identical). `intermediate` (the blur) runs before the bias.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, gain=math.sqrt(2), use_wscale=True,
-                 lrmul=1.0, intermediate=None, upscale=False):
+                 lrmul=1.0, intermediate=None, upscale=None):
         super().__init__()
         he_std = gain * (in_channels * kernel_size ** 2) ** -0.5
         init_std, self.w_mul = (1.0 / lrmul, he_std * lrmul) if use_wscale else (he_std / lrmul, lrmul)
@@ -165,7 +166,7 @@ class EqualizedConv2d(FastOps):
         self.b_mul = lrmul
         self.upscale = upscale
         self.intermediate = intermediate
-        self.derived = ("scaled_weight", "scaled_bias") + (("fused_upscale_weight",) if upscale else ())
+        self.derived = ("scaled_bias", "fused_upscale_weight" if upscale == "fused" else "scaled_weight")
 
     def scaled_weight(self):
         return self.weight * self.w_mul
@@ -185,10 +186,10 @@ class EqualizedConv2d(FastOps):
     def forward(self, x):
         bias = self.frozen("scaled_bias")
         pad = self.kernel_size // 2
-        if self.upscale and min(x.shape[2:]) * 2 >= 128:
+        if self.upscale == "fused":
             x = self.fused_upscale_conv(x)
         else:
-            if self.upscale:
+            if self.upscale == "nearest":
                 x = upscale_nearest2x(x)
             if self.intermediate is None:
                 return F.conv2d(x, self.frozen("scaled_weight"), bias, padding=pad)
@@ -293,11 +294,13 @@ class InputBlock(nn.Module):
 class GSynthesisBlock(nn.Module):
     """A block that doubles the resolution: upscale-conv (+ blur), conv; two style layers."""
 
-    def __init__(self, in_channels, out_channels, blur_filter, dlatent_size, gain, use_wscale, **epilogue):
+    def __init__(self, in_channels, out_channels, resolution, blur_filter, dlatent_size, gain, use_wscale,
+                 **epilogue):
         super().__init__()
         blur = Blur(out_channels, blur_filter) if blur_filter else None
         self.conv0_up = EqualizedConv2d(in_channels, out_channels, 3, gain=gain, use_wscale=use_wscale,
-                                        intermediate=blur, upscale=True)
+                                        intermediate=blur,
+                                        upscale="fused" if resolution >= FUSED_UPSCALE_FROM else "nearest")
         self.epi1 = LayerEpilogue(out_channels, dlatent_size, use_wscale, **epilogue)
         self.conv1 = EqualizedConv2d(out_channels, out_channels, 3, gain=gain, use_wscale=use_wscale)
         self.epi2 = LayerEpilogue(out_channels, dlatent_size, use_wscale, **epilogue)
@@ -337,7 +340,8 @@ class G_synthesis(nn.Module):
                                      use_wscale, **epilogue))]
         for res_log2, (c_in, c_out) in enumerate(zip(block_channels, block_channels[1:]), start=3):
             blocks.append((f"{2 ** res_log2}x{2 ** res_log2}",
-                           GSynthesisBlock(c_in, c_out, blur_filter, dlatent_size, gain, use_wscale, **epilogue)))
+                           GSynthesisBlock(c_in, c_out, 2 ** res_log2, blur_filter, dlatent_size, gain, use_wscale,
+                                           **epilogue)))
         self.torgb = EqualizedConv2d(block_channels[-1], num_channels, 1, gain=1, use_wscale=use_wscale)
         self.blocks = nn.ModuleDict(OrderedDict(blocks))
 
