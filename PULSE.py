@@ -127,10 +127,11 @@ class PULSE(torch.nn.Module):
         """The model for a search: the one place that decides its device, dtype, autocast, fast path
         and compilation (run.py and bench.py both build through it).
 
-        `fast` caches the tensors derived from the frozen weights; `compile` runs torch.compile on
-        the 2020 ops instead, since the compiler fuses them itself and the cache would break its graph."""
+        `fast` computes the tensors derived from the frozen weights once, on the device, in the
+        model's dtype (see stylegan.FastOps); `compile` runs torch.compile on either path."""
         model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
-        model = cls(synthesis.set_fast(fast and not compile), fit, autocast_dtype).to(device, model_dtype)
+        model = cls(synthesis, fit, autocast_dtype).to(device, model_dtype)
+        model.synthesis.set_fast(fast)
         if compile:
             model.synthesis = torch.compile(model.synthesis)
         return model

@@ -5,10 +5,11 @@ load with `load_state_dict(strict=True)`. The arithmetic follows the 2020 module
 (weight scaling, noise, style modulation, fused upscale-conv from 128x128 on), because the
 PULSE search in float32 is sensitive to the last bit.
 
-Speed (`fast`, on by default): tensors derived from frozen weights (weight * w_mul, the fused
-upscale kernel, the expanded blur kernel) are computed once instead of every call, and results
-that autograd does not keep are updated in place instead of copied. Both give bit-identical
-outputs and gradients; `G_synthesis.set_fast(False)` restores the 2020 ops (see bench.py).
+Speed (`set_fast(True)` on frozen weights; PULSE.build turns it on): tensors derived from the
+weights (weight * w_mul, the fused upscale kernel, the expanded blur kernel) are computed once
+instead of every call, and results that autograd does not keep are updated in place instead of
+copied. Both give bit-identical outputs and gradients; `set_fast(False)` (the default of a new
+module) runs the 2020 ops (see bench.py).
 """
 import math
 import re
@@ -19,37 +20,81 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ACTIVATIONS = {"lrelu": lambda: nn.LeakyReLU(negative_slope=0.2), "relu": nn.ReLU}
+FUSED_UPSCALE_FROM = 128  # 2020: blocks that make 128x128 or more upscale by a fused transposed conv
+FROZEN = "frozen_"  # name prefix of the buffers that hold the tensors derived from frozen weights
 
 
 class FastOps(nn.Module):
-    """Base of the modules with a fast path; `fast = False` runs the 2020 ops instead."""
+    """Base of the modules with a fast path; off (the default), they run the 2020 ops.
 
-    fast = True
+    `derived` names the methods that compute a tensor from the module's own weights alone.
+    `set_fast(model, True)` stores what each returns as a non-persistent buffer `frozen_<name>`:
+    state dicts are unchanged, torch.compile sees plain buffers, and the stored tensors are
+    derived again after a `.to()`/`.double()` that changes the weights' dtype or device
+    (converting them would not give the bits the new dtype computes) and after
+    `load_state_dict`. Weights edited in place by hand need `set_fast(False)` and
+    `set_fast(True)` again.
+    """
 
-    def frozen(self, name, compute, *tensors):
-        """`compute()`, computed once while `tensors` neither require grad nor change.
+    fast = False
+    derived = ()
 
-        The cache key holds each tensor's storage address and version counter, which change on
-        load_state_dict (an in-place copy), .to() (new storage) and any in-place edit.
-        """
-        if not self.fast or any(t.requires_grad for t in tensors):
-            return compute()
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-        cache = self.__dict__.setdefault("_frozen_cache", {})
-        if name not in cache or cache[name][0] != key:
-            cache[name] = (key, compute())
-        return cache[name][1]
+    def frozen(self, name):
+        """What method `name` computes: stored on the fast path, computed now otherwise."""
+        if not self.fast:
+            return getattr(self, name)()
+        if any(p.requires_grad for p in self._parameters.values()):
+            raise RuntimeError(f"{type(self).__name__}: its weights were unfrozen after set_fast(True), so the "
+                               "tensors derived from them could go stale; call set_fast(False) to train")
+        return self._buffers[FROZEN + name]
 
     def add(self, x, y):
         """x + y, written into x on the fast path (only for an x that autograd does not keep)."""
         return x.add_(y) if self.fast else x + y
 
+    def switch(self, fast):
+        """Fast path on (deriving the stored tensors) or off (dropping them)."""
+        if fast == self.fast:
+            return
+        self.fast = fast
+        if fast:
+            self.store_derived()
+        else:
+            for name in self.derived:
+                if FROZEN + name in self._buffers:
+                    delattr(self, FROZEN + name)
+
+    @torch.no_grad()
+    def store_derived(self):
+        for name in self.derived:
+            self.register_buffer(FROZEN + name, getattr(self, name)(), persistent=False)
+
+    def _apply(self, fn, recurse=True):  # what .to(), .double(), .cuda() ... go through
+        kinds = self.tensor_kinds()
+        super()._apply(fn, recurse)
+        if self.fast and self.tensor_kinds() != kinds:
+            self.store_derived()
+        return self
+
+    def tensor_kinds(self):
+        return [(t.dtype, t.device) for t in (*self._parameters.values(), *self._buffers.values())]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        if self.fast:
+            self.store_derived()
+
 
 def set_fast(model, enabled):
-    """Fast path of every FastOps module in `model` on or off; returns `model`."""
-    for module in model.modules():
-        if isinstance(module, FastOps):
-            module.fast = enabled
+    """Fast path of every FastOps module in `model` on or off; returns `model`.
+
+    On means the tensors derived from the weights are computed once, now, so the weights must
+    be frozen (ValueError otherwise)."""
+    modules = [module for module in model.modules() if isinstance(module, FastOps)]
+    if enabled and any(p.requires_grad for module in modules for p in module.parameters(recurse=False)):
+        raise ValueError("the fast path needs frozen weights: call requires_grad_(False) first")
+    for module in modules:
+        module.switch(enabled)
     return model
 
 
@@ -64,27 +109,37 @@ class EqualizedLinear(FastOps):
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.b_mul = lrmul
 
+    derived = ("scaled_weight", "scaled_bias")
+
+    def scaled_weight(self):
+        return self.weight * self.w_mul
+
+    def scaled_bias(self):
+        return self.bias * self.b_mul
+
     def forward(self, x):
-        weight = self.frozen("weight", lambda: self.weight * self.w_mul, self.weight)
-        bias = self.frozen("bias", lambda: self.bias * self.b_mul, self.bias)
-        return F.linear(x, weight, bias)
+        return F.linear(x, self.frozen("scaled_weight"), self.frozen("scaled_bias"))
 
 
 class Blur(FastOps):
     """Depthwise [1, 2, 1] x [1, 2, 1] low-pass filter (kept as a buffer, as in 2020)."""
 
-    def __init__(self, taps=(1, 2, 1)):
+    derived = ("expanded_kernel",)
+
+    def __init__(self, channels, taps=(1, 2, 1)):
         super().__init__()
         k = torch.tensor(taps, dtype=torch.float32)
         k = k[:, None] * k[None, :]
         self.register_buffer("kernel", (k / k.sum())[None, None])
+        self.channels = channels
+
+    def expanded_kernel(self):
+        """The kernel once per channel, for a depthwise convolution."""
+        return self.kernel.expand(self.channels, -1, -1, -1).contiguous()
 
     def forward(self, x):
-        channels = x.shape[1]
         pad = (self.kernel.shape[-1] - 1) // 2
-        kernel = self.frozen(f"kernel{channels}", lambda: self.kernel.expand(channels, -1, -1, -1).contiguous(),
-                             self.kernel)
-        return F.conv2d(x, kernel, padding=pad, groups=channels)
+        return F.conv2d(x, self.frozen("expanded_kernel"), padding=pad, groups=self.channels)
 
 
 def upscale_nearest2x(x):
@@ -96,13 +151,13 @@ def upscale_nearest2x(x):
 class EqualizedConv2d(FastOps):
     """3x3 (or 1x1) convolution with equalized learning rate, optionally upscaling 2x first.
 
-    Upscaling layers producing 128x128 or more use StyleGAN's fused transposed convolution,
-    smaller ones upscale by nearest neighbour and then convolve, exactly as the 2020 module did
+    `upscale`: None, "nearest" (upscale by nearest neighbour, then convolve) or "fused"
+    (StyleGAN's fused transposed convolution), as the 2020 module chose them by the output size
     (the two are not numerically identical). `intermediate` (the blur) runs before the bias.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, gain=math.sqrt(2), use_wscale=True,
-                 lrmul=1.0, intermediate=None, upscale=False):
+                 lrmul=1.0, intermediate=None, upscale=None):
         super().__init__()
         he_std = gain * (in_channels * kernel_size ** 2) ** -0.5
         init_std, self.w_mul = (1.0 / lrmul, he_std * lrmul) if use_wscale else (he_std / lrmul, lrmul)
@@ -111,32 +166,34 @@ class EqualizedConv2d(FastOps):
         self.b_mul = lrmul
         self.upscale = upscale
         self.intermediate = intermediate
+        self.derived = ("scaled_bias", "fused_upscale_weight" if upscale == "fused" else "scaled_weight")
 
     def scaled_weight(self):
-        return self.frozen("weight", lambda: self.weight * self.w_mul, self.weight)
+        return self.weight * self.w_mul
+
+    def scaled_bias(self):
+        return self.bias * self.b_mul
 
     def fused_upscale_weight(self):
         """The 3x3 kernel summed over its four 2x2 shifts: a 4x4 transposed-conv kernel."""
-        def compute():
-            w = F.pad((self.weight * self.w_mul).permute(1, 0, 2, 3), (1, 1, 1, 1))
-            return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
-        return self.frozen("fused_upscale_weight", compute, self.weight)
+        w = F.pad((self.weight * self.w_mul).permute(1, 0, 2, 3), (1, 1, 1, 1))
+        return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
 
     def fused_upscale_conv(self, x):
-        w = self.fused_upscale_weight()
+        w = self.frozen("fused_upscale_weight")
         return F.conv_transpose2d(x, w, stride=2, padding=(w.shape[-1] - 1) // 2)
 
     def forward(self, x):
-        bias = self.frozen("bias", lambda: self.bias * self.b_mul, self.bias)
+        bias = self.frozen("scaled_bias")
         pad = self.kernel_size // 2
-        if self.upscale and min(x.shape[2:]) * 2 >= 128:
+        if self.upscale == "fused":
             x = self.fused_upscale_conv(x)
         else:
-            if self.upscale:
+            if self.upscale == "nearest":
                 x = upscale_nearest2x(x)
             if self.intermediate is None:
-                return F.conv2d(x, self.scaled_weight(), bias, padding=pad)
-            x = F.conv2d(x, self.scaled_weight(), None, padding=pad)
+                return F.conv2d(x, self.frozen("scaled_weight"), bias, padding=pad)
+            x = F.conv2d(x, self.frozen("scaled_weight"), None, padding=pad)
         if self.intermediate is not None:
             x = self.intermediate(x)
         return self.add(x, bias.view(1, -1, 1, 1))
@@ -237,11 +294,13 @@ class InputBlock(nn.Module):
 class GSynthesisBlock(nn.Module):
     """A block that doubles the resolution: upscale-conv (+ blur), conv; two style layers."""
 
-    def __init__(self, in_channels, out_channels, blur_filter, dlatent_size, gain, use_wscale, **epilogue):
+    def __init__(self, in_channels, out_channels, resolution, blur_filter, dlatent_size, gain, use_wscale,
+                 **epilogue):
         super().__init__()
-        blur = Blur(blur_filter) if blur_filter else None
+        blur = Blur(out_channels, blur_filter) if blur_filter else None
         self.conv0_up = EqualizedConv2d(in_channels, out_channels, 3, gain=gain, use_wscale=use_wscale,
-                                        intermediate=blur, upscale=True)
+                                        intermediate=blur,
+                                        upscale="fused" if resolution >= FUSED_UPSCALE_FROM else "nearest")
         self.epi1 = LayerEpilogue(out_channels, dlatent_size, use_wscale, **epilogue)
         self.conv1 = EqualizedConv2d(out_channels, out_channels, 3, gain=gain, use_wscale=use_wscale)
         self.epi2 = LayerEpilogue(out_channels, dlatent_size, use_wscale, **epilogue)
@@ -281,7 +340,8 @@ class G_synthesis(nn.Module):
                                      use_wscale, **epilogue))]
         for res_log2, (c_in, c_out) in enumerate(zip(block_channels, block_channels[1:]), start=3):
             blocks.append((f"{2 ** res_log2}x{2 ** res_log2}",
-                           GSynthesisBlock(c_in, c_out, blur_filter, dlatent_size, gain, use_wscale, **epilogue)))
+                           GSynthesisBlock(c_in, c_out, 2 ** res_log2, blur_filter, dlatent_size, gain, use_wscale,
+                                           **epilogue)))
         self.torgb = EqualizedConv2d(block_channels[-1], num_channels, 1, gain=1, use_wscale=use_wscale)
         self.blocks = nn.ModuleDict(OrderedDict(blocks))
 
@@ -298,7 +358,7 @@ class G_synthesis(nn.Module):
     default_bad_noise_layers = frozenset({17})  # PULSE 2020: the last 1024x1024 layer adds artifacts
 
     def set_fast(self, enabled):
-        """Fast path on (default) or off (the 2020 ops, e.g. as a benchmark baseline)."""
+        """Fast path on (frozen weights only) or off (the 2020 ops, e.g. as a benchmark baseline)."""
         return set_fast(self, enabled)
 
     def forward(self, dlatents_in, noise_in):

@@ -9,9 +9,9 @@ upsampling by a transposed convolution and the [1,3,3,1] FIR filter, noise * str
 leaky ReLU times sqrt(2), clamping to `conv_clamp`, and the `skip`, `resnet` or `orig` toRGB
 architecture.
 
-Speed (`fast`, on by default, as in stylegan.py): the tensors derived from frozen weights (the
-squared weight sums of the demodulation, the scaled dense weights) are computed once; the outputs
-are bit-identical. `set_fast(False)` recomputes them every call.
+Speed (`set_fast(True)` on frozen weights, as in stylegan.py): the tensors derived from the weights
+(the squared weight sums of the demodulation, the scaled dense weights) are computed once; the
+outputs are bit-identical. `set_fast(False)` recomputes them every call.
 """
 import math
 import re
@@ -86,10 +86,17 @@ class FullyConnected(FastOps):
         self.lrelu = lrelu
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
+        self.derived = ("scaled_weight",) + (("scaled_bias",) if self.bias_gain != 1 else ())
+
+    def scaled_weight(self):
+        return self.weight * self.weight_gain
+
+    def scaled_bias(self):
+        return self.bias * self.bias_gain
 
     def forward(self, x):
-        weight = self.frozen("weight", lambda: self.weight * self.weight_gain, self.weight)
-        bias = self.bias if self.bias_gain == 1 else self.frozen("bias", lambda: self.bias * self.bias_gain, self.bias)
+        weight = self.frozen("scaled_weight")
+        bias = self.bias if self.bias_gain == 1 else self.frozen("scaled_bias")
         if not self.lrelu:
             return torch.addmm(bias.unsqueeze(0), x, weight.t())
         return bias_act(x.matmul(weight.t()), bias, lrelu=True, gain=LRELU_GAIN)
@@ -104,10 +111,15 @@ class ModulatedConv(FastOps):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
+    derived = ("weight_sq",)
+
+    def weight_sq(self):
+        """Squared weights summed over the kernel, [in, out]: what the demodulation needs of them."""
+        return self.weight.square().sum(dim=[2, 3]).t()
+
     def demodulation(self, styles):
         """1 / |modulated weight| per sample and output channel (NVIDIA's dcoefs)."""
-        weight_sq = self.frozen("weight_sq", lambda: self.weight.square().sum(dim=[2, 3]).t(), self.weight)
-        return (styles.square() @ weight_sq + 1e-8).rsqrt()
+        return (styles.square() @ self.frozen("weight_sq") + 1e-8).rsqrt()
 
     def modulated_conv(self, x, styles, fir=None):
         """Scale the input channels by the styles, convolve (upsampling 2x when `fir` is given)."""
@@ -139,6 +151,8 @@ class SynthesisLayer(ModulatedConv):
 
 class ToRGB(ModulatedConv):
     """1x1 modulated convolution without demodulation, styles scaled by 1 / sqrt(in_channels)."""
+
+    derived = ()  # no demodulation
 
     def __init__(self, in_channels, img_channels, w_dim, conv_clamp=None):
         super().__init__(in_channels, img_channels, w_dim, kernel_size=1)

@@ -1,5 +1,6 @@
 """The speed options: the fast generator path gives the 2020 bits, the flags run and are logged,
 and bench.py's quick mode reports what it should."""
+import copy
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import run
 import speed
 from conftest import TINY_INPUT, TINY_MODEL, load_fixture
 from PULSE import PULSE
-from stylegan import G_synthesis, synthesis_from_state_dict
+from stylegan import FastOps, G_synthesis, synthesis_from_state_dict
 
 
 @pytest.fixture(autouse=True)
@@ -28,9 +29,13 @@ def tiny_synthesis(dtype=torch.float32):
     return model.to(dtype).requires_grad_(False)
 
 
-def forward_and_grads(model, fast):
-    """Image and gradients (latent, trainable noise) of the fixture inputs, on the fast or 2020 path."""
-    model.set_fast(fast)
+def tiny_pulse(compile=False):
+    return PULSE.build(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}, torch.device("cpu"),
+                       compile=compile)
+
+
+def forward_and_grads(model):
+    """Image and gradients (latent, trainable noise) of the fixture inputs."""
     ref = load_fixture("forward.pt")
     dtype = next(model.parameters()).dtype
     latent = ref["dlatents"].to(dtype).requires_grad_(True)
@@ -48,37 +53,61 @@ def assert_all_equal(got, want):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fast_path_gives_the_2020_outputs_and_gradients_bit_for_bit(dtype):
     model = tiny_synthesis(dtype)  # 4..256: nearest-upscale blocks and fused-upscale blocks
-    baseline = forward_and_grads(model, fast=False)
-    assert_all_equal(forward_and_grads(model, fast=True), baseline)
-    assert_all_equal(forward_and_grads(model, fast=True), baseline)  # second call: from the caches
+    baseline = forward_and_grads(model.set_fast(False))
+    assert_all_equal(forward_and_grads(model.set_fast(True)), baseline)
+    assert_all_equal(forward_and_grads(model), baseline)  # second call: the same stored tensors
 
 
-def test_fast_path_follows_weight_changes():
-    model = tiny_synthesis()
-    forward_and_grads(model, fast=True)  # fill the caches
+def test_stored_tensors_follow_load_state_dict_and_dtype_changes():
+    fast = tiny_synthesis().set_fast(True)
+    slow = copy.deepcopy(fast).set_fast(False)
+    assert fast.state_dict().keys() == slow.state_dict().keys()  # the stored tensors are not saved
+    stored = fast.torgb.frozen_scaled_weight
+    assert fast.to("cpu", torch.float32).set_fast(True).torgb.frozen_scaled_weight is stored  # nothing to derive
     other = G_synthesis(resolution=256, fmap_base=256, fmap_max=64).state_dict()
-    model.load_state_dict(other)
-    assert_all_equal(forward_and_grads(model, fast=True), forward_and_grads(model, fast=False))
+    for model in (fast, slow):
+        model.load_state_dict(other)
+    assert_all_equal(forward_and_grads(fast), forward_and_grads(slow))
+    for model in (fast, slow):
+        model.double()  # derived anew in float64: converting the float32 ones gives other bits
+    assert_all_equal(forward_and_grads(fast), forward_and_grads(slow))
     with torch.no_grad():
-        model.torgb.weight.mul_(2)
-        model.blocks["8x8"].conv1.bias.add_(1)
-    assert_all_equal(forward_and_grads(model, fast=True), forward_and_grads(model, fast=False))
-    model.double()
-    assert_all_equal(forward_and_grads(model, fast=True), forward_and_grads(model, fast=False))
+        for model in (fast, slow):
+            model.torgb.weight.mul_(2)
+            model.blocks["256x256"].conv0_up.weight.add_(1)
+    fast.set_fast(False).set_fast(True)  # edits in place by hand need a new start
+    assert_all_equal(forward_and_grads(fast), forward_and_grads(slow))
 
 
-def test_weights_that_require_grad_are_not_cached():
-    model = tiny_synthesis().requires_grad_(True)
+def test_the_fast_path_needs_frozen_weights():
+    with pytest.raises(ValueError, match="frozen"):
+        tiny_synthesis().requires_grad_(True).set_fast(True)
+    model = tiny_synthesis().set_fast(True).requires_grad_(True)
     ref = load_fixture("forward.pt")
-    model(ref["dlatents"], ref["noise"]).sum().backward()
+    with pytest.raises(RuntimeError, match="set_fast\\(False\\)"):
+        model(ref["dlatents"], ref["noise"])
+    model.set_fast(False)(ref["dlatents"], ref["noise"]).sum().backward()
     assert model.torgb.weight.grad is not None and model.blocks["256x256"].conv0_up.weight.grad is not None
 
 
-def test_compiled_model_runs_the_2020_ops():
-    model = PULSE.build(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}, torch.device("cpu"),
-                        compile=True)
+def test_compile_keeps_the_fast_path():
+    model = tiny_pulse(compile=True)
     assert model.num_ws == 14 and model.resolution == 256  # lazily compiled: nothing ran yet
-    assert not any(getattr(m, "fast", False) for m in model.synthesis.modules())
+    assert all(m.fast for m in model.synthesis.modules() if isinstance(m, FastOps))
+
+
+def test_the_fast_path_compiles_to_one_graph_with_the_same_bits():
+    """aot_eager traces what inductor compiles (fullgraph: no graph break) but runs eager kernels."""
+    model = tiny_synthesis().set_fast(True)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    assert_all_equal(forward_and_grads(compiled), forward_and_grads(model))
+
+
+@pytest.mark.slow  # about two minutes of compiling on 2 CPU cores
+def test_compiled_fast_path_matches_eager():
+    model = tiny_pulse(compile=True)
+    for got, want in zip(forward_and_grads(model.synthesis), forward_and_grads(tiny_pulse().synthesis)):
+        assert (got - want).abs().max() < 1e-3 * want.abs().max()  # inductor orders float32 sums its own way
 
 
 def run_tiny(tmp_path, *flags):

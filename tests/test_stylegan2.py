@@ -167,7 +167,7 @@ def test_fast_path_gives_the_same_bits_and_gradients():
     synthesis, _ = random_stylegan2(architecture="resnet")
     ws = torch.randn(2, synthesis.num_ws, 512, requires_grad=True)
     outputs, grads = [], []
-    for fast in (False, True, True):  # the second fast call reuses the cached tensors
+    for fast in (False, True, True):  # the second fast call reuses the stored tensors
         out = synthesis.set_fast(fast)(ws, noise_for(synthesis))
         (grad,) = torch.autograd.grad(out.square().sum(), ws)
         outputs.append(out)
