@@ -1,7 +1,8 @@
-"""Finding, downloading, checking and loading the generator weights.
+"""Finding, checking and loading the generator weights.
 
-Search order for each file: `-cache_dir` (plain name, then the 2020 cache names
-`<md5 of url>_<name>`), then the 2020 download link. Every `.pt` is read with
+A file is looked up in `-cache_dir` by its plain name, then by the 2020 cache names
+`<md5 of url>_<name>`. Filling an empty cache is weight_sources.py's job; the one download
+made here is the 2020 `mapping.pt`, when the gaussian fit has to be rebuilt. Every `.pt` is read with
 `weights_only=True` and `map_location`, so the 2020 files (old pickle format, CUDA storages)
 load on any machine and a downloaded file can never run code. `gaussian_fit.pt` (the latent
 statistics PULSE needs) is bundled; when it is missing it is rebuilt from `mapping.pt`.
@@ -45,7 +46,7 @@ def cached_file(cache_dir, name):
 
 
 def find_or_download(cache_dir, name):
-    """Path of `name` in the cache, downloading it if needed; WeightsError if impossible."""
+    """Path of `name` in the cache, downloaded from its 2020 link if need be; WeightsError if impossible."""
     found = cached_file(cache_dir, name)
     if found:
         return found
@@ -197,7 +198,8 @@ def load_stylegan2(cache_dir):
 
 
 def load_generator(cache_dir, log=print):
-    """(synthesis network, gaussian fit) for a run, from `cache_dir` or the 2020 links.
+    """(synthesis network, gaussian fit) for a run, from `cache_dir` (weight_sources.weights_folder
+    fills it first where it is empty).
 
     A cache with `stylegan2-synthesis.pt` holds a StyleGAN2 generator: its gaussian fit comes from
     the cache or its own mapping network, never from the bundled StyleGAN-1 file."""
@@ -207,5 +209,9 @@ def load_generator(cache_dir, log=print):
         fit = cached_gaussian_fit([Path(cache_dir)], cache_dir, synthesis.dlatent_size, log, lambda: mapping,
                                   STYLEGAN2_FILES["mapping"])
         return synthesis, fit
-    synthesis = load_synthesis(find_or_download(cache_dir, "synthesis.pt"))
+    path = cached_file(cache_dir, "synthesis.pt")
+    if path is None:
+        raise WeightsError(f"{cache_dir}/ holds no generator: no synthesis.pt (nor a converted StyleGAN2, "
+                           f"{STYLEGAN2_FILES['synthesis']}); see README, 'Getting the weights'")
+    synthesis = load_synthesis(path)
     return synthesis, gaussian_fit_for(cache_dir, synthesis.dlatent_size, log)

@@ -73,12 +73,20 @@ def test_2020_cache_names_are_found(tmp_path):
 
 
 def test_failed_download_says_which_file_to_put_where(tmp_path, monkeypatch):
-    monkeypatch.setitem(weights.URLS, "synthesis.pt", "http://127.0.0.1:9/synthesis.pt")
+    monkeypatch.setitem(weights.URLS, "mapping.pt", "http://127.0.0.1:9/mapping.pt")
     with pytest.raises(weights.WeightsError) as error:
-        weights.find_or_download(tmp_path, "synthesis.pt")
+        weights.find_or_download(tmp_path, "mapping.pt")
     message = str(error.value)
-    assert str(tmp_path / "synthesis.pt") in message and "convert_weights.py" in message
+    assert str(tmp_path / "mapping.pt") in message and "convert_weights.py" in message
     assert not any(tmp_path.iterdir())  # nothing half-downloaded is left behind
+
+
+def test_loading_an_empty_cache_downloads_nothing(tmp_path, monkeypatch):
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_generator must leave downloads to weight_sources")
+    monkeypatch.setattr(weights, "fetch", no_download)
+    with pytest.raises(weights.WeightsError, match="holds no generator: no synthesis.pt"):
+        weights.load_generator(tmp_path, log=lambda _: None)
 
 
 @pytest.mark.parametrize("content, expected", [
