@@ -12,7 +12,7 @@ from functools import partial
 import torch
 
 import speed
-from loss import LossBuilder
+from loss import LossBuilder, LossString
 from SphericalOptimizer import SphericalOptimizer
 
 OPTIMIZERS = {
@@ -42,22 +42,46 @@ SCHEDULES = {
 }
 
 
+class NoiseLayerError(ValueError):
+    """The search flags name noise layers that cannot be, or that the model does not have."""
+
+
+class NoiseLayers(str):
+    """A -bad_noise_layers such as "3.5.17": the text as written (what the run log keeps), parsed
+    once, when it is made, into the set `layers`. Made from a NoiseLayers, it is that same one."""
+
+    def __new__(cls, text):
+        if isinstance(text, cls):
+            return text
+        try:
+            layers = frozenset(int(part) for part in text.split("."))
+        except ValueError:
+            raise NoiseLayerError(f"{text!r} is not a dot-separated list of layer numbers, e.g. 17 or 3.5.17") from None
+        if any(layer < 0 for layer in layers):
+            raise NoiseLayerError(f"layer numbers start at 0, got {text!r}")
+        noise_layers = super().__new__(cls, text)
+        noise_layers.layers = layers
+        return noise_layers
+
+
 @dataclass
 class SearchConfig:
-    """The search flags of run.py, with the 2020 defaults."""
-    loss_str: str = "100*L2+0.05*GEOCROSS"
+    """The search flags of run.py, with the 2020 defaults. The two flags written as text are parsed
+    here when they come as plain text (from a run log, say); run.py hands them over parsed."""
+    loss_str: LossString = LossString("100*L2+0.05*GEOCROSS")
     eps: float = 2e-3
     noise_type: str = "trainable"
     num_trainable_noise_layers: int = 5
     tile_latent: bool = False
-    bad_noise_layers: str = "17"
+    bad_noise_layers: NoiseLayers = NoiseLayers("17")
     opt_name: str = "adam"
     learning_rate: float = 0.4
     steps: int = 100
     lr_schedule: str = "linear1cycledrop"
 
-    def zeroed_noise_layers(self):
-        return {int(layer) for layer in self.bad_noise_layers.split(".") if layer.strip()}
+    def __post_init__(self):
+        self.loss_str = LossString(self.loss_str)
+        self.bad_noise_layers = NoiseLayers(self.bad_noise_layers)
 
 
 @dataclass
@@ -101,10 +125,6 @@ def draw_start(seed, num_ws, noise_sizes, zeroed, config):
         else:
             noise.append(torch.randn((1, 1, size, size), generator=generator))
     return latent, noise
-
-
-class NoiseLayerError(ValueError):
-    """The search flags name noise layers the model does not have."""
 
 
 class PULSE(torch.nn.Module):
@@ -156,12 +176,12 @@ class PULSE(torch.nn.Module):
         smaller model does not have; StyleGAN2: its last noise layer)."""
         if config.bad_noise_layers == SearchConfig.bad_noise_layers:
             return self.synthesis.default_bad_noise_layers
-        return config.zeroed_noise_layers()
+        return config.bad_noise_layers.layers
 
     def check_noise_layers(self, config):
         """NoiseLayerError if the flags name noise layers beyond this model's."""
         count = len(self.noise_sizes)
-        beyond = sorted(i for i in config.zeroed_noise_layers() if i >= count)
+        beyond = sorted(i for i in config.bad_noise_layers.layers if i >= count)
         if beyond and config.bad_noise_layers != SearchConfig.bad_noise_layers:  # the default suits every model
             raise NoiseLayerError(f"argument -bad_noise_layers: this model's noise layers are 0..{count - 1}, "
                                   f"not {', '.join(map(str, beyond))}")
@@ -204,9 +224,9 @@ class PULSE(torch.nn.Module):
         opt = SphericalOptimizer(OPTIMIZERS[config.opt_name], [latent] + noise_vars, lr=config.learning_rate)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             opt.opt, partial(SCHEDULES[config.lr_schedule], steps=config.steps))
-        loss_builder = LossBuilder(ref_im, config.loss_str, config.eps, self.resolution)
+        loss_builder = LossBuilder(ref_im, config.loss_str.terms, config.eps, self.resolution)
 
-        tracker = BestTracker(loss_builder.parsed_loss)
+        tracker = BestTracker(config.loss_str.terms)
         start = time.time()
         interrupted = False
         try:

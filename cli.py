@@ -54,6 +54,17 @@ def non_negative_int(text):
     return value
 
 
+def parsed_by(parse):
+    """An argparse type that parses a flag's text with `parse`; its ValueError becomes a usage error
+    that keeps the message (argparse would only say "invalid value")."""
+    def parse_flag(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse_flag
+
+
 def positive_float(text):
     value = float(text)
     if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf

@@ -37,7 +37,7 @@ def geocross_loss(latent, **_):
 LOSSES = {"L2": l2_loss, "L1": l1_loss, "GEOCROSS": geocross_loss}
 
 
-def parse_loss_str(loss_str):
+def parse_terms(loss_str):
     """[(weight, name), ...] from "w*NAME+w*NAME"; LossStringError naming the bad part."""
     known = ", ".join(LOSSES)
     terms = []
@@ -55,10 +55,23 @@ def parse_loss_str(loss_str):
     return terms
 
 
-class LossBuilder(torch.nn.Module):
-    """Losses of generated images against the low-resolution references `ref_im` [B, 3, r, r]."""
+class LossString(str):
+    """A -loss_str: the text as written (what the run log keeps and -resume compares), parsed once,
+    when it is made, into `terms`. Made from a LossString, it is that same one."""
 
-    def __init__(self, ref_im, loss_str, eps, resolution=1024):
+    def __new__(cls, text):
+        if isinstance(text, cls):
+            return text
+        loss = super().__new__(cls, text)
+        loss.terms = parse_terms(text)
+        return loss
+
+
+class LossBuilder(torch.nn.Module):
+    """Losses of generated images against the low-resolution references `ref_im` [B, 3, r, r],
+    weighted by `terms` [(weight, name), ...] (LossString.terms)."""
+
+    def __init__(self, ref_im, terms, eps, resolution=1024):
         super().__init__()
         size = ref_im.shape[2]
         if ref_im.shape[3] != size or not divides_by_power_of_two(resolution, size):
@@ -66,14 +79,14 @@ class LossBuilder(torch.nn.Module):
                              f"model by a power of two")
         self.downscale = BicubicDownSample(factor=resolution // size).to(ref_im.dtype)
         self.register_buffer("ref_im", ref_im)
-        self.parsed_loss = parse_loss_str(loss_str)
+        self.terms = terms
         self.eps = eps
 
     def forward(self, latent, gen_im):
         """(total [B], {name: [B]}); L2 is always included, since it decides convergence."""
         inputs = dict(latent=latent, gen_im_lr=self.downscale(gen_im), ref_im=self.ref_im, eps=self.eps)
-        losses = {name: LOSSES[name](**inputs) for _, name in self.parsed_loss}
-        total = sum(weight * losses[name] for weight, name in self.parsed_loss)
+        losses = {name: LOSSES[name](**inputs) for _, name in self.terms}
+        total = sum(weight * losses[name] for weight, name in self.terms)
         if "L2" not in losses:
             with torch.no_grad():
                 losses["L2"] = l2_loss(**inputs)

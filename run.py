@@ -5,7 +5,6 @@ Every input gets its best high-resolution image written as `<output_dir>/<stem>.
 NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`. -strip and -gif add pictures
 of the results and of the searches (see visuals.py).
 """
-import argparse
 import random
 import sys
 import tempfile
@@ -23,11 +22,11 @@ import visuals
 from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
 from bicubic import divides_by_power_of_two
 from device import DeviceError, pick_device
-from distributed import Team, TeamError, launch_from_environment
+from distributed import Launch, Team, TeamError, launch_from_environment
 from files import remove_stale_temporaries, stem_clashes
 from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
-from loss import LossStringError, parse_loss_str
-from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, NoiseLayerError, SearchConfig
+from loss import LossString
+from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, NoiseLayerError, NoiseLayers, SearchConfig
 from weight_sources import weights_folder
 from weights import WeightsError, load_generator
 
@@ -35,24 +34,6 @@ MAX_LAYERS = 18  # of the 1024x1024 model; checked against the loaded model's ow
 
 
 # ---- flags ---------------------------------------------------------------------------------
-
-def noise_layer_list(text):
-    try:
-        layers = [int(part) for part in text.split(".")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a dot-separated list of layer numbers, e.g. 17 or 3.5.17")
-    if any(layer < 0 for layer in layers):
-        raise argparse.ArgumentTypeError(f"layer numbers start at 0, got {text!r}")
-    return text
-
-
-def loss_string(text):
-    try:
-        parse_loss_str(text)
-    except LossStringError as e:
-        raise argparse.ArgumentTypeError(str(e))
-    return text
-
 
 def build_parser():
     defaults = SearchConfig()
@@ -85,7 +66,7 @@ def build_parser():
     s = p.add_argument_group("search")
     s.add_argument("-seed", "--seed", type=non_negative_int,
                    help="seed of the first duplicate (duplicate k uses seed+k-1); drawn at random and logged if not given")
-    s.add_argument("-loss_str", "--loss_str", type=loss_string, default=defaults.loss_str,
+    s.add_argument("-loss_str", "--loss_str", type=cli.parsed_by(LossString), default=defaults.loss_str,
                    help="weighted sum of L2, L1 and GEOCROSS terms")
     s.add_argument("-eps", "--eps", type=positive_float, default=defaults.eps,
                    help="target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED")
@@ -96,7 +77,8 @@ def build_parser():
                    help="with -noise_type trainable, how many of the first noise layers are optimised")
     s.add_argument("-tile_latent", "--tile_latent", action="store_true",
                    help="search one latent vector shared by all layers instead of one per layer")
-    s.add_argument("-bad_noise_layers", "--bad_noise_layers", type=noise_layer_list, default=defaults.bad_noise_layers,
+    s.add_argument("-bad_noise_layers", "--bad_noise_layers", type=cli.parsed_by(NoiseLayers),
+                   default=defaults.bad_noise_layers,
                    help="dot-separated noise layers set to zero (they add artifacts); the default is the "
                         "1024x1024 model's last layer and zeroes nothing in smaller models")
     s.add_argument("-opt_name", "--opt_name", choices=list(OPTIMIZERS), default=defaults.opt_name,
@@ -111,15 +93,15 @@ def build_parser():
                         "fp16 run the generator under autocast, faster and with slightly different results "
                         "(fp16 only on a GPU)")
 
-    f = p.add_argument_group("speed (see bench.py)")
+    f = p.add_argument_group("speed (see bench.py); the first two hold for the whole process, a sweep included")
+    f.add_argument("-no_speedups", "--no_speedups", action="store_true",
+                   help="run the 2020 generator ops and, on the CPU, let freed memory go back to the system: "
+                        "the same results, about 2x slower on the CPU, with less peak memory")
     f.add_argument("-threads", "--threads", type=positive_int,
                    help="CPU threads (default: OMP_NUM_THREADS if set, else the number of physical cores)")
     f.add_argument("-compile", "--compile", action="store_true",
                    help="torch.compile the generator: faster steps after a compilation of a minute or more "
                         "(needs a C++ compiler on the CPU); results differ slightly")
-    f.add_argument("-no_speedups", "--no_speedups", action="store_true",
-                   help="run the 2020 generator ops and, on the CPU, let freed memory go back to the system: "
-                        "the same results, about 2x slower on the CPU, with less peak memory")
     visuals.add_flags(p)
     return p
 
@@ -352,13 +334,6 @@ def prepare_output_dir(path):
     return out_dir
 
 
-def apply_speed_settings(args, device):
-    """CPU threads and freed-memory reuse (which changes no result); returns the thread count."""
-    if device.type == "cpu" and not args.no_speedups:
-        speed.keep_freed_memory()
-    return speed.set_threads(args.threads)
-
-
 def seed_origin(args, records):
     if args.seed is not None:
         return ""
@@ -394,32 +369,54 @@ def out_of_memory_message(args, device):
     return f"out of memory on {device} with -batch_size {args.batch_size}; {hint}"
 
 
-def main(argv=None, stop=None):
-    """run.py; returns its exit status (see cli.py). Stop signals are caught while it runs, by
-    `stop` when the caller (sweep.py) has its own, else by handlers installed here."""
+@dataclass
+class Process:
+    """What a process decides once, for every folder it runs (sweep.py runs many): its place in a
+    torchrun job and its device. Starting it also sets the process-wide speed settings."""
+    launch: Launch
+    device: torch.device
+
+
+PROCESS_FLAGS = ("threads", "no_speedups")  # read by start_process: one value for the whole process
+
+
+def start_process(args):
+    """The Process for these flags, with its CPU threads set and, on the CPU unless -no_speedups,
+    freed memory kept for reuse (neither changes a result); SetupError if it cannot run here."""
     try:
         launch = launch_from_environment()
-    except TeamError as e:
+        device = pick_device(local_rank=launch.local_rank)
+    except (TeamError, DeviceError) as e:
+        raise SetupError(e) from None
+    if device.type == "cpu" and not args.no_speedups:
+        speed.keep_freed_memory()
+    speed.set_threads(args.threads)
+    return Process(launch, device)
+
+
+def main(argv=None):
+    """run.py; returns its exit status (see cli.py)."""
+    parser, args = parse_args(argv)
+    try:
+        process = start_process(args)
+    except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETUP_FAILED
-    if stop is not None:
-        return run_folder(argv, launch, stop)
     # In a torchrun job a stop reaches each process twice (from the terminal or Slurm, then from
     # torchrun passing it on): the repeat must not cut the writing of the results short.
-    with cli.StopSignals(repeat_leaves=launch.world_size == 1) as stop:
-        return run_folder(argv, launch, stop)
+    with cli.StopSignals(repeat_leaves=process.launch.world_size == 1) as stop:
+        return run_folder(parser, args, process, stop)
 
 
-def run_folder(argv, launch, stop):
-    parser, args = parse_args(argv)
+def run_folder(parser, args, process, stop):
+    """Every search of -input_dir in `process`, which `stop` stops; returns the exit status."""
     try:
         paths = list_inputs(args.input_dir)
         out_dir = prepare_output_dir(args.output_dir)  # before the first collective: no rank writes yet
-        device = pick_device(local_rank=launch.local_rank)
-    except (SetupError, DeviceError) as e:
-        print(launch.tag(f"error: {e}"), file=sys.stderr)
+    except SetupError as e:
+        print(process.launch.tag(f"error: {e}"), file=sys.stderr)
         return EXIT_SETUP_FAILED
-    with Team(launch, device) as team:
+    with Team(process.launch, process.device) as team:
         return run_job(parser, args, paths, out_dir, team, stop)
 
 
@@ -439,11 +436,10 @@ def run_job(parser, args, paths, out_dir, team, stop):
     log_path = out_dir / runlog.LOG_NAME
     records = runlog.read(log_path) if args.resume and team.is_main else []  # rank 0 decides what is done
     (base_seed,) = team.from_main([base_seed_for(args, records)])  # a drawn seed is rank 0's
-    threads = apply_speed_settings(args, device)
     processes = f"{team.size} processes" if team.is_multi else ""
     if team.is_main:
         print(f"seed {base_seed}{seed_origin(args, records)} | device {device} | {args.precision} | "
-              f"{threads} CPU thread(s){processes and ' | ' + processes}")
+              f"{torch.get_num_threads()} CPU thread(s){processes and ' | ' + processes}")
 
     jobs, errors = make_jobs(paths, args, base_seed, model.resolution)
     if team.is_main:  # every rank reads every input; rank 0 tells about the bad ones

@@ -84,6 +84,9 @@ def parse_grid(texts, flags, parser):
         if name not in flags:
             parser.error(f"argument -grid: {name!r} is not a run.py flag that a sweep can vary; "
                          f"valid names: {', '.join(sorted(flags))}")
+        if name in run.PROCESS_FLAGS:
+            parser.error(f"argument -grid: -{name} holds for the whole process, so a sweep cannot vary it; "
+                         f"give it after --")
         if name in grid:
             parser.error(f"argument -grid: {name} is given twice; list all its values in one -grid")
         if flags[name].nargs == 0 and not all(value.lower() in SWITCHES for value in values):
@@ -197,11 +200,17 @@ def main(argv=None):
     if "seed" in grid and args.seed is not None:
         parser.error("argument -seed: the seed is already varied by -grid seed=...")
     combinations = plan(args, grid, run_argv, flags, parser)
+    parsed = {}
     for combination in combinations:  # a bad value stops the sweep before anything runs
         try:
-            run.parse_args(combination.argv)
+            parsed[combination.folder] = run.parse_args(combination.argv)
         except SystemExit:
             parser.exit(2, f"{parser.prog}: error: run.py rejects the flags of {combination.folder.name} (see above)\n")
+    try:  # the process flags are the same in every combination (they cannot be in -grid)
+        process = run.start_process(parsed[combinations[0].folder][1])
+    except cli.SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
 
     exit_codes = {}
     with cli.StopSignals() as stop:
@@ -209,7 +218,7 @@ def main(argv=None):
             print(f"== {number}/{len(combinations)}: {combination.folder}")
             # In-process rather than a subprocess per combination: torch and the code load once, and
             # the results are the same, since every search draws from its own seeded generator.
-            exit_codes[combination.folder] = run.main(combination.argv, stop)
+            exit_codes[combination.folder] = run.run_folder(*parsed[combination.folder], process, stop)
             if stop.requested:
                 break
 

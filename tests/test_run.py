@@ -72,6 +72,19 @@ def test_l2_is_reported_even_when_the_loss_leaves_it_out(tmp_path):
     assert set(record["trajectory"][0]) == {"step", "L1", "L2", "TOTAL"}
 
 
+def test_text_flags_are_parsed_once_and_logged_as_written(tmp_path, monkeypatch):
+    import loss
+    parsed = []
+    parse_terms = loss.parse_terms
+    monkeypatch.setattr(loss, "parse_terms", lambda text: parsed.append(text) or parse_terms(text))
+    written = {"loss_str": "100*L2 + 0.05*GEOCROSS", "bad_noise_layers": "3.5"}
+    code, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "2", "-duplicates", "2",
+                            *(f"-{name}={text}" for name, text in written.items()))
+    assert code == 0 and parsed == [written["loss_str"]]  # not again per search, nor to log it
+    for record in log_records(out_dir):
+        assert {name: record["args"][name] for name in written} == written
+
+
 def test_unreached_eps_still_writes_the_best_image_flagged_not_converged(tmp_path, capsys):
     code, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "3", "-eps", "1e-12")
     assert code == 0 and (out_dir / "face0.png").exists()

@@ -43,3 +43,21 @@ def test_sweep_rejects_a_grid_key_that_is_not_a_run_flag(capsys, tmp_path):
     error = capsys.readouterr().err
     assert "'learning_rat' is not a run.py flag" in error and "learning_rate" in error
     assert not any(tmp_path.iterdir())
+
+
+def test_speed_settings_are_made_once_for_the_whole_sweep(tmp_path, monkeypatch):
+    import speed
+    thread_settings = []
+    monkeypatch.setattr(speed, "set_threads", lambda requested=None: thread_settings.append(requested))
+    argv = ["-input_dir", str(TINY_INPUT.parent), "-grid", "learning_rate=0.2,0.4", "-output_dir", str(tmp_path),
+            "--", "-cache_dir", str(TINY_MODEL), "-steps", "2", "-threads", "1"]
+    assert sweep.main(argv) == 0
+    assert thread_settings == [1]
+
+
+@pytest.mark.parametrize("grid", ["threads=1,2", "no_speedups=true,false"])
+def test_process_wide_flags_cannot_vary_in_a_grid(capsys, tmp_path, grid):
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(["-grid", grid, "-output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "holds for the whole process" in capsys.readouterr().err and not any(tmp_path.iterdir())
