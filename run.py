@@ -377,7 +377,7 @@ class Process:
     device: torch.device
 
 
-PROCESS_FLAGS = ("threads", "no_speedups")  # read by start_process: one value for the whole process
+PROCESS_FLAGS = ("threads", "no_speedups")  # set process-wide by start_process: the same in every folder it runs
 
 
 def start_process(args):
