@@ -12,6 +12,7 @@ from functools import partial
 import torch
 
 import speed
+from cli import ParsedText
 from loss import LossBuilder, LossString
 from SphericalOptimizer import SphericalOptimizer
 
@@ -46,22 +47,22 @@ class NoiseLayerError(ValueError):
     """The search flags name noise layers that cannot be, or that the model does not have."""
 
 
-class NoiseLayers(str):
-    """A -bad_noise_layers such as "3.5.17": the text as written (what the run log keeps), parsed
-    once, when it is made, into the set `layers`. Made from a NoiseLayers, it is that same one."""
+class NoiseLayers(ParsedText):
+    """A -bad_noise_layers such as "3.5.17", parsed once into the set `layers` (see cli.ParsedText)."""
 
-    def __new__(cls, text):
-        if isinstance(text, cls):
-            return text
+    @staticmethod
+    def parse(text):
         try:
             layers = frozenset(int(part) for part in text.split("."))
         except ValueError:
             raise NoiseLayerError(f"{text!r} is not a dot-separated list of layer numbers, e.g. 17 or 3.5.17") from None
         if any(layer < 0 for layer in layers):
             raise NoiseLayerError(f"layer numbers start at 0, got {text!r}")
-        noise_layers = super().__new__(cls, text)
-        noise_layers.layers = layers
-        return noise_layers
+        return layers
+
+    @property
+    def layers(self):
+        return self.parsed
 
 
 @dataclass

@@ -54,6 +54,23 @@ def non_negative_int(text):
     return value
 
 
+class ParsedText(str):
+    """A flag's text as written (what the run log keeps and -resume compares), carrying `parsed`,
+    what the subclass's `parse` made of it when it was made: the text is parsed once. Made from
+    one of its kind, it is that same one; immutable like any str, it is its own deep copy."""
+
+    def __new__(cls, text):
+        if isinstance(text, cls):
+            return text
+        parsed = cls.parse(text)
+        made = super().__new__(cls, text)
+        made.parsed = parsed
+        return made
+
+    def __deepcopy__(self, memo):  # dataclasses.asdict deep-copies: no parsing again
+        return self
+
+
 def parsed_by(parse):
     """An argparse type that parses a flag's text with `parse`; its ValueError becomes a usage error
     that keeps the message (argparse would only say "invalid value")."""

@@ -10,6 +10,7 @@ its own best step; the optimised loss is the sum over the batch, as in 2020.
 import torch
 
 from bicubic import BicubicDownSample, divides_by_power_of_two
+from cli import ParsedText
 
 
 class LossStringError(ValueError):
@@ -55,16 +56,16 @@ def parse_terms(loss_str):
     return terms
 
 
-class LossString(str):
-    """A -loss_str: the text as written (what the run log keeps and -resume compares), parsed once,
-    when it is made, into `terms`. Made from a LossString, it is that same one."""
+class LossString(ParsedText):
+    """A -loss_str such as "100*L2+0.05*GEOCROSS", parsed once into `terms` (see cli.ParsedText)."""
 
-    def __new__(cls, text):
-        if isinstance(text, cls):
-            return text
-        loss = super().__new__(cls, text)
-        loss.terms = parse_terms(text)
-        return loss
+    @staticmethod
+    def parse(text):
+        return parse_terms(text)
+
+    @property
+    def terms(self):
+        return self.parsed
 
 
 class LossBuilder(torch.nn.Module):

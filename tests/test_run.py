@@ -74,6 +74,7 @@ def test_l2_is_reported_even_when_the_loss_leaves_it_out(tmp_path):
 
 def test_text_flags_are_parsed_once_and_logged_as_written(tmp_path, monkeypatch):
     import loss
+    import run  # noqa: F401 (the 2020 default is parsed once, when run.py is imported)
     parsed = []
     parse_terms = loss.parse_terms
     monkeypatch.setattr(loss, "parse_terms", lambda text: parsed.append(text) or parse_terms(text))
@@ -83,6 +84,10 @@ def test_text_flags_are_parsed_once_and_logged_as_written(tmp_path, monkeypatch)
     assert code == 0 and parsed == [written["loss_str"]]  # not again per search, nor to log it
     for record in log_records(out_dir):
         assert {name: record["args"][name] for name in written} == written
+    parsed.clear()
+    code, _ = run_cli(tmp_path, "-seed", "1", "-steps", "2", "-duplicates", "2", "-resume",
+                      *(f"-{name}={text}" for name, text in written.items()), inputs=tmp_path / "in")
+    assert code == 0 and parsed == [written["loss_str"]]  # nor to compare with the log's flags
 
 
 def test_unreached_eps_still_writes_the_best_image_flagged_not_converged(tmp_path, capsys):
