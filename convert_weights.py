@@ -192,12 +192,11 @@ def write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log):
         weights.save_tensors(weights.load_gaussian_fit(weights.SCRIPT_DIR / "gaussian_fit.pt"), destination)
         log(f"copied the bundled 2020 gaussian_fit.pt of the FFHQ model to {destination}")
         return
-    log(f"fitting the latent gaussian ({gaussian_draws:,} draws of the mapping network)")
-    weights.save_tensors(weights.fit_gaussian(mapping, draws=gaussian_draws), destination)
-    log(f"saved {destination}")
+    weights.fit_and_save_gaussian(mapping, destination, gaussian_draws, log)
 
 
-def convert_stylegan1(data, pickle_path, md5, cache_dir, gaussian_draws, log):
+def convert_stylegan1(data, pickle_path, cache_dir, log):
+    """Write synthesis.pt and mapping.pt; returns the mapping network (for the gaussian fit)."""
     gs = find_gs(data, pickle_path)
     synthesis = convert_synthesis(component_variables(gs, "synthesis"))
     mapping_state, mapping = convert_mapping(component_variables(gs, "mapping"))
@@ -206,7 +205,7 @@ def convert_stylegan1(data, pickle_path, md5, cache_dir, gaussian_draws, log):
     weights.save_tensors(synthesis, cache_dir / "synthesis.pt")
     weights.save_tensors(mapping_state, cache_dir / "mapping.pt")
     log(f"saved {cache_dir / 'synthesis.pt'} and {cache_dir / 'mapping.pt'}")
-    write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log)
+    return mapping
 
 
 def fetch_and_convert(source, cache_dir, keep_pickle=False, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
@@ -267,7 +266,8 @@ def stylegan2_states(g_ema):
     return states["synthesis"], states["mapping"], attributes
 
 
-def convert_stylegan2(g_ema, pickle_path, cache_dir, gaussian_draws, log):
+def convert_stylegan2(g_ema, pickle_path, cache_dir, log):
+    """Write the files of weights.STYLEGAN2_FILES; returns the mapping network (for the gaussian fit)."""
     synthesis_state, mapping_state, attributes = stylegan2_states(g_ema)
     synthesis, mapping = weights.stylegan2_networks(synthesis_state, mapping_state, attributes,
                                                     f"G_ema in {pickle_path}")
@@ -275,9 +275,7 @@ def convert_stylegan2(g_ema, pickle_path, cache_dir, gaussian_draws, log):
         f"{synthesis.num_ws} ws, {len(synthesis.noise_sizes)} noise layers)")
     weights.save_stylegan2(cache_dir, synthesis_state, mapping_state, attributes)
     log(f"saved {', '.join(str(cache_dir / name) for name in weights.STYLEGAN2_FILES.values())}")
-    log(f"fitting the latent gaussian ({gaussian_draws:,} draws of the mapping network)")
-    weights.save_tensors(weights.fit_gaussian(mapping, draws=gaussian_draws), cache_dir / "gaussian_fit.pt")
-    log(f"saved {cache_dir / 'gaussian_fit.pt'}")
+    return mapping
 
 
 def check_cache_family(cache_dir, stylegan2):
@@ -301,9 +299,10 @@ def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, l
     stylegan2 = nvidia_pickles.is_stylegan2_pickle(data)
     check_cache_family(cache_dir, stylegan2)
     if stylegan2:
-        convert_stylegan2(data["G_ema"], pickle_path, cache_dir, gaussian_draws, log)
+        mapping = convert_stylegan2(data["G_ema"], pickle_path, cache_dir, log)
     else:
-        convert_stylegan1(data, pickle_path, md5, cache_dir, gaussian_draws, log)
+        mapping = convert_stylegan1(data, pickle_path, cache_dir, log)
+    write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log)
     return md5
 
 

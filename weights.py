@@ -139,10 +139,16 @@ def cached_gaussian_fit(folders, cache_dir, dlatent_size, log, load_mapping_netw
         if (folder / "gaussian_fit.pt").is_file():
             return load_gaussian_fit(folder / "gaussian_fit.pt", dlatent_size)
     mapping = load_mapping_network()
-    log(f"gaussian_fit.pt not found: fitting it from {mapping_name} ({GAUSSIAN_FIT_DRAWS:,} draws)")
-    fit = fit_gaussian(mapping, draws=GAUSSIAN_FIT_DRAWS)
-    save_tensors(fit, Path(cache_dir) / "gaussian_fit.pt")
-    log(f"saved {Path(cache_dir) / 'gaussian_fit.pt'}")
+    log(f"gaussian_fit.pt not found: fitting it from {mapping_name}")
+    return fit_and_save_gaussian(mapping, Path(cache_dir) / "gaussian_fit.pt", GAUSSIAN_FIT_DRAWS, log)
+
+
+def fit_and_save_gaussian(mapping, destination, draws, log):
+    """fit_gaussian of `mapping`, saved to `destination` and returned."""
+    log(f"fitting the latent gaussian ({draws:,} draws of the mapping network)")
+    fit = fit_gaussian(mapping, draws=draws)
+    save_tensors(fit, destination)
+    log(f"saved {destination}")
     return fit
 
 
