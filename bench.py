@@ -22,7 +22,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -84,24 +84,26 @@ class Timing:
                 "speedup": round(self.images_per_second / baseline.images_per_second, 3)}
 
 
+def default_setting(device, name="default", **changes):
+    """The default path, as run.py takes it (freed memory kept for reuse on the CPU), with `changes`."""
+    return Setting(name, keep_freed_memory=device.type == "cpu", **changes)
+
+
 def settings_for(device, batch_sizes, with_compile):
     """The configurations, in the order they are run (freed-memory reuse cannot be undone).
 
     Batch size 1 always runs; `batch_sizes` adds the default path at other sizes."""
-    on_cpu = device.type == "cpu"
     baseline = Setting("all speed changes off (2020 ops)", fast_ops=False)
-    default = Setting("default", keep_freed_memory=on_cpu)
     settings = [baseline]
-    if on_cpu:
-        settings += [Setting("fast ops only"), default,
+    if device.type == "cpu":
+        settings += [Setting("fast ops only"), default_setting(device),
                      Setting("freed-memory reuse only", fast_ops=False, keep_freed_memory=True)]
     else:
-        settings.append(default)
-    settings += [Setting(f"default, batch {b}", batch=b, keep_freed_memory=on_cpu)
-                 for b in sorted(set(batch_sizes) - {1})]
-    settings += [Setting(f"-precision {p}", precision=p, keep_freed_memory=on_cpu) for p in ("bf16", "fp16")]
+        settings.append(default_setting(device))
+    settings += [default_setting(device, f"default, batch {b}", batch=b) for b in sorted(set(batch_sizes) - {1})]
+    settings += [default_setting(device, f"-precision {p}", precision=p) for p in ("bf16", "fp16")]
     if with_compile:
-        settings.append(Setting("-compile", compile=True, keep_freed_memory=on_cpu))
+        settings.append(default_setting(device, "-compile", compile=True))
     return settings
 
 
@@ -190,7 +192,7 @@ def time_in_process(rank, generator, batch_sizes, steps, resolution, threads, st
     """One of several processes searching at once: its seconds per step at each batch size."""
     device = device_of_process(rank)
     speed.set_threads(threads)
-    setting = Setting("default", keep_freed_memory=device.type == "cpu")
+    setting = default_setting(device)
     if setting.keep_freed_memory:
         speed.keep_freed_memory()
     torch.manual_seed(0)
@@ -222,10 +224,9 @@ def time_processes(processes, generator, batch_sizes, steps, resolution, threads
 def throughput(timings, args, threads, device):
     """Searches per hour of the machine for each process count and batch size of the default search;
     one process from the timings already made, more from processes started for it."""
-    default = Setting("default", keep_freed_memory=device.type == "cpu")
-    single = {t.setting.batch: t for t in timings if t.setting.fast_ops == default.fast_ops and
-              t.setting.keep_freed_memory == default.keep_freed_memory and
-              (t.setting.precision, t.setting.compile) == (default.precision, default.compile)}
+    default = default_setting(device)
+    single = {t.setting.batch: t for t in timings  # the default path at each batch size
+              if replace(t.setting, name=default.name, batch=default.batch) == default}
     rows = [{"processes": 1, "batch": batch, "threads_per_process": threads,
              "searches_per_hour": t.searches_per_hour} for batch, t in sorted(single.items())]
     for processes in sorted(set(args.processes) - {1}):
@@ -338,7 +339,7 @@ def main(argv=None):
         device = pick_device()
     except DeviceError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.EXIT_SETUP_FAILED
     threads = speed.set_threads(args.threads)
     torch.manual_seed(0)
     synthesis = GENERATORS[args.generator](args.resolution).requires_grad_(False)
