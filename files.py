@@ -53,6 +53,23 @@ def remove_stale_temporaries(folder):
     return len(stale)
 
 
+def make_folders(folder):
+    """Create `folder` and its missing parents; returns those it created, outermost first."""
+    folder = Path(folder)
+    missing = [f for f in [folder, *folder.parents] if not f.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty_folders(folders):
+    """Remove the folders make_folders created, innermost first, as long as they are empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): it, and the folders around it, stay
+            return
+
+
 def stem_clashes(paths):
     """'a.jpg and a.png' for every group of files that share a stem: outputs named by stem would clash."""
     by_stem = defaultdict(list)

@@ -44,7 +44,7 @@ def search(cache_dir, out_dir, *flags):
     code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(out_dir), "-cache_dir", str(cache_dir),
                      "-seed", "0", "-steps", "3", "-precision", "fp64", *flags])
     assert code == 0
-    return [record["trajectory"] for record in runlog.read(out_dir / runlog.LOG_NAME)]
+    return [record.trajectory for record in runlog.read(out_dir / runlog.LOG_NAME)]
 
 
 def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(tmp_path, http_server, tiny_pickle,
