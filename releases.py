@@ -81,7 +81,7 @@ def fetch_first(candidates, attempt, missing, by_hand, log=print):
 
 def ways_on(cache_dir):
     """What a user without a working source can do instead (README, 'Getting the weights')."""
-    return ["Ways on (README, 'Getting the weights'):",
+    return ["To go on by hand (README, 'Getting the weights'):",
             f"  - convert a pickle you have: python convert_weights.py PICKLE -cache_dir {cache_dir}",
             f"  - put the 2020 synthesis.pt and mapping.pt into {cache_dir}/",
             "  - or run on a StyleGAN2 pickle with -network FILE_OR_URL"]

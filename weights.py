@@ -76,7 +76,8 @@ def read_record(folder):
         record = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise WeightsError(f"{path} is not readable JSON ({e}); convert the network again") from e
-    if not isinstance(record, dict) or not isinstance(record.get("attributes", {}), dict):
+    if not (isinstance(record, dict) and isinstance(record.get("family"), str)
+            and isinstance(record.get("attributes", {}), dict)):
         raise WeightsError(f"{path} does not describe a generator; convert the network again")
     return record
 
