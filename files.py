@@ -97,26 +97,46 @@ def folder_lock(folder, log=print, poll_seconds=0.5):
     not held: the waiter locks the file now at the path instead.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    said_so = False
-    while True:
-        with open(folder / LOCK_NAME, "a+b") as handle:
-            handle.seek(0)
-            if not _try_lock(handle):
-                if not said_so:
-                    log(f"waiting for another process that is preparing {folder}/ (it holds {folder / LOCK_NAME})")
-                    said_so = True
-                while not _try_lock(handle):
-                    time.sleep(poll_seconds)
-            try:
-                if _is_file_at(handle, folder / LOCK_NAME):
-                    yield
-                    return
-            finally:
-                if not fcntl:  # flock ends with the file; Windows wants the byte unlocked first
-                    handle.seek(0)
-                    msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        folder.mkdir(parents=True, exist_ok=True)  # its maker removed it with the lock file
+    waiting = f"waiting for another process that is preparing {folder}/ (it holds {folder / LOCK_NAME})"
+    handle = None
+    while handle is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = _lock_file(folder / LOCK_NAME, waiting, log, poll_seconds)
+        log = _silent  # a second try waits without saying so again
+    with handle:
+        try:
+            yield
+        finally:
+            _unlock(handle)
+
+
+def _silent(message):
+    pass
+
+
+def _lock_file(path, waiting, log, poll_seconds):
+    """`path` opened and locked by this process (logging `waiting` if it has to wait), or None when
+    the file was deleted (with its folder, maybe) before this process got the lock."""
+    try:
+        handle = open(path, "a+b")
+    except FileNotFoundError:  # the folder went between making it and opening the file
+        return None
+    handle.seek(0)
+    if not _try_lock(handle):
+        log(waiting)
+        while not _try_lock(handle):
+            time.sleep(poll_seconds)
+    if _is_file_at(handle, path):
+        return handle
+    _unlock(handle)
+    handle.close()
+    return None
+
+
+def _unlock(handle):
+    if not fcntl:  # flock ends with the file; Windows wants the byte unlocked first
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
 
 def _is_file_at(handle, path):

@@ -22,7 +22,7 @@ import runlog
 import weight_sources
 import weights
 from conftest import ROOT, TINY_INPUT, TINY_MODEL
-from files import folder_lock
+from files import folder_lock, preparing
 from stylegan1_pickles import Network, dumps, tiny_pickle_bytes
 
 DRAWS = 256  # of the gaussian fit after converting the tiny model (the real default takes a minute)
@@ -240,6 +240,24 @@ def test_the_folder_lock_makes_a_second_holder_wait_and_says_so(tmp_path):
     thread.join(timeout=10)
     assert order == ["first", "second"]
     assert messages == [f"waiting for another process that is preparing {tmp_path}/ (it holds {tmp_path}/.lock)"]
+
+
+def test_a_process_waiting_on_a_failed_preparation_locks_afresh(tmp_path):
+    """The failing holder deletes the lock file and the folder it made; the waiter makes and locks new ones."""
+    folder, messages, held = tmp_path / "cache", [], []
+
+    def second():
+        with folder_lock(folder, log=messages.append, poll_seconds=0.05):
+            held.append((folder / ".lock").is_file())
+
+    with pytest.raises(RuntimeError, match="no weights"):
+        with preparing(folder, log=quiet):
+            thread = threading.Thread(target=second)
+            thread.start()
+            wait_for(lambda: messages, timeout=10)
+            raise RuntimeError("no weights")
+    thread.join(timeout=10)
+    assert held == [True] and len(messages) == 1
 
 
 @pytest.mark.slow
