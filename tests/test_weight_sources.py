@@ -6,6 +6,7 @@ override PULSE_TEST_WEIGHT_SOURCES; the network is a tiny NVIDIA-format StyleGAN
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,6 +110,25 @@ def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
                      "-network", str(tmp_path / "nothing.pkl")])
     assert code == run.EXIT_SETUP_FAILED
     assert capsys.readouterr().err == f"error: -network {tmp_path / 'nothing.pkl'}: no such file or folder\n"
+
+
+def test_2020_files_without_any_gaussian_fit_get_the_2020_mapping(tmp_path, http_server, monkeypatch):
+    monkeypatch.setattr(weights, "BUNDLED_FIT", tmp_path / "no_bundled_fit.pt")
+    folder = tmp_path / "files_2020"
+    folder.mkdir()
+    shutil.copy(TINY_MODEL / "synthesis.pt", folder)
+    mapping = http_server.add("/mapping.pt", b"the 2020 mapping.pt")  # what is tested is where it lands
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override({"2020 mapping": [
+        source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt"), source("a mirror", mapping, "mapping.pt")]}))
+    assert weight_sources.weights_folder(folder, tmp_path / "cache", log=quiet) == folder
+    assert (folder / "mapping.pt").is_file() and weights.can_fit_gaussian(folder)
+
+    (folder / "mapping.pt").unlink()
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override({"2020 mapping": [
+        source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt")]}))
+    with pytest.raises(weights.WeightsError, match="(?s)has no gaussian_fit.pt.*the 2020 link: HTTP 404.*mapping.pt"):
+        weight_sources.weights_folder(folder, tmp_path / "cache", log=quiet)
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "synthesis.pt"]  # the lock of the first fetch
 
 
 def test_url_folder_names():
