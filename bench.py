@@ -13,6 +13,10 @@ With -processes it also times several processes searching at once (as `torchrun
 --nproc_per_node N run.py` would run them: one GPU each, or the CPU threads split among them) and
 reports the searches per hour of the whole machine for each process count and batch size.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import argparse
 import gc
 import json

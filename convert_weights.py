@@ -12,6 +12,10 @@ pickle and checks its MD5 (see releases.py).
 The pickle is read by nvidia_pickles.py's allowlist unpickler: nothing stored in it (the network
 source code of either format included) is ever executed.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import argparse
 import re
 import sys

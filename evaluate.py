@@ -3,6 +3,10 @@
     python evaluate.py runs/a runs/b -json scores.json
     python evaluate.py -paper input runs/a
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import json
 import re
 import statistics

@@ -5,6 +5,10 @@
 Each plot shows every logged loss term and TOTAL per step on a log scale, the best step (the
 image PULSE kept) as a vertical line and eps, the L2 target, as a horizontal one.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import sys
 from pathlib import Path
 

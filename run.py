@@ -5,6 +5,10 @@ Every input gets its best high-resolution image written as `<output_dir>/<stem>.
 NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`. -strip and -gif add pictures
 of the results and of the searches (see visuals.py).
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import random
 import sys
 import tempfile

@@ -6,6 +6,10 @@ Every combination gets its own run.py output folder under -output_dir, named aft
 (e.g. `learning_rate=0.2,steps=100`), and `<output_dir>/sweep.md` compares them. All run with
 the same seed and with run.py -resume, so a second sweep reuses the results that are finished.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import itertools
 import re
 import shlex
