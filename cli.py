@@ -35,9 +35,21 @@ class Parser(argparse.ArgumentParser):
         return {action.dest: action for action in self._actions if action.option_strings}
 
 
+class OneDefaultFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: ...)" after each flag's help, unless the help writes its own "(default ...)"
+    (one argparse cannot show, such as "the number of physical cores"), or the default is None or
+    False (nothing set, a switch that is off), which would say nothing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
 def parser(description=None, **kwargs):
-    """An argument parser that shows every flag's default in --help, as all the scripts do."""
-    return Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+    """An argument parser that shows every flag's default in --help, once, as all the scripts do."""
+    return Parser(description=description, formatter_class=OneDefaultFormatter, **kwargs)
 
 
 # ---- flag types ----------------------------------------------------------------------------
