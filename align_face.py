@@ -300,7 +300,7 @@ def main(argv=None):
     failures = tally["unreadable"] + tally["faceless"]
     print(f"{tally['photos']} photo(s) read, {tally['faces']} face(s) written to {args.output_dir}, "
           f"{failures} failure(s) ({tally['unreadable']} unreadable, {tally['faceless']} without a face)")
-    return 0 if tally["faces"] else 1
+    return cli.EXIT_INPUTS_FAILED if failures else cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -352,8 +352,8 @@ def main(argv=None):
             convert(args.pickle, args.cache_dir, args.gaussian_draws)
     except (weights.WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return cli.EXIT_SETUP_FAILED
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import cli
 import runlog
 from files import atomic_path
 
-EXIT_BAD_RECORDS, EXIT_NO_LOG = 1, 2
 REQUIRED_FIELDS = ("output", "seed", "best_step", "converged", "trajectory", "args")
 
 
@@ -98,7 +97,7 @@ def main(argv=None):
         records = read_log(args.log)
     except LogError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_NO_LOG
+        return cli.EXIT_SETUP_FAILED
     usable = []
     for number, record in enumerate(records, start=1):
         problem = record_problem(record)
@@ -108,16 +107,18 @@ def main(argv=None):
             usable.append(record)
     out_dir = args.output_dir or args.log.parent / "plots"
     latest = runlog.latest_by_output(usable).values()
-    for record in latest:
-        path = out_dir / f"{Path(record['output']).stem}_losses.png"
-        plot_record(record, path)
-        print(path)
+    try:
+        for record in latest:
+            path = out_dir / f"{Path(record['output']).stem}_losses.png"
+            plot_record(record, path)
+            print(path)
+    except OSError as e:
+        print(f"error: cannot write the plots to {out_dir}: {e}", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
     if len(latest) < len(usable):
         print(f"note: {len(usable) - len(latest)} earlier record(s) of the same results were superseded "
               f"by later ones", file=sys.stderr)
-    if len(usable) < len(records):
-        return EXIT_BAD_RECORDS if usable else EXIT_NO_LOG
-    return 0
+    return cli.EXIT_INPUTS_FAILED if len(usable) < len(records) else cli.EXIT_OK
 
 
 if __name__ == "__main__":

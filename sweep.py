@@ -211,6 +211,7 @@ def main(argv=None):
         except SystemExit:
             parser.exit(2, f"{parser.prog}: error: run.py rejects the flags of {combination.folder.name} (see above)\n")
     try:  # the process flags are the same in every combination (they cannot be in -grid)
+        run.list_inputs(args.input_dir)  # a missing or empty folder would fail every combination alike
         process = run.start_process(parsed[combinations[0].folder][1])
     except cli.SetupError as e:
         print(f"error: {e}", file=sys.stderr)
