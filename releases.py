@@ -71,6 +71,6 @@ def fetch_first(candidates, attempt, cache_dir, log=print):
             failures.append(f"  - {source.label} ({source.url}): {e}")
     raise weights.WeightsError(
         f"no generator weights in {cache_dir}/, and every source failed:\n" + "\n".join(failures) + "\n"
-        f"Two ways to go on by hand (README, 'Getting the weights'): put the 2020 synthesis.pt (and mapping.pt) "
+        f"Two ways to go on by hand (docs/weights.md): put the 2020 synthesis.pt (and mapping.pt) "
         f"into {cache_dir}/, or convert a StyleGAN-1 pickle you have: "
         f"`python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir {cache_dir}`")

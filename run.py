@@ -57,7 +57,7 @@ def build_parser():
     io.add_argument("-resume", "--resume", action="store_true",
                     help="skip inputs whose output and log line already exist with the same flags and seed")
 
-    w = p.add_argument_group("the generator (see README, Getting the weights)")
+    w = p.add_argument_group("the generator (see docs/weights.md)")
     w.add_argument("-cache_dir", "--cache_dir", default="cache",
                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
                         "NVIDIA's FFHQ model is downloaded and converted into it")

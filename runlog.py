@@ -1,6 +1,6 @@
 """The run log: one JSON line per result in `<output_dir>/pulse_log.jsonl`.
 
-A record's fields (README, "The run log", says the same to users):
+A record's fields (docs/running.md, "The run log", says the same to users):
   input, output    the input file and the result image written for it
   seed, base_seed  the seed of this search, and the -seed of the run (duplicate k: base_seed + k - 1)
   device, threads  where it ran

@@ -58,7 +58,7 @@ def find_or_download(cache_dir, name):
             f"{name} is not in {cache_dir}/ and could not be downloaded ({e}).\n"
             f"Put the 2020 {name} at {destination}, or convert NVIDIA's StyleGAN pickle with "
             f"`python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir {cache_dir}` "
-            f"(see README, 'Getting the weights').") from e
+            f"(see docs/weights.md).") from e
     return destination
 
 
@@ -218,6 +218,6 @@ def load_generator(cache_dir, log=print):
     path = cached_file(cache_dir, "synthesis.pt")
     if path is None:
         raise WeightsError(f"{cache_dir}/ holds no generator: no synthesis.pt (nor a converted StyleGAN2, "
-                           f"{STYLEGAN2_FILES['synthesis']}); see README, 'Getting the weights'")
+                           f"{STYLEGAN2_FILES['synthesis']}); see docs/weights.md")
     synthesis = load_synthesis(path)
     return synthesis, gaussian_fit_for(cache_dir, synthesis.dlatent_size, log)
