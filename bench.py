@@ -33,6 +33,7 @@ import torch
 import torch.multiprocessing
 
 import cli
+import quiet_stop
 import speed
 import stylegan
 import stylegan2
@@ -214,8 +215,9 @@ def time_processes(processes, generator, batch_sizes, steps, resolution, threads
     workers = [context.Process(target=time_in_process, daemon=True,
                                args=(rank, generator, batch_sizes, steps, resolution, threads, start_together, results))
                for rank in range(processes)]
-    for worker in workers:
-        worker.start()
+    with quiet_stop.children_ignore_ctrl_c():
+        for worker in workers:
+            worker.start()
     timings = {batch: [] for batch in batch_sizes}
     for _ in range(processes * len(batch_sizes)):
         batch, seconds = results.get()

@@ -14,6 +14,7 @@ program, it changes nothing until `install()` is called.
 import os
 import signal
 import sys
+from contextlib import contextmanager
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -33,3 +34,16 @@ def leave_at_once(signum, frame):
 def install():
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
+
+
+@contextmanager
+def children_ignore_ctrl_c():
+    """Processes started inside the block ignore Ctrl-C all their life, their imports included
+    (an ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt
+    handler). Ctrl-C reaches every process of the terminal's group: the parent alone says that it
+    stopped, and its workers end with it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

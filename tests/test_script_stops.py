@@ -4,6 +4,7 @@ The scripts run as subprocesses and get real signals. The moment "during the imp
 exact by watching /proc/<pid>/status: a script's first line installs quiet_stop's handlers (the
 kernel then lists SIGTERM among the caught signals), and torch and the rest load after it.
 """
+import os
 import re
 import signal
 import subprocess
@@ -25,9 +26,9 @@ SCRIPTS = ["run.py", "align_face.py", "convert_weights.py", "evaluate.py", "plot
 STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-def start(script, *args):
+def start(script, *args, **popen):
     return subprocess.Popen([sys.executable, script, *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def caught_signals(pid):
@@ -44,13 +45,14 @@ def wait_for(condition, proc, timeout=120):
         time.sleep(0.002)
 
 
-def assert_stopped_in_one_line(proc, signum):
-    proc.send_signal(signum)
+def assert_stopped_in_one_line(proc, signum, send=None):
+    (send or proc.send_signal)(signum)
     _, err = proc.communicate(timeout=60)
     lines = err.strip().splitlines()
     assert proc.returncode == STATUS[signum], err
     assert "Traceback" not in err, err
     assert lines and "interrupted" in lines[-1] and len(lines[-1]) < 200, err
+    return err
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -80,6 +82,17 @@ def test_a_stop_while_the_bench_times_is_one_line():
                  "-no_drift")
     wait_for(lambda: proc.stderr.readline().startswith("timing:"), proc)
     assert_stopped_in_one_line(proc, signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_bench_and_its_workers_in_one_line():
+    """A terminal's Ctrl-C reaches the whole process group: the workers, still loading torch, too."""
+    proc = start("bench.py", "-resolution", "32", "-steps", "1", "-batch_sizes", "1", "-processes", "1", "2",
+                 "-no_drift", start_new_session=True)
+    wait_for(lambda: proc.stderr.readline().startswith("timing: 2 processes"), proc)
+    time.sleep(1)
+    err = assert_stopped_in_one_line(proc, signal.SIGINT, send=lambda signum: os.killpg(proc.pid, signum))
+    assert err.count("interrupted") == 1
 
 
 def test_stop_signals_hand_back_to_the_quiet_stop_not_to_pythons_default():
