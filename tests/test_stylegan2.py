@@ -355,7 +355,7 @@ def test_payload_in_a_persistent_object_is_refused_and_never_runs(tmp_path, caps
     data = nvidia_pickle(*random_stylegan2(), extra_state=dict(num_ws=evil))
     path = tmp_path / "evil.pkl"
     path.write_bytes(data)
-    assert convert_weights.main([str(path), "-cache_dir", str(tmp_path / "cache")]) == 1
+    assert convert_weights.main([str(path), "-cache_dir", str(tmp_path / "cache")]) == 3  # setup failed
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: refusing to load ") and ("system" in error or "builtins.eval" in error)
     assert not marker.exists() and not (tmp_path / "cache").exists()
