@@ -14,11 +14,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
 import cli
@@ -133,7 +134,7 @@ def check_upload(path):
         with Image.open(path) as im:  # reads the header only
             image_format, (width, height) = im.format, im.size
     except (UnidentifiedImageError, OSError) as e:
-        raise UploadError(f"{path.name}: not an image ({e.__class__.__name__})") from None
+        raise UploadError(f"{path.name}: not an image this page can read (JPEG, PNG or WebP)") from None
     if image_format not in PHOTO_FORMATS:
         raise UploadError(f"{path.name}: a {image_format} image; this page takes JPEG, PNG or WebP")
     if width * height > MAX_PIXELS:
@@ -297,8 +298,9 @@ def search_one(model, face, name, seed, settings, folder, stop, report, snapshot
                                **settings.search_keywords())
     output = folder / f"{name}.png"
     save_image(result.image, output)
-    args = {**asdict(settings), **settings.search_keywords(), **model.result_settings}
-    record = replace(runlog.Record.of(result, output, model.device, args), input=face.label, base_seed=settings.seed)
+    # The page's own loop over duplicates: the record tells the first seed, as run.py's does.
+    flags = {"seed": settings.seed, "duplicates": settings.duplicates}
+    record = replace(runlog.Record.of(result, output, model.device, flags), input=face.label, base_seed=settings.seed)
     runlog.append(folder / runlog.LOG_NAME, record)
     gif.save()
     return record
@@ -349,6 +351,7 @@ def l2_plot(snapshot):
     axes.axhline(snapshot.eps, color="red", linestyle="--", label=f"eps = {snapshot.eps:g}")
     axes.set_xlim(1, max(snapshot.steps, 2))
     axes.set_xlabel("step")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend()
     return figure
 
@@ -447,7 +450,8 @@ class Page:
                     face_size = gr.Dropdown(self.face_sizes(), value=DEFAULT_FACE_SIZE,
                                             label="side of the small faces cut from photos (align_face.py -output_size)")
                     upload_message = gr.Markdown(elem_id="upload_message")
-                    gallery = gr.Gallery(label="faces found", columns=2, format="png", elem_id="faces")
+                    gallery = gr.Gallery(label="faces found", columns=1, format="png", object_fit="contain",
+                                         height="auto", elem_id="faces")
                     chosen = gr.CheckboxGroup(label="faces to search", elem_id="chosen")
                 with gr.Column():
                     seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0, minimum=0)
@@ -475,7 +479,7 @@ class Page:
                     status = gr.Markdown(elem_id="status")
                     plot = gr.Plot(label="L2 against eps")
             strips = gr.Gallery(label="input | bicubic | result | its downscale", columns=1, format="png",
-                                elem_id="strips")
+                                object_fit="contain", height="auto", elem_id="strips")
             summary = gr.Markdown(elem_id="summary")
             downloads = gr.File(label="results, run log (JSON lines) and search GIFs", file_count="multiple",
                                 elem_id="downloads")
@@ -504,13 +508,14 @@ def main(argv=None):
     aligner, problem = Aligner.load(args.cache_dir)
     if problem:
         print(f"note: {problem}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir:
-        os.environ["GRADIO_TEMP_DIR"] = str(Path(workdir) / "uploads")  # Gradio keeps its uploads here
+    # Ctrl-C, SIGTERM or SIGHUP close the server, and the temporary folder goes with it.
+    with cli.StopSignals() as stop, tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir:
+        os.environ["GRADIO_TEMP_DIR"] = str(Path(workdir) / "gradio")  # uploads and served files
         demo = Page(model, aligner, problem, workdir).blocks()
         demo.queue(default_concurrency_limit=1).launch(
             server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
             allowed_paths=[workdir], footer_links=[])
-    return 0
+    return stop.exit_status if stop.requested else 0
 
 
 if __name__ == "__main__":
