@@ -32,6 +32,7 @@ from cli import positive_int
 from files import save_image
 from images import ImageReadError, read_rgb, to_pil
 
+ALIGN_IMPORT_ERROR = None
 try:
     import align_face
 except ImportError as e:  # dlib missing: photos cannot be aligned, aligned faces still work
@@ -200,10 +201,22 @@ def unique_name(stem, taken):
 def face_picture(face):
     """What the page shows of a face: the aligned crop (if any) beside the small input."""
     side = f"{face.low.width}x{face.low.height}"
-    panels = [visuals.Panel(face.low, [face.name, f"{side} input"], resample=Image.Resampling.NEAREST)]
+    panels = [visuals.Panel(face.low, [face.label, f"{side} input"], resample=Image.Resampling.NEAREST)]
     if face.crop is not None:
-        panels.insert(0, visuals.Panel(face.crop, [face.name, "1024x1024 aligned crop"]))
+        panels.insert(0, visuals.Panel(face.crop, [face.label, "1024x1024 aligned crop"]))
     return visuals.draw_strip(panels)
+
+
+def stacked(pictures):
+    """The pictures one under the other on white, as one picture (None when there are none)."""
+    if not pictures:
+        return None
+    stack = Image.new("RGB", (max(p.width for p in pictures), sum(p.height for p in pictures)), "white")
+    top = 0
+    for picture in pictures:
+        stack.paste(picture, (0, top))
+        top += picture.height
+    return stack
 
 
 # ---- the search ------------------------------------------------------------------------------
@@ -269,6 +282,7 @@ def searches(model, faces, settings, folder, stop, report=lambda snapshot: None)
     starts no other.
     """
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     count = len(faces) * settings.duplicates
     outcomes = []
     for face in faces:
@@ -344,7 +358,7 @@ def in_background(work):
 
 def l2_plot(snapshot):
     """L2 at every step against eps, on a log scale."""
-    figure = Figure(figsize=(5, 3), layout="constrained")
+    figure = Figure(figsize=(4, 3), layout="constrained")
     axes = figure.add_subplot()
     steps = range(1, len(snapshot.l2) + 1)
     axes.semilogy(steps, snapshot.l2, label="L2")
@@ -361,7 +375,7 @@ def outcome_summary(outcome):
     lines = []
     for record in outcome.records:
         status = record.status if record.converged else (
-            f"**🟥 {record.status}** (try more steps, another seed, or a larger eps)")
+            f"**{record.status}** (try more steps, another seed, or a larger eps)")
         lines.append(f"- {Path(record.output).name}: {status}; seed {record.seed}, best step {record.best_step}, "
                      f"L2 {record.losses['L2']:.4g}")
     return "\n".join(lines)
@@ -385,21 +399,21 @@ class Page:
         lines = []
         r = self.model.resolution
         if r != 1024:
-            lines.append(f"⚠️ The generator is {r}x{r} (the tiny test model, say), not the 1024x1024 FFHQ "
+            lines.append(f"**Note:** the generator is {r}x{r} (the tiny test model, say), not the 1024x1024 FFHQ "
                          f"face model: results are noise, not faces.")
         if self.aligner_problem:
-            lines.append(f"⚠️ {self.aligner_problem}.")
+            lines.append(f"**Note:** {self.aligner_problem}.")
         return "\n\n".join(lines)
 
     def on_upload(self, paths, face_size):
-        """Uploads -> (faces, gallery, face choices, message)."""
+        """Uploads -> (faces, their picture, face choices, message)."""
         import gradio as gr
         faces, problems = faces_from_uploads(paths or [], self.aligner, int(face_size), self.model.resolution)
         choices = [(face.label, i) for i, face in enumerate(faces)]
-        message = "\n".join(f"- ⚠️ {p}" for p in problems)
+        message = "\n".join(f"- **{p}**" for p in problems)
         if paths and not faces:
             message += "\n\nNo face to search yet."
-        return (faces, [(face_picture(f), f.label) for f in faces],
+        return (faces, stacked([face_picture(face) for face in faces]),
                 gr.update(choices=choices, value=[i for _, i in choices]), message)
 
     def on_search(self, faces, chosen, *values, request=None):
@@ -427,7 +441,7 @@ class Page:
             stop.set()  # ends the search if the page went away
         stopped = " (stopped: the best image so far is kept)" if any(o.interrupted for o in outcomes) else ""
         yield (gr.update(), f"done{stopped}", gr.update(),
-               [(o.strip, o.face.label) for o in outcomes],
+               stacked([o.strip for o in outcomes]),
                "\n".join(outcome_summary(o) for o in outcomes),
                sorted(str(p) for p in folder.iterdir()))
 
@@ -450,8 +464,7 @@ class Page:
                     face_size = gr.Dropdown(self.face_sizes(), value=DEFAULT_FACE_SIZE,
                                             label="side of the small faces cut from photos (align_face.py -output_size)")
                     upload_message = gr.Markdown(elem_id="upload_message")
-                    gallery = gr.Gallery(label="faces found", columns=1, format="png", object_fit="contain",
-                                         height="auto", elem_id="faces")
+                    pictures = gr.Image(label="faces found", format="png", interactive=False, elem_id="faces")
                     chosen = gr.CheckboxGroup(label="faces to search", elem_id="chosen")
                 with gr.Column():
                     seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0, minimum=0)
@@ -473,18 +486,17 @@ class Page:
                     with gr.Row():
                         run = gr.Button("Run PULSE", variant="primary", elem_id="run")
                         stop = gr.Button("Stop (keeps the best so far)", variant="stop", elem_id="stop")
-            with gr.Row():
-                live = gr.Image(label="best image so far", format="png", elem_id="live")
-                with gr.Column():
                     status = gr.Markdown(elem_id="status")
-                    plot = gr.Plot(label="L2 against eps")
-            strips = gr.Gallery(label="input | bicubic | result | its downscale", columns=1, format="png",
-                                object_fit="contain", height="auto", elem_id="strips")
+                    with gr.Row():
+                        live = gr.Image(label="best image so far", format="png", height=300, elem_id="live")
+                        plot = gr.Plot(label="L2 against eps")
+            strips = gr.Image(label="input | bicubic | result | its downscale", format="png", interactive=False,
+                              elem_id="strips")
             summary = gr.Markdown(elem_id="summary")
             downloads = gr.File(label="results, run log (JSON lines) and search GIFs", file_count="multiple",
                                 elem_id="downloads")
 
-            uploads.change(self.on_upload, [uploads, face_size], [faces, gallery, chosen, upload_message])
+            uploads.change(self.on_upload, [uploads, face_size], [faces, pictures, chosen, upload_message])
             settings = [seed, steps, duplicates, eps, learning_rate, loss_str, noise_type, trainable, tile_latent,
                         bad_noise_layers, opt_name, lr_schedule]
             run.click(self.on_search, [faces, chosen, *settings], [live, status, plot, strips, summary, downloads],
