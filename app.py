@@ -18,6 +18,10 @@ from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
+try:
+    import gradio as gr
+except ImportError:
+    sys.exit("app.py needs its extra: pip install -r requirements-app.txt")
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
@@ -134,7 +138,7 @@ def check_upload(path):
     try:
         with Image.open(path) as im:  # reads the header only
             image_format, (width, height) = im.format, im.size
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError):
         raise UploadError(f"{path.name}: not an image this page can read (JPEG, PNG or WebP)") from None
     if image_format not in PHOTO_FORMATS:
         raise UploadError(f"{path.name}: a {image_format} image; this page takes JPEG, PNG or WebP")
@@ -336,8 +340,8 @@ def step_hook(gif, stop, report, snapshot):
     return on_step
 
 
-def in_background(work):
-    """Run work(report) on a thread; yield whatever it reports, as it comes, and return its result."""
+def in_background(work, show):
+    """Run work(report) on a thread; yield show(each report), as they come, and return its result."""
     reports, outcome, done = queue.Queue(), {}, object()
 
     def run():
@@ -350,7 +354,7 @@ def in_background(work):
 
     threading.Thread(target=run, daemon=True).start()
     while (item := reports.get()) is not done:
-        yield item
+        yield show(item)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -407,7 +411,6 @@ class Page:
 
     def on_upload(self, paths, face_size):
         """Uploads -> (faces, their picture, face choices, message)."""
-        import gradio as gr
         faces, problems = faces_from_uploads(paths or [], self.aligner, int(face_size), self.model.resolution)
         choices = [(face.label, i) for i, face in enumerate(faces)]
         message = "\n".join(f"- **{p}**" for p in problems)
@@ -418,27 +421,21 @@ class Page:
 
     def on_search(self, faces, chosen, *values, request=None):
         """Run the chosen faces; yields (live image, status, L2 plot, strips, summary, files) as it goes."""
-        import gradio as gr
-        picked = [faces[i] for i in sorted(chosen or []) if i < len(faces or [])]
+        picked = [faces[i] for i in sorted(chosen or [])]
         if not picked:
             raise gr.Error("Drop a photo or an aligned face first, and tick at least one face.")
         settings = Settings(*values)
         folder = Path(tempfile.mkdtemp(prefix="search_", dir=self.workdir))
-        stop = self.stops[session_of(request)] = threading.Event()
+        session = session_of(request)
+        stop = self.stops[session] = threading.Event()
         try:
-            run = in_background(lambda report: searches(self.model, picked, settings, folder, stop, report))
-            while True:
-                try:
-                    snap = next(run)
-                except StopIteration as finished:
-                    outcomes = finished.value
-                    break
-                status = f"search {snap.search} of {snap.searches} ({snap.label}): step {snap.step} of {snap.steps}"
-                yield snap.best, status, l2_plot(snap), gr.update(), gr.update(), gr.update()
-        except ValueError as e:  # a bad setting (loss string, noise layers); nothing was searched
+            outcomes = yield from in_background(
+                lambda report: searches(self.model, picked, settings, folder, stop, report), live_view)
+        except ValueError as e:  # a bad setting (loss string, noise layers): raised before any search
             raise gr.Error(str(e)) from None
         finally:
             stop.set()  # ends the search if the page went away
+            self.stops.pop(session)
         stopped = " (stopped: the best image so far is kept)" if any(o.interrupted for o in outcomes) else ""
         yield (gr.update(), f"done{stopped}", gr.update(),
                stacked([o.strip for o in outcomes]),
@@ -451,7 +448,6 @@ class Page:
             stop.set()
 
     def blocks(self):
-        import gradio as gr
         defaults = Settings()
         with gr.Blocks(title="PULSE", delete_cache=(3600, 3600)) as demo:
             gr.Markdown(ABOUT)
@@ -503,6 +499,12 @@ class Page:
                       concurrency_limit=1, concurrency_id="search")
             stop.click(self.on_stop, None, None, queue=False)
         return demo
+
+
+def live_view(snap):
+    """The page's outputs during a search: the live image, status and curve; the rest as they are."""
+    status = f"search {snap.search} of {snap.searches} ({snap.label}): step {snap.step} of {snap.steps}"
+    return snap.best, status, l2_plot(snap), gr.update(), gr.update(), gr.update()
 
 
 def session_of(request):

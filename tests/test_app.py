@@ -130,28 +130,28 @@ def test_two_uploads_of_one_name_get_their_own_results(tmp_path):
 
 def test_results_are_the_apis(model, tmp_path):
     """Duplicates, files, log lines and strip; the images are model.upsample's, bit for bit."""
-    settings = app.Settings(seed=3, steps=4, duplicates=2)
+    settings = app.Settings(seed=3, steps=3, duplicates=2)
     snapshots = []
     (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
                               snapshots.append)
-    expected = model.upsample(str(TINY_INPUT), seed=3, steps=4, duplicates=2)
+    expected = model.upsample(str(TINY_INPUT), seed=3, steps=3, duplicates=2)
     for k, (record, result) in enumerate(zip(outcome.records, expected), start=1):
         assert np.array_equal(pixels(Image.open(tmp_path / f"target_{k}.png")), pixels(result.image))
         assert (record.seed, record.base_seed, record.best_step) == (result.seed, 3, result.best_step)
         assert record.losses == result.losses and record.trajectory == result.trajectory
         with Image.open(tmp_path / f"target_{k}_search.gif") as gif:
-            assert gif.n_frames == 4
+            assert gif.n_frames == 3
     assert [(r.output, r.input) for r in runlog.read(tmp_path / runlog.LOG_NAME)] == [
         (str(tmp_path / f"target_{k}.png"), "target.png (aligned face)") for k in (1, 2)]
     assert outcome.strip.width == 6 * visuals.PANEL  # input, bicubic, then each result and its downscale
-    assert [(s.search, s.searches, s.step) for s in snapshots][-1] == (2, 2, 4)
+    assert [(s.search, s.searches, s.step) for s in snapshots][-1] == (2, 2, 3)
     assert all(len(s.l2) == s.step for s in snapshots)
 
 
 def test_not_converged_is_said_plainly(model, tmp_path):
     faces = aligned_faces([TINY_INPUT])
-    (missed,) = app.searches(model, faces, app.Settings(steps=3, eps=1e-9), tmp_path / "a", threading.Event())
-    (reached,) = app.searches(model, faces, app.Settings(steps=3, eps=10.0), tmp_path / "b", threading.Event())
+    (missed,) = app.searches(model, faces, app.Settings(steps=2, eps=1e-9), tmp_path / "a", threading.Event())
+    (reached,) = app.searches(model, faces, app.Settings(steps=2, eps=10.0), tmp_path / "b", threading.Event())
     assert "**NOT CONVERGED**" in app.outcome_summary(missed)
     assert "converged" in app.outcome_summary(reached) and "NOT" not in app.outcome_summary(reached)
 
