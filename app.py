@@ -528,7 +528,7 @@ def main(argv=None):
         demo = Page(model, aligner, problem, workdir).blocks()
         demo.queue(default_concurrency_limit=1).launch(
             server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
-            allowed_paths=[workdir], footer_links=[])
+            allowed_paths=[workdir])
     return stop.exit_status if stop.requested else 0
 
 
