@@ -6,8 +6,11 @@
 
 The generator is chosen here, when the server starts, never from the page. The page is built
 with Gradio on the Python API (PULSE.load, model.upsample); photos are aligned with
-align_face.py's own code and the pictures are visuals.py's.
+align_face.py's own code and the pictures are visuals.py's. Gradio is imported where it is
+used, after main() has pointed GRADIO_TEMP_DIR at the server's temporary folder: Gradio reads it
+when it is imported.
 """
+import importlib.util
 import os
 import queue
 import sys
@@ -18,10 +21,6 @@ from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
-try:
-    import gradio as gr
-except ImportError:
-    sys.exit("app.py needs its extra: pip install -r requirements-app.txt")
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
@@ -411,6 +410,7 @@ class Page:
 
     def on_upload(self, paths, face_size):
         """Uploads -> (faces, their picture, face choices, message)."""
+        import gradio as gr
         faces, problems = faces_from_uploads(paths or [], self.aligner, int(face_size), self.model.resolution)
         choices = [(face.label, i) for i, face in enumerate(faces)]
         message = "\n".join(f"- **{p}**" for p in problems)
@@ -421,6 +421,7 @@ class Page:
 
     def on_search(self, faces, chosen, *values, request=None):
         """Run the chosen faces; yields (live image, status, L2 plot, strips, summary, files) as it goes."""
+        import gradio as gr
         picked = [faces[i] for i in sorted(chosen or [])]
         if not picked:
             raise gr.Error("Drop a photo or an aligned face first, and tick at least one face.")
@@ -448,6 +449,7 @@ class Page:
             stop.set()
 
     def blocks(self):
+        import gradio as gr
         defaults = Settings()
         with gr.Blocks(title="PULSE", delete_cache=(3600, 3600)) as demo:
             gr.Markdown(ABOUT)
@@ -503,6 +505,7 @@ class Page:
 
 def live_view(snap):
     """The page's outputs during a search: the live image, status and curve; the rest as they are."""
+    import gradio as gr
     status = f"search {snap.search} of {snap.searches} ({snap.label}): step {snap.step} of {snap.steps}"
     return snap.best, status, l2_plot(snap), gr.update(), gr.update(), gr.update()
 
@@ -513,6 +516,9 @@ def session_of(request):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if importlib.util.find_spec("gradio") is None:
+        print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
     try:
         model = PULSE.load(cache_dir=args.cache_dir, network=args.network, precision=args.precision,
                            speedups=not args.no_speedups, compile=args.compile)

@@ -277,7 +277,8 @@ def browser():
 
 @pytest.mark.slow
 def test_the_page_in_chromium(aligner, server, browser, head_photo):
-    """Upload a photo, run 5 steps, find the result; the screenshot goes to docs/app.png."""
+    """Upload a photo, run 5 steps, find the result (the screenshot goes to docs/app.png); then
+    stop a long search."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -299,3 +300,11 @@ def test_the_page_in_chromium(aligner, server, browser, head_photo):
     assert "head_0.png" in browser.find_element(By.CSS_SELECTOR, "#summary").text
     assert "results are noise" in browser.find_element(By.CSS_SELECTOR, "#notices").text
     browser.save_screenshot(str(ROOT / "docs" / "app.png"))
+
+    steps.clear()
+    steps.send_keys("100000")
+    browser.find_element(By.CSS_SELECTOR, "#run").click()
+    WebDriverWait(browser, 60).until(lambda b: "of 100000" in b.find_element(By.CSS_SELECTOR, "#status").text)
+    browser.find_element(By.CSS_SELECTOR, "#stop").click()
+    WebDriverWait(browser, 60).until(lambda b: "stopped" in b.find_element(By.CSS_SELECTOR, "#status").text)
+    assert "interrupted after" in browser.find_element(By.CSS_SELECTOR, "#summary").text
