@@ -494,7 +494,8 @@ class Page:
             downloads = gr.File(label="results, run log (JSON lines) and search GIFs", file_count="multiple",
                                 elem_id="downloads")
 
-            uploads.change(self.on_upload, [uploads, face_size], [faces, pictures, chosen, upload_message])
+            for changed in (uploads, face_size):  # a new face size cuts the photos' faces again
+                changed.change(self.on_upload, [uploads, face_size], [faces, pictures, chosen, upload_message])
             settings = [seed, steps, duplicates, eps, learning_rate, loss_str, noise_type, trainable, tile_latent,
                         bad_noise_layers, opt_name, lr_schedule]
             run.click(self.on_search, [faces, chosen, *settings], [live, status, plot, strips, summary, downloads],
