@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
 import cli
+import inputs
 import PULSE
 import runlog
 import speed
@@ -148,14 +149,9 @@ def check_upload(path):
 
 
 def aligned_face(path, resolution):
-    """A small square upload as it is; UploadError unless PULSE can search from it."""
+    """A small square upload as it is; ImageReadError unless PULSE can search from it."""
     low = read_rgb(path)
-    if low.width != low.height:
-        raise UploadError(f"{path.name}: {low.width}x{low.height} is small but not square; upload the photo "
-                          f"instead, or align it with align_face.py")
-    if not divides_by_power_of_two(resolution, low.width):
-        raise UploadError(f"{path.name}: side {low.width} does not divide the model's {resolution} by a power "
-                          f"of two; use 8, 16, 32, 64 or 128")
+    inputs.check_size(path.name, *low.size, resolution)
     return low
 
 
