@@ -33,8 +33,10 @@ import speed
 import visuals
 from bicubic import divides_by_power_of_two
 from cli import positive_int
+from device import DeviceError
 from files import save_image
 from images import ImageReadError, read_rgb, to_pil
+from weights import WeightsError
 
 ALIGN_IMPORT_ERROR = None
 try:
@@ -519,7 +521,7 @@ def main(argv=None):
     try:
         model = PULSE.load(cache_dir=args.cache_dir, network=args.network, precision=args.precision,
                            speedups=not args.no_speedups, compile=args.compile)
-    except Exception as e:  # noqa: BLE001 -- any failure to load is a setup failure, told as such
+    except (cli.SetupError, WeightsError, speed.PrecisionError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED
     aligner, problem = Aligner.load(args.cache_dir)

@@ -226,6 +226,11 @@ def test_flags():
     assert (args.host, args.port, args.cache_dir, args.precision) == ("127.0.0.1", 7861, "x", "fp32")
 
 
+def test_a_generator_that_cannot_be_had_is_a_setup_failure(tmp_path, capsys):
+    assert app.main(["-network", str(tmp_path / "missing.pkl")]) == 3
+    assert "missing.pkl: no such file" in capsys.readouterr().err
+
+
 # ---- the page in a browser ---------------------------------------------------------------------
 
 def free_port():
