@@ -12,6 +12,10 @@ The pickle is read by nvidia_pickles.py's allowlist unpickler: nothing stored in
 source code of either format included) is ever executed. Which family a pickle is, and how its
 weights are read, is families.py's answer.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import argparse
 import sys
 from pathlib import Path
@@ -149,8 +153,8 @@ def main(argv=None):
             convert(args.pickle, args.cache_dir, args.gaussian_draws)
     except (WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return cli.EXIT_SETUP_FAILED
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

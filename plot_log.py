@@ -5,6 +5,10 @@
 Each plot shows every logged loss term and TOTAL per step on a log scale, the best step (the
 image PULSE kept) as a vertical line and eps, the L2 target, as a horizontal one.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import sys
 from pathlib import Path
 
@@ -16,7 +20,6 @@ import cli
 import runlog
 from files import atomic_path
 
-EXIT_BAD_RECORDS, EXIT_NO_LOG = 1, 2
 
 
 class LogError(ValueError):
@@ -87,13 +90,13 @@ def main(argv=None):
         records, problems = read_log(args.log)
     except LogError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_NO_LOG
+        return cli.EXIT_SETUP_FAILED
     for problem in problems:
         print(f"error: {problem}: cannot be plotted", file=sys.stderr)
-    if not records:
+    if not records:  # damaged lines are failed inputs; no lines at all, nothing to plot from
         print(f"error: {args.log} holds no log records: it is empty or not a JSON-lines log of run.py",
               file=sys.stderr)
-        return EXIT_NO_LOG
+        return cli.EXIT_INPUTS_FAILED if problems else cli.EXIT_SETUP_FAILED
     usable = []
     for number, record in enumerate(records, start=1):
         problem = record_problem(record)
@@ -103,16 +106,18 @@ def main(argv=None):
             usable.append(record)
     out_dir = args.output_dir or args.log.parent / "plots"
     latest = runlog.latest_by_output(usable).values()
-    for record in latest:
-        path = out_dir / f"{Path(record.output).stem}_losses.png"
-        plot_record(record, path)
-        print(path)
+    try:
+        for record in latest:
+            path = out_dir / f"{Path(record.output).stem}_losses.png"
+            plot_record(record, path)
+            print(path)
+    except OSError as e:
+        print(f"error: cannot write the plots to {out_dir}: {e}", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
     if len(latest) < len(usable):
         print(f"note: {len(usable) - len(latest)} earlier record(s) of the same results were superseded "
               f"by later ones", file=sys.stderr)
-    if problems or len(usable) < len(records):
-        return EXIT_BAD_RECORDS if usable else EXIT_NO_LOG
-    return 0
+    return cli.EXIT_INPUTS_FAILED if problems or len(usable) < len(records) else cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -80,8 +80,8 @@ def fetch_first(candidates, attempt, missing, by_hand, log=print):
 
 
 def ways_on(cache_dir):
-    """What a user without a working source can do instead (README, 'Getting the weights')."""
-    return ["To go on by hand (README, 'Getting the weights'):",
+    """What a user without a working source can do instead (docs/weights.md)."""
+    return ["To go on by hand (docs/weights.md):",
             f"  - convert a pickle you have: python convert_weights.py PICKLE -cache_dir {cache_dir}",
             f"  - put the 2020 synthesis.pt and mapping.pt into {cache_dir}/",
             "  - or run on a StyleGAN2 pickle with -network FILE_OR_URL"]

@@ -8,6 +8,10 @@ of the results and of the searches (see visuals.py).
 The search itself is PULSE.py's (`PULSE.load`, `search_jobs`): this file turns flags into options
 (RunOptions), runs a folder through the model, and writes, logs and tells what it found.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import sys
 import tempfile
 import time
@@ -53,7 +57,7 @@ def build_parser():
     io.add_argument("-resume", "--resume", action="store_true",
                     help="skip inputs whose output and log line already exist with the same flags and seed")
 
-    w = p.add_argument_group("the generator (see README, Getting the weights)")
+    w = p.add_argument_group("the generator (see docs/weights.md)")
     w.add_argument("-cache_dir", "--cache_dir", default=ModelOptions.cache_dir,
                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
                         "NVIDIA's FFHQ model is downloaded and converted into it")

@@ -6,6 +6,10 @@ Every combination gets its own run.py output folder under -output_dir, named aft
 (e.g. `learning_rate=0.2,steps=100`), and `<output_dir>/sweep.md` compares them. All run with
 the same seed and with run.py -resume, so a second sweep reuses the results that are finished.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import argparse
 import itertools
 import re
@@ -209,10 +213,13 @@ def main(argv=None):
         parser.error("argument -seed: the seed is already varied by -grid seed=...")
     try:  # the flags after -- once, by run.py's own parser; the grid's values go into copies
         run_args = run.parse_args(run_argv)
-    except SystemExit:
+    except SystemExit as e:
+        if e.code != cli.EXIT_USAGE:  # a stop meanwhile, not run.py's parser
+            raise
         parser.exit(2, f"{parser.prog}: error: run.py rejects the flags after -- (see above)\n")
     combinations = plan(args, grid, run.RunOptions.from_args(run_args), flags, parser)
     try:  # the process flags are the same in every combination (they cannot be in -grid)
+        run.list_inputs(args.input_dir)  # a missing or empty folder would fail every combination alike
         process = run.start_process(run_args.threads, speedups=not run_args.no_speedups)
     except cli.SetupError as e:
         print(f"error: {e}", file=sys.stderr)

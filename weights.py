@@ -99,7 +99,7 @@ def load_network(folder, part):
     record = read_record(folder)
     path = cached_file(folder, f"{part}.pt")
     if path is None:
-        raise WeightsError(f"{folder}/ has no {part}.pt (see README, 'Getting the weights')")
+        raise WeightsError(f"{folder}/ has no {part}.pt (see docs/weights.md)")
     return families.build(record.get("family", families.DEFAULT), part, load_tensors(path),
                           record.get("attributes", {}), path)
 
@@ -173,6 +173,6 @@ def load_generator(folder, log=print):
     """(synthesis network, gaussian fit {"mean", "std"}) for a run of the generator in `folder`
     (weight_sources.weights_folder finds or fills the folder first; nothing is downloaded here)."""
     if not holds_generator(folder):
-        raise WeightsError(f"{folder}/ holds no generator: no synthesis.pt (see README, 'Getting the weights')")
+        raise WeightsError(f"{folder}/ holds no generator: no synthesis.pt (see docs/weights.md)")
     synthesis = load_network(folder, "synthesis")
     return synthesis, gaussian_fit(folder, synthesis.dlatent_size, log)

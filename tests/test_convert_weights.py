@@ -199,7 +199,7 @@ def test_cli_converts_and_warns_about_an_unknown_file(cli_runs):
 
 def test_cli_refuses_a_malicious_pickle_without_running_it(cli_runs):
     run = cli_runs["malicious"]
-    assert run.returncode == 1
+    assert run.returncode == 3
     warning, error = run.stderr.strip().splitlines()  # unknown MD5, then the refusal; no traceback
     assert warning.startswith("warning: ")
     assert error.startswith("error: refusing to load ") and "system from the pickle" in error
@@ -208,7 +208,7 @@ def test_cli_refuses_a_malicious_pickle_without_running_it(cli_runs):
 
 def test_cli_reports_a_truncated_file_in_one_line(cli_runs):
     run = cli_runs["truncated"]
-    assert run.returncode == 1
+    assert run.returncode == 3
     warning, error = run.stderr.strip().splitlines()
     assert error.startswith("error: ") and "could not be read as a pickle (truncated or damaged?)" in error
     assert not run.cache.exists()
@@ -217,7 +217,7 @@ def test_cli_reports_a_truncated_file_in_one_line(cli_runs):
 def test_exec_payload_is_refused(tmp_path, capsys):
     marker = tmp_path / "MARKER"
     pkl = dump([Payload(exec, f"open({str(marker)!r}, 'w').close()")], tmp_path / "evil.pkl")
-    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 1
+    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 3
     assert "error: refusing to load builtins.exec from the pickle" in capsys.readouterr().err
     assert not marker.exists()
 
@@ -230,12 +230,12 @@ def test_exec_payload_is_refused(tmp_path, capsys):
 ])
 def test_pickle_of_the_wrong_kind_gives_a_clear_error(tmp_path, capsys, content, message):
     pkl = dump(content, tmp_path / "wrong.pkl")
-    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 1
+    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 3
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and message in error
     assert not (tmp_path / "cache").exists()
 
 
 def test_missing_file_gives_a_clear_error(tmp_path, capsys):
-    assert convert_weights.main([str(tmp_path / "nothing.pkl")]) == 1
+    assert convert_weights.main([str(tmp_path / "nothing.pkl")]) == 3
     assert capsys.readouterr().err.startswith("error: ")
