@@ -10,6 +10,10 @@ align_face.py's own code and the pictures are visuals.py's. Gradio is imported w
 used, after main() has pointed GRADIO_TEMP_DIR at the server's temporary folder: Gradio reads it
 when it is imported.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import importlib.util
 import os
 import queue
@@ -534,7 +538,7 @@ def main(argv=None):
         demo.queue(default_concurrency_limit=1).launch(
             server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
             allowed_paths=[workdir])
-    return stop.exit_status if stop.requested else 0
+    return stop.exit_status if stop.requested else cli.EXIT_OK
 
 
 if __name__ == "__main__":
