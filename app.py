@@ -171,8 +171,8 @@ def faces_in_upload(path, aligner, face_size, resolution):
             raise UploadError(f"{path.name}: a photo, and photos cannot be aligned here; upload aligned faces "
                               f"(square, at most {MAX_ALIGNED_SIDE}x{MAX_ALIGNED_SIDE})")
         found = aligner.faces(path, face_size)
-    except ImageReadError as e:
-        raise UploadError(f"{path.name}: {str(e).split(': ', 1)[-1]}") from None
+    except ImageReadError as e:  # named by the upload's name, not by its temporary path
+        raise UploadError(str(e).replace(str(path), path.name)) from None
     if not found:
         raise UploadError(f"{path.name}: no face found")
     return [(f"{path.stem}_{i}", f"{path.name}, face {i}", low, crop) for i, (crop, low) in enumerate(found)]
@@ -461,13 +461,15 @@ class Page:
                 with gr.Column():
                     uploads = gr.File(label="photos or aligned faces (JPEG, PNG, WebP)", file_count="multiple",
                                       file_types=[".jpg", ".jpeg", ".png", ".webp"], elem_id="uploads")
-                    face_size = gr.Dropdown(self.face_sizes(), value=DEFAULT_FACE_SIZE,
-                                            label="side of the small faces cut from photos (align_face.py -output_size)")
+                    face_size = gr.Dropdown(
+                        self.face_sizes(), value=DEFAULT_FACE_SIZE,
+                        label="side of the small faces cut from photos (align_face.py -output_size)")
                     upload_message = gr.Markdown(elem_id="upload_message")
                     pictures = gr.Image(label="faces found", format="png", interactive=False, elem_id="faces")
                     chosen = gr.CheckboxGroup(label="faces to search", elem_id="chosen")
                 with gr.Column():
-                    seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0, minimum=0)
+                    seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0,
+                                     minimum=0)
                     steps = gr.Number(defaults.steps, label="steps", precision=0, minimum=1, elem_id="steps")
                     duplicates = gr.Number(defaults.duplicates, label="duplicates", precision=0, minimum=1)
                     eps = gr.Number(defaults.eps, label="eps (the L2 a search must reach to converge)", minimum=0)

@@ -88,12 +88,15 @@ def test_bad_uploads_get_a_message_and_the_others_go_on(aligner, head_photo, tmp
     Image.new("RGB", (48, 48), "grey").save(tmp_path / "odd_side.png")
     Image.new("RGB", (32, 16), "grey").save(tmp_path / "oblong.png")
     Image.new("RGB", (32, 32), "grey").save(tmp_path / "anim.gif")
+    jpeg = head_photo.read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     uploads = [TINY_INPUT, tmp_path / "notes.png", head_photo, tmp_path / "blank.png", tmp_path / "odd_side.png",
-               tmp_path / "oblong.png", tmp_path / "anim.gif"]
+               tmp_path / "oblong.png", tmp_path / "anim.gif", tmp_path / "truncated.jpg"]
     faces, problems = app.faces_from_uploads(uploads, aligner, 32, 256)
     assert [face.name for face in faces] == ["target", "head_0"]
     assert faces[0].crop is None and faces[1].crop.size == (1024, 1024)
-    assert problems == [
+    assert problems[-1].startswith("truncated.jpg: not a readable image (")  # Pillow's words follow
+    assert problems[:-1] == [
         "notes.png: not an image this page can read (JPEG, PNG or WebP)",
         "blank.png: no face found",
         "odd_side.png: side 48 does not divide 256 by a power of two; use one of 2, 4, 8, 16, 32, 64, 128, 256 "
@@ -190,7 +193,8 @@ def page(model, tmp_path):
 def test_page_upload_then_search(page, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     faces, picture, chosen, message = page.on_upload([str(TINY_INPUT), str(tmp_path / "notes.txt")], 32)
-    assert [face.label for face in faces] == ["target.png (aligned face)"] and picture.size == (visuals.PANEL, visuals.PANEL + visuals.LABEL_HEIGHT)
+    assert [face.label for face in faces] == ["target.png (aligned face)"]
+    assert picture.size == (visuals.PANEL, visuals.PANEL + visuals.LABEL_HEIGHT)
     assert chosen["choices"] == [("target.png (aligned face)", 0)] and chosen["value"] == [0]
     assert "notes.txt: not an image" in message
 
