@@ -401,11 +401,7 @@ class Page:
                 and size < self.model.resolution]
 
     def notices(self):
-        lines = []
-        r = self.model.resolution
-        if r != 1024:
-            lines.append(f"**Note:** the generator is {r}x{r} (the tiny test model, say), not the 1024x1024 FFHQ "
-                         f"face model: results are noise, not faces.")
+        lines = [f"**Note:** {self.model.note}."] if self.model.note else []
         if self.aligner_problem:
             lines.append(f"**Note:** {self.aligner_problem}.")
         return "\n\n".join(lines)
