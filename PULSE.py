@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 import inputs
+import runlog
 import speed
 from cli import ParsedText
 from device import pick_device
@@ -141,9 +142,7 @@ class Result:
 
     @property
     def status(self):
-        """'converged' or 'NOT CONVERGED', with ', interrupted after N steps' when stopped early."""
-        text = "converged" if self.converged else "NOT CONVERGED"
-        return text + (f", interrupted after {self.steps} steps" if self.interrupted else "")
+        return runlog.status(self.converged, self.interrupted, self.steps)
 
 
 @dataclass

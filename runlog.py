@@ -24,6 +24,11 @@ except ImportError:  # Windows: no POSIX locks, and no multi-process runs either
 LOG_NAME = "pulse_log.jsonl"
 
 
+def status(converged, interrupted, steps):
+    """'converged' or 'NOT CONVERGED', with ', interrupted after N steps' when a stop cut it short."""
+    return ("converged" if converged else "NOT CONVERGED") + (f", interrupted after {steps} steps" if interrupted else "")
+
+
 # Logs before the generator's own default existed wrote run.py's default -bad_noise_layers as "17",
 # which then stood for that default too: read it as today's None, so -resume reuses those results.
 LEGACY_DEFAULTS = {"bad_noise_layers": ("17", None)}
@@ -72,9 +77,7 @@ class Record:
 
     @property
     def status(self):
-        """'converged' or 'NOT CONVERGED', with ', interrupted after N steps' when a stop cut it short."""
-        text = "converged" if self.converged else "NOT CONVERGED"
-        return text + (f", interrupted after {self.steps} steps" if self.interrupted else "")
+        return status(self.converged, self.interrupted, self.steps)
 
     def is_complete(self, settings):
         """Whether this is a finished search made with these result settings (a subset of its args)."""
