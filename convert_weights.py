@@ -23,6 +23,7 @@ import torch
 import cli
 import nvidia_pickles
 import releases
+import stylegan3
 import weights
 from download import fetch
 from files import file_md5, folder_lock
@@ -240,30 +241,55 @@ def stylegan2_attribute(g_ema, path, name):
     return module.state[name]
 
 
-def check_stylegan2_layers(g_ema):
+def check_stylegan2_layers(g_ema, activations=ACTIVATIONS):
     """Refuse what this port does not compute: labels, other activations or layer types."""
     if int(g_ema.state.get("c_dim", 0) or 0):
         raise weights.WeightsError("G_ema is a conditional generator (c_dim > 0); PULSE needs an unconditional one")
     for path, module in nvidia_pickles.named_modules(g_ema):
-        expected = "linear" if path.endswith("affine") else ACTIVATIONS.get(module.class_name)
+        expected = "linear" if path.endswith("affine") else activations.get(module.class_name)
         if expected and module.state.get("activation") != expected:
             raise weights.WeightsError(f"G_ema.{path} uses activation {module.state.get('activation')!r}, "
                                        f"this port computes {expected!r}")
+
+
+def generator_states(g_ema):
+    """{"synthesis": state, "mapping": state} of a PyTorch G_ema (NVIDIA's names, float32 tensors)."""
+    tensors = nvidia_pickles.module_tensors(g_ema)
+    states = {part: {key[len(part) + 1:]: value.float().contiguous() for key, value in tensors.items()
+                     if key.startswith(part + ".")} for part in ("synthesis", "mapping")}
+    leftover = [key for key in tensors if key.split(".")[0] not in states]
+    check_all_used(leftover, "G_ema")
+    return states
+
+
+def mapping_lr_multiplier(g_ema):
+    return float(stylegan2_attribute(g_ema, "mapping.fc0", "bias_gain"))
 
 
 def stylegan2_states(g_ema):
     """(synthesis state, mapping state, attributes) of G_ema: NVIDIA's names, float32 tensors, and
     the two numbers the state dicts do not hold (conv_clamp, the mapping's lr_multiplier)."""
     check_stylegan2_layers(g_ema)
-    tensors = nvidia_pickles.module_tensors(g_ema)
-    states = {part: {key[len(part) + 1:]: value.float().contiguous() for key, value in tensors.items()
-                     if key.startswith(part + ".")} for part in ("synthesis", "mapping")}
-    leftover = [key for key in tensors if key.split(".")[0] not in states]
-    check_all_used(leftover, "G_ema")
+    states = generator_states(g_ema)
     conv_clamp = stylegan2_attribute(g_ema, "synthesis.b4.conv1", "conv_clamp")
     attributes = {"conv_clamp": None if conv_clamp is None else float(conv_clamp),
-                  "mapping_lr_multiplier": float(stylegan2_attribute(g_ema, "mapping.fc0", "bias_gain"))}
+                  "mapping_lr_multiplier": mapping_lr_multiplier(g_ema)}
     return states["synthesis"], states["mapping"], attributes
+
+
+def stylegan3_states(g_ema):
+    """(synthesis state, mapping state, attributes) of a StyleGAN3 G_ema: the attributes are
+    stylegan3.attributes_of_pickle's and the mapping's lr_multiplier."""
+    # A StyleGAN3 SynthesisLayer names no activation: it is always filtered_lrelu's leaky ReLU.
+    check_stylegan2_layers(g_ema, {"FullyConnectedLayer": "lrelu"})
+    states = generator_states(g_ema)
+    try:
+        synthesis = stylegan3.attributes_of_pickle(nvidia_pickles.submodule(g_ema, "synthesis").state)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise weights.WeightsError(f"G_ema.synthesis in the pickle is not a StyleGAN3 synthesis network "
+                                   f"({type(e).__name__}: {e})") from e
+    return states["synthesis"], states["mapping"], {"synthesis": synthesis,
+                                                    "mapping_lr_multiplier": mapping_lr_multiplier(g_ema)}
 
 
 def convert_stylegan2(g_ema, pickle_path, cache_dir, log):

@@ -7,11 +7,13 @@ before it runs, with a WeightsError.
 
 - StyleGAN-1 (TensorFlow, `karras2019stylegan-*.pkl`): a (G, D, Gs) tuple of
   `dnnlib.tflib.network.Network` objects holding numpy arrays.
-- stylegan2-ada-pytorch (and the StyleGAN2 configs of stylegan3): a dict with `G`, `D`, `G_ema`
-  of `torch_utils.persistence` objects. Each is stored as `_reconstruct_persistent_obj(meta)`,
-  `meta` holding the class's source (`module_src`, never run), its name and its state (the
-  module's `__dict__`); tensors come from storages that are nested `torch.save` blobs, loaded
-  here with `torch.load(..., weights_only=True)`.
+- stylegan2-ada-pytorch and stylegan3 (its StyleGAN3 configs T and R and its StyleGAN2 one): a
+  dict with `G`, `D`, `G_ema`, `augment_pipe`, `training_set_kwargs` of `torch_utils.persistence`
+  objects. Both codes write the same container with the same globals (a StyleGAN3 network adds
+  only numpy arrays and scalars to its modules' state), so one allowlist serves both. Each
+  object is stored as `_reconstruct_persistent_obj(meta)`, `meta` holding the class's source
+  (`module_src`, never run), its name and its state (the module's `__dict__`); tensors come from
+  storages that are nested `torch.save` blobs, loaded here with `torch.load(..., weights_only=True)`.
 """
 import io
 import pickle
@@ -137,6 +139,12 @@ def read(path):
 def is_stylegan2_pickle(data):
     """Whether `data` (from `read`) is a stylegan2-ada-pytorch pickle: a dict with a persistent G_ema."""
     return isinstance(data, dict) and isinstance(data.get("G_ema"), PersistentObject)
+
+
+def is_stylegan3_generator(g_ema):
+    """Whether a persistent G_ema is NVIDIA's StyleGAN3 (its synthesis starts from Fourier features)."""
+    features = submodule(g_ema, "synthesis.input")
+    return isinstance(features, PersistentObject) and features.class_name == "SynthesisInput"
 
 
 def module_tensors(obj, prefix=""):

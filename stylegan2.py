@@ -46,18 +46,32 @@ def bias_act(x, bias, lrelu, gain=1.0, clamp=None):
     return x
 
 
-def upfirdn2d(x, fir, up=1, pad=(0, 0), gain=1):
-    """Upsample by inserting zeros, pad (before, after) on both axes, filter depthwise.
+def upfirdn2d(x, fir, up=1, down=1, pad=(0, 0), gain=1):
+    """Upsample by inserting zeros, pad (before, after) on both axes (negative: crop), filter
+    depthwise, keep every `down`-th pixel.
 
-    The filter is scaled by `gain` and flipped before the convolution, as NVIDIA's reference
-    implementation does (the [1,3,3,1] filter is symmetric, the flip keeps the op exact)."""
+    `fir` is 2-D, or 1-D for a separable filter (run along the width, then the height, each pass
+    with sqrt(gain)), or None for no filtering. It is scaled by `gain` and flipped before the
+    convolution, as NVIDIA's reference implementation does (the flip keeps the op exact for
+    filters that are not symmetric)."""
     batch, channels, height, width = x.shape
     if up > 1:
         x = x.reshape(batch, channels, height, 1, width, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(batch, channels, height * up, width * up)
     x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
-    kernel = (fir * gain).to(x.dtype).flip([0, 1])
-    return F.conv2d(x, kernel[None, None].expand(channels, 1, -1, -1), groups=channels)
+    if fir is None:
+        x = x * gain if gain != 1 else x
+    elif fir.ndim == 2:
+        x = depthwise_conv(x, (fir * gain).to(x.dtype).flip([0, 1]))
+    else:
+        taps = (fir * gain ** 0.5).to(x.dtype).flip([0])
+        x = depthwise_conv(depthwise_conv(x, taps[None, :]), taps[:, None])
+    return x[:, :, ::down, ::down] if down > 1 else x
+
+
+def depthwise_conv(x, kernel):
+    """`kernel` [kh, kw] applied to every channel of x on its own."""
+    return F.conv2d(x, kernel[None, None].expand(x.shape[1], 1, -1, -1), groups=x.shape[1])
 
 
 def upsample2d(x, fir):

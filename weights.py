@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import stylegan2
+import stylegan3
 from download import fetch
 from files import atomic_path
 from stylegan import G_mapping, synthesis_from_state_dict
@@ -167,18 +168,36 @@ def holds_generator(folder):
     return cached_file(folder, "synthesis.pt") is not None or is_stylegan2_cache(folder)
 
 
+def built_networks(family, source, synthesis_state, mapping_state, build_synthesis, build_mapping):
+    """(synthesis, mapping), frozen, from `build_*(state)` loaded with their state dicts; WeightsError
+    naming `source` if the tensors do not fit the `family`'s networks."""
+    try:
+        synthesis = build_synthesis(synthesis_state)
+        synthesis.load_state_dict(synthesis_state, strict=True)
+        mapping = build_mapping(mapping_state)
+        mapping.load_state_dict(mapping_state, strict=True)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise WeightsError(f"{source} is not a {family} generator this port can run: "
+                           f"{str(e).strip().splitlines()[0]}") from e
+    return synthesis.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
+
+
 def stylegan2_networks(synthesis_state, mapping_state, attributes, source):
     """(synthesis, mapping) built from NVIDIA-named state dicts and the attributes not in them
     (`conv_clamp`, `mapping_lr_multiplier`); WeightsError naming `source` if they do not fit."""
-    try:
-        synthesis = stylegan2.synthesis_from_state_dict(synthesis_state, attributes["conv_clamp"])
-        synthesis.load_state_dict(synthesis_state, strict=True)
-        mapping = stylegan2.mapping_from_state_dict(mapping_state, attributes["mapping_lr_multiplier"])
-        mapping.load_state_dict(mapping_state, strict=True)
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise WeightsError(f"{source} is not a StyleGAN2 generator this port can run: "
-                           f"{str(e).strip().splitlines()[0]}") from e
-    return synthesis.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
+    return built_networks(
+        "StyleGAN2", source, synthesis_state, mapping_state,
+        lambda state: stylegan2.synthesis_from_state_dict(state, attributes["conv_clamp"]),
+        lambda state: stylegan2.mapping_from_state_dict(state, attributes["mapping_lr_multiplier"]))
+
+
+def stylegan3_networks(synthesis_state, mapping_state, attributes, source):
+    """(synthesis, mapping) of a StyleGAN3 from NVIDIA-named state dicts and the attributes not in
+    them (`synthesis`: stylegan3.attributes_of_pickle's, `mapping_lr_multiplier`)."""
+    return built_networks(
+        "StyleGAN3", source, synthesis_state, mapping_state,
+        lambda state: stylegan3.synthesis_from_state_dict(state, attributes["synthesis"]),
+        lambda state: stylegan2.mapping_from_state_dict(state, attributes["mapping_lr_multiplier"]))
 
 
 def save_stylegan2(cache_dir, synthesis_state, mapping_state, attributes):

@@ -87,24 +87,32 @@ def nvidia_attributes(module):
     return {}
 
 
-def persistent(module, module_src, extra=None):
-    """`module` as NVIDIA pickles it: its parameters, buffers, submodules and attributes."""
+def stylegan2_description(module):
+    """(NVIDIA's class name, its plain attributes) for a module of stylegan2.py."""
+    return NVIDIA_CLASS_NAMES.get(type(module), "Generator"), nvidia_attributes(module)
+
+
+def persistent(module, module_src, extra=None, describe=stylegan2_description):
+    """`module` as NVIDIA pickles it: its parameters, buffers, submodules and the attributes
+    `describe(module)` gives with its class name."""
+    class_name, attributes = describe(module)
     state = {"training": False,
              "_parameters": {name: p for name, p in module._parameters.items()},
              "_buffers": {name: b for name, b in module._buffers.items()},
              "_non_persistent_buffers_set": set(),
-             "_modules": {name: persistent(child, module_src) for name, child in module._modules.items()},
-             **nvidia_attributes(module), **(extra or {})}
-    return Persistent(NVIDIA_CLASS_NAMES.get(type(module), "Generator"), state, module_src)
+             "_modules": {name: persistent(child, module_src, describe=describe)
+                          for name, child in module._modules.items()},
+             **attributes, **(extra or {})}
+    return Persistent(class_name, state, module_src)
 
 
-def nvidia_pickle(synthesis, mapping, module_src="", protocol=4, extra_state=None):
+def nvidia_pickle(synthesis, mapping, module_src="", protocol=4, extra_state=None, describe=stylegan2_description):
     """Bytes of a network snapshot as NVIDIA's training loop writes it, for these networks."""
     generator = torch.nn.Module()
     generator.synthesis, generator.mapping = synthesis, mapping
     g_ema = persistent(generator, module_src,
                        {**dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=synthesis.resolution, img_channels=3,
-                               num_ws=synthesis.num_ws), **(extra_state or {})})
+                               num_ws=synthesis.num_ws), **(extra_state or {})}, describe)
     snapshot = dict(G=g_ema, D=None, G_ema=g_ema, augment_pipe=None,
                     training_set_kwargs=EasyDict(class_name="training.dataset.ImageFolderDataset"))
     modules = {"torch_utils": types.ModuleType("torch_utils"),
