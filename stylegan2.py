@@ -90,6 +90,12 @@ def conv_up2x(x, weight, fir):
     return upfirdn2d(x, fir, pad=(pad0, pad1), gain=4)
 
 
+def demodulation(styles, weight_sq):
+    """1 / |modulated weight| per sample and output channel (NVIDIA's dcoefs), from the styles
+    [B, in] and the squared weights summed over the kernel, [in, out]."""
+    return (styles.square() @ weight_sq + 1e-8).rsqrt()
+
+
 class FullyConnected(FastOps):
     """NVIDIA's FullyConnectedLayer: weights scaled by lr_multiplier / sqrt(in) at run time."""
 
@@ -132,8 +138,7 @@ class ModulatedConv(FastOps):
         return self.weight.square().sum(dim=[2, 3]).t()
 
     def demodulation(self, styles):
-        """1 / |modulated weight| per sample and output channel (NVIDIA's dcoefs)."""
-        return (styles.square() @ self.frozen("weight_sq") + 1e-8).rsqrt()
+        return demodulation(styles, self.frozen("weight_sq"))
 
     def modulated_conv(self, x, styles, fir=None):
         """Scale the input channels by the styles, convolve (upsampling 2x when `fir` is given)."""

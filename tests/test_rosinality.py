@@ -1,0 +1,173 @@
+"""rosinality/stylegan2-pytorch checkpoints: read safely (both layouts), the generator, PULSE on it.
+
+The shared reference (checkpoints made by rosinality's code and what it computed from them) is
+used when ../shared is there; the other tests save their own small checkpoints.
+"""
+import argparse
+import json
+import os
+
+import pytest
+import torch
+
+import rosinality
+import weights
+from conftest import ROOT
+from test_stylegan2 import Payload, relative_error
+from test_stylegan3 import FIT_DRAWS, assert_fit_within_sampling_error
+
+SHARED = ROOT.parent / "shared" / "reference" / "rosinality"
+needs_shared = pytest.mark.skipif(not (SHARED / "rosinality-64.pt").is_file(),
+                                  reason="../shared/reference/rosinality is not here")
+
+
+def networks_of_checkpoint(path):
+    synthesis_state, mapping_state = rosinality.split_state(rosinality.read_checkpoint(path))
+    return weights.built_networks("rosinality StyleGAN2", path, synthesis_state, mapping_state,
+                                  rosinality.synthesis_from_state_dict, rosinality.mapping_from_state_dict)
+
+
+def random_rosinality(resolution=32, channels=16, seed=0):
+    """A small generator as rosinality's code initialises one, then every bias and noise weight
+    made non-zero; its g_ema state dict."""
+    torch.manual_seed(seed)
+    synthesis = rosinality.SynthesisNetwork([channels] * (resolution.bit_length() - 2))
+    mapping = rosinality.MappingNetwork(n_mlp=2)
+    state = {**mapping.state_dict(), **synthesis.state_dict()}
+    return {key: value + 0.2 * torch.randn_like(value) if key.endswith(("bias", "noise.weight")) else value
+            for key, value in state.items()}
+
+
+def training_checkpoint(g_ema, args=None):
+    """What its train.py saves (g and d stand in small here: PULSE reads only g_ema)."""
+    args = argparse.Namespace(size=32, latent=512, n_mlp=2, channel_multiplier=2, iter=10, batch=4,
+                              r1=10.0, path="lmdb", wandb=False) if args is None else args
+    return {"g": g_ema, "d": {"convs.0.0.weight": torch.zeros(1)}, "g_ema": g_ema,
+            "g_optim": {"state": {}, "param_groups": [{"lr": 0.002, "betas": (0, 0.99), "params": [0, 1]}]},
+            "d_optim": {"state": {}, "param_groups": []}, "args": args, "ada_aug_p": 0.0}
+
+
+# ---- rosinality's own reference ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared_networks():
+    return networks_of_checkpoint(SHARED / "rosinality-64.pt")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return torch.load(SHARED / "reference-rosinality-64.pt", map_location="cpu", weights_only=True)
+
+
+@needs_shared
+def test_shared_checkpoint_has_the_described_shape(shared_networks):
+    info = json.loads((SHARED / "info-rosinality-64.json").read_text())
+    synthesis, mapping = shared_networks
+    assert synthesis.resolution == info["size"] and synthesis.num_ws == info["n_latent"]
+    assert synthesis.noise_sizes == [size for size, _ in info["noise_layers"]]
+    assert synthesis.default_bad_noise_layers == {len(synthesis.noise_sizes) - 1}
+    assert sum(t.numel() for m in shared_networks for t in m.parameters()) == info["params"]
+
+
+@needs_shared
+@pytest.mark.parametrize("image", ["img_noise", "img_const"])
+@pytest.mark.parametrize("dtype, fast", [(torch.float32, False), (torch.float32, True), (torch.float64, False)])
+def test_forward_matches_rosinality(shared_networks, reference, image, dtype, fast):
+    synthesis = shared_networks[0].to(dtype).set_fast(fast)
+    noise = reference["noise"] if image == "img_noise" else synthesis.noise_const()
+    with torch.no_grad():
+        out = synthesis(reference["ws"].to(dtype), [n.to(dtype) for n in noise])
+    synthesis.set_fast(False).float()
+    assert out.dtype == dtype and relative_error(out, reference[image]) < 1e-5
+
+
+@needs_shared
+def test_mapping_matches_rosinality(shared_networks, reference):
+    with torch.no_grad():
+        assert relative_error(shared_networks[1](reference["z"]), reference["w"]) < 1e-5
+
+
+@needs_shared
+def test_converted_layout_holds_the_same_generator():
+    training = rosinality.read_checkpoint(SHARED / "rosinality-64.pt")
+    converted = rosinality.read_checkpoint(SHARED / "rosinality-64-converted.pt")
+    assert training.keys() == converted.keys() and all(torch.equal(training[k], converted[k]) for k in training)
+
+
+@needs_shared
+def test_gaussian_fit_agrees_with_the_shared_one_within_sampling_error(shared_networks):
+    fit = weights.fit_gaussian(shared_networks[1], draws=FIT_DRAWS)
+    assert_fit_within_sampling_error(fit, weights.load_gaussian_fit(SHARED / "gaussian_fit-rosinality-64.pt"),
+                                     FIT_DRAWS)
+
+
+@needs_shared
+@pytest.mark.slow
+def test_gaussian_fit_with_all_draws_reproduces_the_shared_one(shared_networks):
+    fit = weights.fit_gaussian(shared_networks[1])
+    want = weights.load_gaussian_fit(SHARED / "gaussian_fit-rosinality-64.pt")
+    for name in ("mean", "std"):
+        assert relative_error(fit[name], want[name]) < 1e-4
+
+
+# ---- own checkpoints -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["training", "converted"])
+def test_own_checkpoint_round_trips_exactly(tmp_path, layout):
+    g_ema = random_rosinality()
+    data = training_checkpoint(g_ema) if layout == "training" else {"g_ema": g_ema, "latent_avg": torch.zeros(512)}
+    torch.save(data, tmp_path / "net.pt")
+    synthesis, mapping = networks_of_checkpoint(tmp_path / "net.pt")
+    assert synthesis.resolution == 32 and synthesis.noise_sizes == [4, 8, 8, 16, 16, 32, 32]
+    assert {**mapping.state_dict(), **synthesis.state_dict()}.keys() == g_ema.keys()
+    ws = torch.randn(2, synthesis.num_ws, 512)
+    noise = [torch.randn(2, 1, r, r) for r in synthesis.noise_sizes]
+    assert torch.isfinite(synthesis(ws, noise)).all()
+    assert not torch.equal(synthesis(ws, noise), synthesis(ws, synthesis.noise_const()))
+
+
+def test_float64_agrees_with_float32_and_fast_path_gives_the_same_bits(tmp_path):
+    torch.save(training_checkpoint(random_rosinality()), tmp_path / "net.pt")
+    synthesis, _ = networks_of_checkpoint(tmp_path / "net.pt")
+    ws = torch.randn(2, synthesis.num_ws, 512)
+    noise = [torch.randn(2, 1, r, r) for r in synthesis.noise_sizes]
+    out = synthesis(ws, noise)
+    assert torch.equal(synthesis.set_fast(True)(ws, noise), out)
+    out64 = synthesis.set_fast(False).double()(ws.double(), [n.double() for n in noise])
+    assert relative_error(out, out64) < 1e-5
+
+
+class MarkerWriter:
+    """Unpickling it would write the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.mark.parametrize("payload", ["os.system", "open", "namespace"])
+def test_args_carrying_a_payload_are_refused_and_never_run(tmp_path, payload):
+    marker = tmp_path / "PAYLOAD_RAN"
+    evil = {"os.system": lambda: Payload(os.system, f"touch {marker}"),
+            "open": lambda: MarkerWriter(marker),
+            "namespace": lambda: argparse.Namespace(size=32, hook=Payload(os.system, f"touch {marker}"))}[payload]()
+    torch.save(training_checkpoint(random_rosinality(), args=evil), tmp_path / "evil.pt")
+    with pytest.raises(weights.WeightsError, match="not a rosinality checkpoint this port reads safely"):
+        rosinality.read_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("args", [argparse.Namespace(size=torch.zeros(3)), argparse.Namespace(dtype=torch.float16),
+                                  {"size": 32}])
+def test_args_that_weights_only_takes_but_are_not_plain_flags_are_refused(tmp_path, args):
+    torch.save(training_checkpoint(random_rosinality(), args=args), tmp_path / "odd.pt")
+    with pytest.raises(weights.WeightsError, match="'args' is not a Namespace of plain values"):
+        rosinality.read_checkpoint(tmp_path / "odd.pt")
+
+
+def test_other_layouts_are_refused(tmp_path):
+    torch.save({"g_ema": random_rosinality(), "extra": 1}, tmp_path / "other.pt")
+    with pytest.raises(weights.WeightsError, match="not a rosinality/stylegan2-pytorch checkpoint"):
+        rosinality.read_checkpoint(tmp_path / "other.pt")
