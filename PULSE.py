@@ -180,13 +180,15 @@ class PULSE(torch.nn.Module):
         return config.bad_noise_layers.layers
 
     def check_noise_layers(self, config):
-        """NoiseLayerError if the flags name noise layers beyond this model's."""
+        """NoiseLayerError if the flags name noise layers beyond this model's. Their defaults suit
+        every model (a StyleGAN3 has none: the defaults train and zero nothing there)."""
         count = len(self.noise_sizes)
         beyond = sorted(i for i in config.bad_noise_layers.layers if i >= count)
-        if beyond and config.bad_noise_layers != SearchConfig.bad_noise_layers:  # the default suits every model
-            raise NoiseLayerError(f"argument -bad_noise_layers: this model's noise layers are 0..{count - 1}, "
-                                  f"not {', '.join(map(str, beyond))}")
-        if config.num_trainable_noise_layers > count:
+        if beyond and config.bad_noise_layers != SearchConfig.bad_noise_layers:
+            has = f"this model's noise layers are 0..{count - 1}" if count else "this model has no noise layers"
+            raise NoiseLayerError(f"argument -bad_noise_layers: {has}, not {', '.join(map(str, beyond))}")
+        if (config.num_trainable_noise_layers > count
+                and config.num_trainable_noise_layers != SearchConfig.num_trainable_noise_layers):
             raise NoiseLayerError(f"argument -num_trainable_noise_layers: this model has {count} layers with "
                                   f"noise, so it must be within 0..{count}")
 

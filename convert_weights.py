@@ -1,16 +1,20 @@
-"""Convert NVIDIA's network pickles into the weight files PULSE loads, without TensorFlow or NVIDIA's code.
+"""Convert generator networks into the weight files PULSE loads, without TensorFlow or their authors' code.
 
     python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir cache
     python convert_weights.py ffhq.pkl -cache_dir cache/sg2-ffhq
+    python convert_weights.py stylegan3-t-ffhq-1024x1024.pkl -cache_dir cache/sg3-t-ffhq
+    python convert_weights.py 550000.pt -cache_dir cache/my-rosinality-model
 
-A StyleGAN-1 (TensorFlow) pickle gives `synthesis.pt`, `mapping.pt` (the 2020 PyTorch layout); a
-stylegan2-ada-pytorch pickle gives the StyleGAN2 files of `weights.STYLEGAN2_FILES` (its `G_ema`,
-NVIDIA's parameter names). Both get `gaussian_fit.pt`, after which run.py needs nothing else.
-`python convert_weights.py --download ffhq` (or `celebahq`) first downloads NVIDIA's StyleGAN-1
-pickle and checks its MD5 (see releases.py).
+The format is told from the file's content. A StyleGAN-1 (TensorFlow) pickle gives `synthesis.pt`,
+`mapping.pt` (the 2020 PyTorch layout); a stylegan2-ada-pytorch or stylegan3 pickle, or a
+rosinality/stylegan2-pytorch checkpoint (training or converted layout), gives its family's files
+(weights.family_files: its `G_ema` / `g_ema` under its authors' parameter names). All get
+`gaussian_fit.pt`, after which run.py needs nothing else. `python convert_weights.py --download
+ffhq` (or `celebahq`) first downloads NVIDIA's StyleGAN-1 pickle and checks its MD5 (see releases.py).
 
-The pickle is read by nvidia_pickles.py's allowlist unpickler: nothing stored in it (the network
-source code of either format included) is ever executed.
+NVIDIA's pickles are read by nvidia_pickles.py's allowlist unpickler, rosinality's checkpoints by
+rosinality_checkpoints.py (weights_only): nothing stored in either (NVIDIA's network source code
+included) is ever executed.
 """
 import argparse
 import re
@@ -23,6 +27,8 @@ import torch
 import cli
 import nvidia_pickles
 import releases
+import rosinality
+import rosinality_checkpoints
 import stylegan3
 import weights
 from download import fetch
@@ -237,7 +243,8 @@ ACTIVATIONS = {"FullyConnectedLayer": "lrelu", "SynthesisLayer": "lrelu", "Conv2
 def stylegan2_attribute(g_ema, path, name):
     module = nvidia_pickles.submodule(g_ema, path)
     if module is None or name not in module.state:
-        raise weights.WeightsError(f"G_ema in the pickle has no {path}.{name}; is this a StyleGAN2 generator?")
+        raise weights.WeightsError(f"G_ema in the pickle has no {path}.{name}; is this a StyleGAN2 or StyleGAN3 "
+                                   f"generator?")
     return module.state[name]
 
 
@@ -292,42 +299,54 @@ def stylegan3_states(g_ema):
                                                     "mapping_lr_multiplier": mapping_lr_multiplier(g_ema)}
 
 
-def convert_stylegan2(g_ema, pickle_path, cache_dir, log):
-    """Write the files of weights.STYLEGAN2_FILES; returns the mapping network (for the gaussian fit)."""
-    synthesis_state, mapping_state, attributes = stylegan2_states(g_ema)
-    synthesis, mapping = weights.stylegan2_networks(synthesis_state, mapping_state, attributes,
-                                                    f"G_ema in {pickle_path}")
-    log(f"converted a {synthesis.resolution}x{synthesis.resolution} generator (StyleGAN2: "
+def read_network(path):
+    """(family, what convert needs of it) of the network file at `path`, told apart by content:
+    ("stylegan1", the unpickled data), or for a PyTorch network (family, (synthesis state,
+    mapping state, attributes)) with a family of weights.CONVERTED_FAMILIES."""
+    if rosinality_checkpoints.is_torch_save_file(path):
+        synthesis_state, mapping_state = rosinality.split_state(rosinality_checkpoints.read_checkpoint(path))
+        return "rosinality", (synthesis_state, mapping_state, {})
+    data = nvidia_pickles.read(path)
+    if not nvidia_pickles.is_stylegan2_pickle(data):
+        return "stylegan1", data
+    if nvidia_pickles.is_stylegan3_generator(data["G_ema"]):
+        return "stylegan3", stylegan3_states(data["G_ema"])
+    return "stylegan2", stylegan2_states(data["G_ema"])
+
+
+def convert_pytorch(family, states, path, cache_dir, log):
+    """Write the files of a converted `family`; returns the mapping network (for the gaussian fit)."""
+    synthesis, mapping = weights.converted_networks(family, *states, source=f"the generator in {path}")
+    log(f"converted a {synthesis.resolution}x{synthesis.resolution} generator ({weights.CONVERTED_FAMILIES[family].title}: "
         f"{synthesis.num_ws} ws, {len(synthesis.noise_sizes)} noise layers)")
-    weights.save_stylegan2(cache_dir, synthesis_state, mapping_state, attributes)
-    log(f"saved {', '.join(str(cache_dir / name) for name in weights.STYLEGAN2_FILES.values())}")
+    saved = weights.save_converted(cache_dir, family, *states)
+    log(f"saved {', '.join(map(str, saved))}")
     return mapping
 
 
-def check_cache_family(cache_dir, stylegan2):
+def check_cache_family(cache_dir, family):
     """Refuse to mix families in one cache folder (they would share, and overwrite, gaussian_fit.pt)."""
-    if stylegan2 and (cache_dir / "synthesis.pt").is_file():
-        other = "a StyleGAN-1 generator (synthesis.pt)"
-    elif not stylegan2 and weights.is_stylegan2_cache(cache_dir):
-        other = f"a StyleGAN2 generator ({weights.STYLEGAN2_FILES['synthesis']})"
-    else:
+    existing = "stylegan1" if (cache_dir / "synthesis.pt").is_file() else weights.converted_family(cache_dir)
+    if existing is None or existing == family:
         return
+    other = ("a StyleGAN-1 generator (synthesis.pt)" if existing == "stylegan1" else
+             f"a {weights.CONVERTED_FAMILIES[existing].title} generator ({weights.family_files(existing)['synthesis']})")
     raise weights.WeightsError(f"{cache_dir} already holds {other}; convert into another -cache_dir")
 
 
 def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
-    """Write the weight files of NVIDIA's network pickle at `pickle_path` into `cache_dir`: for a
-    StyleGAN-1 (TensorFlow) pickle synthesis.pt and mapping.pt, for a stylegan2-ada-pytorch pickle
-    the StyleGAN2 files of weights.STYLEGAN2_FILES; gaussian_fit.pt for both. Returns the pickle's MD5."""
+    """Write the weight files of the network at `pickle_path` into `cache_dir`: for a StyleGAN-1
+    (TensorFlow) pickle synthesis.pt and mapping.pt, for a PyTorch network (an NVIDIA StyleGAN2 or
+    StyleGAN3 pickle, a rosinality checkpoint) its family's files (weights.family_files);
+    gaussian_fit.pt for all. Returns the file's MD5."""
     md5 = report_model(pickle_path, log)
-    data = nvidia_pickles.read(pickle_path)
+    family, network = read_network(pickle_path)
     cache_dir = Path(cache_dir)
-    stylegan2 = nvidia_pickles.is_stylegan2_pickle(data)
-    check_cache_family(cache_dir, stylegan2)
-    if stylegan2:
-        mapping = convert_stylegan2(data["G_ema"], pickle_path, cache_dir, log)
+    check_cache_family(cache_dir, family)
+    if family == "stylegan1":
+        mapping = convert_stylegan1(network, pickle_path, cache_dir, log)
     else:
-        mapping = convert_stylegan1(data, pickle_path, cache_dir, log)
+        mapping = convert_pytorch(family, network, pickle_path, cache_dir, log)
     write_gaussian_fit(mapping, md5, cache_dir, gaussian_draws, log)
     return md5
 
@@ -341,11 +360,14 @@ def at_least_two(text):
 
 def build_parser():
     parser = cli.parser(
-        "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) or "
-        "stylegan2-ada-pytorch pickle (e.g. ffhq.pkl) into the weight files and gaussian_fit.pt for PULSE. "
-        "Neither TensorFlow nor NVIDIA's code is needed, and the pickle is read without running any code from it.")
+        "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl), stylegan2-ada-pytorch "
+        "or stylegan3 pickle (e.g. ffhq.pkl, stylegan3-t-ffhq-1024x1024.pkl), or a rosinality/stylegan2-pytorch "
+        "checkpoint (e.g. 550000.pt) into the weight files and gaussian_fit.pt for PULSE. Neither TensorFlow nor "
+        "their authors' code is needed, and the file is read without running any code from it.")
     parser.add_argument("pickle", type=Path, nargs="?", metavar="PICKLE",
-                        help="NVIDIA's .pkl: StyleGAN-1's (G, D, Gs) or stylegan2-ada-pytorch's dict with G_ema")
+                        help="the network file, its format told from its content: NVIDIA's .pkl (StyleGAN-1's "
+                             "(G, D, Gs), or a dict with G_ema from stylegan2-ada-pytorch or stylegan3) or "
+                             "rosinality's .pt (with g_ema)")
     parser.add_argument("-download", "--download", choices=releases.DOWNLOADABLE,
                         help="instead of PICKLE: download NVIDIA's pickle of this model, check its MD5 and convert it")
     parser.add_argument("-keep_pickle", "--keep_pickle", action="store_true",

@@ -1,23 +1,14 @@
-"""rosinality/stylegan2-pytorch checkpoints: read safely, and its StyleGAN2 generator in this project's code.
+"""The generator of rosinality/stylegan2-pytorch checkpoints (StyleGAN2), in this project's code.
 
-Two layouts are read, both with `torch.load(weights_only=True)`:
-- the training checkpoint its train.py writes: {"g", "d", "g_ema", "g_optim", "d_optim", "args",
-  "ada_aug_p"}, where `args` is an argparse.Namespace of the command-line flags. The Namespace
-  is the one class allowed beyond what weights_only takes anyway, and only holding plain values;
-  any other class anywhere in the file stops the load before anything of it runs.
-- the converted layout its convert_weight.py writes from NVIDIA's networks: {"g_ema", "latent_avg"}.
-PULSE uses `g_ema`; `latent_avg` (a truncation centre) is not needed, PULSE does not truncate.
-
-The generator computes what rosinality's `model.Generator` computes (its CPU path), with its
-parameter names (`conv1`, `convs.N`, `to_rgb1`, `to_rgbs.N`, `style.N`, `noises.noise_N`) so a
-checkpoint's `g_ema` loads with `load_state_dict(strict=True)`. Its arithmetic is StyleGAN2's,
-with its own conventions: weights stored [1, out, in, k, k] and scaled by 1/sqrt(fan-in) in the
-forward pass (demodulation sees the scaled weight), blur kernels stored with their upsampling
-gain of 4, a bias of ToRGB of shape [1, 3, 1, 1], noise weight and activation bias in their own
-modules. The convolution and upsampling steps are stylegan2.py's: with a [1, 3, 3, 1] kernel
-they pad as rosinality's do.
+It computes what rosinality's `model.Generator` computes (its CPU path), with its parameter names
+(`conv1`, `convs.N`, `to_rgb1`, `to_rgbs.N`, `style.N`, `noises.noise_N`) so a checkpoint's
+`g_ema` loads with `load_state_dict(strict=True)` (rosinality_checkpoints.py reads the files).
+Its arithmetic is StyleGAN2's, with its own conventions: weights stored [1, out, in, k, k] and
+scaled by 1/sqrt(fan-in) in the forward pass (demodulation sees the scaled weight), blur kernels
+stored with their upsampling gain of 4, a ToRGB bias of shape [1, 3, 1, 1], noise weight and
+activation bias in their own modules. The convolution and upsampling steps are stylegan2.py's:
+with a [1, 3, 3, 1] kernel they pad as rosinality's do.
 """
-import argparse
 import math
 import re
 
@@ -27,46 +18,10 @@ import torch.nn.functional as F
 
 from stylegan import FastOps, set_fast
 from stylegan2 import LRELU_GAIN, FullyConnected, bias_act, conv_up2x, demodulation, fir_filter, upsample2d
-from weights import WeightsError
 
-TRAINING_KEYS = {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}
-CONVERTED_KEYS = {"g_ema", "latent_avg"}
-PLAIN = (type(None), bool, int, float, str)
 MAPPING_LR_MULTIPLIER = 0.01  # its Generator's lr_mlp: train.py never sets another, no checkpoint stores it
 UPSAMPLE_GAIN = 4  # a 2x upsampling filter's gain, which its stored blur kernels carry
 
-
-def is_plain(value):
-    return isinstance(value, PLAIN) or (isinstance(value, (list, tuple)) and all(is_plain(v) for v in value))
-
-
-def read_checkpoint(path):
-    """The `g_ema` state dict of a rosinality checkpoint (either layout); WeightsError otherwise."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses every other class, before running anything of it
-        raise WeightsError(f"{path} is not a rosinality checkpoint this port reads safely "
-                           f"({type(e).__name__}: {str(e).strip().splitlines()[0]})") from e
-    if not is_checkpoint(data):
-        raise WeightsError(f"{path} is not a rosinality/stylegan2-pytorch checkpoint: expected a dict with keys "
-                           f"{sorted(TRAINING_KEYS)} or {sorted(CONVERTED_KEYS)}")
-    args = data.get("args")
-    if args is not None and not (isinstance(args, argparse.Namespace) and all(map(is_plain, vars(args).values()))):
-        raise WeightsError(f"{path}: its 'args' is not a Namespace of plain values; refusing the checkpoint")
-    g_ema = data["g_ema"]
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in g_ema.items()):
-        raise WeightsError(f"{path}: its 'g_ema' is not a dict of tensors")
-    return {key: value.float() for key, value in g_ema.items()}
-
-
-def is_checkpoint(data):
-    """Whether `data` (a loaded .pt) has one of the two layouts, with a g_ema state dict."""
-    return (isinstance(data, dict) and set(data) in (TRAINING_KEYS, CONVERTED_KEYS)
-            and isinstance(data["g_ema"], dict))
-
-
-# ---- the generator -----------------------------------------------------------------------------
 
 class PixelNorm(nn.Module):
     def forward(self, z):

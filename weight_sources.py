@@ -3,8 +3,8 @@
 Without -network, a `-cache_dir` that has no synthesis.pt is filled from the first source
 that works: the 2020 link, then NVIDIA's FFHQ pickle (CDN, then Google Drive), checked by
 MD5 before it is unpickled and converted. `-network` names a folder of 2020 `.pt` files (or of a
-converted StyleGAN2), a StyleGAN-1 or stylegan2-ada-pytorch pickle, or a pickle's URL; a pickle
-is converted once into `-cache_dir/<name>/`, and a later run finds that conversion without
+converted network), a network file convert_weights.py reads (NVIDIA's StyleGAN-1, StyleGAN2 or
+StyleGAN3 pickle, a rosinality checkpoint), or such a file's URL; a file is converted once into `-cache_dir/<name>/`, and a later run finds that conversion without
 touching the network.
 
 All of this happens under the cache folder's lock (files.folder_lock), so processes starting
@@ -35,7 +35,7 @@ def fetch_2020_file(source, cache_dir):
 
 
 def fill_default_cache(cache_dir, keep_pickle=False, log=print):
-    """Make sure `cache_dir` has a generator (a synthesis.pt, or a converted StyleGAN2), from the
+    """Make sure `cache_dir` has a generator (a synthesis.pt, or a converted network), from the
     default source chain if need be."""
     if weights.holds_generator(cache_dir):
         return
@@ -100,7 +100,7 @@ def network_folder(network, cache_dir, keep_pickle=False, log=print):
     if path.is_dir():
         if not weights.holds_generator(path):
             raise weights.WeightsError(f"-network {network}: the folder has no synthesis.pt "
-                                       f"(nor a converted StyleGAN2, {weights.STYLEGAN2_FILES['synthesis']})")
+                                       f"(nor a converted network, <family>-synthesis.pt)")
         return path
     if not path.is_file():
         raise weights.WeightsError(f"-network {network}: no such file or folder")

@@ -7,15 +7,18 @@ made here is the 2020 `mapping.pt`, when the gaussian fit has to be rebuilt. Eve
 load on any machine and a downloaded file can never run code. `gaussian_fit.pt` (the latent
 statistics PULSE needs) is bundled; when it is missing it is rebuilt from `mapping.pt`.
 
-A cache folder holding `stylegan2-synthesis.pt` holds a StyleGAN2 generator instead (written by
-convert_weights.py; never downloaded from the 2020 links, never given the bundled StyleGAN-1 fit).
+A cache folder holding `<family>-synthesis.pt` holds a generator convert_weights.py converted from
+a PyTorch network instead (NVIDIA's StyleGAN2 or StyleGAN3, a rosinality checkpoint; see
+CONVERTED_FAMILIES): never downloaded from the 2020 links, never given the bundled StyleGAN-1 fit.
 """
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+import rosinality
 import stylegan2
 import stylegan3
 from download import fetch
@@ -153,64 +156,79 @@ def fit_and_save_gaussian(mapping, destination, draws, log):
     return fit
 
 
-# ---- StyleGAN2 (converted from NVIDIA's stylegan2-ada-pytorch pickles by convert_weights.py) ----
+# ---- generators converted from PyTorch networks by convert_weights.py --------------------------
+# A family's cache folder holds `<family>-synthesis.pt` and `<family>-mapping.pt` (state dicts,
+# named as their authors' code names them) and `<family>.json` (what the state dicts do not hold).
 
-STYLEGAN2_FILES = {"synthesis": "stylegan2-synthesis.pt", "mapping": "stylegan2-mapping.pt",
-                   "attributes": "stylegan2.json"}
+
+@dataclass(frozen=True)
+class ConvertedFamily:
+    title: str               # how messages name it
+    build_synthesis: object  # (synthesis state dict, attributes) -> synthesis network shaped like it
+    build_mapping: object    # (mapping state dict, attributes) -> mapping network shaped like it
 
 
-def is_stylegan2_cache(cache_dir):
-    return (Path(cache_dir) / STYLEGAN2_FILES["synthesis"]).is_file()
+def nvidia_mapping(state, attributes):
+    """NVIDIA's StyleGAN2 and StyleGAN3 mapping network (they are the same)."""
+    return stylegan2.mapping_from_state_dict(state, attributes["mapping_lr_multiplier"])
+
+
+CONVERTED_FAMILIES = {
+    "stylegan2": ConvertedFamily(  # NVIDIA's stylegan2-ada-pytorch (and stylegan3's StyleGAN2 config)
+        "StyleGAN2", lambda state, attributes: stylegan2.synthesis_from_state_dict(state, attributes["conv_clamp"]),
+        nvidia_mapping),
+    "stylegan3": ConvertedFamily(  # NVIDIA's stylegan3, configs T and R
+        "StyleGAN3", lambda state, attributes: stylegan3.synthesis_from_state_dict(state, attributes["synthesis"]),
+        nvidia_mapping),
+    "rosinality": ConvertedFamily(  # rosinality/stylegan2-pytorch checkpoints
+        "rosinality StyleGAN2", lambda state, _: rosinality.synthesis_from_state_dict(state),
+        lambda state, _: rosinality.mapping_from_state_dict(state)),
+}
+
+
+def family_files(family):
+    return {"synthesis": f"{family}-synthesis.pt", "mapping": f"{family}-mapping.pt", "attributes": f"{family}.json"}
+
+
+def converted_family(folder):
+    """The family of the converted generator in `folder`, or None."""
+    return next((family for family in CONVERTED_FAMILIES
+                 if (Path(folder) / family_files(family)["synthesis"]).is_file()), None)
 
 
 def holds_generator(folder):
-    """Whether `folder` has a generator to load: a StyleGAN-1 synthesis.pt or a StyleGAN2 one."""
-    return cached_file(folder, "synthesis.pt") is not None or is_stylegan2_cache(folder)
+    """Whether `folder` has a generator to load: a StyleGAN-1 synthesis.pt or a converted one."""
+    return cached_file(folder, "synthesis.pt") is not None or converted_family(folder) is not None
 
 
-def built_networks(family, source, synthesis_state, mapping_state, build_synthesis, build_mapping):
-    """(synthesis, mapping), frozen, from `build_*(state)` loaded with their state dicts; WeightsError
-    naming `source` if the tensors do not fit the `family`'s networks."""
+def converted_networks(family, synthesis_state, mapping_state, attributes, source):
+    """(synthesis, mapping), frozen, of `family` built from its state dicts and the attributes not
+    in them; WeightsError naming `source` if they do not fit."""
+    kind = CONVERTED_FAMILIES[family]
     try:
-        synthesis = build_synthesis(synthesis_state)
+        synthesis = kind.build_synthesis(synthesis_state, attributes)
         synthesis.load_state_dict(synthesis_state, strict=True)
-        mapping = build_mapping(mapping_state)
+        mapping = kind.build_mapping(mapping_state, attributes)
         mapping.load_state_dict(mapping_state, strict=True)
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise WeightsError(f"{source} is not a {family} generator this port can run: "
+        raise WeightsError(f"{source} is not a {kind.title} generator this port can run: "
                            f"{str(e).strip().splitlines()[0]}") from e
     return synthesis.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
 
 
-def stylegan2_networks(synthesis_state, mapping_state, attributes, source):
-    """(synthesis, mapping) built from NVIDIA-named state dicts and the attributes not in them
-    (`conv_clamp`, `mapping_lr_multiplier`); WeightsError naming `source` if they do not fit."""
-    return built_networks(
-        "StyleGAN2", source, synthesis_state, mapping_state,
-        lambda state: stylegan2.synthesis_from_state_dict(state, attributes["conv_clamp"]),
-        lambda state: stylegan2.mapping_from_state_dict(state, attributes["mapping_lr_multiplier"]))
-
-
-def stylegan3_networks(synthesis_state, mapping_state, attributes, source):
-    """(synthesis, mapping) of a StyleGAN3 from NVIDIA-named state dicts and the attributes not in
-    them (`synthesis`: stylegan3.attributes_of_pickle's, `mapping_lr_multiplier`)."""
-    return built_networks(
-        "StyleGAN3", source, synthesis_state, mapping_state,
-        lambda state: stylegan3.synthesis_from_state_dict(state, attributes["synthesis"]),
-        lambda state: stylegan2.mapping_from_state_dict(state, attributes["mapping_lr_multiplier"]))
-
-
-def save_stylegan2(cache_dir, synthesis_state, mapping_state, attributes):
-    cache_dir = Path(cache_dir)
-    save_tensors(synthesis_state, cache_dir / STYLEGAN2_FILES["synthesis"])
-    save_tensors(mapping_state, cache_dir / STYLEGAN2_FILES["mapping"])
-    with atomic_path(cache_dir / STYLEGAN2_FILES["attributes"]) as tmp:
+def save_converted(cache_dir, family, synthesis_state, mapping_state, attributes):
+    files = {name: Path(cache_dir) / file for name, file in family_files(family).items()}
+    save_tensors(synthesis_state, files["synthesis"])
+    save_tensors(mapping_state, files["mapping"])
+    with atomic_path(files["attributes"]) as tmp:
         Path(tmp).write_text(json.dumps(attributes, indent=1))
+    return list(files.values())
 
 
-def load_stylegan2(cache_dir):
-    """(synthesis, mapping) of the StyleGAN2 generator in `cache_dir`."""
-    paths = {name: Path(cache_dir) / file for name, file in STYLEGAN2_FILES.items()}
+def load_converted(cache_dir):
+    """(synthesis, mapping) of the converted generator in `cache_dir`."""
+    family = converted_family(cache_dir)
+    paths = {name: Path(cache_dir) / file for name, file in family_files(family).items()}
     try:
         attributes = json.loads(paths["attributes"].read_text())
     except (OSError, ValueError) as e:
@@ -218,7 +236,7 @@ def load_stylegan2(cache_dir):
                            f"with convert_weights.py") from e
     if not isinstance(attributes, dict):
         raise WeightsError(f"{paths['attributes']} does not hold the generator's attributes")
-    return stylegan2_networks(load_tensors(paths["synthesis"]), load_tensors(paths["mapping"]), attributes,
+    return converted_networks(family, load_tensors(paths["synthesis"]), load_tensors(paths["mapping"]), attributes,
                               paths["synthesis"])
 
 
@@ -226,17 +244,18 @@ def load_generator(cache_dir, log=print):
     """(synthesis network, gaussian fit) for a run, from `cache_dir` (weight_sources.weights_folder
     fills it first where it is empty).
 
-    A cache with `stylegan2-synthesis.pt` holds a StyleGAN2 generator: its gaussian fit comes from
-    the cache or its own mapping network, never from the bundled StyleGAN-1 file."""
+    A cache with a converted generator (`<family>-synthesis.pt`) takes its gaussian fit from the
+    cache or its own mapping network, never from the bundled StyleGAN-1 file."""
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    if is_stylegan2_cache(cache_dir):
-        synthesis, mapping = load_stylegan2(cache_dir)
+    family = converted_family(cache_dir)
+    if family:
+        synthesis, mapping = load_converted(cache_dir)
         fit = cached_gaussian_fit([Path(cache_dir)], cache_dir, synthesis.dlatent_size, log, lambda: mapping,
-                                  STYLEGAN2_FILES["mapping"])
+                                  family_files(family)["mapping"])
         return synthesis, fit
     path = cached_file(cache_dir, "synthesis.pt")
     if path is None:
-        raise WeightsError(f"{cache_dir}/ holds no generator: no synthesis.pt (nor a converted StyleGAN2, "
-                           f"{STYLEGAN2_FILES['synthesis']}); see README, 'Getting the weights'")
+        raise WeightsError(f"{cache_dir}/ holds no generator: no synthesis.pt (nor a converted network, "
+                           f"<family>-synthesis.pt); see README, 'Getting the weights'")
     synthesis = load_synthesis(path)
     return synthesis, gaussian_fit_for(cache_dir, synthesis.dlatent_size, log)

@@ -10,21 +10,20 @@ import os
 import pytest
 import torch
 
+import convert_weights
+import releases
 import rosinality
+import rosinality_checkpoints
+import run
 import weights
 from conftest import ROOT
-from test_stylegan2 import Payload, relative_error
-from test_stylegan3 import FIT_DRAWS, assert_fit_within_sampling_error
+from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, nvidia_pickle,
+                            random_stylegan2, relative_error, run_sg2, search_inputs)
+from test_stylegan3 import FIT_DRAWS, assert_fit_within_sampling_error, networks_of_file
 
 SHARED = ROOT.parent / "shared" / "reference" / "rosinality"
 needs_shared = pytest.mark.skipif(not (SHARED / "rosinality-64.pt").is_file(),
                                   reason="../shared/reference/rosinality is not here")
-
-
-def networks_of_checkpoint(path):
-    synthesis_state, mapping_state = rosinality.split_state(rosinality.read_checkpoint(path))
-    return weights.built_networks("rosinality StyleGAN2", path, synthesis_state, mapping_state,
-                                  rosinality.synthesis_from_state_dict, rosinality.mapping_from_state_dict)
 
 
 def random_rosinality(resolution=32, channels=16, seed=0):
@@ -51,7 +50,7 @@ def training_checkpoint(g_ema, args=None):
 
 @pytest.fixture(scope="module")
 def shared_networks():
-    return networks_of_checkpoint(SHARED / "rosinality-64.pt")
+    return networks_of_file(SHARED / "rosinality-64.pt", "rosinality")
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +88,8 @@ def test_mapping_matches_rosinality(shared_networks, reference):
 
 @needs_shared
 def test_converted_layout_holds_the_same_generator():
-    training = rosinality.read_checkpoint(SHARED / "rosinality-64.pt")
-    converted = rosinality.read_checkpoint(SHARED / "rosinality-64-converted.pt")
+    training = rosinality_checkpoints.read_checkpoint(SHARED / "rosinality-64.pt")
+    converted = rosinality_checkpoints.read_checkpoint(SHARED / "rosinality-64-converted.pt")
     assert training.keys() == converted.keys() and all(torch.equal(training[k], converted[k]) for k in training)
 
 
@@ -117,7 +116,7 @@ def test_own_checkpoint_round_trips_exactly(tmp_path, layout):
     g_ema = random_rosinality()
     data = training_checkpoint(g_ema) if layout == "training" else {"g_ema": g_ema, "latent_avg": torch.zeros(512)}
     torch.save(data, tmp_path / "net.pt")
-    synthesis, mapping = networks_of_checkpoint(tmp_path / "net.pt")
+    synthesis, mapping = networks_of_file(tmp_path / "net.pt", "rosinality")
     assert synthesis.resolution == 32 and synthesis.noise_sizes == [4, 8, 8, 16, 16, 32, 32]
     assert {**mapping.state_dict(), **synthesis.state_dict()}.keys() == g_ema.keys()
     ws = torch.randn(2, synthesis.num_ws, 512)
@@ -128,7 +127,7 @@ def test_own_checkpoint_round_trips_exactly(tmp_path, layout):
 
 def test_float64_agrees_with_float32_and_fast_path_gives_the_same_bits(tmp_path):
     torch.save(training_checkpoint(random_rosinality()), tmp_path / "net.pt")
-    synthesis, _ = networks_of_checkpoint(tmp_path / "net.pt")
+    synthesis, _ = networks_of_file(tmp_path / "net.pt", "rosinality")
     ws = torch.randn(2, synthesis.num_ws, 512)
     noise = [torch.randn(2, 1, r, r) for r in synthesis.noise_sizes]
     out = synthesis(ws, noise)
@@ -155,7 +154,7 @@ def test_args_carrying_a_payload_are_refused_and_never_run(tmp_path, payload):
             "namespace": lambda: argparse.Namespace(size=32, hook=Payload(os.system, f"touch {marker}"))}[payload]()
     torch.save(training_checkpoint(random_rosinality(), args=evil), tmp_path / "evil.pt")
     with pytest.raises(weights.WeightsError, match="not a rosinality checkpoint this port reads safely"):
-        rosinality.read_checkpoint(tmp_path / "evil.pt")
+        rosinality_checkpoints.read_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -164,10 +163,64 @@ def test_args_carrying_a_payload_are_refused_and_never_run(tmp_path, payload):
 def test_args_that_weights_only_takes_but_are_not_plain_flags_are_refused(tmp_path, args):
     torch.save(training_checkpoint(random_rosinality(), args=args), tmp_path / "odd.pt")
     with pytest.raises(weights.WeightsError, match="'args' is not a Namespace of plain values"):
-        rosinality.read_checkpoint(tmp_path / "odd.pt")
+        rosinality_checkpoints.read_checkpoint(tmp_path / "odd.pt")
 
 
 def test_other_layouts_are_refused(tmp_path):
     torch.save({"g_ema": random_rosinality(), "extra": 1}, tmp_path / "other.pt")
     with pytest.raises(weights.WeightsError, match="not a rosinality/stylegan2-pytorch checkpoint"):
-        rosinality.read_checkpoint(tmp_path / "other.pt")
+        rosinality_checkpoints.read_checkpoint(tmp_path / "other.pt")
+
+
+# ---- the cache folder, run.py and PULSE --------------------------------------------------------
+
+@needs_shared
+@pytest.mark.parametrize("name", ["rosinality-64.pt", "rosinality-64-converted.pt"])
+def test_shared_checkpoint_converts_into_a_cache_that_loads_the_same_generator(tmp_path, name, reference):
+    cache = tmp_path / "cache"
+    assert convert_weights.main([str(SHARED / name), "-cache_dir", str(cache),
+                                 "-gaussian_draws", str(GAUSSIAN_DRAWS)]) == 0
+    assert {p.name for p in cache.iterdir()} == {*weights.family_files("rosinality").values(), "gaussian_fit.pt"}
+    synthesis, _ = weights.load_generator(cache, log=lambda *_: None)
+    with torch.no_grad():
+        image = synthesis(reference["ws"], reference["noise"])
+    assert relative_error(image, reference["img_noise"]) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def rosinality_run_setup(tmp_path_factory):
+    """A 32x32 rosinality cache (seeded random init) and, as input, one of its own images at 8x8."""
+    folder = tmp_path_factory.mktemp("rosinality-run")
+    torch.save(training_checkpoint(random_rosinality(seed=3)), folder / "net.pt")
+    cache = folder / "cache"
+    convert_weights.convert(folder / "net.pt", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    return cache, search_inputs(cache, folder / "in")
+
+
+def test_rosinality_batch_of_two_equals_two_batches_of_one(tmp_path, rosinality_run_setup):
+    assert_batch_of_two_equals_two_batches_of_one(tmp_path, rosinality_run_setup)
+
+
+def test_noise_layers_beyond_a_rosinality_generator_are_refused(tmp_path, rosinality_run_setup, capsys):
+    for flag, value, message in [("-bad_noise_layers", "7", "noise layers are 0..6, not 7"),
+                                 ("-num_trainable_noise_layers", "8", "has 7 layers with noise")]:
+        with pytest.raises(SystemExit) as exit_info:
+            run_sg2(tmp_path, rosinality_run_setup, "refused", flag, value)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_network_flag_tells_a_rosinality_checkpoint_by_its_content(tmp_path, rosinality_run_setup, monkeypatch):
+    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
+    checkpoint = tmp_path / "550000.pkl"  # the name says pickle; the content says torch.save
+    torch.save({"g_ema": random_rosinality(seed=4), "latent_avg": torch.zeros(512)}, checkpoint)
+    _, inputs = rosinality_run_setup
+    assert run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / "out"), "-cache_dir",
+                     str(tmp_path / "cache"), "-network", str(checkpoint), "-seed", "0", "-steps", "2"]) == 0
+    assert weights.converted_family(tmp_path / "cache" / "550000") == "rosinality"
+
+
+def test_families_do_not_mix_in_one_cache(tmp_path, rosinality_run_setup):
+    cache, _ = rosinality_run_setup
+    (tmp_path / "sg2.pkl").write_bytes(nvidia_pickle(*random_stylegan2()))
+    with pytest.raises(weights.WeightsError, match="already holds a rosinality StyleGAN2 generator"):
+        convert_weights.convert(tmp_path / "sg2.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)

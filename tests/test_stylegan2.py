@@ -214,7 +214,7 @@ def test_shared_pickle_converts_to_the_described_shape(shared_cache):
     assert isinstance(synthesis, stylegan2.SynthesisNetwork)
     assert synthesis.resolution == info["resolution"] and synthesis.num_ws == info["num_ws"]
     assert synthesis.noise_sizes == info["noise_layers"]
-    _, mapping = weights.load_stylegan2(shared_cache)
+    _, mapping = weights.load_converted(shared_cache)
     params = sum(t.numel() for m in (synthesis, mapping) for t in m.parameters())
     assert params == info["params"]
     assert set(fit) == {"mean", "std"}
@@ -224,7 +224,7 @@ def test_shared_pickle_converts_to_the_described_shape(shared_cache):
 @pytest.mark.parametrize("image", ["img_noise", "img_const", "img_none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_forward_matches_nvidia(shared_cache, reference, image, dtype):
-    synthesis, _ = weights.load_stylegan2(shared_cache)
+    synthesis, _ = weights.load_converted(shared_cache)
     synthesis = synthesis.to(dtype)
     noise = {"img_noise": reference["noise"], "img_const": synthesis.noise_const(),
              "img_none": [torch.zeros(1, 1, r, r) for r in synthesis.noise_sizes]}[image]
@@ -240,7 +240,7 @@ def test_forward_matches_nvidia(shared_cache, reference, image, dtype):
 
 @needs_shared
 def test_mapping_matches_nvidia(shared_cache, reference):
-    _, mapping = weights.load_stylegan2(shared_cache)
+    _, mapping = weights.load_converted(shared_cache)
     with torch.no_grad():
         w = mapping(reference["z"])
     assert relative_error(w[:, None].expand_as(reference["w"]), reference["w"]) < 1e-5
@@ -253,7 +253,7 @@ FIT_DRAWS = 100_000
 def test_gaussian_fit_agrees_with_the_shared_one_within_sampling_error(shared_cache):
     """The recipe's first FIT_DRAWS draws against NVIDIA-side 1,000,000: means within 6 standard
     errors, standard deviations within 6 of theirs (kurtosis allowed up to 10)."""
-    _, mapping = weights.load_stylegan2(shared_cache)
+    _, mapping = weights.load_converted(shared_cache)
     fit = weights.fit_gaussian(mapping, draws=FIT_DRAWS)
     want = weights.load_gaussian_fit(SHARED / "gaussian_fit.pt")
     standard_error = want["std"] / math.sqrt(FIT_DRAWS)
@@ -265,7 +265,7 @@ def test_gaussian_fit_agrees_with_the_shared_one_within_sampling_error(shared_ca
 @needs_shared
 @pytest.mark.slow
 def test_gaussian_fit_with_all_draws_reproduces_the_shared_one(shared_cache):
-    _, mapping = weights.load_stylegan2(shared_cache)
+    _, mapping = weights.load_converted(shared_cache)
     fit = weights.fit_gaussian(mapping)
     want = weights.load_gaussian_fit(SHARED / "gaussian_fit.pt")
     for name in ("mean", "std"):
@@ -298,10 +298,10 @@ def test_own_pickle_round_trips_exactly(tmp_path, architecture, conv_clamp, prot
     data = nvidia_pickle(synthesis, mapping, module_src=f"open({str(marker)!r}, 'w').close()", protocol=protocol)
     cache = convert_bytes(tmp_path, data)
     assert not marker.exists()
-    assert {p.name for p in cache.iterdir()} == {*weights.STYLEGAN2_FILES.values(), "gaussian_fit.pt"}
+    assert {p.name for p in cache.iterdir()} == {*weights.family_files("stylegan2").values(), "gaussian_fit.pt"}
 
     got, fit = weights.load_generator(cache, log=lambda *_: None)
-    _, got_mapping = weights.load_stylegan2(cache)
+    _, got_mapping = weights.load_converted(cache)
     ws = torch.randn(2, synthesis.num_ws, 512)
     assert torch.equal(got(ws, noise_for(synthesis)), synthesis(ws, noise_for(synthesis)))
     z = torch.randn(5, 512)
@@ -315,7 +315,7 @@ def test_stylegan2_cache_never_uses_the_bundled_stylegan1_fit(tmp_path, monkeypa
     cache = convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()))
     (cache / "gaussian_fit.pt").unlink()
     _, fit = weights.load_generator(cache, log=lambda *_: None)
-    _, mapping = weights.load_stylegan2(cache)
+    _, mapping = weights.load_converted(cache)
     assert torch.equal(fit["mean"], weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)["mean"])  # its own mapping
     assert (cache / "gaussian_fit.pt").is_file()
 
@@ -374,17 +374,21 @@ def sg2_run_setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sg2-run")
     synthesis, mapping = random_stylegan2(resolution=FIXTURE_RESOLUTION, channels=16, seed=3)
     cache = convert_bytes(folder, nvidia_pickle(synthesis, mapping))
-    fit = weights.load_gaussian_fit(cache / "gaussian_fit.pt")
+    return cache, search_inputs(cache, folder / "in")
+
+
+def search_inputs(cache, inputs):
+    """Two inputs (one shifted) made of an image the generator in `cache` draws, at TARGET_SIZE."""
+    synthesis, fit = weights.load_generator(cache, log=lambda *_: None)
     generator = torch.Generator().manual_seed(11)
     latent = torch.randn(1, synthesis.num_ws, 512, generator=generator)
     latent_in = torch.nn.functional.leaky_relu(latent * fit["std"] + fit["mean"], 0.2)
     with torch.no_grad():
         image = (synthesis(latent_in, noise_for(synthesis, batch=1, seed=12)) + 1) / 2
-        target = BicubicDownSample(FIXTURE_RESOLUTION // TARGET_SIZE)(image.clamp(0, 1))
-    inputs = folder / "in"
+        target = BicubicDownSample(synthesis.resolution // TARGET_SIZE)(image.clamp(0, 1))
     for i in range(2):
         save_tensor_image(target[0].roll(i, dims=-1), inputs / f"face{i}.png")
-    return cache, inputs
+    return inputs
 
 
 def run_sg2(tmp_path, setup, out, *flags):
@@ -407,9 +411,15 @@ def test_search_brings_l2_down_on_a_stylegan2(tmp_path, sg2_run_setup, precision
 
 
 def test_stylegan2_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setup):
-    flags = ["-seed", "7", "-steps", "6", "-precision", "fp64"]
-    batched, _ = run_sg2(tmp_path, sg2_run_setup, "b2", *flags, "-batch_size", "2")
-    alone, _ = run_sg2(tmp_path, sg2_run_setup, "b1", *flags, "-batch_size", "1")
+    assert_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setup)
+
+
+def assert_batch_of_two_equals_two_batches_of_one(tmp_path, setup, *extra_flags):
+    """A float64 search of the two inputs in one batch follows the same trajectories as two searches."""
+    flags = ["-seed", "7", "-steps", "6", "-precision", "fp64", *extra_flags]
+    batched, _ = run_sg2(tmp_path, setup, "b2", *flags, "-batch_size", "2")
+    alone, _ = run_sg2(tmp_path, setup, "b1", *flags, "-batch_size", "1")
+    assert len(batched) == len(alone) == 2
     for got, want in zip(batched, alone):
         assert got["best_step"] == want["best_step"]
         for g, w in zip(got["trajectory"], want["trajectory"]):
@@ -435,4 +445,4 @@ def test_network_flag_converts_a_stylegan2_pickle_once_and_takes_its_folder(tmp_
         assert run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / out), "-cache_dir",
                          str(tmp_path / "cache"), "-network", str(network), "-seed", "0", "-steps", "2"]) == 0
         stamps.append((folder / weight_sources.RECORD).stat().st_mtime_ns)
-    assert weights.is_stylegan2_cache(folder) and len(set(stamps)) == 1  # converted once
+    assert weights.converted_family(folder) == "stylegan2" and len(set(stamps)) == 1  # converted once

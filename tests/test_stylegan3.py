@@ -12,15 +12,18 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 
 import convert_weights
 import nvidia_pickles
-import stylegan3
+import releases
+import run
 import weights
 from conftest import ROOT
 from stylegan3_networks import design, lowpass_filter, random_stylegan3, stylegan3_pickle
-from test_stylegan2 import Payload, relative_error
+from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, convert_bytes,
+                            relative_error, run_sg2, search_inputs)
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan3"
 PICKLE = SHARED / "stylegan3-t-tiny-64x64.pkl"
@@ -28,10 +31,12 @@ needs_shared = pytest.mark.skipif(not PICKLE.is_file(), reason="../shared/refere
 FIT_DRAWS = 100_000
 
 
-def networks_of_pickle(path):
-    """(synthesis, mapping) of the StyleGAN3 G_ema in the pickle at `path`, through the converter's steps."""
-    g_ema = nvidia_pickles.read(path)["G_ema"]
-    return weights.stylegan3_networks(*convert_weights.stylegan3_states(g_ema), source=path)
+def networks_of_file(path, family="stylegan3"):
+    """(synthesis, mapping) of the network file at `path`, read as the converter reads it, which
+    must find it of `family`."""
+    found, states = convert_weights.read_network(path)
+    assert found == family
+    return weights.converted_networks(family, *states, source=path)
 
 
 def assert_fit_within_sampling_error(fit, want, draws):
@@ -46,7 +51,7 @@ def assert_fit_within_sampling_error(fit, want, draws):
 
 @pytest.fixture(scope="module")
 def shared_networks():
-    return networks_of_pickle(PICKLE)
+    return networks_of_file(PICKLE)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +159,6 @@ def test_radial_filter_is_the_windowed_jinc():
     atten = 2.285 * (taps - 1) * math.pi * width / (rate / 2) + 7.95  # Kaiser's formula for the window
     beta = 0.1102 * (atten - 8.7) if atten > 50 else 0.5842 * (atten - 21) ** 0.4 + 0.07886 * (atten - 21)
     window = np.kaiser(taps, beta)
-    import scipy.special
     unnormalised = np.empty((taps, taps))
     for i in range(taps):
         for j in range(taps):
@@ -203,7 +207,7 @@ def test_own_pickle_round_trips_exactly_and_runs_none_of_its_source(tmp_path, co
     synthesis, mapping = random_stylegan3(config, seed=1)
     path = tmp_path / "net.pkl"
     path.write_bytes(stylegan3_pickle(synthesis, mapping, module_src=f"open({str(marker)!r}, 'w').close()"))
-    got, got_mapping = networks_of_pickle(path)
+    got, got_mapping = networks_of_file(path)
     assert not marker.exists()
     ws = torch.randn(2, synthesis.num_ws, 512)
     assert torch.equal(got(ws, []), synthesis(ws, []))
@@ -221,3 +225,64 @@ def test_payload_in_a_stylegan3_pickle_is_refused_and_never_runs(tmp_path, paylo
     with pytest.raises(weights.WeightsError, match="refusing to load (posix|nt|os).system|refusing to load builtins.eval"):
         nvidia_pickles.read(path)
     assert not marker.exists()
+
+
+# ---- the cache folder, run.py and PULSE --------------------------------------------------------
+
+SMALL = dict(img_resolution=16, channel_base=128, channel_max=8, num_layers=4)  # 16x16, 6 ws: quick searches
+
+
+@needs_shared
+def test_shared_pickle_converts_into_a_cache_that_loads_the_same_generator(tmp_path, shared_networks, reference):
+    cache = tmp_path / "cache"
+    assert convert_weights.main([str(PICKLE), "-cache_dir", str(cache), "-gaussian_draws", str(GAUSSIAN_DRAWS)]) == 0
+    assert {p.name for p in cache.iterdir()} == {*weights.family_files("stylegan3").values(), "gaussian_fit.pt"}
+    synthesis, fit = weights.load_generator(cache, log=lambda *_: None)
+    with torch.no_grad():
+        image = synthesis(reference["ws"], [])
+        assert torch.equal(image, shared_networks[0](reference["ws"], []))
+    assert relative_error(image, reference["img"]) < 1e-5
+    assert torch.equal(fit["std"], weights.fit_gaussian(shared_networks[1], draws=GAUSSIAN_DRAWS)["std"])
+
+
+@pytest.fixture(scope="module", params=["t", "r"])
+def sg3_run_setup(request, tmp_path_factory):
+    """A 16x16 StyleGAN3 cache of the config and, as input, one of its own images at 8x8."""
+    folder = tmp_path_factory.mktemp(f"sg3-{request.param}-run")
+    cache = convert_bytes(folder, stylegan3_pickle(*random_stylegan3(request.param, seed=3, **SMALL)))
+    return cache, search_inputs(cache, folder / "in")
+
+
+def test_stylegan3_batch_of_two_equals_two_batches_of_one(tmp_path, sg3_run_setup):
+    assert_batch_of_two_equals_two_batches_of_one(tmp_path, sg3_run_setup, "-eps", "1e-12")
+
+
+def test_search_brings_l2_down_on_a_stylegan3(tmp_path, sg3_run_setup):
+    # A tiny random StyleGAN3's images vary little: an eps far below the 2020 one keeps L2 unclamped.
+    records, _ = run_sg2(tmp_path, sg3_run_setup, "out", "-seed", "0", "-steps", "30", "-precision", "fp64",
+                         "-eps", "1e-12")
+    for record in records:
+        l2 = [t["L2"] for t in record["trajectory"]]
+        assert min(l2) <= l2[0] / 4, l2
+
+
+def test_noise_flags_do_nothing_by_default_and_naming_a_layer_is_refused(tmp_path, sg3_run_setup, capsys):
+    default, _ = run_sg2(tmp_path, sg3_run_setup, "default", "-seed", "1", "-steps", "2")
+    for noise_type in ("zero", "fixed"):  # nothing to draw or hold: the same search as the default
+        records, _ = run_sg2(tmp_path, sg3_run_setup, noise_type, "-seed", "1", "-steps", "2", "-noise_type", noise_type)
+        assert [r["trajectory"] for r in records] == [r["trajectory"] for r in default]
+    for flag, value, message in [("-bad_noise_layers", "0", "this model has no noise layers, not 0"),
+                                 ("-num_trainable_noise_layers", "1", "has 0 layers with noise")]:
+        with pytest.raises(SystemExit) as exit_info:
+            run_sg2(tmp_path, sg3_run_setup, "refused", flag, value)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_network_flag_converts_a_stylegan3_pickle(tmp_path, sg3_run_setup, monkeypatch):
+    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
+    pkl = tmp_path / "sg3-net.pkl"
+    pkl.write_bytes(stylegan3_pickle(*random_stylegan3("t", seed=4, **SMALL)))
+    _, inputs = sg3_run_setup
+    assert run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / "out"), "-cache_dir",
+                     str(tmp_path / "cache"), "-network", str(pkl), "-seed", "0", "-steps", "2"]) == 0
+    assert weights.converted_family(tmp_path / "cache" / "sg3-net") == "stylegan3"
