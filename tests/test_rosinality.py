@@ -17,9 +17,9 @@ import rosinality_checkpoints
 import run
 import weights
 from conftest import ROOT
-from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, nvidia_pickle,
-                            random_stylegan2, relative_error, run_sg2, search_inputs)
-from test_stylegan3 import FIT_DRAWS, assert_fit_within_sampling_error, networks_of_file
+from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
+                            nvidia_pickle, random_stylegan2, relative_error, search_inputs)
+from test_stylegan3 import DRAWS, assert_gaussian_fit_reproduced, networks_of_file
 
 SHARED = ROOT.parent / "shared" / "reference" / "rosinality"
 needs_shared = pytest.mark.skipif(not (SHARED / "rosinality-64.pt").is_file(),
@@ -94,19 +94,9 @@ def test_converted_layout_holds_the_same_generator():
 
 
 @needs_shared
-def test_gaussian_fit_agrees_with_the_shared_one_within_sampling_error(shared_networks):
-    fit = weights.fit_gaussian(shared_networks[1], draws=FIT_DRAWS)
-    assert_fit_within_sampling_error(fit, weights.load_gaussian_fit(SHARED / "gaussian_fit-rosinality-64.pt"),
-                                     FIT_DRAWS)
-
-
-@needs_shared
-@pytest.mark.slow
-def test_gaussian_fit_with_all_draws_reproduces_the_shared_one(shared_networks):
-    fit = weights.fit_gaussian(shared_networks[1])
-    want = weights.load_gaussian_fit(SHARED / "gaussian_fit-rosinality-64.pt")
-    for name in ("mean", "std"):
-        assert relative_error(fit[name], want[name]) < 1e-4
+@pytest.mark.parametrize("draws", DRAWS)
+def test_gaussian_fit_reproduces_the_shared_one(shared_networks, draws):
+    assert_gaussian_fit_reproduced(shared_networks[1], SHARED / "gaussian_fit-rosinality-64.pt", draws)
 
 
 # ---- own checkpoints -----------------------------------------------------------------------------
@@ -202,11 +192,9 @@ def test_rosinality_batch_of_two_equals_two_batches_of_one(tmp_path, rosinality_
 
 
 def test_noise_layers_beyond_a_rosinality_generator_are_refused(tmp_path, rosinality_run_setup, capsys):
-    for flag, value, message in [("-bad_noise_layers", "7", "noise layers are 0..6, not 7"),
-                                 ("-num_trainable_noise_layers", "8", "has 7 layers with noise")]:
-        with pytest.raises(SystemExit) as exit_info:
-            run_sg2(tmp_path, rosinality_run_setup, "refused", flag, value)
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert_refused(tmp_path, rosinality_run_setup, capsys,
+                   [("-bad_noise_layers", "7", "noise layers are 0..6, not 7"),
+                    ("-num_trainable_noise_layers", "8", "has 7 layers with noise")])
 
 
 def test_network_flag_tells_a_rosinality_checkpoint_by_its_content(tmp_path, rosinality_run_setup, monkeypatch):

@@ -427,10 +427,15 @@ def assert_batch_of_two_equals_two_batches_of_one(tmp_path, setup, *extra_flags)
 
 
 def test_noise_layers_beyond_a_stylegan2_are_refused(tmp_path, sg2_run_setup, capsys):
-    for flag, value, message in [("-bad_noise_layers", "3.9", "noise layers are 0..6, not 9"),
-                                 ("-num_trainable_noise_layers", "8", "has 7 layers with noise")]:
+    assert_refused(tmp_path, sg2_run_setup, capsys, [("-bad_noise_layers", "3.9", "noise layers are 0..6, not 9"),
+                                                     ("-num_trainable_noise_layers", "8", "has 7 layers with noise")])
+
+
+def assert_refused(tmp_path, setup, capsys, cases):
+    """run.py exits with usage error 2 and the message of each (flag, value, message)."""
+    for flag, value, message in cases:
         with pytest.raises(SystemExit) as exit_info:
-            run_sg2(tmp_path, sg2_run_setup, "refused", flag, value)
+            run_sg2(tmp_path, setup, "refused", flag, value)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
