@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stylegan import FastOps, set_fast
-from stylegan2 import LRELU_GAIN, FullyConnected, bias_act, conv_up2x, demodulation, fir_filter, upsample2d
+from stylegan2 import (LRELU_GAIN, FullyConnected, bias_act, conv_up2x, demodulation, fir_filter, normalize_2nd_moment,
+                       upsample2d)
 
 MAPPING_LR_MULTIPLIER = 0.01  # its Generator's lr_mlp: train.py never sets another, no checkpoint stores it
 UPSAMPLE_GAIN = 4  # a 2x upsampling filter's gain, which its stored blur kernels carry
@@ -25,7 +26,7 @@ UPSAMPLE_GAIN = 4  # a 2x upsampling filter's gain, which its stored blur kernel
 
 class PixelNorm(nn.Module):
     def forward(self, z):
-        return z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        return normalize_2nd_moment(z)
 
 
 class MappingNetwork(nn.Module):

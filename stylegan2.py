@@ -292,6 +292,11 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
+def normalize_2nd_moment(z):
+    """z divided by the root mean square of its entries, per sample (StyleGAN's pixel norm of z)."""
+    return z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+
+
 class MappingNetwork(nn.Module):
     """z [B, z_dim] -> w [B, w_dim]: z normalised by its second moment, then lrelu dense layers.
 
@@ -307,7 +312,7 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z):
-        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        x = normalize_2nd_moment(z)
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
         return x

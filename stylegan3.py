@@ -17,7 +17,6 @@ state dict: `synthesis_from_state_dict` takes it as the JSON-able `attributes` t
 convert_weights.py reads from the pickle (`attributes_of_pickle`).
 """
 import math
-import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -188,8 +187,8 @@ def synthesis_from_state_dict(state_dict, attributes):
 
 
 def attributes_of_pickle(synthesis_state):
-    """What `synthesis_from_state_dict` needs besides the tensors, from the unpickled state of
-    NVIDIA's persistent SynthesisNetwork (`synthesis_state[name]` of a submodule is its state)."""
+    """What `synthesis_from_state_dict` needs besides the tensors (JSON-able), from the unpickled
+    state of NVIDIA's persistent SynthesisNetwork (its submodules: nvidia_pickles.PersistentObject)."""
     modules = synthesis_state["_modules"]
     features = modules["input"].state
     layers = {}
@@ -207,6 +206,3 @@ def attributes_of_pickle(synthesis_state):
                       "bandwidth": float(features["bandwidth"])},
             "layers": layers, "output_scale": float(synthesis_state["output_scale"])}
 
-
-def is_stylegan3_state_dict(state_dict):
-    return "input.freqs" in state_dict and any(re.match(r"L\d+_", key) for key in state_dict)
