@@ -1,20 +1,33 @@
-"""The PULSE latent search (Menon et al., CVPR 2020).
+"""The PULSE latent search (Menon et al., CVPR 2020), and the Python API over it.
 
 Find a latent of a frozen StyleGAN whose image, downscaled bicubically, matches a low-resolution
 input. The order of operations is the 2020 one, step by step: build `latent_in` from the latent
 through the Gaussian fit, generate, compute the losses, remember the best image, backward,
 optimizer step with the spherical projection, scheduler step.
+
+    import PULSE
+    model = PULSE.load(cache_dir="cache")            # the generator, as run.py finds it
+    results = model.upsample("input/face.png", seed=0, steps=100)
+    results[0].image.save("face_hr.png")             # the best image; see Result for the rest
 """
+import math
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 
+import inputs
 import speed
 from cli import ParsedText
+from device import pick_device
+from images import to_pil
 from loss import LossBuilder, LossString
 from SphericalOptimizer import SphericalOptimizer
+from weight_sources import weights_folder
+from weights import load_generator
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -67,14 +80,15 @@ class NoiseLayers(ParsedText):
 
 @dataclass
 class SearchConfig:
-    """The search flags of run.py, with the 2020 defaults. The two flags written as text are parsed
-    here when they come as plain text (from a run log, say); run.py hands them over parsed."""
+    """The search settings: run.py's search flags and `upsample`'s keywords, with the 2020 defaults.
+    The two written as text are parsed here when they come as plain text (from a run log or a
+    keyword, say); run.py hands them over parsed. A value out of range raises ValueError."""
     loss_str: LossString = LossString("100*L2+0.05*GEOCROSS")
     eps: float = 2e-3
     noise_type: str = "trainable"
     num_trainable_noise_layers: int = 5
     tile_latent: bool = False
-    bad_noise_layers: NoiseLayers = NoiseLayers("17")
+    bad_noise_layers: NoiseLayers | None = None  # None: the generator's own (StyleGAN-1 1024x1024: 17, as in 2020)
     opt_name: str = "adam"
     learning_rate: float = 0.4
     steps: int = 100
@@ -82,7 +96,54 @@ class SearchConfig:
 
     def __post_init__(self):
         self.loss_str = LossString(self.loss_str)
-        self.bad_noise_layers = NoiseLayers(self.bad_noise_layers)
+        if self.bad_noise_layers is not None:
+            self.bad_noise_layers = NoiseLayers(str(self.bad_noise_layers))
+        for name, allowed in (("noise_type", NOISE_TYPES), ("opt_name", OPTIMIZERS), ("lr_schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("eps", "learning_rate"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a finite number above 0, got {getattr(self, name)}")
+        if self.steps < 1 or self.num_trainable_noise_layers < 0:
+            raise ValueError("steps must be at least 1 and num_trainable_noise_layers 0 or more")
+
+
+def result_settings(config, precision, compile):
+    """The settings that decide a result besides the weights and the seed: the search's, the
+    precision and compilation. What a Result keeps and -resume compares."""
+    return {**asdict(config), "precision": precision, "compile": compile}
+
+
+@dataclass
+class Result:
+    """One search of one input from one seed: the best image (lowest TOTAL, first on ties) and
+    how the search went. What run.py writes and logs for it (see runlog.Record)."""
+    input: str                  # the input's path, or its place among the images given ("image 2")
+    name: str                   # the result's name: the input's stem, with _k for duplicate k
+    seed: int
+    base_seed: int              # the seed of the input's first duplicate
+    settings: dict              # what decides it besides weights and seed: search settings, precision, compile
+    tensor: torch.Tensor        # the best image, [3, R, R] in [0, 1], on the CPU
+    best_step: int              # 1-based step of the best image
+    losses: dict                # every loss at the best step, TOTAL included
+    converged: bool             # whether L2 reached eps (only when the loss optimises L2, as in 2020)
+    interrupted: bool           # whether a stop (Ctrl-C, a signal, on_step) ended the search early
+    steps: int                  # steps done: fewer than asked when interrupted
+    seconds: float              # wall time of the search's batch
+    trajectory: list            # one {step, every loss} dict per step
+    latent: torch.Tensor        # the search latent at the best step, [1 or num_ws, 512], on the CPU
+    noise: list                 # the noise maps at the best step, [1, r, r] each, on the CPU
+
+    @property
+    def image(self):
+        """The best image as a PIL image (what run.py writes as the result PNG)."""
+        return to_pil(self.tensor)
+
+    @property
+    def status(self):
+        """'converged' or 'NOT CONVERGED', with ', interrupted after N steps' when stopped early."""
+        text = "converged" if self.converged else "NOT CONVERGED"
+        return text + (f", interrupted after {self.steps} steps" if self.interrupted else "")
 
 
 @dataclass
@@ -93,6 +154,8 @@ class SearchResult:
     best_losses: list              # {loss name: value} at that step, TOTAL included
     converged: list                # whether the lowest L2 of the sample reached eps
     trajectory: list               # per sample, one {step, losses..., TOTAL} dict per step
+    best_latent: torch.Tensor      # [B, 1 or num_ws, 512] at each sample's best step, on the CPU
+    best_noise: list               # per noise layer, [B, 1, r, r] at each sample's best step, on the CPU
     seconds: float = 0.0
     interrupted: bool = False
     steps_done: int = 0
@@ -129,7 +192,8 @@ def draw_start(seed, num_ws, noise_sizes, zeroed, config):
 
 
 class PULSE(torch.nn.Module):
-    """Holds the frozen synthesis network and the latent statistics; `search` runs PULSE.
+    """Holds the frozen synthesis network and the latent statistics; `search` runs PULSE on a batch
+    of tensors, `upsample` on images (the Python API), `render` draws a latent.
 
     With `autocast_dtype` (bfloat16 or float16) the generator computes in that type under
     autocast; the search variables, the losses and the optimizer stay in the model's dtype.
@@ -142,16 +206,18 @@ class PULSE(torch.nn.Module):
         self.register_buffer("fit_std", gaussian_fit["std"].clone())
         self.lrelu = torch.nn.LeakyReLU(negative_slope=0.2)
         self.autocast_dtype = autocast_dtype
+        self.precision, self.compiled = "fp32", False
 
     @classmethod
     def build(cls, synthesis, fit, device, precision="fp32", fast=True, compile=False):
         """The model for a search: the one place that decides its device, dtype, autocast, fast path
-        and compilation (run.py and bench.py both build through it).
+        and compilation (`load`, run.py and bench.py all build through it).
 
         `fast` computes the tensors derived from the frozen weights once, on the device, in the
         model's dtype (see stylegan.FastOps); `compile` runs torch.compile on either path."""
         model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
         model = cls(synthesis, fit, autocast_dtype).to(device, model_dtype)
+        model.precision, model.compiled = precision, compile
         model.synthesis.set_fast(fast)
         if compile:
             model.synthesis = torch.compile(model.synthesis)
@@ -171,24 +237,31 @@ class PULSE(torch.nn.Module):
     def resolution(self):
         return self.synthesis.resolution
 
+    @property
+    def device(self):
+        return self.fit_mean.device
+
+    @property
+    def gaussian_fit(self):
+        """{"mean", "std"} of the mapping network's output (after LeakyReLU(5)), as PULSE uses it."""
+        return {"mean": self.fit_mean, "std": self.fit_std}
+
     def zeroed_noise_layers(self, config):
-        """Indices of the noise layers held at zero. The 2020 default of -bad_noise_layers stands
-        for the generator's own default (StyleGAN-1: layer 17, the last 1024x1024 one, which a
-        smaller model does not have; StyleGAN2: its last noise layer)."""
-        if config.bad_noise_layers == SearchConfig.bad_noise_layers:
+        """Indices of the noise layers held at zero: -bad_noise_layers, or the generator's own default
+        (StyleGAN-1: layer 17, the last 1024x1024 one, as in 2020; StyleGAN2: its last noise layer)."""
+        if config.bad_noise_layers is None:
             return self.synthesis.default_bad_noise_layers
         return config.bad_noise_layers.layers
 
     def check_noise_layers(self, config):
-        """NoiseLayerError if the flags name noise layers beyond this model's. Their defaults suit
-        every model (a StyleGAN3 has none: the defaults train and zero nothing there)."""
+        """NoiseLayerError if the settings name noise layers beyond this model's."""
         count = len(self.noise_sizes)
-        beyond = sorted(i for i in config.bad_noise_layers.layers if i >= count)
-        if beyond and config.bad_noise_layers != SearchConfig.bad_noise_layers:
-            has = f"this model's noise layers are 0..{count - 1}" if count else "this model has no noise layers"
-            raise NoiseLayerError(f"argument -bad_noise_layers: {has}, not {', '.join(map(str, beyond))}")
-        if (config.num_trainable_noise_layers > count
-                and config.num_trainable_noise_layers != SearchConfig.num_trainable_noise_layers):
+        beyond = sorted(i for i in (config.bad_noise_layers.layers if config.bad_noise_layers else ()) if i >= count)
+        if beyond:
+            raise NoiseLayerError(f"argument -bad_noise_layers: this model's noise layers are "
+                                  f"{f'0..{count - 1}' if count else 'none'}, not {', '.join(map(str, beyond))}")
+        asked = config.num_trainable_noise_layers
+        if asked > count and config.noise_type == "trainable" and asked != SearchConfig.num_trainable_noise_layers:
             raise NoiseLayerError(f"argument -num_trainable_noise_layers: this model has {count} layers with "
                                   f"noise, so it must be within 0..{count}")
 
@@ -219,8 +292,8 @@ class PULSE(torch.nn.Module):
     def search(self, ref_im, seeds, config, on_step=None):
         """Run PULSE on `ref_im` [B, 3, r, r] in [0, 1], sample b starting from `seeds[b]`.
 
-        `on_step(Step)` is called after each step's losses (see Step). Ctrl-C ends the search early
-        with the best so far.
+        `on_step(Step)` is called after each step's losses (see Step). Ctrl-C, or a KeyboardInterrupt
+        raised by `on_step`, ends the search early with the best so far.
         """
         ref_im = ref_im.to(self.fit_mean.device, self.fit_mean.dtype)
         latent, noise, noise_vars = self.start_point(seeds, config)
@@ -229,7 +302,7 @@ class PULSE(torch.nn.Module):
             opt.opt, partial(SCHEDULES[config.lr_schedule], steps=config.steps))
         loss_builder = LossBuilder(ref_im, config.loss_str.terms, config.eps, self.resolution)
 
-        tracker = BestTracker(config.loss_str.terms)
+        tracker = BestTracker(config.loss_str.terms, [latent] + noise)
         start = time.time()
         interrupted = False
         try:
@@ -250,12 +323,105 @@ class PULSE(torch.nn.Module):
             interrupted = True
         return tracker.result(config.eps, seconds=time.time() - start, interrupted=interrupted)
 
+    def search_jobs(self, jobs, config, on_step=None):
+        """One search over a batch of jobs (see inputs.Job); a Result per job, in order."""
+        found = self.search(torch.stack([job.image for job in jobs]), [job.seed for job in jobs], config, on_step)
+        settings = result_settings(config, self.precision, self.compiled)
+        return [Result(input=job.source, name=job.name, seed=job.seed, base_seed=job.base_seed, settings=settings,
+                       tensor=found.best_im[b], best_step=found.best_step[b], losses=found.best_losses[b],
+                       converged=found.converged[b], interrupted=found.interrupted, steps=found.steps_done,
+                       seconds=found.seconds, trajectory=found.trajectory[b], latent=found.best_latent[b],
+                       noise=[layer[b] for layer in found.best_noise])
+                for b, job in enumerate(jobs)]
+
+    def upsample(self, images, seed=None, duplicates=1, batch_size=1, on_step=None, **settings):
+        """PULSE on low-resolution faces: a list of Results, one per image and duplicate, in order.
+
+        `images`: a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor in [0, 1], or a list of
+        paths and images. `seed` is the first duplicate's (duplicate k uses seed + k - 1; drawn at
+        random when None, and kept in each Result). `settings` are SearchConfig's fields (run.py's
+        search flags, same names and defaults). An unusable image or setting raises ValueError before
+        any search. Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the
+        stopped search's marked `interrupted`.
+        """
+        config = SearchConfig(**settings)
+        self.check_noise_layers(config)
+        named = inputs.named_inputs(images, self.resolution)
+        jobs = inputs.make_jobs(named, inputs.draw_seed() if seed is None else seed, duplicates)
+        results = []
+        try:
+            for batch in inputs.batches(jobs, batch_size):
+                results += self.search_jobs(batch, config, on_step)
+                if results[-1].interrupted:
+                    break
+        except KeyboardInterrupt:  # before the first step of a search: nothing of it to keep
+            pass
+        return results
+
+    @torch.no_grad()
+    def render(self, latent, noise):
+        """The image of a Result's `latent` and `noise` (PIL), as the search made it."""
+        latent = latent.to(self.device, self.fit_mean.dtype).unsqueeze(0)
+        noise = [layer.to(self.device, self.fit_mean.dtype).unsqueeze(0) for layer in noise]
+        _, image = self.generate(latent, noise)
+        return to_pil(image[0].clamp(0, 1).cpu())
+
+
+def load(device=None, log=None, **options):
+    """The PULSE model of a generator, found as run.py finds it (see ModelOptions for `options`):
+    `cache_dir` (filled by download and conversion when it has no generator) or `network` (a folder,
+    a network pickle or its URL). `device`: a torch device or its name; by default device.py's
+    choice (CUDA, then MPS, then the CPU; PULSE_DEVICE overrides it). Progress goes to `log`
+    (default: stderr). Raises WeightsError when no generator can be had (the message lists each
+    source tried and the ways on), DeviceError, or PrecisionError."""
+    options = ModelOptions(**options)
+    log = log or partial(print, file=sys.stderr)
+    device = pick_device(str(device)) if device is not None else pick_device()
+    folder = weights_folder(options.network, options.cache_dir, options.keep_pickle, log)
+    synthesis, fit = load_generator(folder, log)
+    note = model_note(folder, synthesis.resolution)
+    if note:
+        log(note)
+    return PULSE.build(synthesis, fit, device, options.precision, fast=options.speedups, compile=options.compile)
+
+
+@dataclass
+class ModelOptions:
+    """What `load` takes besides the device: which generator and how it computes (run.py's flags of
+    the same names; `speedups` is run.py's -no_speedups turned round)."""
+    network: str | None = None  # a converted folder, a StyleGAN network pickle, or its URL
+    cache_dir: str = "cache"    # where weights are looked up, downloaded and converted
+    keep_pickle: bool = False   # keep a downloaded pickle beside its conversion
+    precision: str = "fp32"     # fp32, fp64, bf16 or fp16 (see speed.PRECISIONS)
+    speedups: bool = True       # the fast generator ops (same results); False: the 2020 ops
+    compile: bool = False       # torch.compile the generator (results differ slightly)
+
+    def __post_init__(self):
+        if self.precision not in speed.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(speed.PRECISIONS)}, got {self.precision!r}")
+
+
+TINY_MODEL = Path(__file__).resolve().parent / "tests" / "fixtures" / "tiny_model"
+
+
+def model_note(folder, resolution):
+    """What to tell a user whose generator is not the 1024x1024 face model PULSE was made for."""
+    if Path(folder).resolve() == TINY_MODEL:
+        return (f"note: {folder} is the bundled tiny test model ({resolution}x{resolution}, random weights): "
+                f"it checks that everything runs; its results are noise, not faces")
+    if resolution != 1024:
+        return (f"note: the generator in {folder} makes {resolution}x{resolution} images, not the 1024x1024 "
+                f"FFHQ faces PULSE was made for")
+    return None
+
 
 class BestTracker:
     """Keeps each sample's lowest-TOTAL image on the device and the per-step loss history."""
 
-    def __init__(self, loss_terms):
+    def __init__(self, loss_terms, variables):
         self.loss_terms = loss_terms
+        self.variables = variables  # the latent and every noise map; the trainable ones change in place
+        self.best_variables = None
         self.best_im = None
         self.best_losses = None  # {name: [B]}: every loss at each sample's best step so far
         self.best_step = None
@@ -268,12 +434,15 @@ class BestTracker:
             self.best_im = gen_im.detach().clone()
             self.best_losses = {name: value.clone() for name, value in losses.items()}
             self.best_step = torch.full_like(losses["TOTAL"], step, dtype=torch.long)
+            self.best_variables = [v.detach().clone() if v.requires_grad else v for v in self.variables]
         else:
             improved = losses["TOTAL"] < self.best_losses["TOTAL"]
             self.best_im = torch.where(improved.view(-1, 1, 1, 1), gen_im.detach(), self.best_im)
             self.best_losses = {name: torch.where(improved, value, self.best_losses[name])
                                 for name, value in losses.items()}
             self.best_step = torch.where(improved, torch.full_like(self.best_step, step), self.best_step)
+            self.best_variables = [torch.where(improved.view(-1, *[1] * (v.dim() - 1)), v.detach(), best)
+                                   if v.requires_grad else best for v, best in zip(self.variables, self.best_variables)]
         self.history.append(losses)
 
     def result(self, eps, seconds, interrupted):
@@ -295,6 +464,8 @@ class BestTracker:
             best_losses=[{name: best[name][b] for name in names} for b in range(batch)],
             converged=[targets_l2 and bool((table["L2"][:, b] <= eps_t).any()) for b in range(batch)],
             trajectory=trajectory,
+            best_latent=self.best_variables[0].cpu(),
+            best_noise=[v.cpu() for v in self.best_variables[1:]],
             seconds=seconds,
             interrupted=interrupted,
             steps_done=len(self.history),

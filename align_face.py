@@ -6,6 +6,10 @@ Each face dlib finds is cropped, levelled and scaled the way FFHQ was built
 -output_size with the same bicubic operator PULSE inverts. Face i of photo.jpg is
 written as <output_dir>/photo_<i>.png, numbered from 0 as in 2020.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import argparse
 import importlib.util
 import sys
@@ -296,7 +300,7 @@ def main(argv=None):
     failures = tally["unreadable"] + tally["faceless"]
     print(f"{tally['photos']} photo(s) read, {tally['faces']} face(s) written to {args.output_dir}, "
           f"{failures} failure(s) ({tally['unreadable']} unreadable, {tally['faceless']} without a face)")
-    return 0 if tally["faces"] else 1
+    return cli.EXIT_INPUTS_FAILED if failures else cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ With -processes it also times several processes searching at once (as `torchrun
 --nproc_per_node N run.py` would run them: one GPU each, or the CPU threads split among them) and
 reports the searches per hour of the whole machine for each process count and batch size.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import argparse
 import gc
 import json
@@ -29,6 +33,7 @@ import torch
 import torch.multiprocessing
 
 import cli
+import quiet_stop
 import speed
 import stylegan
 import stylegan2
@@ -210,8 +215,9 @@ def time_processes(processes, generator, batch_sizes, steps, resolution, threads
     workers = [context.Process(target=time_in_process, daemon=True,
                                args=(rank, generator, batch_sizes, steps, resolution, threads, start_together, results))
                for rank in range(processes)]
-    for worker in workers:
-        worker.start()
+    with quiet_stop.children_ignore_ctrl_c():
+        for worker in workers:
+            worker.start()
     timings = {batch: [] for batch in batch_sizes}
     for _ in range(processes * len(batch_sizes)):
         batch, seconds = results.get()

@@ -15,6 +15,8 @@ import os
 import signal
 from contextlib import contextmanager
 
+from quiet_stop import STOP_SIGNALS
+
 EXIT_OK, EXIT_INPUTS_FAILED, EXIT_USAGE, EXIT_SETUP_FAILED = 0, 1, 2, 3
 EXIT_STATUSES = ("exit status: 0 all done; 1 some inputs failed (each named); 2 bad flags; 3 setup failed "
                  "(device, weights, folders, clashing names), nothing was done; 128+N stopped by signal N "
@@ -33,9 +35,21 @@ class Parser(argparse.ArgumentParser):
         return {action.dest: action for action in self._actions if action.option_strings}
 
 
+class OneDefaultFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: ...)" after each flag's help, unless the help writes its own "(default ...)"
+    (one argparse cannot show, such as "the number of physical cores"), or the default is None or
+    False (nothing set, a switch that is off), which would say nothing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
 def parser(description=None, **kwargs):
-    """An argument parser that shows every flag's default in --help, as all the scripts do."""
-    return Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+    """An argument parser that shows every flag's default in --help, once, as all the scripts do."""
+    return Parser(description=description, formatter_class=OneDefaultFormatter, **kwargs)
 
 
 # ---- flag types ----------------------------------------------------------------------------
@@ -91,9 +105,6 @@ def positive_float(text):
 
 # ---- stopping on a signal ------------------------------------------------------------------
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
 class StopSignals:
     """Ctrl-C, SIGTERM (timeout, Slurm, docker stop, Kubernetes) and SIGHUP all stop a run the same way:
     a KeyboardInterrupt in the main thread, so the search ends with its best image so far, which is
@@ -102,8 +113,9 @@ class StopSignals:
     `repeat_leaves` is False: in a torchrun job, where every stop comes twice (the launcher
     passes on what it got) and the launcher's own timeout ends a process that does not stop.
 
-    A context manager: the handlers are installed on entry and the previous ones restored on exit,
-    so a script's main installs them once and tests can call it without lasting side effects."""
+    A context manager: the handlers are installed on entry and the previous ones restored on exit
+    (in a script, quiet_stop's: a stop after the results are saved is one line too), so a
+    script's main installs them once and tests can call it without lasting side effects."""
 
     def __init__(self, repeat_leaves=True):
         self.repeat_leaves = repeat_leaves

@@ -11,6 +11,7 @@ renamed to its final name, so nothing half-done or wrong can be taken for the re
 import itertools
 import os
 import shutil
+import socket
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin
@@ -26,7 +27,45 @@ CONFIRMATION_HOPS = 3  # Drive sends at most one confirmation page; more means s
 
 
 class DownloadError(OSError):
-    """A download failed; the message says why and what was left on disk."""
+    """A download failed; the message says why and what was left on disk, `reason` why in a few words."""
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def short_reason(error):
+    """Why a download (or what came after it) failed, in a few words for a list of sources: not the
+    page of text urllib3 wraps around a failed connection."""
+    if isinstance(error, DownloadError):
+        return error.reason
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "no secure connection (TLS failed)"
+    if isinstance(error, requests.ConnectionError):
+        causes = list(causes_of(error))
+        if any(isinstance(cause, socket.gaierror) for cause in causes):
+            return "no network: cannot resolve the host"
+        if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+            return "connection refused"
+        return "cannot connect"
+    if isinstance(error, requests.RequestException):
+        return f"request failed ({type(error).__name__})"
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def causes_of(error):
+    """`error` and what it wraps: its cause and context, and urllib3's `reason` and first argument."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args[:1]]
+        pending += [e for e in wrapped if isinstance(e, BaseException)]
 
 
 def partial_path(destination):
@@ -50,7 +89,8 @@ def fetch(url, destination, md5=None, size=None, timeout=TIMEOUT):
             total = offered_size(response, offset)
             if size is not None and total is not None and total != size:
                 partial.unlink(missing_ok=True)
-                raise DownloadError(f"the server offers {total:,} bytes, not the expected {size:,}: not downloaded")
+                raise DownloadError(f"the server offers {total:,} bytes, not the expected {size:,}: not downloaded",
+                                    "not the expected size")
             check_disk_space(partial.parent, None if total is None else total - offset)
             stream(response, partial, offset, total, destination.name)
     verify(partial, md5, size)
@@ -72,7 +112,8 @@ def open_file_response(session, url, partial, timeout):
             continue
         if response.status_code >= 400:
             response.close()
-            raise DownloadError(f"the server answered HTTP {response.status_code} {response.reason}")
+            raise DownloadError(f"the server answered HTTP {response.status_code} {response.reason}",
+                                f"HTTP {response.status_code}")
         if "text/html" not in response.headers.get("Content-Type", ""):
             return response
         page = response.text
@@ -80,7 +121,8 @@ def open_file_response(session, url, partial, timeout):
         url = confirmation_url(page, url, session)
         if url is None:
             raise DownloadError("the server sent a web page instead of the file (a Google Drive quota or "
-                                "sign-in page, or a dead link); nothing was saved")
+                                "sign-in page, or a dead link); nothing was saved",
+                                "a web page instead of the file (a Drive quota or sign-in page, or a dead link)")
     raise DownloadError("the server kept answering with web pages instead of the file; nothing was saved")
 
 
@@ -93,7 +135,8 @@ def resume_offset(response, partial):
     if start != str(have):
         partial.unlink(missing_ok=True)
         raise DownloadError(f"the server resumed at byte {start or '?'} instead of {have}; "
-                            f"the partial file was deleted, the next attempt starts over")
+                            f"the partial file was deleted, the next attempt starts over",
+                            "the server resumed at the wrong byte")
     return have
 
 
@@ -110,7 +153,7 @@ def check_disk_space(folder, needed):
     free = shutil.disk_usage(folder).free
     if needed is not None and needed > free:
         raise DownloadError(f"not enough disk space in {folder}: the download needs {megabytes(needed)}, "
-                            f"{megabytes(free)} are free")
+                            f"{megabytes(free)} are free", f"not enough disk space ({megabytes(needed)} needed)")
 
 
 def looks_like_html(chunk):
@@ -133,11 +176,13 @@ def stream(response, partial, offset, total, label):
     except requests.RequestException as e:
         have = partial.stat().st_size if partial.is_file() else 0
         raise DownloadError(f"the download broke off after {megabytes(have)} ({type(e).__name__}); "
-                            f"{partial} is kept and the next attempt resumes from there") from e
+                            f"{partial} is kept and the next attempt resumes from there",
+                            f"the download broke off after {megabytes(have)} (kept, to resume)") from e
     have = partial.stat().st_size
     if total is not None and have < total:
         raise DownloadError(f"the connection closed after {megabytes(have)} of {megabytes(total)}; "
-                            f"{partial} is kept and the next attempt resumes from there")
+                            f"{partial} is kept and the next attempt resumes from there",
+                            f"the connection closed after {megabytes(have)} (kept, to resume)")
 
 
 def verify(partial, md5, size):
@@ -145,13 +190,14 @@ def verify(partial, md5, size):
     have = partial.stat().st_size
     if size is not None and have != size:
         partial.unlink()
-        raise DownloadError(f"the downloaded file has {have:,} bytes instead of {size:,}; it was deleted")
+        raise DownloadError(f"the downloaded file has {have:,} bytes instead of {size:,}; it was deleted",
+                            "not the expected size")
     if md5 is not None:
         actual = file_md5(partial)
         if actual != md5:
             partial.unlink()
             raise DownloadError(f"the downloaded file has MD5 {actual}, not the expected {md5} (damaged or a "
-                                f"different file); it was deleted")
+                                f"different file); it was deleted", "MD5 mismatch (a damaged or different file)")
 
 
 class FormsAndLinks(HTMLParser):

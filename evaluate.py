@@ -3,6 +3,10 @@
     python evaluate.py runs/a runs/b -json scores.json
     python evaluate.py -paper input runs/a
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import json
 import re
 import statistics
@@ -45,14 +49,18 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if bool(args.folders) == bool(args.paper):
         parser.error("give either one or more folders, or -paper INPUT_DIR RESULT_DIR")
+    return args
+
+
+def check_folders(args):
+    """Refuse (SetupError) a folder that is missing or holds no image to score."""
     for folder in args.paper or args.folders:
         if not Path(folder).is_dir():
-            parser.error(f"{folder} is not a folder")
+            raise cli.SetupError(f"{folder} is not a folder")
     image_folders = args.paper[:1] if args.paper else args.folders  # results are looked up per input
     for folder in image_folders:
         if not list_images(folder):
-            parser.error(f"{folder} has no png, jpg, jpeg or webp images")
-    return args
+            raise cli.SetupError(f"{folder} has no png, jpg, jpeg or webp images")
 
 
 def list_images(folder):
@@ -190,11 +198,20 @@ def evaluate_paper(input_dir, result_dir):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        check_folders(args)
+    except cli.SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
     report, failures = evaluate_paper(*args.paper) if args.paper else evaluate_folders(args.folders)
     if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(report, indent=2) + "\n")
-    return 1 if failures else 0
+        try:
+            with atomic_path(args.json) as tmp:
+                tmp.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as e:
+            print(f"error: cannot write {args.json}: {e}", file=sys.stderr)
+            return cli.EXIT_SETUP_FAILED
+    return cli.EXIT_INPUTS_FAILED if failures else cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import re
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 try:
@@ -53,6 +53,23 @@ def remove_stale_temporaries(folder):
     return len(stale)
 
 
+def make_folders(folder):
+    """Create `folder` and its missing parents; returns those it created, outermost first."""
+    folder = Path(folder)
+    missing = [f for f in [folder, *folder.parents] if not f.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty_folders(folders):
+    """Remove the folders make_folders created, innermost first, as long as they are empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): it, and the folders around it, stay
+            return
+
+
 def stem_clashes(paths):
     """'a.jpg and a.png' for every group of files that share a stem: outputs named by stem would clash."""
     by_stem = defaultdict(list)
@@ -93,18 +110,81 @@ def folder_lock(folder, log=print, poll_seconds=0.5):
     Another process (a second shell, another rank of a multi-GPU job) waits here, saying so,
     and then finds the finished files. The lock is the operating system's (flock, or a locked
     byte on Windows), so it ends with its process: a crash never leaves the folder locked.
+    A lock file deleted while a process waited on it (`preparing` deletes the one it made) is
+    not held: the waiter locks the file now at the path instead.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_NAME, "a+b") as handle:
-        handle.seek(0)
-        if not _try_lock(handle):
-            log(f"waiting for another process that is preparing {folder}/ (it holds {folder / LOCK_NAME})")
-            while not _try_lock(handle):
-                time.sleep(poll_seconds)
+    waiting = f"waiting for another process that is preparing {folder}/ (it holds {folder / LOCK_NAME})"
+    handle = None
+    while handle is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = _lock_file(folder / LOCK_NAME, waiting, log, poll_seconds)
+        log = _silent  # a second try waits without saying so again
+    with handle:
         try:
             yield
         finally:
-            if not fcntl:  # flock ends with the file; Windows wants the byte unlocked first
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+            _unlock(handle)
+
+
+def _silent(message):
+    pass
+
+
+def _lock_file(path, waiting, log, poll_seconds):
+    """`path` opened and locked by this process (logging `waiting` if it has to wait), or None when
+    the file was deleted (with its folder, maybe) before this process got the lock."""
+    try:
+        handle = open(path, "a+b")
+    except FileNotFoundError:  # the folder went between making it and opening the file
+        return None
+    handle.seek(0)
+    if not _try_lock(handle):
+        log(waiting)
+        while not _try_lock(handle):
+            time.sleep(poll_seconds)
+    if _is_file_at(handle, path):
+        return handle
+    _unlock(handle)
+    handle.close()
+    return None
+
+
+def _unlock(handle):
+    if not fcntl:  # flock ends with the file; Windows wants the byte unlocked first
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+def _is_file_at(handle, path):
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def preparing(folder, log=print, inside=None):
+    """folder_lock(folder) around writing into `folder` (or into its subfolder `inside`), leaving the
+    disk as it was found when the writing fails: the lock file goes again if this made it, and so
+    does each folder this made that is left empty."""
+    folder = Path(folder)
+    target = Path(inside) if inside else folder
+    made = [path for path in (target, *target.parents) if not path.exists()]  # deepest first
+    lock_made = not (folder / LOCK_NAME).exists()
+    try:
+        with folder_lock(folder, log):
+            try:
+                yield
+            except BaseException:
+                if lock_made:
+                    with suppress(OSError):  # Windows keeps an open file
+                        (folder / LOCK_NAME).unlink(missing_ok=True)
+                raise
+    except BaseException:
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (a partial download kept for resuming, say), or gone
+                break
+        raise

@@ -21,6 +21,11 @@ def read_rgb(path):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({e})"
         raise ImageReadError(f"{path}: {reason}") from e
+    return rgb(im)
+
+
+def rgb(im):
+    """A PIL image as 8-bit RGB, alpha flattened onto white, grey expanded."""
     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
         # Transparent pixels hold arbitrary colours: show them on white instead.
         rgba = im.convert("RGBA")

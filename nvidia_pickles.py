@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch._utils
 
-from weights import WeightsError
+from errors import WeightsError
 
 try:  # numpy >= 2 moved the module that rebuilds pickled arrays; old pickles name the old one
     from numpy._core import multiarray as _multiarray
@@ -136,15 +136,20 @@ def read(path):
                 f"{path} could not be read as a pickle (truncated or damaged?): {type(e).__name__}: {e}") from e
 
 
-def is_stylegan2_pickle(data):
-    """Whether `data` (from `read`) is a stylegan2-ada-pytorch pickle: a dict with a persistent G_ema."""
+def is_pytorch_snapshot(data):
+    """Whether `data` (from `read`) is a snapshot of NVIDIA's PyTorch code: a dict with a persistent G_ema."""
     return isinstance(data, dict) and isinstance(data.get("G_ema"), PersistentObject)
 
 
-def is_stylegan3_generator(g_ema):
-    """Whether a persistent G_ema is NVIDIA's StyleGAN3 (its synthesis starts from Fourier features)."""
-    features = submodule(g_ema, "synthesis.input")
+def is_stylegan3_pickle(data):
+    """A PyTorch snapshot whose G_ema is a StyleGAN3 (its synthesis starts from Fourier features)."""
+    features = submodule(data["G_ema"], "synthesis.input") if is_pytorch_snapshot(data) else None
     return isinstance(features, PersistentObject) and features.class_name == "SynthesisInput"
+
+
+def is_stylegan2_pickle(data):
+    """A PyTorch snapshot of a StyleGAN2 (stylegan2-ada-pytorch's, or stylegan3's StyleGAN2 config)."""
+    return is_pytorch_snapshot(data) and not is_stylegan3_pickle(data)
 
 
 def module_tensors(obj, prefix=""):

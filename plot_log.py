@@ -5,6 +5,10 @@
 Each plot shows every logged loss term and TOTAL per step on a log scale, the best step (the
 image PULSE kept) as a vertical line and eps, the L2 target, as a horizontal one.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import sys
 from pathlib import Path
 
@@ -16,8 +20,6 @@ import cli
 import runlog
 from files import atomic_path
 
-EXIT_BAD_RECORDS, EXIT_NO_LOG = 1, 2
-REQUIRED_FIELDS = ("output", "seed", "best_step", "converged", "trajectory", "args")
 
 
 class LogError(ValueError):
@@ -35,22 +37,16 @@ def build_parser():
 
 
 def read_log(path):
+    """The log's records, and the problems of its lines that are not records."""
     if not path.is_file():
         raise LogError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
-    records = runlog.read(path)  # warns about and skips damaged lines
-    if not records:
-        raise LogError(f"{path} holds no log records: it is empty or not a JSON-lines log of run.py")
-    return records
+    problems = []
+    return runlog.read(path, problems), problems
 
 
 def record_problem(record):
     """Why a log record cannot be plotted, or None."""
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    missing = [name for name in REQUIRED_FIELDS if name not in record]
-    if missing:
-        return f"no {', '.join(missing)}"
-    trajectory = record["trajectory"]
+    trajectory = record.trajectory
     if not trajectory or not all(isinstance(row, dict) and "step" in row and "TOTAL" in row for row in trajectory):
         return "its trajectory has no steps with a TOTAL loss"
     return None
@@ -66,18 +62,18 @@ def plot_record(record, path):
     figure = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(figure)  # draws with Agg: no display needed, no pyplot global state
     axes = figure.add_subplot()
-    trajectory = record["trajectory"]
+    trajectory = record.trajectory
     steps = [row["step"] for row in trajectory]
     for name in loss_names(trajectory):
         axes.plot(steps, [row.get(name) for row in trajectory], label=name, linewidth=2 if name == "TOTAL" else 1)
     axes.set_yscale("log")
-    axes.axvline(record["best_step"], color="black", linestyle="--", linewidth=1,
-                 label=f"best step {record['best_step']}")
-    eps = record["args"].get("eps")
+    axes.axvline(record.best_step, color="black", linestyle="--", linewidth=1,
+                 label=f"best step {record.best_step}")
+    eps = record.args.get("eps")
     if eps:  # a log axis has no 0, so eps 0 gets no line
         axes.axhline(eps, color="tab:red", linestyle=":", label=f"eps {eps:g} (L2 target)")
-    axes.set_title(f"{Path(record['output']).stem} | seed {record['seed']} | {runlog.status(record)}",
-                   color="black" if record["converged"] else "tab:red")
+    axes.set_title(f"{Path(record.output).stem} | seed {record.seed} | {record.status}",
+                   color="black" if record.converged else "tab:red")
     axes.set_xlabel("step")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("loss (log scale)")
@@ -91,10 +87,16 @@ def plot_record(record, path):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        records = read_log(args.log)
+        records, problems = read_log(args.log)
     except LogError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_NO_LOG
+        return cli.EXIT_SETUP_FAILED
+    for problem in problems:
+        print(f"error: {problem}: cannot be plotted", file=sys.stderr)
+    if not records:  # damaged lines are failed inputs; no lines at all, nothing to plot from
+        print(f"error: {args.log} holds no log records: it is empty or not a JSON-lines log of run.py",
+              file=sys.stderr)
+        return cli.EXIT_INPUTS_FAILED if problems else cli.EXIT_SETUP_FAILED
     usable = []
     for number, record in enumerate(records, start=1):
         problem = record_problem(record)
@@ -104,16 +106,18 @@ def main(argv=None):
             usable.append(record)
     out_dir = args.output_dir or args.log.parent / "plots"
     latest = runlog.latest_by_output(usable).values()
-    for record in latest:
-        path = out_dir / f"{Path(record['output']).stem}_losses.png"
-        plot_record(record, path)
-        print(path)
+    try:
+        for record in latest:
+            path = out_dir / f"{Path(record.output).stem}_losses.png"
+            plot_record(record, path)
+            print(path)
+    except OSError as e:
+        print(f"error: cannot write the plots to {out_dir}: {e}", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
     if len(latest) < len(usable):
         print(f"note: {len(usable) - len(latest)} earlier record(s) of the same results were superseded "
               f"by later ones", file=sys.stderr)
-    if len(usable) < len(records):
-        return EXIT_BAD_RECORDS if usable else EXIT_NO_LOG
-    return 0
+    return cli.EXIT_INPUTS_FAILED if problems or len(usable) < len(records) else cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Where the generator weights are published: NVIDIA's StyleGAN-1 pickles and the 2020 link.
+"""Where the generator weights are published: NVIDIA's StyleGAN-1 pickles and the 2020 links.
 
 NVIDIA's files are licensed CC BY-NC 4.0 (github.com/NVlabs/stylegan). The CDN is where NVIDIA
 mirrored its StyleGAN Drive folder (its metric networks are served from there); the Drive
@@ -13,7 +13,8 @@ import json
 import os
 from dataclasses import dataclass
 
-import weights
+from download import short_reason
+from errors import WeightsError
 
 TEST_OVERRIDE = "PULSE_TEST_WEIGHT_SOURCES"
 CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan/networks"
@@ -33,8 +34,13 @@ def nvidia_release(file, md5, drive_id):
             Source("NVIDIA's Google Drive", f"https://drive.google.com/uc?id={drive_id}&export=download", file, md5)]
 
 
+LINKS_2020 = {  # the 2020 Google Drive links (dead since 2021, kept as the fallback they were)
+    "synthesis.pt": "https://drive.google.com/uc?id=1TCViX1YpQyRsklTVYEJwdbmK91vklCo8",
+    "mapping.pt": "https://drive.google.com/uc?id=14R6iHGf5iuVx3DMNsACAl7eBr7Vdpd0k",
+}
 SOURCES = {
-    "2020": [Source("the 2020 PULSE link", weights.URLS["synthesis.pt"], "synthesis.pt")],
+    "2020": [Source("the 2020 PULSE link", LINKS_2020["synthesis.pt"], "synthesis.pt")],
+    "2020 mapping": [Source("the 2020 PULSE link", LINKS_2020["mapping.pt"], "mapping.pt")],
     "ffhq": nvidia_release("karras2019stylegan-ffhq-1024x1024.pkl", "9f4c085b663ed283f5853cc662bd0883",
                            "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"),
     "celebahq": nvidia_release("karras2019stylegan-celebahq-1024x1024.pkl", "6604978f22ef7caea1ef5ca723282b43",
@@ -56,21 +62,26 @@ def sources(*names):
             for name in names for s in override.get(name, SOURCES[name])]
 
 
-def gaussian_draws():
-    return test_override().get("gaussian_draws", weights.GAUSSIAN_FIT_DRAWS)
+def gaussian_draws(default):
+    return test_override().get("gaussian_draws", default)
 
 
-def fetch_first(candidates, attempt, cache_dir, log=print):
-    """`attempt(source)` for each source in turn until one works; one error listing them all if none does."""
+def fetch_first(candidates, attempt, missing, by_hand, log=print):
+    """`attempt(source)` for each source in turn until one works; else one WeightsError of short lines:
+    `missing`, each source with why it failed, then `by_hand` (what the user can do instead)."""
     failures = []
     for source in candidates:
         log(f"getting the weights from {source.label}: {source.url}")
         try:
             return attempt(source)
-        except (OSError, weights.WeightsError) as e:
-            failures.append(f"  - {source.label} ({source.url}): {e}")
-    raise weights.WeightsError(
-        f"no generator weights in {cache_dir}/, and every source failed:\n" + "\n".join(failures) + "\n"
-        f"Two ways to go on by hand (README, 'Getting the weights'): put the 2020 synthesis.pt (and mapping.pt) "
-        f"into {cache_dir}/, or convert a StyleGAN-1 pickle you have: "
-        f"`python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir {cache_dir}`")
+        except (OSError, WeightsError) as e:
+            failures.append(f"  - {source.label}: {short_reason(e)}")
+    raise WeightsError("\n".join([f"{missing}, and every source failed:", *failures, *by_hand]))
+
+
+def ways_on(cache_dir):
+    """What a user without a working source can do instead (docs/weights.md)."""
+    return ["To go on by hand (docs/weights.md):",
+            f"  - convert a pickle you have: python convert_weights.py PICKLE -cache_dir {cache_dir}",
+            f"  - put the 2020 synthesis.pt and mapping.pt into {cache_dir}/",
+            "  - or run on a StyleGAN2 pickle with -network FILE_OR_URL"]

@@ -2,7 +2,8 @@
 
 It computes what rosinality's `model.Generator` computes (its CPU path), with its parameter names
 (`conv1`, `convs.N`, `to_rgb1`, `to_rgbs.N`, `style.N`, `noises.noise_N`) so a checkpoint's
-`g_ema` loads with `load_state_dict(strict=True)` (rosinality_checkpoints.py reads the files).
+`g_ema` loads with `load_state_dict(strict=True)` (rosinality_checkpoints.py reads the files and
+splits `g_ema` into the synthesis network's tensors and the mapping's, `style.*`).
 Its arithmetic is StyleGAN2's, with its own conventions: weights stored [1, out, in, k, k] and
 scaled by 1/sqrt(fan-in) in the forward pass (demodulation sees the scaled weight), blur kernels
 stored with their upsampling gain of 4, a ToRGB bias of shape [1, 3, 1, 1], noise weight and
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stylegan import FastOps, set_fast
+from fastops import FastOps, set_fast
 from stylegan2 import (LRELU_GAIN, FullyConnected, bias_act, conv_up2x, demodulation, fir_filter, normalize_2nd_moment,
                        upsample2d)
 
@@ -184,12 +185,6 @@ class SynthesisNetwork(nn.Module):
             x = self.convs[second](x, ws[:, second + 1], noise[second + 1])
             image = to_rgb(x, ws[:, second + 2], image)
         return image
-
-
-def split_state(g_ema):
-    """(synthesis state, mapping state) of a checkpoint's g_ema: the mapping is `style.*`."""
-    mapping = {key: value for key, value in g_ema.items() if key.startswith("style.")}
-    return {key: value for key, value in g_ema.items() if key not in mapping}, mapping
 
 
 def synthesis_from_state_dict(state_dict):

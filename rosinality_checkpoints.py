@@ -7,14 +7,16 @@ Two layouts are read, both with `torch.load(weights_only=True)`:
   any other class anywhere in the file stops the load before anything of it runs.
 - the converted layout its convert_weight.py writes from NVIDIA's networks: {"g_ema", "latent_avg"}.
 PULSE uses `g_ema`; `latent_avg` (a truncation centre) is not needed, PULSE does not truncate.
+families.py's "rosinality" family takes a Checkpoint and builds rosinality.py's networks from it.
 """
 import argparse
 import pickle
 import zipfile
+from dataclasses import dataclass
 
 import torch
 
-from weights import WeightsError
+from errors import WeightsError
 
 TRAINING_KEYS = {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}
 CONVERTED_KEYS = {"g_ema", "latent_avg"}
@@ -40,8 +42,21 @@ def is_checkpoint(data):
             and isinstance(data["g_ema"], dict))
 
 
+@dataclass
+class Checkpoint:
+    """What PULSE takes from a rosinality checkpoint: its `g_ema` state dict, float32."""
+    g_ema: dict
+
+
+def states(checkpoint, source=None):
+    """(synthesis state, mapping state, attributes) of a Checkpoint: the mapping is `style.*`; no
+    attribute is needed beyond the tensors."""
+    mapping = {key: value for key, value in checkpoint.g_ema.items() if key.startswith("style.")}
+    return {key: value for key, value in checkpoint.g_ema.items() if key not in mapping}, mapping, {}
+
+
 def read_checkpoint(path):
-    """The `g_ema` state dict (float32) of a rosinality checkpoint of either layout; WeightsError otherwise."""
+    """The Checkpoint in a rosinality file of either layout; WeightsError otherwise."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -57,4 +72,4 @@ def read_checkpoint(path):
     g_ema = data["g_ema"]
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in g_ema.items()):
         raise WeightsError(f"{path}: its 'g_ema' is not a dict of tensors")
-    return {key: value.float() for key, value in g_ema.items()}
+    return Checkpoint({key: value.float() for key, value in g_ema.items()})

@@ -4,33 +4,37 @@ Every input gets its best high-resolution image written as `<output_dir>/<stem>.
 `<stem>_<k>.png` with -duplicates), even when the search did not reach eps (then it is flagged
 NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`. -strip and -gif add pictures
 of the results and of the searches (see visuals.py).
+
+The search itself is PULSE.py's (`PULSE.load`, `search_jobs`): this file turns flags into options
+(RunOptions), runs a folder through the model, and writes, logs and tells what it found.
 """
-import random
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 import cli
+import inputs
 import runlog
 import speed
 import visuals
-from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
-from bicubic import divides_by_power_of_two
+from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupError, non_negative_int, positive_float, positive_int
 from device import DeviceError, pick_device
 from distributed import Launch, Team, TeamError, launch_from_environment
-from files import remove_stale_temporaries, stem_clashes
-from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, save_tensor_image, to_tensor
+from files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
+from images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
 from loss import LossString
-from PULSE import NOISE_TYPES, OPTIMIZERS, PULSE, SCHEDULES, NoiseLayerError, NoiseLayers, SearchConfig
-from weight_sources import weights_folder
-from weights import WeightsError, load_generator
-
-MAX_LAYERS = 18  # of the 1024x1024 model; checked against the loaded model's own count too
+from PULSE import (NOISE_TYPES, OPTIMIZERS, SCHEDULES, ModelOptions, NoiseLayerError, NoiseLayers, SearchConfig,
+                   load, result_settings)
+from weights import WeightsError
 
 
 # ---- flags ---------------------------------------------------------------------------------
@@ -53,8 +57,8 @@ def build_parser():
     io.add_argument("-resume", "--resume", action="store_true",
                     help="skip inputs whose output and log line already exist with the same flags and seed")
 
-    w = p.add_argument_group("the generator (see README, Getting the weights)")
-    w.add_argument("-cache_dir", "--cache_dir", default="cache",
+    w = p.add_argument_group("the generator (see docs/weights.md)")
+    w.add_argument("-cache_dir", "--cache_dir", default=ModelOptions.cache_dir,
                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
                         "NVIDIA's FFHQ model is downloaded and converted into it")
     w.add_argument("-network", "--network", metavar="PATH_OR_URL",
@@ -78,9 +82,8 @@ def build_parser():
     s.add_argument("-tile_latent", "--tile_latent", action="store_true",
                    help="search one latent vector shared by all layers instead of one per layer")
     s.add_argument("-bad_noise_layers", "--bad_noise_layers", type=cli.parsed_by(NoiseLayers),
-                   default=defaults.bad_noise_layers,
-                   help="dot-separated noise layers set to zero (they add artifacts); the default is the "
-                        "1024x1024 model's last layer and zeroes nothing in smaller models")
+                   help="dot-separated noise layers set to zero (they add artifacts); by default the "
+                        "generator's own: the 1024x1024 StyleGAN's layer 17 as in 2020, a StyleGAN2's last")
     s.add_argument("-opt_name", "--opt_name", choices=list(OPTIMIZERS), default=defaults.opt_name,
                    help="optimizer of the projected gradient descent")
     s.add_argument("-learning_rate", "--learning_rate", type=positive_float, default=defaults.learning_rate,
@@ -88,7 +91,7 @@ def build_parser():
     s.add_argument("-steps", "--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
     s.add_argument("-lr_schedule", "--lr_schedule", choices=list(SCHEDULES), default=defaults.lr_schedule,
                    help="learning-rate schedule over the steps")
-    s.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default="fp32",
+    s.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default=ModelOptions.precision,
                    help="float type of the model and the search (random draws are always float32); bf16 and "
                         "fp16 run the generator under autocast, faster and with slightly different results "
                         "(fp16 only on a GPU)")
@@ -109,28 +112,58 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.num_trainable_noise_layers > MAX_LAYERS:
-        parser.error(f"argument -num_trainable_noise_layers: must be within 0..{MAX_LAYERS}, "
-                     f"got {args.num_trainable_noise_layers}")
     visuals.check_flags(parser, args)
-    return parser, args
+    return args
 
 
-def search_config(args):
-    return SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
+@dataclass
+class FolderRun:
+    """What run.py does around the searches: which folder, where to, which seeds, which extras."""
+    input_dir: Path
+    output_dir: Path
+    seed: int | None = None          # of the first duplicate; drawn (and logged) when None
+    duplicates: int = 1
+    batch_size: int = 1
+    save_intermediate: bool = False
+    resume: bool = False
+    strip: bool = False
+    gif: bool = False
+    hr_dir: Path | None = None
+
+
+@dataclass
+class RunOptions:
+    """Everything a folder run needs from the flags: the folder run, the model, the search."""
+    folder: FolderRun
+    model: ModelOptions
+    search: SearchConfig
+
+    @classmethod
+    def from_args(cls, args):
+        """The options of parsed run.py flags (each option has its flag's name)."""
+        def pick(kind, **renamed):
+            return kind(**{f.name: getattr(args, f.name) for f in fields(kind) if f.name not in renamed}, **renamed)
+        return cls(pick(FolderRun), pick(ModelOptions, speedups=not args.no_speedups), pick(SearchConfig))
+
+    def result_settings(self):
+        return result_settings(self.search, self.model.precision, self.model.compile)
+
+    def with_values(self, values):
+        """These options with some replaced: {option name: value}, each in the part that has it."""
+        parts = (self.folder, self.model, self.search)
+        unknown = set(values) - {f.name for part in parts for f in fields(part)}
+        if unknown:
+            raise ValueError(f"no such option: {', '.join(sorted(unknown))}")
+        return RunOptions(*(replace(part, **{name: value for name, value in values.items()
+                                             if name in {f.name for f in fields(part)}}) for part in parts))
+
+    def flags(self):
+        """Every option by name, as the run log keeps them (with each result's own settings)."""
+        return {name: str(value) if isinstance(value, Path) else value
+                for part in (self.folder, self.model) for name, value in asdict(part).items()}
 
 
 # ---- inputs --------------------------------------------------------------------------------
-
-@dataclass
-class Job:
-    """One search: an input image, the name of its output and its seed."""
-    source: Path
-    name: str
-    seed: int
-    base_seed: int
-    image: torch.Tensor
-
 
 def list_inputs(input_dir):
     """The files of the input folder; SetupError if there are none, or if two would write one result."""
@@ -148,75 +181,30 @@ def list_inputs(input_dir):
     return files
 
 
-def working_sizes(resolution):
-    return [resolution >> k for k in range(resolution.bit_length() - 2, -1, -1)]
-
-
-def read_input(path, resolution):
-    """The input as a [3, r, r] tensor; ImageReadError when PULSE cannot use it."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImageReadError(f"{path}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
-    image = read_rgb(path)
-    width, height = image.size
-    sizes = ", ".join(str(s) for s in working_sizes(resolution))
-    if width != height:
-        raise ImageReadError(f"{path}: {width}x{height} is not square; align and crop faces with align_face.py")
-    if width > resolution:
-        raise ImageReadError(f"{path}: {width}x{width} is larger than the {resolution}x{resolution} model; "
-                             f"downscale it (align_face.py -output_size) to one of {sizes}")
-    if not divides_by_power_of_two(resolution, width):
-        raise ImageReadError(f"{path}: side {width} does not divide {resolution} by a power of two; "
-                             f"use one of {sizes} (align_face.py -output_size)")
-    return to_tensor(image)
-
-
-def make_jobs(paths, args, base_seed, resolution):
-    """Jobs for every readable input (times -duplicates) and the error messages of the others."""
-    jobs, errors = [], []
+def read_inputs(paths, resolution):
+    """([(source, stem, image)] of the usable inputs, error messages of the others)."""
+    named, errors = [], []
     for path in paths:
         try:
-            image = read_input(path, resolution)
+            named.append((str(path), path.stem, inputs.read_input(path, resolution)))
         except ImageReadError as e:
             errors.append(str(e))
-            continue
-        for k in range(1, args.duplicates + 1):
-            name = path.stem if args.duplicates == 1 else f"{path.stem}_{k}"
-            jobs.append(Job(path, name, base_seed + k - 1, base_seed, image))
-    return jobs, errors
-
-
-def batches(jobs, batch_size):
-    """Consecutive jobs grouped by input size, at most batch_size each (the last may be smaller)."""
-    batch = []
-    for job in jobs:
-        if batch and (len(batch) == batch_size or job.image.shape != batch[0].image.shape):
-            yield batch
-            batch = []
-        batch.append(job)
-    if batch:
-        yield batch
+    return named, errors
 
 
 # ---- results -------------------------------------------------------------------------------
 
-def result_settings(args):
-    """The flags that decide a result: a resumed run reuses a result only if they all match."""
-    return {**asdict(search_config(args)), "precision": args.precision, "compile": args.compile}
+def already_done(job, records, settings):
+    return job.output.exists() and any(
+        r.output == str(job.output) and r.seed == job.seed and r.is_complete(settings) for r in records)
 
 
-def already_done(job, out_dir, records, settings):
-    output = out_dir / f"{job.name}.png"
-    return output.exists() and any(
-        r.get("output") == str(output) and r.get("seed") == job.seed and runlog.is_complete(r, settings)
-        for r in records)
-
-
-def base_seed_for(args, records):
-    if args.seed is not None:
-        return args.seed
-    if args.resume and records:
-        return records[-1]["base_seed"]
-    return random.SystemRandom().randrange(2 ** 31)
+def base_seed_for(folder, records):
+    if folder.seed is not None:
+        return folder.seed
+    if folder.resume and records:
+        return records[-1].base_seed
+    return inputs.draw_seed()
 
 
 def intermediate_writer(out_dir, batch, steps):
@@ -261,112 +249,92 @@ class JobProgress:
             self.refresh()
 
 
-def run_batch(model, batch, config, args, out_dir, job_progress=None, show_steps=True):
-    """Search one batch; returns the result and the GIF writer (saved later, after the results)."""
-    hooks = []
+def search_batch(model, batch, options, out_dir, job_progress=None, show_steps=True):
+    """Search one batch; returns its Results and the GIF writer (saved later, after the results)."""
+    hooks, steps = [], options.search.steps
     names = ", ".join(job.name for job in batch)
-    with tqdm(total=config.steps, desc=names[:40], unit="step", leave=False, disable=not show_steps,
+    with tqdm(total=steps, desc=names[:40], unit="step", leave=False, disable=not show_steps,
               position=1 if job_progress else None) as bar:
         if show_steps:
             hooks.append(progress_reporter(bar))
         if job_progress:
             hooks.append(job_progress.on_step)
-        if args.save_intermediate:
-            hooks.append(intermediate_writer(out_dir, batch, config.steps))
+        if options.folder.save_intermediate:
+            hooks.append(intermediate_writer(out_dir, batch, steps))
         gif = None
-        if args.gif:
-            gif = visuals.SearchGif([out_dir / f"{job.name}_search.gif" for job in batch], config.steps)
+        if options.folder.gif:
+            gif = visuals.SearchGif([out_dir / f"{job.name}_search.gif" for job in batch], steps)
             hooks.append(gif)
 
         def on_step(step):
             for hook in hooks:
                 hook(step)
 
-        ref_im = torch.stack([job.image for job in batch])
-        result = model.search(ref_im, [job.seed for job in batch], config, on_step)
-    return result, gif
+        return model.search_jobs(batch, options.search, on_step), gif
 
 
-def record_results(batch, result, args, device, out_dir, log_path, say=print):
+def record_results(batch, results, options, device, log_path, say=print):
     """Write and log each result, telling `say` about it; returns the log records."""
     records = []
-    for b, job in enumerate(batch):
-        output = out_dir / f"{job.name}.png"
-        save_tensor_image(result.best_im[b], output)
-        records.append(runlog.make_record(job, result, b, output, device, args))
+    for job, result in zip(batch, results):
+        save_tensor_image(result.tensor, job.output)
+        records.append(runlog.Record.of(result, job.output, device, flags=options.flags()))
         runlog.append(log_path, records[-1])
-        losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.best_losses[b].items())
-        say(f"{output}  best step {result.best_step[b]} | {losses} | {runlog.status(records[-1])}")
+        losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.losses.items())
+        say(f"{job.output}  best step {result.best_step} | {losses} | {result.status}")
     return records
 
 
 # ---- main ----------------------------------------------------------------------------------
 
-def load_model(args, device):
-    folder = weights_folder(args.network, args.cache_dir, args.keep_pickle)
-    synthesis, fit = load_generator(folder)
-    if synthesis.resolution != 1024:
-        print(f"note: the model in {folder} is {synthesis.resolution}x{synthesis.resolution} (the tiny "
-              f"test model, for example), not the 1024x1024 FFHQ face model: results are not faces",
-              file=sys.stderr)
-    return PULSE.build(synthesis, fit, device, args.precision, fast=not args.no_speedups, compile=args.compile)
-
-
-def check_flags_against_model(parser, args, model):
-    """Flags whose range depends on the loaded model: its noise layers (see PULSE.check_noise_layers)."""
-    try:
-        model.check_noise_layers(search_config(args))
-    except NoiseLayerError as e:
-        parser.error(str(e))
-
-
 def prepare_output_dir(path):
-    """Create the output folder and make sure files can be written there, before any search."""
-    out_dir = Path(path)
+    """Create the output folder and make sure files can be written there, before any search.
+    Returns it and the folders this made (removed again, if still empty, when setup fails)."""
+    out_dir, made = Path(path), []
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        made = make_folders(out_dir)
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as e:
+        remove_empty_folders(made)
         reason = "it is a file" if out_dir.exists() and not out_dir.is_dir() else (e.strerror or str(e))
         raise SetupError(f"cannot write results to -output_dir {out_dir}: {reason}") from None
     remove_stale_temporaries(out_dir)
-    return out_dir
+    return out_dir, made
 
 
-def seed_origin(args, records):
-    if args.seed is not None:
+def seed_origin(folder, records):
+    if folder.seed is not None:
         return ""
-    return " (from the resumed run's log)" if args.resume and records else " (drawn; pass -seed to repeat)"
+    return " (from the resumed run's log)" if folder.resume and records else " (drawn; pass -seed to repeat)"
 
 
-def plan_resume(jobs, out_dir, records, settings):
+def plan_resume(jobs, records, settings):
     """The jobs still to do, and how many of them redo a result that was made with other flags."""
-    todo = [job for job in jobs if not already_done(job, out_dir, records, settings)]
-    outputs = {r.get("output") for r in records if not r.get("interrupted")}
-    redone = sum(1 for job in todo if str(out_dir / f"{job.name}.png") in outputs
-                 and (out_dir / f"{job.name}.png").exists())
+    todo = [job for job in jobs if not already_done(job, records, settings)]
+    outputs = {r.output for r in records if not r.interrupted}
+    redone = sum(1 for job in todo if str(job.output) in outputs and job.output.exists())
     print(f"resuming: {len(jobs) - len(todo)} result(s) already done, {len(todo)} to go"
           + (f", {redone} of them redone because their flags or seed differ" if redone else ""))
     return todo
 
 
-def searches_to_do(jobs, args, out_dir, records, team):
+def searches_to_do(jobs, folder, settings, records, team):
     """The jobs still to do (with -resume, those without a finished result) as rank 0 sees them.
 
     So every rank computes the same shares, even where a network file system shows the ranks'
     machines the folder a little differently; and no rank logs a result before rank 0 has read
     the log, as all wait here for its answer."""
-    todo = plan_resume(jobs, out_dir, records, result_settings(args)) if args.resume and team.is_main else jobs
+    todo = plan_resume(jobs, records, settings) if folder.resume and team.is_main else jobs
     names = {job.name for job in todo}
     needed = team.from_main([job.name in names for job in jobs])
     return [job for job, need in zip(jobs, needed) if need]
 
 
-def out_of_memory_message(args, device):
-    hint = (f"try -batch_size {args.batch_size // 2}" if args.batch_size > 1 else
+def out_of_memory_message(batch_size, device):
+    hint = (f"try -batch_size {batch_size // 2}" if batch_size > 1 else
             "even one search does not fit; try -precision bf16 (or fp16 on a GPU)")
-    return f"out of memory on {device} with -batch_size {args.batch_size}; {hint}"
+    return f"out of memory on {device} with -batch_size {batch_size}; {hint}"
 
 
 @dataclass
@@ -380,90 +348,131 @@ class Process:
 PROCESS_FLAGS = ("threads", "no_speedups")  # set process-wide by start_process: the same in every folder it runs
 
 
-def start_process(args):
-    """The Process for these flags, with its CPU threads set and, on the CPU unless -no_speedups,
+def start_process(threads=None, speedups=True):
+    """The Process for these settings, with its CPU threads set and, on the CPU with speedups,
     freed memory kept for reuse (neither changes a result); SetupError if it cannot run here."""
     try:
         launch = launch_from_environment()
         device = pick_device(local_rank=launch.local_rank)
     except (TeamError, DeviceError) as e:
         raise SetupError(e) from None
-    if device.type == "cpu" and not args.no_speedups:
+    if device.type == "cpu" and speedups:
         speed.keep_freed_memory()
-    speed.set_threads(args.threads)
+    speed.set_threads(threads)
     return Process(launch, device)
 
 
 def main(argv=None):
     """run.py; returns its exit status (see cli.py)."""
-    parser, args = parse_args(argv)
+    args = parse_args(argv)
+    options = RunOptions.from_args(args)
     try:
-        process = start_process(args)
+        process = start_process(args.threads, speedups=not args.no_speedups)
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_SETUP_FAILED
     # In a torchrun job a stop reaches each process twice (from the terminal or Slurm, then from
     # torchrun passing it on): the repeat must not cut the writing of the results short.
     with cli.StopSignals(repeat_leaves=process.launch.world_size == 1) as stop:
-        return run_folder(parser, args, process, stop)
+        return run_folder(options, process, stop)
 
 
-def run_folder(parser, args, process, stop):
-    """Every search of -input_dir in `process`, which `stop` stops; returns the exit status."""
+def run_folder(options, process, stop):
+    """Every search of the input folder in `process`, which `stop` stops; returns the exit status.
+    A run that writes nothing leaves no output folder behind that it made."""
     try:
-        paths = list_inputs(args.input_dir)
-        out_dir = prepare_output_dir(args.output_dir)  # before the first collective: no rank writes yet
+        paths = list_inputs(options.folder.input_dir)
+        out_dir, made = prepare_output_dir(options.folder.output_dir)  # before the first collective
     except SetupError as e:
         print(process.launch.tag(f"error: {e}"), file=sys.stderr)
         return EXIT_SETUP_FAILED
-    with Team(process.launch, process.device) as team:
-        return run_job(parser, args, paths, out_dir, team, stop)
-
-
-def run_job(parser, args, paths, out_dir, team, stop):
-    """Every search of the folder once over the team: each process runs its share."""
-    device = team.device
     try:
-        model = team.main_first(lambda: load_model(args, device))  # a download or fit happens once
-    except (SetupError, TeamError, WeightsError, speed.PrecisionError) as e:
+        with Team(process.launch, process.device) as team:
+            return run_job(options, paths, out_dir, team, stop)
+    finally:
+        remove_empty_folders(made)
+
+
+@dataclass
+class Tally:
+    """What a process has written, for its last words."""
+    finished: int = 0       # results of searches that ran to the end
+    stopped: int = 0        # best-so-far results of searches a stop cut short
+
+    def interrupted_message(self):
+        if not self.finished + self.stopped:
+            return "interrupted: nothing was written"
+        written = f"interrupted: {self.finished} finished result(s)"
+        return written + (f" and the best image so far of {self.stopped} stopped search(es)" if self.stopped else "") \
+            + " written and logged; -resume finishes the rest"
+
+
+def run_job(options, paths, out_dir, team, stop):
+    """Every search of the folder once over the team: each process runs its share."""
+    try:
+        model = team.main_first(lambda: load(device=team.device, **asdict(options.model)))  # a download happens once
+        model.check_noise_layers(options.search)
+    except NoiseLayerError as e:
+        print(team.tag(f"run.py: error: {e}"), file=sys.stderr)
+        return EXIT_USAGE
+    except (SetupError, TeamError, WeightsError, speed.PrecisionError, DeviceError) as e:
         print(team.tag(f"error: {e}"), file=sys.stderr)
         return EXIT_SETUP_FAILED
     except KeyboardInterrupt:
-        print(team.tag("interrupted before any search"), file=sys.stderr)
+        print(team.tag("interrupted before any search: nothing was written"), file=sys.stderr)
         return stop.exit_status
-    check_flags_against_model(parser, args, model)
-
+    folder = options.folder
     log_path = out_dir / runlog.LOG_NAME
-    records = runlog.read(log_path) if args.resume and team.is_main else []  # rank 0 decides what is done
-    (base_seed,) = team.from_main([base_seed_for(args, records)])  # a drawn seed is rank 0's
+    records = runlog.read(log_path) if folder.resume and team.is_main else []  # rank 0 decides what is done
+    (base_seed,) = team.from_main([base_seed_for(folder, records)])  # a drawn seed is rank 0's
     processes = f"{team.size} processes" if team.is_multi else ""
     if team.is_main:
-        print(f"seed {base_seed}{seed_origin(args, records)} | device {device} | {args.precision} | "
+        print(f"seed {base_seed}{seed_origin(folder, records)} | device {team.device} | {model.precision} | "
               f"{torch.get_num_threads()} CPU thread(s){processes and ' | ' + processes}")
 
-    jobs, errors = make_jobs(paths, args, base_seed, model.resolution)
+    named, errors = read_inputs(paths, model.resolution)
     if team.is_main:  # every rank reads every input; rank 0 tells about the bad ones
         for message in errors:
             print(team.tag(f"error: {message}"), file=sys.stderr)
-    todo = searches_to_do(jobs, args, out_dir, records, team)
-    # In a job an input's duplicates may run on several ranks: rank 0 draws all strips at the end.
-    single_strips = args.strip and not team.is_multi
-    strips = visuals.StripWriter(jobs, todo, records, out_dir, args.hr_dir) if single_strips else None
+    jobs = inputs.make_jobs(named, base_seed, folder.duplicates, out_dir)
+    todo = searches_to_do(jobs, folder, options.result_settings(), records, team)
+    status = search_share(model, options, jobs, todo, records, out_dir, team, stop)
+    if status is not None:
+        return status
+    if team.is_main:
+        if folder.strip and team.is_multi:  # every rank's results are logged now
+            visuals.StripWriter(jobs, [], runlog.read(log_path), out_dir, folder.hr_dir)
+        print(f"{len(paths)} input(s), {sum(team.done_counts())} search(es) run{processes and ' on ' + processes}, "
+              f"{len(errors)} input(s) failed")
+    return EXIT_INPUTS_FAILED if errors and team.is_main else 0
 
-    config = search_config(args)
+
+def search_share(model, options, jobs, todo, records, out_dir, team, stop):
+    """This process's share of the searches, each result written and logged as it comes; None when
+    all are done, else the exit status (a stop, or out of memory)."""
+    folder, tally = options.folder, Tally()
+    # In a job an input's duplicates may run on several ranks: rank 0 draws all strips at the end.
+    strips = visuals.StripWriter(jobs, todo, records, out_dir, folder.hr_dir) if folder.strip and not team.is_multi else None
     job_progress = JobProgress(team, len(todo)) if team.is_multi and team.is_main else None
     say = (tqdm.write if job_progress else print) if team.is_main else (lambda line: None)
+    share = team.share(todo)
     try:
-        for batch in batches(team.share(todo), args.batch_size):
+        for batch in inputs.batches(share, folder.batch_size):
             try:
-                result, gif = run_batch(model, batch, config, args, out_dir, job_progress, show_steps=team.is_main)
+                results, gif = search_batch(model, batch, options, out_dir, job_progress, show_steps=team.is_main)
             except torch.OutOfMemoryError:
-                print(team.tag(f"error: {out_of_memory_message(args, device)}"), file=sys.stderr)
+                left = share[tally.finished:]
+                print(team.tag(f"error: {out_of_memory_message(folder.batch_size, team.device)}; not searched: "
+                               f"{', '.join(job.name for job in left)}"), file=sys.stderr)
                 team.finish(job_progress and job_progress.refresh)  # the other ranks' searches go on to their end
-                return EXIT_SETUP_FAILED
+                return EXIT_INPUTS_FAILED if tally.finished else EXIT_SETUP_FAILED
             # The results first, whatever signal comes meanwhile; pictures are extras after them.
             with stop.deferred():
-                recorded = record_results(batch, result, args, device, out_dir, log_path, say)
+                recorded = record_results(batch, results, options, team.device, out_dir / runlog.LOG_NAME, say)
+            if results[0].interrupted:
+                tally.stopped += len(batch)
+            else:
+                tally.finished += len(batch)
             team.count_done(len(batch))
             if stop.requested:
                 raise KeyboardInterrupt
@@ -473,17 +482,11 @@ def run_job(parser, args, paths, out_dir, team, stop):
                 strips.add(recorded)
         team.finish(job_progress and job_progress.refresh)
     except KeyboardInterrupt:
-        print(team.tag("interrupted: every finished result and the best image so far of the search that was "
-                       "running are written and logged"), file=sys.stderr)
+        print(team.tag(tally.interrupted_message()), file=sys.stderr)
         return stop.exit_status
-    if team.is_main:
-        if job_progress:
-            job_progress.bar.close()
-            if args.strip:  # every rank's results are logged now
-                visuals.StripWriter(jobs, [], runlog.read(log_path), out_dir, args.hr_dir)
-        print(f"{len(paths)} input(s), {sum(team.done_counts())} search(es) run{processes and ' on ' + processes}, "
-              f"{len(errors)} input(s) failed")
-    return EXIT_INPUTS_FAILED if errors and team.is_main else 0
+    if job_progress:
+        job_progress.bar.close()
+    return None
 
 
 if __name__ == "__main__":

@@ -1,17 +1,4 @@
-"""The run log: one JSON line per result in `<output_dir>/pulse_log.jsonl`.
-
-A record's fields (README, "The run log", says the same to users):
-  input, output    the input file and the result image written for it
-  seed, base_seed  the seed of this search, and the -seed of the run (duplicate k: base_seed + k - 1)
-  device, threads  where it ran
-  steps            steps done (fewer than -steps when interrupted)
-  best_step        1-based step of the best image (lowest TOTAL, first on ties)
-  losses           every loss at the best step: the terms of -loss_str, L2 always, and TOTAL
-  converged        whether L2 reached -eps (only when the loss optimises L2, as in 2020)
-  interrupted      whether a signal stopped the search early
-  seconds          the search's wall time (of its whole batch)
-  args             every run.py flag
-  trajectory       one {step, every loss} dict per step
+"""The run log: one JSON line per result (a `Record`) in `<output_dir>/pulse_log.jsonl`.
 
 Many processes may append to one log (a torchrun job, over several machines on a shared
 network file system). `O_APPEND` alone does not keep lines whole there: an NFS client computes
@@ -25,6 +12,7 @@ import json
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -36,26 +24,61 @@ except ImportError:  # Windows: no POSIX locks, and no multi-process runs either
 LOG_NAME = "pulse_log.jsonl"
 
 
-def make_record(job, result, b, output, device, args):
-    """The record of sample `b` of a search `result` for `job`, written to `output`."""
-    return {
-        "input": str(job.source), "output": str(output), "seed": job.seed, "base_seed": job.base_seed,
-        "device": str(device), "steps": result.steps_done, "best_step": result.best_step[b],
-        "losses": result.best_losses[b], "converged": result.converged[b],
-        "interrupted": result.interrupted, "seconds": round(result.seconds, 3),
-        "threads": torch.get_num_threads(), "args": vars(args), "trajectory": result.trajectory[b],
-    }
+# Logs before the generator's own default existed wrote run.py's default -bad_noise_layers as "17",
+# which then stood for that default too: read it as today's None, so -resume reuses those results.
+LEGACY_DEFAULTS = {"bad_noise_layers": ("17", None)}
 
 
-def status(record):
-    """'converged' or 'NOT CONVERGED', with ', interrupted after N steps' when a signal cut it short."""
-    text = "converged" if record["converged"] else "NOT CONVERGED"
-    return text + (f", interrupted after {record['steps']} steps" if record.get("interrupted") else "")
+@dataclass
+class Record:
+    """One result as the log keeps it (README, "The run log", says the same to users)."""
+    input: str          # the input file (or the image's place in an API call)
+    output: str         # the result image written for it
+    seed: int           # the seed of this search
+    base_seed: int      # the -seed of the run (duplicate k: base_seed + k - 1)
+    device: str         # where it ran
+    threads: int        # with this many CPU threads
+    steps: int          # steps done (fewer than -steps when interrupted)
+    best_step: int      # 1-based step of the best image (lowest TOTAL, first on ties)
+    losses: dict        # every loss at the best step: the terms of -loss_str, L2 always, and TOTAL
+    converged: bool     # whether L2 reached -eps (only when the loss optimises L2, as in 2020)
+    interrupted: bool   # whether a stop ended the search early
+    seconds: float      # the search's wall time (of its whole batch)
+    args: dict          # every setting of the run: run.py's flags by name
+    trajectory: list    # one {step, every loss} dict per step
 
+    @classmethod
+    def of(cls, result, output, device, flags=None):
+        """The record of a PULSE.Result written to `output`, made on `device`; its args are the
+        result's settings, plus `flags` (the rest of a run's options, e.g. run.py's)."""
+        return cls(input=str(result.input), output=str(output), seed=result.seed, base_seed=result.base_seed,
+                   device=str(device), threads=torch.get_num_threads(), steps=result.steps,
+                   best_step=result.best_step, losses=result.losses, converged=result.converged,
+                   interrupted=result.interrupted, seconds=round(result.seconds, 3),
+                   args={**(flags or {}), **result.settings},
+                   trajectory=result.trajectory)
 
-def is_complete(record, settings):
-    """Whether a record is a finished search made with these result settings (a subset of its args)."""
-    return not record.get("interrupted") and {k: record.get("args", {}).get(k) for k in settings} == settings
+    def to_json(self):
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data):
+        """A record from a parsed log line; TypeError or KeyError if it is not one."""
+        record = cls(**{f.name: data[f.name] for f in fields(cls)})
+        for name, (legacy, today) in LEGACY_DEFAULTS.items():
+            if record.args.get(name) == legacy:
+                record.args = {**record.args, name: today}
+        return record
+
+    @property
+    def status(self):
+        """'converged' or 'NOT CONVERGED', with ', interrupted after N steps' when a stop cut it short."""
+        text = "converged" if self.converged else "NOT CONVERGED"
+        return text + (f", interrupted after {self.steps} steps" if self.interrupted else "")
+
+    def is_complete(self, settings):
+        """Whether this is a finished search made with these result settings (a subset of its args)."""
+        return not self.interrupted and {k: self.args.get(k) for k in settings} == settings
 
 
 @contextmanager
@@ -83,7 +106,7 @@ def _write_all(fd, data):
 
 
 def append(log_path, record):
-    line = json.dumps(record).encode("utf-8") + b"\n"
+    line = record.to_json().encode("utf-8") + b"\n"
     fd = os.open(log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with _locked(fd):
@@ -95,8 +118,9 @@ def append(log_path, record):
         os.close(fd)
 
 
-def read(log_path):
-    """All records of a log; a damaged line (say, from a killed process) is skipped with a warning."""
+def read(log_path, problems=None):
+    """All Records of a log. A line that is not one (say, cut off by a killed process) is skipped:
+    its problem is added to `problems` when a list is given, else printed as a warning."""
     if not log_path.exists():
         return []
     records = []
@@ -104,12 +128,21 @@ def read(log_path):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(Record.from_json(json.loads(line)))
         except json.JSONDecodeError:
-            print(f"warning: {log_path}:{number} is not a JSON line, ignored", file=sys.stderr)
+            note(problems, f"{log_path}:{number} is not a JSON line")
+        except (TypeError, KeyError, AttributeError) as e:
+            note(problems, f"{log_path}:{number} is not a run-log record ({type(e).__name__}: {e})")
     return records
+
+
+def note(problems, problem):
+    if problems is None:
+        print(f"warning: {problem}, ignored", file=sys.stderr)
+    else:
+        problems.append(problem)
 
 
 def latest_by_output(records):
     """{output path: its last record}: a rerun overwrites the image, so the last record describes it."""
-    return {record["output"]: record for record in records if record.get("output")}
+    return {record.output: record for record in records}

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stylegan import set_fast
+from fastops import set_fast
 from stylegan2 import FullyConnected, LRELU_GAIN, ModulatedConv, bias_act, upfirdn2d
 
 

@@ -6,6 +6,11 @@ Every combination gets its own run.py output folder under -output_dir, named aft
 (e.g. `learning_rate=0.2,steps=100`), and `<output_dir>/sweep.md` compares them. All run with
 the same seed and with run.py -resume, so a second sweep reuses the results that are finished.
 """
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
+import argparse
 import itertools
 import re
 import shlex
@@ -31,9 +36,9 @@ DEFAULT_SEED = 0
 
 @dataclass
 class Combination:
-    values: dict    # {run.py flag name: value as given}
-    folder: Path    # its run.py -output_dir
-    argv: list      # its run.py command line
+    values: dict            # {run.py flag name: value as given}
+    folder: Path            # its run.py -output_dir
+    options: run.RunOptions  # what run.py runs for it
 
 
 # ---- command line --------------------------------------------------------------------------
@@ -111,26 +116,34 @@ def folder_name(values):
     return re.sub(r"[^\w.,=+-]", "_", ",".join(f"{name}={value}" for name, value in values.items()))
 
 
-def flag_tokens(values, flags):
-    tokens = []
-    for name, value in values.items():
-        option = flags[name].option_strings[0]
-        if flags[name].nargs == 0:  # an on/off flag is there or not
-            tokens += [option] if SWITCHES[value.lower()] else []
-        else:
-            tokens += [option, value]
-    return tokens
+def flag_value(name, text, flags, parser):
+    """A grid value as run.py's parser would take it (its type and choices); a usage error if it would not."""
+    action = flags[name]
+    if action.nargs == 0:  # an on/off flag is there or not
+        return SWITCHES[text.lower()]
+    try:
+        value = action.type(text) if action.type else text
+    except (argparse.ArgumentTypeError, ValueError) as e:
+        parser.error(f"argument -grid: {name}={text}: {e}")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"argument -grid: {name}={text}: choose from {', '.join(map(str, action.choices))}")
+    return value
 
 
-def plan(args, grid, run_argv, flags, parser):
-    seed = [] if "seed" in grid else ["-seed", str(DEFAULT_SEED if args.seed is None else args.seed)]
+def plan(args, grid, base, flags, parser):
+    """One Combination per choice of grid values: the options after -- with those values set."""
+    seed = {} if "seed" in grid else {"seed": DEFAULT_SEED if args.seed is None else args.seed}
     combinations = []
     for chosen in itertools.product(*grid.values()):
         values = dict(zip(grid, chosen))
         folder = args.output_dir / folder_name(values)
-        argv = [*run_argv, "-input_dir", args.input_dir, "-output_dir", str(folder), "-resume", *seed,
-                *flag_tokens(values, flags)]
-        combinations.append(Combination(values, folder, argv))
+        typed = {name: flag_value(name, text, flags, parser) for name, text in values.items()}
+        try:
+            options = base.with_values({**typed, **seed, "input_dir": Path(args.input_dir), "output_dir": folder,
+                                        "resume": True})
+        except ValueError as e:  # a value the options refuse (run.py's parser would have)
+            parser.error(f"argument -grid: {folder.name}: {e}")
+        combinations.append(Combination(values, folder, options))
     if len({c.folder for c in combinations}) < len(combinations):
         parser.error("argument -grid: some combinations share a folder name; are values repeated?")
     return combinations
@@ -148,10 +161,9 @@ def niqe_or_none(path):
 
 def finished_records(combination):
     """The latest complete record of each result made with this combination's flags and seed."""
-    _, args = run.parse_args(combination.argv)
-    settings = run.result_settings(args)
+    settings = combination.options.result_settings()
     records = [r for r in runlog.read(combination.folder / runlog.LOG_NAME)
-               if runlog.is_complete(r, settings) and r.get("base_seed") == args.seed]
+               if r.is_complete(settings) and r.base_seed == combination.options.folder.seed]
     return list(runlog.latest_by_output(records).values())
 
 
@@ -162,14 +174,14 @@ def mean(values, form):
 
 def table_row(combination, exit_code):
     records = finished_records(combination)
-    converged = sum(bool(r["converged"]) for r in records)
+    converged = sum(r.converged for r in records)
     status = ("not run" if exit_code is None else "ok" if exit_code == 0 else
               "interrupted" if exit_code > 128 else f"exit {exit_code}")
     return [*combination.values.values(), str(len(records)), f"{converged}/{len(records)}" if records else "-",
-            mean((r["losses"]["L2"] for r in records), ".4g"),
-            mean((r["best_step"] for r in records), ".1f"),
-            mean((r["seconds"] for r in records), ".1f"),
-            mean((niqe_or_none(combination.folder / Path(r["output"]).name) for r in records), ".3f"),
+            mean((r.losses["L2"] for r in records), ".4g"),
+            mean((r.best_step for r in records), ".1f"),
+            mean((r.seconds for r in records), ".1f"),
+            mean((niqe_or_none(combination.folder / Path(r.output).name) for r in records), ".3f"),
             status]
 
 
@@ -199,15 +211,16 @@ def main(argv=None):
     check_run_flags(run_argv, grid, parser)
     if "seed" in grid and args.seed is not None:
         parser.error("argument -seed: the seed is already varied by -grid seed=...")
-    combinations = plan(args, grid, run_argv, flags, parser)
-    parsed = {}
-    for combination in combinations:  # a bad value stops the sweep before anything runs
-        try:
-            parsed[combination.folder] = run.parse_args(combination.argv)
-        except SystemExit:
-            parser.exit(2, f"{parser.prog}: error: run.py rejects the flags of {combination.folder.name} (see above)\n")
+    try:  # the flags after -- once, by run.py's own parser; the grid's values go into copies
+        run_args = run.parse_args(run_argv)
+    except SystemExit as e:
+        if e.code != cli.EXIT_USAGE:  # a stop meanwhile, not run.py's parser
+            raise
+        parser.exit(2, f"{parser.prog}: error: run.py rejects the flags after -- (see above)\n")
+    combinations = plan(args, grid, run.RunOptions.from_args(run_args), flags, parser)
     try:  # the process flags are the same in every combination (they cannot be in -grid)
-        process = run.start_process(parsed[combinations[0].folder][1])
+        run.list_inputs(args.input_dir)  # a missing or empty folder would fail every combination alike
+        process = run.start_process(run_args.threads, speedups=not run_args.no_speedups)
     except cli.SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED
@@ -218,7 +231,7 @@ def main(argv=None):
             print(f"== {number}/{len(combinations)}: {combination.folder}")
             # In-process rather than a subprocess per combination: torch and the code load once, and
             # the results are the same, since every search draws from its own seeded generator.
-            exit_codes[combination.folder] = run.run_folder(*parsed[combination.folder], process, stop)
+            exit_codes[combination.folder] = run.run_folder(combination.options, process, stop)
             if stop.requested:
                 break
 

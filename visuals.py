@@ -139,12 +139,11 @@ def downscale_like_search(image, low_size):
 
 def result_panels(record, low_size):
     """The result of one log record, and what the search's downscaler makes of it."""
-    path = Path(record["output"])
+    path = Path(record.output)
     result = read_rgb(path)
-    status = runlog.status(record)
-    lines = [path.stem, f"seed {record['seed']} | step {record['best_step']} | L2 {record['losses']['L2']:.3g}"]
-    shown = Panel(result, lines + ([status] if record["converged"] else []),
-                  alarm="" if record["converged"] else status)
+    lines = [path.stem, f"seed {record.seed} | step {record.best_step} | L2 {record.losses['L2']:.3g}"]
+    shown = Panel(result, lines + ([record.status] if record.converged else []),
+                  alarm="" if record.converged else record.status)
     side = f"{low_size}x{low_size}"
     down = Panel(downscale_like_search(result, low_size), [f"{path.stem} downscaled to {side}",
                                                            "what L2 compared (nearest upscale)"],
@@ -169,25 +168,25 @@ class StripWriter:
         self.records = {source: {} for source in self.expected}
         running = {job.name for job in todo}
         earlier = runlog.latest_by_output(earlier_records)
-        outputs = (str(self.out_dir / f"{job.name}.png") for job in jobs if job.name not in running)
+        outputs = (str(job.output) for job in jobs if job.name not in running)
         self.add(earlier[output] for output in outputs if output in earlier)  # none for a failed search
 
     def add(self, records):
         for record in records:
-            name = Path(record["output"]).stem
+            name = Path(record.output).stem
             source = self.source_of[name]
             self.records[source][name] = record
             if len(self.records[source]) == len(self.expected[source]):
                 self.write(source)
 
     def write(self, source):
-        low = read_rgb(source)
+        low = read_rgb(Path(source))
         panels = input_panels(low)
         if self.hr_dir is not None:
-            panels += ground_truth_panels(self.hr_dir, source.stem)
+            panels += ground_truth_panels(self.hr_dir, Path(source).stem)
         for name in self.expected[source]:
             panels += result_panels(self.records[source][name], low.width)
-        save_image(draw_strip(panels), self.out_dir / f"{source.stem}_strip.png")
+        save_image(draw_strip(panels), self.out_dir / f"{Path(source).stem}_strip.png")
 
 
 # ---- search GIFs ---------------------------------------------------------------------------

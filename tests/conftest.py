@@ -127,6 +127,15 @@ def run_cli(tmp_path, *flags, inputs=None, out="out"):
     return run_on_tiny_model(out_dir, *flags, input_dir=inputs), out_dir
 
 
+def make_record(output="a.png", **changes):
+    """A run-log record with small made-up values, `changes` replacing some."""
+    import runlog
+    fields = dict(input="in.png", output=output, seed=0, base_seed=0, device="cpu", threads=1, steps=2,
+                  best_step=1, losses={"L2": 0.1, "TOTAL": 10.0}, converged=False, interrupted=False, seconds=1.0,
+                  args={"eps": 0.002}, trajectory=[{"step": 1, "L2": 0.1, "TOTAL": 10.0}])
+    return runlog.Record(**{**fields, **changes})
+
+
 def log_records(out_dir):
     return [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()]
 

@@ -102,9 +102,9 @@ def mixed(tmp_path_factory, predictor_path):
 # ---------------------------------------------------------------- the shared run
 
 @pytest.mark.slow  # shares the 20-second run over every kind of photo
-def test_run_succeeds_and_summarises(mixed):
+def test_run_writes_every_face_and_summarises_with_the_failures(mixed):
     result = mixed["result"]
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # some photos failed (named on stderr); the others are done
     total = sum(mixed["announced"].values())
     assert (f"7 photo(s) read, {total} face(s) written to {mixed['out']}, "
             f"3 failure(s) (2 unreadable, 1 without a face)") in result.stdout

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import convert_weights
+import families
+import nvidia_layouts
 import nvidia_pickles
 import weights
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, load_fixture
@@ -38,7 +40,7 @@ def test_conversion_gives_back_the_source_generator(tmp_path, mapping, resolutio
 
     convert_weights.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
 
-    converted = weights.load_synthesis(tmp_path / "cache" / "synthesis.pt")
+    converted = weights.load_network(tmp_path / "cache", "synthesis")
     expected_state = source.state_dict()
     got_state = converted.state_dict()
     assert list(got_state) == list(expected_state)
@@ -56,9 +58,10 @@ def test_the_2020_synthesis_file_comes_back_key_for_key():
     state = load_fixture(TINY_MODEL / "synthesis.pt")
     model = synthesis_from_state_dict(state)
     model.load_state_dict(state)
-    converted = convert_weights.convert_synthesis(dict(tf_synthesis_variables(model)))
-    assert list(converted) == list(state)
-    assert all(torch.equal(converted[k], state[k]) for k in state)
+    converted = nvidia_layouts.convert_synthesis(dict(tf_synthesis_variables(model)))
+    saved = families.build("stylegan1", "synthesis", converted, {}, "the test").state_dict()  # what is saved
+    assert list(saved) == list(state)
+    assert all(torch.equal(saved[k], state[k]) for k in state)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def converted_cache(tmp_path_factory, mapping):
 
 def test_mapping_and_gaussian_fit_are_written(converted_cache, mapping):
     cache = converted_cache
-    converted = weights.load_mapping(cache / "mapping.pt")
+    converted = weights.load_network(cache, "mapping")
     assert all(torch.equal(v, mapping.state_dict()[k]) for k, v in converted.state_dict().items())
     fit = weights.load_gaussian_fit(cache / "gaussian_fit.pt")
     expected = weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)
@@ -80,6 +83,9 @@ def test_mapping_and_gaussian_fit_are_written(converted_cache, mapping):
 
     synthesis, run_fit = weights.load_generator(cache, log=lambda *_: None)
     assert synthesis.resolution == 32 and torch.equal(run_fit["mean"], fit["mean"])
+    record = weights.read_record(cache)
+    assert record == {"family": "stylegan1", "attributes": {}, "source": str(cache.parent / "tiny.pkl"),
+                      "md5": convert_weights.file_md5(cache.parent / "tiny.pkl")}
 
 
 def test_run_py_searches_with_the_converted_cache(converted_cache, tmp_path):
@@ -106,6 +112,7 @@ def test_the_ffhq_model_keeps_the_bundled_2020_gaussian_fit(tmp_path, mapping, m
     convert_weights.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
     fit = weights.load_gaussian_fit(tmp_path / "cache" / "gaussian_fit.pt")
     bundled = weights.load_gaussian_fit(ROOT / "gaussian_fit.pt")
+    assert weights.BUNDLED_FIT == ROOT / "gaussian_fit.pt"
     assert torch.equal(fit["mean"], bundled["mean"]) and torch.equal(fit["std"], bundled["std"])
 
 
@@ -129,11 +136,11 @@ def test_weight_layouts_follow_tensorflow_semantics():
     w = rng.standard_normal((3, 3, 5, 4), dtype=np.float32)
     windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
     tf_out = np.einsum("niyxab,abio->noyx", windows, w)
-    torch_out = F.conv2d(torch.from_numpy(x), convert_weights.conv_weight_from_tf(w), padding=1)
+    torch_out = F.conv2d(torch.from_numpy(x), nvidia_layouts.conv_weight_from_tf(w), padding=1)
     np.testing.assert_allclose(torch_out.numpy(), tf_out, rtol=1e-5, atol=1e-5)
 
     v, d = rng.standard_normal((2, 5), dtype=np.float32), rng.standard_normal((5, 7), dtype=np.float32)
-    np.testing.assert_allclose(F.linear(torch.from_numpy(v), convert_weights.dense_weight_from_tf(d)).numpy(),
+    np.testing.assert_allclose(F.linear(torch.from_numpy(v), nvidia_layouts.dense_weight_from_tf(d)).numpy(),
                                v @ d, rtol=1e-5, atol=1e-5)
 
 
@@ -142,10 +149,10 @@ def test_unknown_synthesis_variables_are_an_error():
     variables = dict(tf_synthesis_variables(source))
     variables["4x4/Dense/weight"] = np.zeros((512, 256), np.float32)  # a dense input layer instead of Const
     with pytest.raises(weights.WeightsError, match="unexpected variables.*4x4/Dense/weight"):
-        convert_weights.convert_synthesis(variables)
+        nvidia_layouts.convert_synthesis(variables)
     del variables["4x4/Dense/weight"], variables["8x8/Conv1/weight"]
-    with pytest.raises(weights.WeightsError, match="does not fit StyleGAN-1"):
-        convert_weights.convert_synthesis(variables)
+    with pytest.raises(weights.WeightsError, match="not a StyleGAN-1 synthesis network this port can run"):
+        families.build("stylegan1", "synthesis", nvidia_layouts.convert_synthesis(variables), {}, "the test")
 
 
 # --- the command line, and refusing bad files -------------------------------------------------
@@ -187,12 +194,12 @@ def test_cli_converts_and_warns_about_an_unknown_file(cli_runs):
     assert run.returncode == 0, run.stderr
     assert run.stderr.startswith("warning: ") and "not one of NVIDIA's released" in run.stderr
     assert "8x8 generator" in run.stdout
-    assert {p.name for p in run.cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt"}
+    assert {p.name for p in run.cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
 
 
 def test_cli_refuses_a_malicious_pickle_without_running_it(cli_runs):
     run = cli_runs["malicious"]
-    assert run.returncode == 1
+    assert run.returncode == 3
     warning, error = run.stderr.strip().splitlines()  # unknown MD5, then the refusal; no traceback
     assert warning.startswith("warning: ")
     assert error.startswith("error: refusing to load ") and "system from the pickle" in error
@@ -201,7 +208,7 @@ def test_cli_refuses_a_malicious_pickle_without_running_it(cli_runs):
 
 def test_cli_reports_a_truncated_file_in_one_line(cli_runs):
     run = cli_runs["truncated"]
-    assert run.returncode == 1
+    assert run.returncode == 3
     warning, error = run.stderr.strip().splitlines()
     assert error.startswith("error: ") and "could not be read as a pickle (truncated or damaged?)" in error
     assert not run.cache.exists()
@@ -210,7 +217,7 @@ def test_cli_reports_a_truncated_file_in_one_line(cli_runs):
 def test_exec_payload_is_refused(tmp_path, capsys):
     marker = tmp_path / "MARKER"
     pkl = dump([Payload(exec, f"open({str(marker)!r}, 'w').close()")], tmp_path / "evil.pkl")
-    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 1
+    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 3
     assert "error: refusing to load builtins.exec from the pickle" in capsys.readouterr().err
     assert not marker.exists()
 
@@ -223,12 +230,12 @@ def test_exec_payload_is_refused(tmp_path, capsys):
 ])
 def test_pickle_of_the_wrong_kind_gives_a_clear_error(tmp_path, capsys, content, message):
     pkl = dump(content, tmp_path / "wrong.pkl")
-    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 1
+    assert convert_weights.main([str(pkl), "-cache_dir", str(tmp_path / "cache")]) == 3
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and message in error
     assert not (tmp_path / "cache").exists()
 
 
 def test_missing_file_gives_a_clear_error(tmp_path, capsys):
-    assert convert_weights.main([str(tmp_path / "nothing.pkl")]) == 1
+    assert convert_weights.main([str(tmp_path / "nothing.pkl")]) == 3
     assert capsys.readouterr().err.startswith("error: ")

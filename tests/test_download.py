@@ -130,6 +130,25 @@ def test_a_host_that_never_answers_times_out(tmp_path):
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         started = time.monotonic()
-        with pytest.raises(OSError):
+        with pytest.raises(OSError) as error:
             download.fetch(f"http://127.0.0.1:{silent.getsockname()[1]}/x", tmp_path / "x", timeout=(1, 1))
     assert time.monotonic() - started < 10
+    assert download.short_reason(error.value) == "timed out"
+
+
+def failure(url, tmp_path, **expected):
+    with pytest.raises(OSError) as error:
+        download.fetch(url, tmp_path / "x", **expected)
+    return download.short_reason(error.value)
+
+
+def test_failures_are_said_in_a_few_words(tmp_path, http_server):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/x"
+    assert failure("http://nonexistent.invalid/x.pkl", tmp_path) == "no network: cannot resolve the host"
+    assert failure(refused, tmp_path) == "connection refused"
+    assert failure(http_server.url("/missing.pkl"), tmp_path) == "HTTP 404"
+    url = http_server.add("/model.pkl", PAYLOAD)
+    assert failure(url, tmp_path, md5=hashlib.md5(b"other").hexdigest()) == "MD5 mismatch (a damaged or different file)"
+    assert download.short_reason(OSError("disk on fire\nsecond line")) == "disk on fire"

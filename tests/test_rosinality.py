@@ -88,8 +88,8 @@ def test_mapping_matches_rosinality(shared_networks, reference):
 
 @needs_shared
 def test_converted_layout_holds_the_same_generator():
-    training = rosinality_checkpoints.read_checkpoint(SHARED / "rosinality-64.pt")
-    converted = rosinality_checkpoints.read_checkpoint(SHARED / "rosinality-64-converted.pt")
+    training = rosinality_checkpoints.read_checkpoint(SHARED / "rosinality-64.pt").g_ema
+    converted = rosinality_checkpoints.read_checkpoint(SHARED / "rosinality-64-converted.pt").g_ema
     assert training.keys() == converted.keys() and all(torch.equal(training[k], converted[k]) for k in training)
 
 
@@ -170,7 +170,8 @@ def test_shared_checkpoint_converts_into_a_cache_that_loads_the_same_generator(t
     cache = tmp_path / "cache"
     assert convert_weights.main([str(SHARED / name), "-cache_dir", str(cache),
                                  "-gaussian_draws", str(GAUSSIAN_DRAWS)]) == 0
-    assert {p.name for p in cache.iterdir()} == {*weights.family_files("rosinality").values(), "gaussian_fit.pt"}
+    assert {p.name for p in cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
+    assert weights.read_record(cache)["family"] == "rosinality"
     synthesis, _ = weights.load_generator(cache, log=lambda *_: None)
     with torch.no_grad():
         image = synthesis(reference["ws"], reference["noise"])
@@ -197,14 +198,15 @@ def test_noise_layers_beyond_a_rosinality_generator_are_refused(tmp_path, rosina
                     ("-num_trainable_noise_layers", "8", "has 7 layers with noise")])
 
 
-def test_network_flag_tells_a_rosinality_checkpoint_by_its_content(tmp_path, rosinality_run_setup, monkeypatch):
+@pytest.mark.parametrize("name", ["550000.pt", "550000.pkl"])  # a .pkl name, a torch.save content
+def test_network_flag_tells_a_rosinality_checkpoint_by_its_content(tmp_path, rosinality_run_setup, monkeypatch, name):
     monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
-    checkpoint = tmp_path / "550000.pkl"  # the name says pickle; the content says torch.save
+    checkpoint = tmp_path / name
     torch.save({"g_ema": random_rosinality(seed=4), "latent_avg": torch.zeros(512)}, checkpoint)
     _, inputs = rosinality_run_setup
     assert run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / "out"), "-cache_dir",
                      str(tmp_path / "cache"), "-network", str(checkpoint), "-seed", "0", "-steps", "2"]) == 0
-    assert weights.converted_family(tmp_path / "cache" / "550000") == "rosinality"
+    assert weights.folder_family(tmp_path / "cache" / "550000") == "rosinality"
 
 
 def test_families_do_not_mix_in_one_cache(tmp_path, rosinality_run_setup):

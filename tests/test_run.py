@@ -137,16 +137,18 @@ def test_common_formats_and_modes_are_read_as_rgb(tmp_path, mode, suffix):
     ("-bad_noise_layers", "99", "this model's noise layers are 0..13, not 99"),
     ("-bad_noise_layers", "3.14.17", "not 14, 17"),
     ("-bad_noise_layers", "3,5", "dot-separated list"),
-    ("-num_trainable_noise_layers", "19", "within 0..18"),
     ("-num_trainable_noise_layers", "15", "this model has 14 layers"),
 ])
 def test_bad_flag_values_are_rejected_with_the_reason(tmp_path, capsys, flag, value, message):
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(tmp_path, flag, value)
-    assert exit_info.value.code == 2
+    # argparse refuses a value on its own; a value out of the loaded model's range is refused after loading
+    try:
+        code, _ = run_cli(tmp_path, flag, value)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err and flag in err
-    assert not (tmp_path / "out" / "face0.png").exists()
+    assert not (tmp_path / "out").exists()  # nothing written, not even the output folder
 
 
 def test_choices_are_listed_for_a_bad_choice(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""The run log stays whole when many processes append to it at once."""
+"""The run log: typed records that survive a JSON round trip, and a file that stays whole when
+many processes append to it at once."""
 import json
 import multiprocessing
 import subprocess
@@ -9,13 +10,13 @@ import time
 import pytest
 
 import runlog
-from conftest import ROOT
+from conftest import ROOT, make_record
 
 
 def append_many(log_path, writer, count):
     for i in range(count):
         # records of ~20 kB, far beyond what one write of a pipe or a page keeps whole
-        runlog.append(log_path, {"writer": writer, "index": i, "trajectory": "x" * (20000 + writer * 7 + i)})
+        runlog.append(log_path, make_record(seed=writer, base_seed=i, input="x" * (20000 + writer * 7 + i)))
 
 
 def test_concurrent_appends_from_many_processes_leave_every_line_whole(tmp_path):
@@ -32,9 +33,9 @@ def test_concurrent_appends_from_many_processes_leave_every_line_whole(tmp_path)
     records = [json.loads(line) for line in lines]  # every line parses
     assert len(records) == writers * per_writer
     for w in range(writers):
-        mine = [r for r in records if r["writer"] == w]
-        assert [r["index"] for r in mine] == list(range(per_writer))
-        assert all(len(r["trajectory"]) == 20000 + w * 7 + r["index"] for r in mine)
+        mine = [r for r in records if r["seed"] == w]
+        assert [r["base_seed"] for r in mine] == list(range(per_writer))
+        assert all(len(r["input"]) == 20000 + w * 7 + r["base_seed"] for r in mine)
 
 
 @pytest.mark.skipif(runlog.fcntl is None, reason="no POSIX record locks on this system")
@@ -47,20 +48,44 @@ def test_an_append_waits_for_the_writer_that_holds_the_lock(tmp_path):
          "sys.stdin.readline()"],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    writer = threading.Thread(target=runlog.append, args=(log_path, {"output": "a.png"}))
+    writer = threading.Thread(target=runlog.append, args=(log_path, make_record("a.png")))
     writer.start()
     time.sleep(1.0)
     assert writer.is_alive() and log_path.read_text() == ""  # blocked by the other process's lock
     holder.communicate("\n", timeout=30)
     writer.join(timeout=30)
-    assert runlog.read(log_path) == [{"output": "a.png"}]
+    assert runlog.read(log_path) == [make_record("a.png")]
 
 
 def test_a_line_cut_off_by_a_killed_writer_damages_only_itself(tmp_path, capsys):
     log_path = tmp_path / runlog.LOG_NAME
-    runlog.append(log_path, {"output": "a.png"})
+    runlog.append(log_path, make_record("a.png"))
     with open(log_path, "a") as f:
         f.write('{"output": "b.p')  # the writer died here
-    runlog.append(log_path, {"output": "c.png"})
-    assert runlog.read(log_path) == [{"output": "a.png"}, {"output": "c.png"}]
+    runlog.append(log_path, make_record("c.png"))
+    assert runlog.read(log_path) == [make_record("a.png"), make_record("c.png")]
     assert f"{log_path}:2 is not a JSON line" in capsys.readouterr().err
+
+
+def test_a_record_survives_the_log_and_a_line_of_another_kind_is_named(tmp_path):
+    log_path = tmp_path / runlog.LOG_NAME
+    written = make_record("a.png", converged=True, args={"eps": 0.002, "loss_str": "100*L2"})
+    runlog.append(log_path, written)
+    with open(log_path, "a") as f:
+        f.write('{"output": "b.png"}\n[1, 2]\n')
+    problems = []
+    assert runlog.read(log_path, problems) == [written]
+    assert [p.split(" is ")[0] for p in problems] == [f"{log_path}:2", f"{log_path}:3"]
+    assert all("not a run-log record" in p for p in problems)
+    assert written.status == "converged"
+    assert make_record(interrupted=True, steps=7).status == "NOT CONVERGED, interrupted after 7 steps"
+
+
+def test_a_log_of_the_previous_version_is_read_with_the_default_noise_layers_of_today(tmp_path):
+    settings = {"eps": 0.002, "bad_noise_layers": None}
+    old = json.loads(make_record(args={"eps": 0.002, "bad_noise_layers": "17"}).to_json())
+    (tmp_path / runlog.LOG_NAME).write_text(json.dumps(old) + "\n")
+    (record,) = runlog.read(tmp_path / runlog.LOG_NAME)
+    assert record.is_complete(settings)
+    assert not make_record(args={"eps": 0.002, "bad_noise_layers": "3.5"}).is_complete(settings)
+    assert not make_record(args=settings, interrupted=True).is_complete(settings)

@@ -10,8 +10,9 @@ import bench
 import run
 import speed
 from conftest import TINY_INPUT, TINY_MODEL, load_fixture
+from fastops import FastOps
 from PULSE import PULSE
-from stylegan import FastOps, G_synthesis, synthesis_from_state_dict
+from stylegan import G_synthesis, synthesis_from_state_dict
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import sys
 import types
 from unittest import mock
@@ -24,10 +25,9 @@ import nvidia_pickles
 import releases
 import run
 import stylegan2
-import weight_sources
 import weights
 from bicubic import BicubicDownSample
-from conftest import ROOT
+from conftest import ROOT, TINY_MODEL
 from images import save_tensor_image
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan2"
@@ -194,6 +194,11 @@ def test_float64_agrees_with_float32():
 
 # ---- NVIDIA's own reference ------------------------------------------------------------------
 
+def load_both(cache):
+    """(synthesis, mapping) of a converted cache folder."""
+    return weights.load_network(cache, "synthesis"), weights.load_network(cache, "mapping")
+
+
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("sg2-shared")
@@ -214,7 +219,7 @@ def test_shared_pickle_converts_to_the_described_shape(shared_cache):
     assert isinstance(synthesis, stylegan2.SynthesisNetwork)
     assert synthesis.resolution == info["resolution"] and synthesis.num_ws == info["num_ws"]
     assert synthesis.noise_sizes == info["noise_layers"]
-    _, mapping = weights.load_converted(shared_cache)
+    _, mapping = load_both(shared_cache)
     params = sum(t.numel() for m in (synthesis, mapping) for t in m.parameters())
     assert params == info["params"]
     assert set(fit) == {"mean", "std"}
@@ -224,7 +229,7 @@ def test_shared_pickle_converts_to_the_described_shape(shared_cache):
 @pytest.mark.parametrize("image", ["img_noise", "img_const", "img_none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_forward_matches_nvidia(shared_cache, reference, image, dtype):
-    synthesis, _ = weights.load_converted(shared_cache)
+    synthesis, _ = load_both(shared_cache)
     synthesis = synthesis.to(dtype)
     noise = {"img_noise": reference["noise"], "img_const": synthesis.noise_const(),
              "img_none": [torch.zeros(1, 1, r, r) for r in synthesis.noise_sizes]}[image]
@@ -240,7 +245,7 @@ def test_forward_matches_nvidia(shared_cache, reference, image, dtype):
 
 @needs_shared
 def test_mapping_matches_nvidia(shared_cache, reference):
-    _, mapping = weights.load_converted(shared_cache)
+    _, mapping = load_both(shared_cache)
     with torch.no_grad():
         w = mapping(reference["z"])
     assert relative_error(w[:, None].expand_as(reference["w"]), reference["w"]) < 1e-5
@@ -253,7 +258,7 @@ FIT_DRAWS = 100_000
 def test_gaussian_fit_agrees_with_the_shared_one_within_sampling_error(shared_cache):
     """The recipe's first FIT_DRAWS draws against NVIDIA-side 1,000,000: means within 6 standard
     errors, standard deviations within 6 of theirs (kurtosis allowed up to 10)."""
-    _, mapping = weights.load_converted(shared_cache)
+    _, mapping = load_both(shared_cache)
     fit = weights.fit_gaussian(mapping, draws=FIT_DRAWS)
     want = weights.load_gaussian_fit(SHARED / "gaussian_fit.pt")
     standard_error = want["std"] / math.sqrt(FIT_DRAWS)
@@ -265,7 +270,7 @@ def test_gaussian_fit_agrees_with_the_shared_one_within_sampling_error(shared_ca
 @needs_shared
 @pytest.mark.slow
 def test_gaussian_fit_with_all_draws_reproduces_the_shared_one(shared_cache):
-    _, mapping = weights.load_converted(shared_cache)
+    _, mapping = load_both(shared_cache)
     fit = weights.fit_gaussian(mapping)
     want = weights.load_gaussian_fit(SHARED / "gaussian_fit.pt")
     for name in ("mean", "std"):
@@ -282,10 +287,10 @@ def test_shared_pickle_runs_none_of_its_source(tmp_path):
 
 # ---- fresh clone: own pickles in NVIDIA's format -------------------------------------------
 
-def convert_bytes(tmp_path, data, name="net"):
+def convert_bytes(tmp_path, data, name="net", cache=None):
     path = tmp_path / f"{name}.pkl"
     path.write_bytes(data)
-    cache = tmp_path / f"{name}-cache"
+    cache = cache or tmp_path / f"{name}-cache"
     convert_weights.convert(path, cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
     return cache
 
@@ -298,10 +303,13 @@ def test_own_pickle_round_trips_exactly(tmp_path, architecture, conv_clamp, prot
     data = nvidia_pickle(synthesis, mapping, module_src=f"open({str(marker)!r}, 'w').close()", protocol=protocol)
     cache = convert_bytes(tmp_path, data)
     assert not marker.exists()
-    assert {p.name for p in cache.iterdir()} == {*weights.family_files("stylegan2").values(), "gaussian_fit.pt"}
+    assert {p.name for p in cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
+    record = weights.read_record(cache)
+    assert record["family"] == "stylegan2" and record["md5"] == convert_weights.file_md5(tmp_path / "net.pkl")
+    assert record["attributes"] == {"conv_clamp": conv_clamp, "mapping_lr_multiplier": 0.01}
 
     got, fit = weights.load_generator(cache, log=lambda *_: None)
-    _, got_mapping = weights.load_converted(cache)
+    _, got_mapping = load_both(cache)
     ws = torch.randn(2, synthesis.num_ws, 512)
     assert torch.equal(got(ws, noise_for(synthesis)), synthesis(ws, noise_for(synthesis)))
     z = torch.randn(5, 512)
@@ -315,16 +323,21 @@ def test_stylegan2_cache_never_uses_the_bundled_stylegan1_fit(tmp_path, monkeypa
     cache = convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()))
     (cache / "gaussian_fit.pt").unlink()
     _, fit = weights.load_generator(cache, log=lambda *_: None)
-    _, mapping = weights.load_converted(cache)
+    _, mapping = load_both(cache)
     assert torch.equal(fit["mean"], weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)["mean"])  # its own mapping
     assert (cache / "gaussian_fit.pt").is_file()
 
 
-def test_families_do_not_mix_in_one_cache(tmp_path):
-    cache = convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()))
-    (cache / "synthesis.pt").write_bytes(b"")
+def test_families_do_not_mix_in_one_cache(tmp_path, tiny_pickle):
+    files_2020 = tmp_path / "2020"
+    files_2020.mkdir()
+    shutil.copy(TINY_MODEL / "synthesis.pt", files_2020)
     with pytest.raises(weights.WeightsError, match="already holds a StyleGAN-1 generator"):
-        convert_weights.convert(tmp_path / "net.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+        convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()), cache=files_2020)
+    assert [p.name for p in files_2020.iterdir()] == ["synthesis.pt"]  # the user's 2020 file is untouched
+    cache = convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()))
+    with pytest.raises(weights.WeightsError, match="already holds a StyleGAN2 generator"):
+        convert_bytes(tmp_path, tiny_pickle, name="sg1", cache=cache)
 
 
 def test_conditional_generators_are_refused(tmp_path):
@@ -350,7 +363,7 @@ def test_payload_in_a_persistent_object_is_refused_and_never_runs(tmp_path, caps
     data = nvidia_pickle(*random_stylegan2(), extra_state=dict(num_ws=evil))
     path = tmp_path / "evil.pkl"
     path.write_bytes(data)
-    assert convert_weights.main([str(path), "-cache_dir", str(tmp_path / "cache")]) == 1
+    assert convert_weights.main([str(path), "-cache_dir", str(tmp_path / "cache")]) == 3  # setup failed
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: refusing to load ") and ("system" in error or "builtins.eval" in error)
     assert not marker.exists() and not (tmp_path / "cache").exists()
@@ -427,16 +440,20 @@ def assert_batch_of_two_equals_two_batches_of_one(tmp_path, setup, *extra_flags)
 
 
 def test_noise_layers_beyond_a_stylegan2_are_refused(tmp_path, sg2_run_setup, capsys):
-    assert_refused(tmp_path, sg2_run_setup, capsys, [("-bad_noise_layers", "3.9", "noise layers are 0..6, not 9"),
-                                                     ("-num_trainable_noise_layers", "8", "has 7 layers with noise")])
+    assert_refused(tmp_path, sg2_run_setup, capsys, [
+        ("-bad_noise_layers", "3.9", "noise layers are 0..6, not 9"),
+        ("-bad_noise_layers", "17", "noise layers are 0..6, not 17"),  # 2020's, said aloud
+        ("-num_trainable_noise_layers", "8", "has 7 layers with noise")])
 
 
 def assert_refused(tmp_path, setup, capsys, cases):
-    """run.py exits with usage error 2 and the message of each (flag, value, message)."""
+    """run.py exits with usage error 2 and the message of each (flag, value, message), writing nothing."""
+    cache, inputs = setup
     for flag, value, message in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            run_sg2(tmp_path, setup, "refused", flag, value)
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        code = run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / "refused"), "-cache_dir", str(cache),
+                         flag, value])
+        assert code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "refused").exists()
 
 
 def test_network_flag_converts_a_stylegan2_pickle_once_and_takes_its_folder(tmp_path, sg2_run_setup, monkeypatch):
@@ -449,5 +466,5 @@ def test_network_flag_converts_a_stylegan2_pickle_once_and_takes_its_folder(tmp_
     for out, network in [("first", pkl), ("again", pkl), ("folder", folder)]:
         assert run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / out), "-cache_dir",
                          str(tmp_path / "cache"), "-network", str(network), "-seed", "0", "-steps", "2"]) == 0
-        stamps.append((folder / weight_sources.RECORD).stat().st_mtime_ns)
-    assert weights.converted_family(folder) == "stylegan2" and len(set(stamps)) == 1  # converted once
+        stamps.append((folder / weights.RECORD).stat().st_mtime_ns)
+    assert weights.folder_family(folder) == "stylegan2" and len(set(stamps)) == 1  # converted once

@@ -16,6 +16,7 @@ import scipy.special
 import torch
 
 import convert_weights
+import families
 import nvidia_pickles
 import releases
 import run
@@ -34,9 +35,11 @@ FIT_DRAWS = 100_000
 def networks_of_file(path, family="stylegan3"):
     """(synthesis, mapping) of the network file at `path`, read as the converter reads it, which
     must find it of `family`."""
-    found, states = convert_weights.read_network(path)
-    assert found == family
-    return weights.converted_networks(family, *states, source=path)
+    network_file = convert_weights.read_network(path)
+    assert families.family_of(network_file) == family
+    synthesis_state, mapping_state, attributes = families.FAMILIES[family].read(network_file, str(path))
+    return (families.build(family, "synthesis", synthesis_state, attributes, path),
+            families.build(family, "mapping", mapping_state, attributes, path))
 
 
 DRAWS = [FIT_DRAWS, pytest.param(weights.GAUSSIAN_FIT_DRAWS, marks=pytest.mark.slow)]
@@ -128,7 +131,7 @@ def test_design_reproduces_nvidias_layers():
 @needs_shared
 def test_shared_pickle_runs_none_of_its_source():
     data = nvidia_pickles.read(PICKLE)
-    assert nvidia_pickles.is_stylegan3_generator(data["G_ema"])
+    assert nvidia_pickles.is_stylegan3_pickle(data) and not nvidia_pickles.is_stylegan2_pickle(data)
     assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
 
 
@@ -234,7 +237,8 @@ SMALL = dict(img_resolution=16, channel_base=128, channel_max=8, num_layers=4)  
 def test_shared_pickle_converts_into_a_cache_that_loads_the_same_generator(tmp_path, shared_networks, reference):
     cache = tmp_path / "cache"
     assert convert_weights.main([str(PICKLE), "-cache_dir", str(cache), "-gaussian_draws", str(GAUSSIAN_DRAWS)]) == 0
-    assert {p.name for p in cache.iterdir()} == {*weights.family_files("stylegan3").values(), "gaussian_fit.pt"}
+    assert {p.name for p in cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
+    assert weights.read_record(cache)["family"] == "stylegan3"
     synthesis, fit = weights.load_generator(cache, log=lambda *_: None)
     with torch.no_grad():
         image = synthesis(reference["ws"], [])
@@ -269,7 +273,7 @@ def test_noise_flags_do_nothing_by_default_and_naming_a_layer_is_refused(tmp_pat
     for noise_type in ("zero", "fixed"):  # nothing to draw or hold: the same search as the default
         records, _ = run_sg2(tmp_path, sg3_run_setup, noise_type, "-seed", "1", "-steps", "2", "-noise_type", noise_type)
         assert [r["trajectory"] for r in records] == [r["trajectory"] for r in default]
-    assert_refused(tmp_path, sg3_run_setup, capsys, [("-bad_noise_layers", "0", "this model has no noise layers, not 0"),
+    assert_refused(tmp_path, sg3_run_setup, capsys, [("-bad_noise_layers", "0", "this model's noise layers are none, not 0"),
                                                      ("-num_trainable_noise_layers", "1", "has 0 layers with noise")])
 
 
@@ -280,4 +284,4 @@ def test_network_flag_converts_a_stylegan3_pickle(tmp_path, sg3_run_setup, monke
     _, inputs = sg3_run_setup
     assert run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / "out"), "-cache_dir",
                      str(tmp_path / "cache"), "-network", str(pkl), "-seed", "0", "-steps", "2"]) == 0
-    assert weights.converted_family(tmp_path / "cache" / "sg3-net") == "stylegan3"
+    assert weights.folder_family(tmp_path / "cache" / "sg3-net") == "stylegan3"

@@ -7,7 +7,7 @@ from PIL import Image, ImageSequence
 import run
 import visuals
 from PULSE import BestTracker, Step
-from conftest import TINY_INPUT, run_on_tiny_model
+from conftest import TINY_INPUT, make_record, run_on_tiny_model
 from visuals import LABEL_HEIGHT, PANEL, RED
 
 STEPS = 3
@@ -57,7 +57,7 @@ def test_results_that_did_not_converge_are_marked_red(pictured_run):
 def test_a_converged_result_gets_no_red_mark(tmp_path):
     image_path = tmp_path / "face.png"
     Image.new("RGB", (64, 64), "grey").save(image_path)
-    record = {"output": str(image_path), "converged": True, "seed": 3, "best_step": 7, "losses": {"L2": 0.002}}
+    record = make_record(str(image_path), converged=True, seed=3, best_step=7, losses={"L2": 0.002})
     strip = visuals.draw_strip(visuals.result_panels(record, 16))
     assert strip.size == (2 * PANEL, PANEL + LABEL_HEIGHT)
     assert red_pixels(strip) == 0
@@ -74,7 +74,7 @@ def test_gif_has_one_frame_per_step_for_every_sample_of_every_batch(pictured_run
 def test_gif_frames_are_small_and_show_the_best_so_far(tmp_path):
     paths = [tmp_path / "a_search.gif", tmp_path / "b_search.gif"]
     gif = visuals.SearchGif(paths, steps=3)
-    best = BestTracker(loss_terms=[(100.0, "L2")])
+    best = BestTracker(loss_terms=[(100.0, "L2")], variables=[torch.zeros(2, 1, 4)])
     totals, l2s = [[3.0, 1.0], [2.0, 1.0], [2.0, 0.5]], [[0.3, 0.1], [0.2, 0.2], [0.1, 0.05]]
     for step, (total, l2) in enumerate(zip(totals, l2s), start=1):
         losses = {"L2": torch.tensor(l2), "TOTAL": torch.tensor(total)}

@@ -6,6 +6,8 @@ override PULSE_TEST_WEIGHT_SOURCES; the network is a tiny NVIDIA-format StyleGAN
 import hashlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ import runlog
 import weight_sources
 import weights
 from conftest import ROOT, TINY_INPUT, TINY_MODEL
-from files import folder_lock
+from files import folder_lock, preparing
 from stylegan1_pickles import Network, dumps, tiny_pickle_bytes
 
 DRAWS = 256  # of the gaussian fit after converting the tiny model (the real default takes a minute)
@@ -44,7 +46,7 @@ def search(cache_dir, out_dir, *flags):
     code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(out_dir), "-cache_dir", str(cache_dir),
                      "-seed", "0", "-steps", "3", "-precision", "fp64", *flags])
     assert code == 0
-    return [record["trajectory"] for record in runlog.read(out_dir / runlog.LOG_NAME)]
+    return [record.trajectory for record in runlog.read(out_dir / runlog.LOG_NAME)]
 
 
 def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(tmp_path, http_server, tiny_pickle,
@@ -54,7 +56,8 @@ def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(t
     from_url = search(tmp_path / "cache", tmp_path / "a", "-network", url)
     converted = tmp_path / "cache" / "tiny-net"
     written = {p.name for p in converted.iterdir()}
-    assert {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weight_sources.RECORD} <= written
+    assert {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD} <= written
+    assert weights.read_record(converted)["source"] == url
     assert not (converted / "tiny-net.pkl").exists()  # the pickle is dropped without -keep_pickle
 
     (tmp_path / "tiny-net.pkl").write_bytes(tiny_pickle)
@@ -84,14 +87,22 @@ def test_a_local_pickle_is_converted_again_only_when_it_changes(tmp_path, tiny_p
     other = tmp_path / "other"
     convert_weights.convert(pkl, other, gaussian_draws=DRAWS, log=quiet)
     assert all(torch.equal(v, weights.load_tensors(other / "synthesis.pt")[k]) for k, v in reconverted.items())
-    assert json.loads((folder / weight_sources.RECORD).read_text())["md5"] == convert_weights.file_md5(pkl)
+    assert weights.read_record(folder)["md5"] == convert_weights.file_md5(pkl)
 
 
 def test_a_folder_of_pt_files_is_used_as_it_is(tmp_path):
     assert weight_sources.network_folder(TINY_MODEL, tmp_path / "cache", log=quiet) == TINY_MODEL
     assert not (tmp_path / "cache").exists()
-    with pytest.raises(weights.WeightsError, match="the folder has no synthesis.pt"):
+    with pytest.raises(weights.WeightsError, match="holds no generator"):
         weight_sources.network_folder(tmp_path, tmp_path / "cache", log=quiet)
+
+
+def test_a_pt_file_stands_for_its_folder(tmp_path):
+    assert weight_sources.network_folder(TINY_MODEL / "synthesis.pt", tmp_path / "cache", log=quiet) == TINY_MODEL
+    assert not (tmp_path / "cache").exists()
+    (tmp_path / "stray.pt").write_bytes(b"")
+    with pytest.raises(weights.WeightsError, match="holds no generator"):
+        weight_sources.network_folder(tmp_path / "stray.pt", tmp_path / "cache", log=quiet)
 
 
 def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
@@ -99,6 +110,25 @@ def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
                      "-network", str(tmp_path / "nothing.pkl")])
     assert code == run.EXIT_SETUP_FAILED
     assert capsys.readouterr().err == f"error: -network {tmp_path / 'nothing.pkl'}: no such file or folder\n"
+
+
+def test_2020_files_without_any_gaussian_fit_get_the_2020_mapping(tmp_path, http_server, monkeypatch):
+    monkeypatch.setattr(weights, "BUNDLED_FIT", tmp_path / "no_bundled_fit.pt")
+    folder = tmp_path / "files_2020"
+    folder.mkdir()
+    shutil.copy(TINY_MODEL / "synthesis.pt", folder)
+    mapping = http_server.add("/mapping.pt", b"the 2020 mapping.pt")  # what is tested is where it lands
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override({"2020 mapping": [
+        source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt"), source("a mirror", mapping, "mapping.pt")]}))
+    assert weight_sources.weights_folder(folder, tmp_path / "cache", log=quiet) == folder
+    assert (folder / "mapping.pt").is_file() and weights.can_fit_gaussian(folder)
+
+    (folder / "mapping.pt").unlink()
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override({"2020 mapping": [
+        source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt")]}))
+    with pytest.raises(weights.WeightsError, match="(?s)has no gaussian_fit.pt.*the 2020 link: HTTP 404.*mapping.pt"):
+        weight_sources.weights_folder(folder, tmp_path / "cache", log=quiet)
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "synthesis.pt"]  # the lock of the first fetch
 
 
 def test_url_folder_names():
@@ -116,7 +146,8 @@ def test_the_default_chain_fetches_verifies_and_converts(tmp_path, http_server, 
     }))
     cache = tmp_path / "cache"
     weight_sources.fill_default_cache(cache, keep_pickle, log=quiet)
-    expected = {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", ".lock"} | ({"ffhq.pkl"} if keep_pickle else set())
+    expected = ({"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD, ".lock"}
+                | ({"ffhq.pkl"} if keep_pickle else set()))
     assert {p.name for p in cache.iterdir()} == expected
     synthesis, _ = weights.load_generator(cache, log=quiet)
     assert synthesis.resolution == 32
@@ -142,10 +173,44 @@ def test_when_every_source_fails_one_message_names_each(tmp_path, http_server, t
     error = err[err.index("error: "):]  # after the progress bars
     assert error.startswith(f"error: no generator weights in {cache}/, and every source failed:")
     for reason in ("the 2020 link", "not a readable PyTorch weights file", "test page", "web page instead of the file",
-                   "test short", "not the expected", "test evil", "MD5", "convert_weights.py", "synthesis.pt"):
+                   "test short", "not the expected size", "test evil", "MD5 mismatch", "convert_weights.py",
+                   "synthesis.pt"):
         assert reason in error
     assert not marker.exists()  # the wrong file was never unpickled
-    assert [p.name for p in cache.iterdir()] == [".lock"]  # nothing a later run could take for weights
+    assert not cache.exists()  # the run found no cache folder and leaves none
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_without_network_the_message_is_short_and_names_each_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a cache folder named as users name it
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override({
+        "2020": [source("the 2020 link", "http://nonexistent.invalid/synthesis.pt", "synthesis.pt")],
+        "ffhq": [source("test CDN", f"http://127.0.0.1:{closed_port()}/ffhq.pkl", "ffhq.pkl")]}))
+    with pytest.raises(weights.WeightsError) as error:
+        weight_sources.weights_folder(None, "cache", log=quiet)
+    lines = str(error.value).splitlines()
+    assert all(len(line) < 120 for line in lines), lines
+    assert "  - the 2020 link: no network: cannot resolve the host" in lines
+    assert "  - test CDN: connection refused" in lines
+    assert any("convert_weights.py" in line for line in lines) and any("-network" in line for line in lines)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_failed_network_url_leaves_the_cache_as_it_was(tmp_path, http_server, monkeypatch):
+    monkeypatch.setenv(releases.TEST_OVERRIDE, override())
+    cache = tmp_path / "deep" / "cache"
+    with pytest.raises(weights.WeightsError, match="HTTP 404"):
+        weight_sources.weights_folder(http_server.url("/gone.pkl"), cache, log=quiet)
+    assert not (tmp_path / "deep").exists()
+    cache.mkdir(parents=True)
+    with pytest.raises(weights.WeightsError, match="HTTP 404"):
+        weight_sources.weights_folder(http_server.url("/gone.pkl"), cache, log=quiet)
+    assert list(cache.iterdir()) == []  # the folder the user made stays, without a lock file
 
 
 class PayloadSystem:
@@ -163,7 +228,7 @@ def test_convert_weights_downloads_a_release(tmp_path, http_server, tiny_pickle,
     assert convert_weights.main(["--download", "celebahq", "--keep_pickle", "-cache_dir", str(tmp_path / "cache"),
                                  "-gaussian_draws", str(DRAWS)]) == 0
     assert {p.name for p in (tmp_path / "cache").iterdir()} == {
-        "synthesis.pt", "mapping.pt", "gaussian_fit.pt", "celebahq.pkl", ".lock"}
+        "synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD, "celebahq.pkl", ".lock"}
     assert convert_weights.file_md5(tmp_path / "cache" / "celebahq.pkl") == md5
 
 
@@ -195,6 +260,24 @@ def test_the_folder_lock_makes_a_second_holder_wait_and_says_so(tmp_path):
     thread.join(timeout=10)
     assert order == ["first", "second"]
     assert messages == [f"waiting for another process that is preparing {tmp_path}/ (it holds {tmp_path}/.lock)"]
+
+
+def test_a_process_waiting_on_a_failed_preparation_locks_afresh(tmp_path):
+    """The failing holder deletes the lock file and the folder it made; the waiter makes and locks new ones."""
+    folder, messages, held = tmp_path / "cache", [], []
+
+    def second():
+        with folder_lock(folder, log=messages.append, poll_seconds=0.05):
+            held.append((folder / ".lock").is_file())
+
+    with pytest.raises(RuntimeError, match="no weights"):
+        with preparing(folder, log=quiet):
+            thread = threading.Thread(target=second)
+            thread.start()
+            wait_for(lambda: messages, timeout=10)
+            raise RuntimeError("no weights")
+    thread.join(timeout=10)
+    assert held == [True] and len(messages) == 1
 
 
 @pytest.mark.slow

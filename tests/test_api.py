@@ -1,0 +1,183 @@
+"""The Python API (PULSE.load, model.upsample, model.render) on the tiny model: the same results as
+run.py, every accepted input form, bad inputs refused before any search, stopping, and the
+README's example."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import PULSE
+import runlog
+from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, pixels, run_on_tiny_model
+from images import read_rgb, to_tensor
+from weights import WeightsError
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def model64():
+    return PULSE.load(cache_dir=TINY_MODEL, precision="fp64", log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def model32():
+    return PULSE.load(cache_dir=TINY_MODEL, log=lambda *_: None)
+
+
+def png_pixels(image, tmp_path):
+    """The pixels of `image` as run.py would write them (a PNG, read back)."""
+    path = tmp_path / "api.png"
+    image.save(path)
+    return pixels(path)
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_upsample_gives_exactly_run_pys_results_in_float64(tmp_path, model64, seed):
+    out_dir = tmp_path / "run"
+    assert run_on_tiny_model(out_dir, "-seed", seed, "-steps", STEPS, "-duplicates", 2, "-precision", "fp64") == 0
+    records = log_records(out_dir)
+    results = model64.upsample(TINY_INPUT, seed=seed, steps=STEPS, duplicates=2)
+    assert [r.name for r in results] == ["target_1", "target_2"]
+    assert [r.seed for r in results] == [seed, seed + 1]
+    for result, record in zip(results, records):
+        assert np.array_equal(png_pixels(result.image, tmp_path), pixels(out_dir / f"{result.name}.png"))
+        assert result.trajectory == record["trajectory"]
+        assert (result.best_step, result.losses, result.converged) == \
+            (record["best_step"], record["losses"], record["converged"])
+        assert not result.interrupted and result.steps == STEPS
+    assert not np.array_equal(np.asarray(results[0].image), np.asarray(results[1].image))
+
+
+def test_every_input_form_gives_the_same_result(tmp_path, model64):
+    image = read_rgb(TINY_INPUT)
+    tensor = to_tensor(image)
+    forms = {"path": str(TINY_INPUT), "Path": TINY_INPUT, "PIL": image, "tensor": tensor,
+             "batch tensor": tensor[None], "list": [TINY_INPUT, image]}
+    want = model64.upsample(TINY_INPUT, seed=0, steps=2)[0]
+    for form, images in forms.items():
+        results = model64.upsample(images, seed=0, steps=2)
+        assert len(results) == (2 if form == "list" else 1), form
+        for result in results:
+            assert torch.equal(result.tensor, want.tensor), form
+            assert result.trajectory == want.trajectory, form
+    assert [r.input for r in model64.upsample([TINY_INPUT, image], seed=0, steps=1)] == [str(TINY_INPUT), "image 1"]
+
+
+def test_a_batch_tensor_gives_one_result_per_image_in_order(model64):
+    first, second = to_tensor(read_rgb(TINY_INPUT)), to_tensor(read_rgb(TINY_INPUT)).flip(-1)
+    together = model64.upsample(torch.stack([first, second]), seed=5, steps=2, batch_size=2)
+    alone = [model64.upsample(image, seed=5, steps=2)[0] for image in (first, second)]
+    assert [r.name for r in together] == ["image0", "image1"]
+    for got, want in zip(together, alone):
+        for g, w in zip(got.trajectory, want.trajectory):
+            assert g == pytest.approx(w, rel=1e-9)
+
+
+@pytest.mark.parametrize("make_bad, reason", [
+    (lambda tmp: tmp / "missing.png", "no such file"),
+    (lambda tmp: tmp / "notes.txt", "not an image file"),
+    (lambda tmp: Image.new("RGB", (16, 12)), "not square"),
+    (lambda tmp: Image.new("RGB", (512, 512)), "larger than the 256x256 model"),
+    (lambda tmp: Image.new("RGB", (24, 24)), "does not divide 256"),
+    (lambda tmp: torch.rand(3, 16, 16) * 2, "within [0, 1]"),
+    (lambda tmp: torch.rand(16, 16), "expected a [3, r, r] RGB tensor"),
+    (lambda tmp: 42, "is not an image"),
+])
+def test_an_unusable_image_is_refused_by_name_before_any_search(tmp_path, model64, monkeypatch, make_bad, reason):
+    (tmp_path / "notes.txt").write_text("hello")
+    monkeypatch.setattr(PULSE.PULSE, "search", lambda *_: pytest.fail("a search ran"))
+    bad = make_bad(tmp_path)
+    with pytest.raises(ValueError) as refused:
+        model64.upsample([TINY_INPUT, bad], seed=0, steps=2)
+    message = str(refused.value)
+    assert reason in message
+    assert (str(bad) if isinstance(bad, os.PathLike) else "image 1") in message
+
+
+def test_bad_settings_are_refused_before_any_search(model64, monkeypatch):
+    monkeypatch.setattr(PULSE.PULSE, "search", lambda *_: pytest.fail("a search ran"))
+    for settings, reason in [({"eps": 0}, "eps must be"), ({"opt_name": "lbfgs"}, "opt_name must be"),
+                             ({"bad_noise_layers": "99"}, "noise layers are 0..13"),
+                             ({"loss_str": "100*L3"}, "unknown loss")]:
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            model64.upsample(TINY_INPUT, **settings)
+    with pytest.raises(TypeError):
+        model64.upsample(TINY_INPUT, stpes=3)
+
+
+def test_render_draws_the_best_image_again(model32, model64):
+    for model in (model32, model64):
+        (result,) = model.upsample(TINY_INPUT, seed=2, steps=5)
+        assert result.latent.shape == (model.num_ws, 512)
+        assert [n.shape[-1] for n in result.noise] == model.noise_sizes
+        assert model.render(result.latent, result.noise).tobytes() == result.image.tobytes()
+    with_tiled = model64.upsample(TINY_INPUT, seed=2, steps=3, tile_latent=True)[0]
+    assert with_tiled.latent.shape == (1, 512)
+    assert model64.render(with_tiled.latent, with_tiled.noise).tobytes() == with_tiled.image.tobytes()
+
+
+def test_on_step_sees_every_step_and_can_stop_the_search(model64):
+    seen = []
+
+    def watch(step):
+        seen.append((step.number, step.losses["L2"].tolist(), step.tracker.best_im.shape))
+    (result,) = model64.upsample(TINY_INPUT, seed=1, steps=3, on_step=watch)
+    assert [number for number, _, _ in seen] == [1, 2, 3]
+    assert [l2 for _, l2, _ in seen] == [[row["L2"]] for row in result.trajectory]
+
+    def stop_at_step_2(step):
+        if step.number == 2:
+            raise KeyboardInterrupt
+    results = model64.upsample([TINY_INPUT, TINY_INPUT], seed=1, steps=10, on_step=stop_at_step_2)
+    assert len(results) == 1  # the second image was never searched
+    assert results[0].interrupted and results[0].steps == 2
+    assert results[0].status == "NOT CONVERGED, interrupted after 2 steps"
+
+
+def test_a_result_becomes_a_run_log_line(tmp_path, model64):
+    (result,) = model64.upsample(TINY_INPUT, seed=0, steps=2)
+    result.image.save(tmp_path / "target.png")
+    runlog.append(tmp_path / runlog.LOG_NAME, runlog.Record.of(result, tmp_path / "target.png", model64.device))
+    (record,) = runlog.read(tmp_path / runlog.LOG_NAME)
+    assert record.is_complete(PULSE.result_settings(PULSE.SearchConfig(steps=2), "fp64", False))
+    assert record.trajectory == result.trajectory and record.seed == 0
+
+
+def test_the_model_exposes_its_generator_and_fit(model64):
+    latent_in = model64.gaussian_fit["mean"].expand(1, model64.num_ws, -1)
+    noise = [torch.zeros(1, 1, size, size, dtype=torch.float64) for size in model64.noise_sizes]
+    image = model64.synthesis(latent_in, noise)
+    assert image.shape == (1, 3, 256, 256) and image.dtype == torch.float64
+    assert set(model64.gaussian_fit) == {"mean", "std"}
+
+
+def test_load_without_weights_or_network_raises_one_error_listing_the_sources(tmp_path, monkeypatch, http_server):
+    import releases
+    source = {"label": "a test source", "url": http_server.url("/missing.pkl"), "file": "net.pkl", "md5": "0"}
+    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"sources": {"2020": [], "ffhq": [source]}}))
+    with pytest.raises(WeightsError) as failed:
+        PULSE.load(cache_dir=tmp_path / "cache", log=lambda *_: None)
+    assert "a test source" in str(failed.value) and "convert_weights.py" in str(failed.value)
+
+
+def readme_python_block():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_the_readmes_python_example_runs_as_written(tmp_path):
+    (tmp_path / "tests").symlink_to(ROOT / "tests")
+    (tmp_path / "runs").mkdir()
+    done = subprocess.run([sys.executable, "-c", readme_python_block()], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["pulse_log.jsonl", "target_1.png", "target_2.png"]
