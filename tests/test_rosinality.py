@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import convert_weights
+import PULSE
 import releases
 import rosinality
 import rosinality_checkpoints
@@ -214,3 +215,13 @@ def test_families_do_not_mix_in_one_cache(tmp_path, rosinality_run_setup):
     (tmp_path / "sg2.pkl").write_bytes(nvidia_pickle(*random_stylegan2()))
     with pytest.raises(weights.WeightsError, match="already holds a rosinality StyleGAN2 generator"):
         convert_weights.convert(tmp_path / "sg2.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+
+
+def test_python_api_loads_a_rosinality_checkpoint_like_any_network(tmp_path, rosinality_run_setup, monkeypatch):
+    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
+    torch.save(training_checkpoint(random_rosinality(seed=5)), tmp_path / "net.pt")
+    model = PULSE.load(network=str(tmp_path / "net.pt"), cache_dir=str(tmp_path / "cache"), device="cpu",
+                       log=lambda *_: None)
+    _, inputs = rosinality_run_setup
+    (result,) = model.upsample(inputs / "face0.png", seed=0, steps=2)
+    assert len(result.noise) == 7 and model.render(result.latent, result.noise).size == (32, 32)

@@ -18,6 +18,7 @@ import torch
 import convert_weights
 import families
 import nvidia_pickles
+import PULSE
 import releases
 import run
 import weights
@@ -285,3 +286,10 @@ def test_network_flag_converts_a_stylegan3_pickle(tmp_path, sg3_run_setup, monke
     assert run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / "out"), "-cache_dir",
                      str(tmp_path / "cache"), "-network", str(pkl), "-seed", "0", "-steps", "2"]) == 0
     assert weights.folder_family(tmp_path / "cache" / "sg3-net") == "stylegan3"
+
+
+def test_python_api_loads_a_stylegan3_like_any_network(tmp_path, sg3_run_setup):
+    cache, inputs = sg3_run_setup
+    model = PULSE.load(network=str(cache), device="cpu", log=lambda *_: None)
+    (result,) = model.upsample(inputs / "face0.png", seed=0, steps=2)
+    assert result.noise == [] and model.render(result.latent, result.noise).size == (16, 16)
