@@ -207,6 +207,7 @@ class PULSE(torch.nn.Module):
         self.lrelu = torch.nn.LeakyReLU(negative_slope=0.2)
         self.autocast_dtype = autocast_dtype
         self.precision, self.compiled = "fp32", False
+        self.note = None  # what a user should know about this generator (see model_note)
 
     @classmethod
     def build(cls, synthesis, fit, device, precision="fp32", fast=True, compile=False):
@@ -379,10 +380,11 @@ def load(device=None, log=None, **options):
     device = pick_device(str(device)) if device is not None else pick_device()
     folder = weights_folder(options.network, options.cache_dir, options.keep_pickle, log)
     synthesis, fit = load_generator(folder, log)
-    note = model_note(folder, synthesis.resolution)
-    if note:
-        log(note)
-    return PULSE.build(synthesis, fit, device, options.precision, fast=options.speedups, compile=options.compile)
+    model = PULSE.build(synthesis, fit, device, options.precision, fast=options.speedups, compile=options.compile)
+    model.note = model_note(folder, synthesis.resolution)
+    if model.note:
+        log(f"note: {model.note}")
+    return model
 
 
 @dataclass
@@ -407,10 +409,10 @@ TINY_MODEL = Path(__file__).resolve().parent / "tests" / "fixtures" / "tiny_mode
 def model_note(folder, resolution):
     """What to tell a user whose generator is not the 1024x1024 face model PULSE was made for."""
     if Path(folder).resolve() == TINY_MODEL:
-        return (f"note: {folder} is the bundled tiny test model ({resolution}x{resolution}, random weights): "
+        return (f"{folder} is the bundled tiny test model ({resolution}x{resolution}, random weights): "
                 f"it checks that everything runs; its results are noise, not faces")
     if resolution != 1024:
-        return (f"note: the generator in {folder} makes {resolution}x{resolution} images, not the 1024x1024 "
+        return (f"the generator in {folder} makes {resolution}x{resolution} images, not the 1024x1024 "
                 f"FFHQ faces PULSE was made for")
     return None
 

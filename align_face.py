@@ -261,15 +261,21 @@ def make_output_folders(args):
     return args.output_dir, hr_dir
 
 
+def aligned_faces(path, detector, predictor):
+    """The 1024x1024 FFHQ-aligned crop of every face in the photo at `path`, in detection order;
+    ImageReadError when it cannot be read. (app.py aligns uploads through this too.)"""
+    photo = read_rgb(path)
+    landmarks = find_landmarks(detection_pixels(path, photo), detector, predictor)
+    return [align_face(photo, lm) for lm in landmarks]
+
+
 def process_photo(path, detector, predictor, downscale, output_dir, hr_dir):
     """Align and write every face of one photo; returns what happened, for the summary."""
     try:
-        photo = read_rgb(path)
+        faces = aligned_faces(path, detector, predictor)
     except ImageReadError as e:
         tqdm.write(f"{e}, skipped", file=sys.stderr)
         return Counter(unreadable=1)
-    landmarks = find_landmarks(detection_pixels(path, photo), detector, predictor)
-    faces = [align_face(photo, lm) for lm in landmarks]
     if not faces:
         tqdm.write(f"{path}: no face found", file=sys.stderr)
         return Counter(photos=1, faceless=1)

@@ -8,7 +8,7 @@ import pytest
 
 import cli
 
-SCRIPTS = ["run", "align_face", "convert_weights", "evaluate", "plot_log", "sweep", "bench"]
+SCRIPTS = ["run", "align_face", "convert_weights", "evaluate", "plot_log", "sweep", "bench", "app"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -10,7 +10,7 @@ from PIL import Image
 
 import align_face
 from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE
-from conftest import TINY_MODEL, make_inputs
+from conftest import TINY_MODEL, make_inputs, make_record
 
 
 def a_file(path, text="not what it should be\n"):
@@ -37,8 +37,7 @@ def a_log(tmp, record):
     return a_file(tmp / "pulse_log.jsonl", json.dumps(record) + "\n")
 
 
-PLOTTABLE = {"output": "runs/face.png", "seed": 0, "best_step": 1, "converged": True, "interrupted": False,
-             "steps": 2, "trajectory": [{"step": 1, "TOTAL": 0.5}, {"step": 2, "TOTAL": 0.6}], "args": {"eps": 0.002}}
+PLOTTABLE = json.loads(make_record("runs/face.png", trajectory=[{"step": 1, "TOTAL": 0.5}, {"step": 2, "TOTAL": 0.6}]).to_json())
 
 
 def run_on(tmp, *flags, inputs=None):

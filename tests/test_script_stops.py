@@ -22,7 +22,7 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status (Linux)")
 
-SCRIPTS = ["run.py", "align_face.py", "convert_weights.py", "evaluate.py", "plot_log.py", "sweep.py", "bench.py"]
+SCRIPTS = ["run.py", "align_face.py", "convert_weights.py", "evaluate.py", "plot_log.py", "sweep.py", "bench.py", "app.py"]
 STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 

@@ -1,0 +1,543 @@
+#!/usr/bin/env python3
+"""A local web page over PULSE: photos in, the faces found, the search live, results to keep.
+
+    pip install -r requirements-app.txt
+    python app.py -cache_dir tests/fixtures/tiny_model -port 7861
+
+The generator is chosen here, when the server starts, never from the page. The page is built
+with Gradio on the Python API (PULSE.load, model.upsample); photos are aligned with
+align_face.py's own code and the pictures are visuals.py's. Gradio is imported where it is
+used, after main() has pointed GRADIO_TEMP_DIR at the server's temporary folder: Gradio reads it
+when it is imported.
+"""
+if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
+    import quiet_stop
+    quiet_stop.install()
+
+import importlib.util
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, fields, replace
+from functools import partial
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image, UnidentifiedImageError
+
+import cli
+import inputs
+import PULSE
+import runlog
+import speed
+import visuals
+from bicubic import divides_by_power_of_two
+from cli import positive_int
+from device import DeviceError
+from files import save_image
+from images import ImageReadError, read_rgb, to_pil
+from weights import WeightsError
+
+ALIGN_IMPORT_ERROR = None
+try:
+    import align_face
+except ImportError as e:  # dlib missing: photos cannot be aligned, aligned faces still work
+    align_face, ALIGN_IMPORT_ERROR = None, e
+
+MAX_UPLOAD_MB = 20
+MAX_PIXELS = 40_000_000          # a bigger photo is refused before it is decoded
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP")
+MAX_ALIGNED_SIDE = 128           # a square upload this small is taken as an aligned face, not a photo
+FACE_SIZES = (8, 16, 32, 64, 128)
+DEFAULT_FACE_SIZE = 32           # align_face.py's -output_size default
+REFRESH_SECONDS = 0.5            # the live image and curve are refreshed at most this often
+
+ABOUT = """
+# PULSE: a face that fits the pixels
+Drop photos (JPEG, PNG or WebP): every face found is aligned the way FFHQ was built and shrunk
+to a small input, as `align_face.py` does. Already aligned small faces (square, up to
+{max_side}x{max_side}) are taken as they are. Pick the faces, set the search and run it.
+
+PULSE **invents** a plausible face whose downscale matches the small input; it does **not**
+recover the real person. Many different faces downscale to the same pixels (try duplicates), and
+what PULSE finds reflects the generator's training data and its biases. Do not use it to
+identify anyone.
+
+One search runs at a time on this machine: while someone else's runs, yours waits in the queue
+and the live panel shows your place. Uploads up to {max_mb} MB and {max_mp} megapixels; they are
+kept in a temporary folder that is removed when the server stops.
+""".format(max_side=MAX_ALIGNED_SIDE, max_mb=MAX_UPLOAD_MB, max_mp=MAX_PIXELS // 1_000_000)
+
+
+# ---- flags -----------------------------------------------------------------------------------
+
+def build_parser():
+    p = cli.parser("A local web page over PULSE: drop photos, watch the search, download the results.",
+                   epilog=cli.EXIT_STATUSES)
+    p.add_argument("-host", "--host", default="127.0.0.1",
+                   help="address to listen on; the default serves this machine only")
+    p.add_argument("-port", "--port", type=positive_int, default=7860, help="port of the page")
+    w = p.add_argument_group("the generator, chosen here and never from the page (as run.py)")
+    w.add_argument("-cache_dir", "--cache_dir", default="cache",
+                   help="folder with synthesis.pt; when it has none, NVIDIA's FFHQ model is downloaded "
+                        "and converted into it")
+    w.add_argument("-network", "--network", metavar="PATH_OR_URL",
+                   help="another generator: a folder of converted weights, or a network pickle (file or URL)")
+    w.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default="fp32",
+                   help="float type of the model and the search")
+    w.add_argument("-no_speedups", "--no_speedups", action="store_true",
+                   help="run the 2020 generator ops: the same results, slower")
+    w.add_argument("-compile", "--compile", action="store_true",
+                   help="torch.compile the generator: faster steps after a long compilation; results differ slightly")
+    return p
+
+
+# ---- uploads -> faces ------------------------------------------------------------------------
+
+class UploadError(ValueError):
+    """An upload the page cannot use; the message names it and says why."""
+
+
+@dataclass
+class Face:
+    """One face to search: an aligned upload, or a face found in a photo."""
+    name: str                  # file-name stem of its results, unique among the faces of a page
+    label: str                 # shown on the page
+    low: Image.Image           # the small input PULSE searches from
+    crop: Image.Image = None   # the 1024x1024 aligned crop it came from (None for an aligned upload)
+
+
+class Aligner:
+    """align_face.py's detector, landmark model and bicubic downscaler, loaded once."""
+
+    def __init__(self, cache_dir):
+        self.detector = align_face.dlib.get_frontal_face_detector()
+        predictor = align_face.locate_predictor(None, Path(cache_dir))
+        self.predictor = align_face.dlib.shape_predictor(str(predictor))
+        self.device = align_face.pick_device()
+
+    @classmethod
+    def load(cls, cache_dir):
+        """(the aligner, None), or (None, why photos cannot be aligned)."""
+        if align_face is None:
+            return None, f"photos cannot be aligned here ({ALIGN_IMPORT_ERROR}); aligned faces still work"
+        try:
+            return cls(cache_dir), None
+        except (cli.SetupError, RuntimeError) as e:
+            return None, f"photos cannot be aligned here ({e}); aligned faces still work"
+
+    def faces(self, path, size):
+        """[(1024x1024 crop, its downscale to size x size)] for every face in the photo, in detection order."""
+        downscale = align_face.bicubic_downscaler(size, self.device)
+        return [(crop, downscale(crop)) for crop in align_face.aligned_faces(path, self.detector, self.predictor)]
+
+
+def check_upload(path):
+    """The upload's image format and size; UploadError when it is not a photo the page takes."""
+    megabytes = path.stat().st_size / 2 ** 20
+    if megabytes > MAX_UPLOAD_MB:
+        raise UploadError(f"{path.name}: {megabytes:.0f} MB is more than the {MAX_UPLOAD_MB} MB this page takes")
+    try:
+        with Image.open(path) as im:  # reads the header only
+            image_format, (width, height) = im.format, im.size
+    except (UnidentifiedImageError, OSError):
+        raise UploadError(f"{path.name}: not an image this page can read (JPEG, PNG or WebP)") from None
+    if image_format not in PHOTO_FORMATS:
+        raise UploadError(f"{path.name}: a {image_format} image; this page takes JPEG, PNG or WebP")
+    if width * height > MAX_PIXELS:
+        raise UploadError(f"{path.name}: {width}x{height} is more than {MAX_PIXELS // 1_000_000} megapixels; "
+                          f"shrink the photo first")
+    return width, height
+
+
+def aligned_face(path, resolution):
+    """A small square upload as it is; ImageReadError unless PULSE can search from it."""
+    low = read_rgb(path)
+    inputs.check_size(path.name, *low.size, resolution)
+    return low
+
+
+def faces_in_upload(path, aligner, face_size, resolution):
+    """(name stem, label, small face, crop or None) for every face of one upload; UploadError if none."""
+    width, height = check_upload(path)
+    try:
+        if max(width, height) <= MAX_ALIGNED_SIDE:
+            return [(path.stem, f"{path.name} (aligned face)", aligned_face(path, resolution), None)]
+        if aligner is None:
+            raise UploadError(f"{path.name}: a photo, and photos cannot be aligned here; upload aligned faces "
+                              f"(square, at most {MAX_ALIGNED_SIDE}x{MAX_ALIGNED_SIDE})")
+        found = aligner.faces(path, face_size)
+    except ImageReadError as e:  # named by the upload's name, not by its temporary path
+        raise UploadError(str(e).replace(str(path), path.name)) from None
+    if not found:
+        raise UploadError(f"{path.name}: no face found")
+    return [(f"{path.stem}_{i}", f"{path.name}, face {i}", low, crop) for i, (crop, low) in enumerate(found)]
+
+
+def faces_from_uploads(paths, aligner, face_size, resolution):
+    """Every face of every upload, and one message per upload that gave none (the others go on)."""
+    faces, problems, names = [], [], set()
+    for path in map(Path, paths):
+        try:
+            found = faces_in_upload(path, aligner, face_size, resolution)
+        except UploadError as e:
+            problems.append(str(e))
+            continue
+        for stem, label, low, crop in found:
+            name = unique_name(stem, names)
+            names.add(name)
+            faces.append(Face(name, label, low, crop))
+    return faces, problems
+
+
+def unique_name(stem, taken):
+    """`stem`, or `stem-2`, `stem-3`, ... when two uploads share a name."""
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
+def face_picture(face):
+    """What the page shows of a face: the aligned crop (if any) beside the small input."""
+    side = f"{face.low.width}x{face.low.height}"
+    panels = [visuals.Panel(face.low, [face.label, f"{side} input"], resample=Image.Resampling.NEAREST)]
+    if face.crop is not None:
+        panels.insert(0, visuals.Panel(face.crop, [face.label, "1024x1024 aligned crop"]))
+    return visuals.draw_strip(panels)
+
+
+def stacked(pictures):
+    """The pictures one under the other on white, as one picture (None when there are none)."""
+    if not pictures:
+        return None
+    stack = Image.new("RGB", (max(p.width for p in pictures), sum(p.height for p in pictures)), "white")
+    top = 0
+    for picture in pictures:
+        stack.paste(picture, (0, top))
+        top += picture.height
+    return stack
+
+
+# ---- the search ------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    """The search settings of the page, with run.py's names and defaults."""
+    seed: int = 0
+    steps: int = PULSE.SearchConfig.steps
+    duplicates: int = 1
+    eps: float = PULSE.SearchConfig.eps
+    learning_rate: float = PULSE.SearchConfig.learning_rate
+    loss_str: str = str(PULSE.SearchConfig.loss_str)
+    noise_type: str = PULSE.SearchConfig.noise_type
+    num_trainable_noise_layers: int = PULSE.SearchConfig.num_trainable_noise_layers
+    tile_latent: bool = PULSE.SearchConfig.tile_latent
+    bad_noise_layers: str = ""  # blank: the model's own
+    opt_name: str = PULSE.SearchConfig.opt_name
+    lr_schedule: str = PULSE.SearchConfig.lr_schedule
+
+    def __post_init__(self):  # the page's number boxes give floats
+        for name in ("seed", "steps", "duplicates", "num_trainable_noise_layers"):
+            setattr(self, name, int(getattr(self, name)))
+
+    def search_keywords(self):
+        """model.upsample's search settings (seed and duplicates are the page's own loop)."""
+        keywords = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seed", "duplicates")}
+        keywords["bad_noise_layers"] = self.bad_noise_layers.strip() or None
+        return keywords
+
+
+@dataclass
+class Snapshot:
+    """What the live panel shows during a search."""
+    search: int                # 1-based, of `searches`
+    searches: int
+    label: str
+    step: int
+    steps: int
+    best: Image.Image          # the best image so far
+    l2: list                   # L2 at every step so far
+    eps: float
+
+
+@dataclass
+class Outcome:
+    """A face's results: their log records, its strip."""
+    face: Face
+    records: list = field(default_factory=list)   # one runlog.Record per duplicate that ran
+    strip: Image.Image = None
+
+    @property
+    def interrupted(self):
+        return any(record.interrupted for record in self.records)
+
+
+def searches(model, faces, settings, folder, stop, report=lambda snapshot: None):
+    """Search every face `settings.duplicates` times, one search after another, writing each result's
+    PNG, run-log line and search GIF into `folder`; returns one Outcome per face searched.
+
+    Duplicate k of a face uses seed + k - 1, as run.py. `report(Snapshot)` is called every
+    REFRESH_SECONDS during a search; setting `stop` ends the search with its best so far and
+    starts no other.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = len(faces) * settings.duplicates
+    outcomes = []
+    for face in faces:
+        outcome = Outcome(face)
+        outcomes.append(outcome)
+        for k in range(1, settings.duplicates + 1):
+            number = (len(outcomes) - 1) * settings.duplicates + k
+            seed = settings.seed + k - 1
+            name = face.name if settings.duplicates == 1 else f"{face.name}_{k}"
+            snapshot = partial(Snapshot, number, count, f"{face.label}, seed {seed}", eps=settings.eps)
+            outcome.records.append(search_one(model, face, name, seed, settings, folder, stop, report, snapshot))
+            if outcome.interrupted:
+                break
+        outcome.strip = visuals.draw_strip(visuals.input_panels(face.low) + [
+            panel for record in outcome.records for panel in visuals.result_panels(record, face.low.width)])
+        if outcome.interrupted:
+            break
+    return outcomes
+
+
+def search_one(model, face, name, seed, settings, folder, stop, report, snapshot):
+    """One search from `seed` (the same as duplicate k of model.upsample(..., duplicates=N), which
+    uses seed + k - 1 too); writes <name>.png, <name>_search.gif and a line of the run log in
+    `folder`, and returns that line's runlog.Record."""
+    gif = visuals.SearchGif([folder / f"{name}_search.gif"], settings.steps)
+    (result,) = model.upsample(face.low, seed=seed, on_step=step_hook(gif, stop, report, snapshot),
+                               **settings.search_keywords())
+    output = folder / f"{name}.png"
+    save_image(result.image, output)
+    # The page's own loop over duplicates: the record tells the first seed, as run.py's does.
+    flags = {"seed": settings.seed, "duplicates": settings.duplicates}
+    record = replace(runlog.Record.of(result, output, model.device, flags), input=face.label, base_seed=settings.seed)
+    runlog.append(folder / runlog.LOG_NAME, record)
+    gif.save()
+    return record
+
+
+def step_hook(gif, stop, report, snapshot):
+    """The on_step of one search: films it, reports a snapshot(step, steps, best image, L2 so far)
+    now and then, and ends the search when `stop` is set."""
+    l2, last_shown = [], [0.0]
+
+    def on_step(step):
+        gif(step)
+        l2.append(step.losses["L2"][0].item())
+        if time.monotonic() - last_shown[0] > REFRESH_SECONDS or step.number == gif.steps:
+            last_shown[0] = time.monotonic()
+            report(snapshot(step.number, gif.steps, to_pil(step.tracker.best_im[0]), list(l2)))
+        if stop.is_set():
+            raise KeyboardInterrupt  # the API ends the search with the best so far, as on Ctrl-C
+    return on_step
+
+
+def in_background(work, show):
+    """Run work(report) on a thread; yield show(each report), as they come, and return its result."""
+    reports, outcome, done = queue.Queue(), {}, object()
+
+    def run():
+        try:
+            outcome["value"] = work(reports.put)
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+        finally:
+            reports.put(done)
+
+    threading.Thread(target=run, daemon=True).start()
+    while (item := reports.get()) is not done:
+        yield show(item)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def l2_plot(snapshot):
+    """L2 at every step against eps, on a log scale."""
+    figure = Figure(figsize=(4, 3), layout="constrained")
+    axes = figure.add_subplot()
+    steps = range(1, len(snapshot.l2) + 1)
+    axes.semilogy(steps, snapshot.l2, label="L2")
+    axes.axhline(snapshot.eps, color="red", linestyle="--", label=f"eps = {snapshot.eps:g}")
+    axes.set_xlim(1, max(snapshot.steps, 2))
+    axes.set_xlabel("step")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend()
+    return figure
+
+
+def outcome_summary(outcome):
+    """One line per result, NOT CONVERGED as plainly as run.py says it."""
+    lines = []
+    for record in outcome.records:
+        status = record.status if record.converged else (
+            f"**{record.status}** (try more steps, another seed, or a larger eps)")
+        lines.append(f"- {Path(record.output).name}: {status}; seed {record.seed}, best step {record.best_step}, "
+                     f"L2 {record.losses['L2']:.4g}")
+    return "\n".join(lines)
+
+
+# ---- the page --------------------------------------------------------------------------------
+
+class Page:
+    """The Gradio page: its handlers, and the layout that wires them."""
+
+    def __init__(self, model, aligner, aligner_problem, workdir):
+        self.model, self.aligner, self.aligner_problem = model, aligner, aligner_problem
+        self.workdir = Path(workdir)
+        self.stops = {}  # session -> the threading.Event of its running search
+
+    def face_sizes(self):
+        return [size for size in FACE_SIZES if divides_by_power_of_two(self.model.resolution, size)
+                and size < self.model.resolution]
+
+    def notices(self):
+        lines = [f"**Note:** {self.model.note}."] if self.model.note else []
+        if self.aligner_problem:
+            lines.append(f"**Note:** {self.aligner_problem}.")
+        return "\n\n".join(lines)
+
+    def on_upload(self, paths, face_size):
+        """Uploads -> (faces, their picture, face choices, message)."""
+        import gradio as gr
+        faces, problems = faces_from_uploads(paths or [], self.aligner, int(face_size), self.model.resolution)
+        choices = [(face.label, i) for i, face in enumerate(faces)]
+        message = "\n".join(f"- **{p}**" for p in problems)
+        if paths and not faces:
+            message += "\n\nNo face to search yet."
+        return (faces, stacked([face_picture(face) for face in faces]),
+                gr.update(choices=choices, value=[i for _, i in choices]), message)
+
+    def on_search(self, faces, chosen, *values, request=None):
+        """Run the chosen faces; yields (live image, status, L2 plot, strips, summary, files) as it goes."""
+        import gradio as gr
+        picked = [faces[i] for i in sorted(chosen or [])]
+        if not picked:
+            raise gr.Error("Drop a photo or an aligned face first, and tick at least one face.")
+        settings = Settings(*values)
+        folder = Path(tempfile.mkdtemp(prefix="search_", dir=self.workdir))
+        session = session_of(request)
+        stop = self.stops[session] = threading.Event()
+        try:
+            outcomes = yield from in_background(
+                lambda report: searches(self.model, picked, settings, folder, stop, report), live_view)
+        except ValueError as e:  # a bad setting (loss string, noise layers): raised before any search
+            raise gr.Error(str(e)) from None
+        finally:
+            stop.set()  # ends the search if the page went away
+            self.stops.pop(session)
+        stopped = " (stopped: the best image so far is kept)" if any(o.interrupted for o in outcomes) else ""
+        yield (gr.update(), f"done{stopped}", gr.update(),
+               stacked([o.strip for o in outcomes]),
+               "\n".join(outcome_summary(o) for o in outcomes),
+               sorted(str(p) for p in folder.iterdir()))
+
+    def on_stop(self, request=None):
+        stop = self.stops.get(session_of(request))
+        if stop is not None:
+            stop.set()
+
+    def blocks(self):
+        import gradio as gr
+        defaults = Settings()
+        with gr.Blocks(title="PULSE", delete_cache=(3600, 3600)) as demo:
+            gr.Markdown(ABOUT)
+            gr.Markdown(self.notices(), elem_id="notices")
+            faces = gr.State([])
+            with gr.Row():
+                with gr.Column():
+                    uploads = gr.File(label="photos or aligned faces (JPEG, PNG, WebP)", file_count="multiple",
+                                      file_types=[".jpg", ".jpeg", ".png", ".webp"], elem_id="uploads")
+                    face_size = gr.Dropdown(
+                        self.face_sizes(), value=DEFAULT_FACE_SIZE,
+                        label="side of the small faces cut from photos (align_face.py -output_size)")
+                    upload_message = gr.Markdown(elem_id="upload_message")
+                    pictures = gr.Image(label="faces found", format="png", interactive=False, elem_id="faces")
+                    chosen = gr.CheckboxGroup(label="faces to search", elem_id="chosen")
+                with gr.Column():
+                    seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0,
+                                     minimum=0)
+                    steps = gr.Number(defaults.steps, label="steps", precision=0, minimum=1, elem_id="steps")
+                    duplicates = gr.Number(defaults.duplicates, label="duplicates", precision=0, minimum=1)
+                    eps = gr.Number(defaults.eps, label="eps (the L2 a search must reach to converge)", minimum=0)
+                    learning_rate = gr.Number(defaults.learning_rate, label="learning_rate", minimum=0)
+                    with gr.Accordion("more settings (run.py's names and defaults)", open=False):
+                        loss_str = gr.Textbox(defaults.loss_str, label="loss_str")
+                        noise_type = gr.Dropdown(list(PULSE.NOISE_TYPES), value=defaults.noise_type, label="noise_type")
+                        trainable = gr.Number(defaults.num_trainable_noise_layers, precision=0, minimum=0,
+                                              label="num_trainable_noise_layers")
+                        tile_latent = gr.Checkbox(defaults.tile_latent, label="tile_latent")
+                        bad_noise_layers = gr.Textbox(defaults.bad_noise_layers, placeholder="the model's own",
+                                                      label="bad_noise_layers (e.g. 17 or 3.5.17)")
+                        opt_name = gr.Dropdown(list(PULSE.OPTIMIZERS), value=defaults.opt_name, label="opt_name")
+                        lr_schedule = gr.Dropdown(list(PULSE.SCHEDULES), value=defaults.lr_schedule,
+                                                  label="lr_schedule")
+                    with gr.Row():
+                        run = gr.Button("Run PULSE", variant="primary", elem_id="run")
+                        stop = gr.Button("Stop (keeps the best so far)", variant="stop", elem_id="stop")
+                    status = gr.Markdown(elem_id="status")
+                    with gr.Row():
+                        live = gr.Image(label="best image so far", format="png", height=300, elem_id="live")
+                        plot = gr.Plot(label="L2 against eps")
+            strips = gr.Image(label="input | bicubic | result | its downscale", format="png", interactive=False,
+                              elem_id="strips")
+            summary = gr.Markdown(elem_id="summary")
+            downloads = gr.File(label="results, run log (JSON lines) and search GIFs", file_count="multiple",
+                                elem_id="downloads")
+
+            for changed in (uploads, face_size):  # a new face size cuts the photos' faces again
+                changed.change(self.on_upload, [uploads, face_size], [faces, pictures, chosen, upload_message])
+            settings = [seed, steps, duplicates, eps, learning_rate, loss_str, noise_type, trainable, tile_latent,
+                        bad_noise_layers, opt_name, lr_schedule]
+            run.click(self.on_search, [faces, chosen, *settings], [live, status, plot, strips, summary, downloads],
+                      concurrency_limit=1, concurrency_id="search")
+            stop.click(self.on_stop, None, None, queue=False)
+        return demo
+
+
+def live_view(snap):
+    """The page's outputs during a search: the live image, status and curve; the rest as they are."""
+    import gradio as gr
+    status = f"search {snap.search} of {snap.searches} ({snap.label}): step {snap.step} of {snap.steps}"
+    return snap.best, status, l2_plot(snap), gr.update(), gr.update(), gr.update()
+
+
+def session_of(request):
+    return getattr(request, "session_hash", None)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if importlib.util.find_spec("gradio") is None:
+        print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
+    try:
+        model = PULSE.load(cache_dir=args.cache_dir, network=args.network, precision=args.precision,
+                           speedups=not args.no_speedups, compile=args.compile)
+    except (cli.SetupError, WeightsError, speed.PrecisionError, DeviceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return cli.EXIT_SETUP_FAILED
+    aligner, problem = Aligner.load(args.cache_dir)
+    if problem:
+        print(f"note: {problem}", file=sys.stderr)
+    # Ctrl-C, SIGTERM or SIGHUP close the server, and the temporary folder goes with it.
+    with cli.StopSignals() as stop, tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir:
+        os.environ["GRADIO_TEMP_DIR"] = str(Path(workdir) / "gradio")  # uploads and served files
+        demo = Page(model, aligner, problem, workdir).blocks()
+        demo.queue(default_concurrency_limit=1).launch(
+            server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
+            allowed_paths=[workdir])
+    return stop.exit_status if stop.requested else cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

