@@ -1,16 +1,20 @@
-"""Convert NVIDIA's network pickles into a cache folder PULSE loads, without TensorFlow or NVIDIA's code.
+"""Convert generator networks into a cache folder PULSE loads, without TensorFlow or their authors' code.
 
     python convert_weights.py karras2019stylegan-ffhq-1024x1024.pkl -cache_dir cache
     python convert_weights.py ffhq.pkl -cache_dir cache/sg2-ffhq
+    python convert_weights.py stylegan3-t-ffhq-1024x1024.pkl -cache_dir cache/sg3-t-ffhq
+    python convert_weights.py checkpoint/550000.pt -cache_dir cache/mine
 
-A StyleGAN-1 (TensorFlow) pickle or a stylegan2-ada-pytorch pickle (its `G_ema`) becomes the cache
-folder weights.py describes: synthesis.pt, mapping.pt, gaussian_fit.pt and generator.json, after
-which run.py needs nothing else. `python convert_weights.py --download ffhq` (or `celebahq`) first
-downloads NVIDIA's StyleGAN-1 pickle and checks its MD5 (see releases.py).
+A StyleGAN-1 (TensorFlow) pickle, a stylegan2-ada-pytorch or stylegan3 pickle (its `G_ema`), or a
+rosinality/stylegan2-pytorch checkpoint (its `g_ema`; training or converted layout) becomes the
+cache folder weights.py describes: synthesis.pt, mapping.pt, gaussian_fit.pt and generator.json,
+after which run.py needs nothing else. `python convert_weights.py --download ffhq` (or `celebahq`)
+first downloads NVIDIA's StyleGAN-1 pickle and checks its MD5 (see releases.py).
 
-The pickle is read by nvidia_pickles.py's allowlist unpickler: nothing stored in it (the network
-source code of either format included) is ever executed. Which family a pickle is, and how its
-weights are read, is families.py's answer.
+The format is told from the file's content (read_network). NVIDIA's pickles are read by
+nvidia_pickles.py's allowlist unpickler, rosinality's checkpoints by rosinality_checkpoints.py
+(weights_only): nothing stored in either (NVIDIA's network source code included) is ever
+executed. Which family a file is, and how its weights are read, is families.py's answer.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
     import quiet_stop
@@ -24,6 +28,7 @@ import cli
 import families
 import nvidia_pickles
 import releases
+import rosinality_checkpoints
 import weights
 from download import fetch
 from errors import WeightsError
@@ -64,12 +69,15 @@ def check_cache_family(cache_dir, family):
 
 
 def read_network(path):
-    """The object in the network file at `path`, for families.family_of."""
+    """The object in the network file at `path`, for families.family_of: a file torch.save wrote is
+    a rosinality checkpoint, any other is read as NVIDIA's pickle."""
+    if rosinality_checkpoints.is_torch_save_file(path):
+        return rosinality_checkpoints.read_checkpoint(path)
     return nvidia_pickles.read(path)
 
 
 def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print, source=None):
-    """Write the cache folder (weights.py) of NVIDIA's network pickle at `pickle_path` into `cache_dir`;
+    """Write the cache folder (weights.py) of the network file at `pickle_path` into `cache_dir`;
     `source` (default: the pickle's path) is recorded in generator.json. Returns the pickle's MD5."""
     md5 = report_model(pickle_path, log)
     network_file = read_network(pickle_path)
@@ -120,11 +128,14 @@ def at_least_two(text):
 
 def build_parser():
     parser = cli.parser(
-        "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl) or "
-        "stylegan2-ada-pytorch pickle (e.g. ffhq.pkl) into the weight files and gaussian_fit.pt for PULSE. "
-        "Neither TensorFlow nor NVIDIA's code is needed, and the pickle is read without running any code from it.")
+        "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl), stylegan2-ada-pytorch "
+        "or stylegan3 pickle (e.g. ffhq.pkl, stylegan3-t-ffhq-1024x1024.pkl), or a rosinality/stylegan2-pytorch "
+        "checkpoint (e.g. 550000.pt) into the weight files and gaussian_fit.pt for PULSE. Neither TensorFlow nor "
+        "their authors' code is needed, and the file is read without running any code from it.")
     parser.add_argument("pickle", type=Path, nargs="?", metavar="PICKLE",
-                        help="NVIDIA's .pkl: StyleGAN-1's (G, D, Gs) or stylegan2-ada-pytorch's dict with G_ema")
+                        help="the network file, its format told from its content: NVIDIA's .pkl (StyleGAN-1's "
+                             "(G, D, Gs), or a dict with G_ema from stylegan2-ada-pytorch or stylegan3) or "
+                             "rosinality's .pt (with g_ema)")
     parser.add_argument("-download", "--download", choices=releases.DOWNLOADABLE,
                         help="instead of PICKLE: download NVIDIA's pickle of this model, check its MD5 and convert it")
     parser.add_argument("-keep_pickle", "--keep_pickle", action="store_true",

@@ -18,8 +18,11 @@ import torch.nn as nn
 
 import nvidia_layouts
 import nvidia_pickles
+import rosinality
+import rosinality_checkpoints
 import stylegan
 import stylegan2
+import stylegan3
 from errors import WeightsError
 
 States = tuple[dict, dict, dict]  # (synthesis state dict, mapping state dict, attributes)
@@ -43,6 +46,15 @@ FAMILIES = {
                             state, attributes["conv_clamp"]),
                         mapping=lambda state, attributes: stylegan2.mapping_from_state_dict(
                             state, attributes["mapping_lr_multiplier"])),
+    "stylegan3": Family("StyleGAN3", nvidia_pickles.is_stylegan3_pickle, nvidia_layouts.stylegan3_states,
+                        synthesis=lambda state, attributes: stylegan3.synthesis_from_state_dict(
+                            state, attributes["synthesis"]),
+                        mapping=lambda state, attributes: stylegan2.mapping_from_state_dict(  # StyleGAN2's
+                            state, attributes["mapping_lr_multiplier"])),
+    "rosinality": Family("rosinality StyleGAN2", lambda file: isinstance(file, rosinality_checkpoints.Checkpoint),
+                         rosinality_checkpoints.states,
+                         synthesis=lambda state, attributes: rosinality.synthesis_from_state_dict(state),
+                         mapping=lambda state, attributes: rosinality.mapping_from_state_dict(state)),
 }
 DEFAULT = "stylegan1"  # the 2020 family: of a folder without generator.json, and of a pickle no family recognises
 

@@ -1,6 +1,7 @@
 """What PULSE asks of a generator's synthesis network, written down once.
 
-stylegan.G_synthesis (StyleGAN-1) and stylegan2.SynthesisNetwork implement it; families.py lists
+stylegan.G_synthesis (StyleGAN-1), stylegan2.SynthesisNetwork, stylegan3.SynthesisNetwork and
+rosinality.SynthesisNetwork implement it; families.py lists
 the generators there are and how each is built from its weight files.
 """
 from typing import Protocol, runtime_checkable

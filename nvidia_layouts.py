@@ -8,6 +8,7 @@ families.py says which reader fits which pickle and builds the networks.
   TensorFlow's [k, k, in, out] / [in, out] to PyTorch's [out, in, k, k] / [out, in].
 - stylegan2-ada-pytorch: G_ema's tensors under NVIDIA's own names, after checking that it computes
   only what stylegan2.py computes.
+- stylegan3 (configs T and R): the same for stylegan3.py, and each layer's resampling attributes.
 """
 import re
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 import nvidia_pickles
+import stylegan3
 from errors import WeightsError
 from nvidia_pickles import NetworkStandIn
 from stylegan import Blur
@@ -160,16 +162,16 @@ ACTIVATIONS = {"FullyConnectedLayer": "lrelu", "SynthesisLayer": "lrelu", "Conv2
 def stylegan2_attribute(g_ema, path, name):
     module = nvidia_pickles.submodule(g_ema, path)
     if module is None or name not in module.state:
-        raise WeightsError(f"G_ema in the pickle has no {path}.{name}; is this a StyleGAN2 generator?")
+        raise WeightsError(f"G_ema in the pickle has no {path}.{name}; is this a StyleGAN2 or StyleGAN3 generator?")
     return module.state[name]
 
 
-def check_stylegan2_layers(g_ema):
+def check_stylegan2_layers(g_ema, activations=ACTIVATIONS):
     """Refuse what this port does not compute: labels, other activations or layer types."""
     if int(g_ema.state.get("c_dim", 0) or 0):
         raise WeightsError("G_ema is a conditional generator (c_dim > 0); PULSE needs an unconditional one")
     for path, module in nvidia_pickles.named_modules(g_ema):
-        expected = "linear" if path.endswith("affine") else ACTIVATIONS.get(module.class_name)
+        expected = "linear" if path.endswith("affine") else activations.get(module.class_name)
         if expected and module.state.get("activation") != expected:
             raise WeightsError(f"G_ema.{path} uses activation {module.state.get('activation')!r}, "
                                f"this port computes {expected!r}")
@@ -181,11 +183,38 @@ def stylegan2_states(data, source):
     mapping's lr_multiplier)."""
     g_ema = data["G_ema"]
     check_stylegan2_layers(g_ema)
+    states = g_ema_states(g_ema)
+    conv_clamp = stylegan2_attribute(g_ema, "synthesis.b4.conv1", "conv_clamp")
+    attributes = {"conv_clamp": None if conv_clamp is None else float(conv_clamp),
+                  "mapping_lr_multiplier": mapping_lr_multiplier(g_ema)}
+    return states["synthesis"], states["mapping"], attributes
+
+
+def g_ema_states(g_ema):
+    """{"synthesis": state, "mapping": state} of a PyTorch G_ema: NVIDIA's names, float32 tensors."""
     tensors = nvidia_pickles.module_tensors(g_ema)
     states = {part: {key[len(part) + 1:]: value.float().contiguous() for key, value in tensors.items()
                      if key.startswith(part + ".")} for part in ("synthesis", "mapping")}
     check_all_used([key for key in tensors if key.split(".")[0] not in states], "G_ema")
-    conv_clamp = stylegan2_attribute(g_ema, "synthesis.b4.conv1", "conv_clamp")
-    attributes = {"conv_clamp": None if conv_clamp is None else float(conv_clamp),
-                  "mapping_lr_multiplier": float(stylegan2_attribute(g_ema, "mapping.fc0", "bias_gain"))}
-    return states["synthesis"], states["mapping"], attributes
+    return states
+
+
+def mapping_lr_multiplier(g_ema):
+    return float(stylegan2_attribute(g_ema, "mapping.fc0", "bias_gain"))
+
+
+def stylegan3_states(data, source):
+    """(synthesis state, mapping state, attributes) of a stylegan3 pickle's G_ema (config T or R):
+    NVIDIA's names, float32 tensors, and what the state dicts do not hold: each layer's resampling
+    (stylegan3.attributes_of_pickle) and the mapping's lr_multiplier."""
+    g_ema = data["G_ema"]
+    # A StyleGAN3 SynthesisLayer names no activation: it is always filtered_lrelu's leaky ReLU.
+    check_stylegan2_layers(g_ema, {"FullyConnectedLayer": "lrelu"})
+    states = g_ema_states(g_ema)
+    try:
+        synthesis = stylegan3.attributes_of_pickle(nvidia_pickles.submodule(g_ema, "synthesis").state)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise WeightsError(f"G_ema.synthesis in {source} is not a StyleGAN3 synthesis network this port "
+                           f"runs ({type(e).__name__}: {e})") from e
+    return states["synthesis"], states["mapping"], {"synthesis": synthesis,
+                                                    "mapping_lr_multiplier": mapping_lr_multiplier(g_ema)}

@@ -7,11 +7,13 @@ before it runs, with a WeightsError.
 
 - StyleGAN-1 (TensorFlow, `karras2019stylegan-*.pkl`): a (G, D, Gs) tuple of
   `dnnlib.tflib.network.Network` objects holding numpy arrays.
-- stylegan2-ada-pytorch (and the StyleGAN2 configs of stylegan3): a dict with `G`, `D`, `G_ema`
-  of `torch_utils.persistence` objects. Each is stored as `_reconstruct_persistent_obj(meta)`,
-  `meta` holding the class's source (`module_src`, never run), its name and its state (the
-  module's `__dict__`); tensors come from storages that are nested `torch.save` blobs, loaded
-  here with `torch.load(..., weights_only=True)`.
+- stylegan2-ada-pytorch and stylegan3 (its StyleGAN3 configs T and R and its StyleGAN2 one): a
+  dict with `G`, `D`, `G_ema`, `augment_pipe`, `training_set_kwargs` of `torch_utils.persistence`
+  objects. Both codes write the same container with the same globals (a StyleGAN3 network adds
+  only numpy arrays and scalars to its modules' state), so one allowlist serves both. Each
+  object is stored as `_reconstruct_persistent_obj(meta)`, `meta` holding the class's source
+  (`module_src`, never run), its name and its state (the module's `__dict__`); tensors come from
+  storages that are nested `torch.save` blobs, loaded here with `torch.load(..., weights_only=True)`.
 """
 import io
 import pickle
@@ -134,9 +136,20 @@ def read(path):
                 f"{path} could not be read as a pickle (truncated or damaged?): {type(e).__name__}: {e}") from e
 
 
-def is_stylegan2_pickle(data):
-    """Whether `data` (from `read`) is a stylegan2-ada-pytorch pickle: a dict with a persistent G_ema."""
+def is_pytorch_snapshot(data):
+    """Whether `data` (from `read`) is a snapshot of NVIDIA's PyTorch code: a dict with a persistent G_ema."""
     return isinstance(data, dict) and isinstance(data.get("G_ema"), PersistentObject)
+
+
+def is_stylegan3_pickle(data):
+    """A PyTorch snapshot whose G_ema is a StyleGAN3 (its synthesis starts from Fourier features)."""
+    features = submodule(data["G_ema"], "synthesis.input") if is_pytorch_snapshot(data) else None
+    return isinstance(features, PersistentObject) and features.class_name == "SynthesisInput"
+
+
+def is_stylegan2_pickle(data):
+    """A PyTorch snapshot of a StyleGAN2 (stylegan2-ada-pytorch's, or stylegan3's StyleGAN2 config)."""
+    return is_pytorch_snapshot(data) and not is_stylegan3_pickle(data)
 
 
 def module_tensors(obj, prefix=""):

@@ -46,18 +46,32 @@ def bias_act(x, bias, lrelu, gain=1.0, clamp=None):
     return x
 
 
-def upfirdn2d(x, fir, up=1, pad=(0, 0), gain=1):
-    """Upsample by inserting zeros, pad (before, after) on both axes, filter depthwise.
+def upfirdn2d(x, fir, up=1, down=1, pad=(0, 0), gain=1):
+    """Upsample by inserting zeros, pad (before, after) on both axes (negative: crop), filter
+    depthwise, keep every `down`-th pixel.
 
-    The filter is scaled by `gain` and flipped before the convolution, as NVIDIA's reference
-    implementation does (the [1,3,3,1] filter is symmetric, the flip keeps the op exact)."""
+    `fir` is 2-D, or 1-D for a separable filter (run along the width, then the height, each pass
+    with sqrt(gain)), or None for no filtering. It is scaled by `gain` and flipped before the
+    convolution, as NVIDIA's reference implementation does (the flip keeps the op exact for
+    filters that are not symmetric)."""
     batch, channels, height, width = x.shape
     if up > 1:
         x = x.reshape(batch, channels, height, 1, width, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(batch, channels, height * up, width * up)
     x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
-    kernel = (fir * gain).to(x.dtype).flip([0, 1])
-    return F.conv2d(x, kernel[None, None].expand(channels, 1, -1, -1), groups=channels)
+    if fir is None:
+        x = x * gain if gain != 1 else x
+    elif fir.ndim == 2:
+        x = depthwise_conv(x, (fir * gain).to(x.dtype).flip([0, 1]))
+    else:
+        taps = (fir * gain ** 0.5).to(x.dtype).flip([0])
+        x = depthwise_conv(depthwise_conv(x, taps[None, :]), taps[:, None])
+    return x[:, :, ::down, ::down] if down > 1 else x
+
+
+def depthwise_conv(x, kernel):
+    """`kernel` [kh, kw] applied to every channel of x on its own."""
+    return F.conv2d(x, kernel[None, None].expand(x.shape[1], 1, -1, -1), groups=x.shape[1])
 
 
 def upsample2d(x, fir):
@@ -74,6 +88,12 @@ def conv_up2x(x, weight, fir):
     pad0 = kernel // 2 + (taps + 1) // 2 - (kernel - 1)
     pad1 = kernel // 2 + (taps - 2) // 2 - (kernel - 2)
     return upfirdn2d(x, fir, pad=(pad0, pad1), gain=4)
+
+
+def demodulation(styles, weight_sq):
+    """1 / |modulated weight| per sample and output channel (NVIDIA's dcoefs), from the styles
+    [B, in] and the squared weights summed over the kernel, [in, out]."""
+    return (styles.square() @ weight_sq + 1e-8).rsqrt()
 
 
 class FullyConnected(FastOps):
@@ -118,8 +138,7 @@ class ModulatedConv(FastOps):
         return self.weight.square().sum(dim=[2, 3]).t()
 
     def demodulation(self, styles):
-        """1 / |modulated weight| per sample and output channel (NVIDIA's dcoefs)."""
-        return (styles.square() @ self.frozen("weight_sq") + 1e-8).rsqrt()
+        return demodulation(styles, self.frozen("weight_sq"))
 
     def modulated_conv(self, x, styles, fir=None):
         """Scale the input channels by the styles, convolve (upsampling 2x when `fir` is given)."""
@@ -273,6 +292,11 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
+def normalize_2nd_moment(z):
+    """z divided by the root mean square of its entries, per sample (StyleGAN's pixel norm of z)."""
+    return z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+
+
 class MappingNetwork(nn.Module):
     """z [B, z_dim] -> w [B, w_dim]: z normalised by its second moment, then lrelu dense layers.
 
@@ -288,7 +312,7 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z):
-        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        x = normalize_2nd_moment(z)
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
         return x

@@ -3,7 +3,8 @@
 Without -network, a `-cache_dir` that holds no generator is filled from the first source that
 works: the 2020 link, then NVIDIA's FFHQ pickle (CDN, then Google Drive), checked by MD5 before
 it is unpickled and converted. `-network` names a cache folder (or a `.pt` file in one), a
-StyleGAN-1 or stylegan2-ada-pytorch pickle, or a pickle's URL; a pickle is converted once into
+network file convert_weights.py reads (NVIDIA's StyleGAN-1, StyleGAN2 or StyleGAN3 pickle, a
+rosinality checkpoint), or such a file's URL; a network file is converted once into
 `-cache_dir/<name>/`, and a later run finds that conversion (its generator.json) without touching
 the network. A folder of 2020 files with no gaussian fit anywhere gets the 2020 mapping.pt, to
 fit one from.
@@ -18,6 +19,7 @@ from urllib.parse import unquote, urlparse
 
 import convert_weights
 import releases
+import rosinality_checkpoints
 import weights
 from download import fetch, short_reason
 from errors import WeightsError
@@ -87,9 +89,16 @@ def convert_once(folder, is_current, convert, log):
     return folder
 
 
+def is_checkpoint_to_convert(path):
+    """A `.pt` written by torch.save outside a cache folder: a network checkpoint (rosinality's), not
+    one of the cache's own files."""
+    return rosinality_checkpoints.is_torch_save_file(path) and not weights.holds_generator(path.parent)
+
+
 def network_folder(network, cache_dir, keep_pickle=False, log=print):
-    """The folder of weight files for `-network`: a folder as it is (a `.pt` file stands for its folder),
-    a pickle (file or URL) converted once."""
+    """The folder of weight files for `-network`: a folder as it is (a `.pt` file stands for its folder,
+    unless it is a checkpoint to convert), a network file (a pickle, a rosinality checkpoint; a path
+    or a URL) converted once."""
     cache_dir = Path(cache_dir)
     if is_url(network):
         folder = cache_dir / url_folder_name(network)
@@ -102,7 +111,7 @@ def network_folder(network, cache_dir, keep_pickle=False, log=print):
                 raise WeightsError(f"-network {network}: {short_reason(e)}") from e
         return convert_once(folder, lambda record: record.get("source") == network, convert, log)
     path = Path(network)
-    if path.suffix == ".pt" and path.is_file():
+    if path.suffix == ".pt" and path.is_file() and not is_checkpoint_to_convert(path):
         path = path.parent
     if path.is_dir():
         if not weights.holds_generator(path):

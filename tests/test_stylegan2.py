@@ -87,24 +87,32 @@ def nvidia_attributes(module):
     return {}
 
 
-def persistent(module, module_src, extra=None):
-    """`module` as NVIDIA pickles it: its parameters, buffers, submodules and attributes."""
+def stylegan2_description(module):
+    """(NVIDIA's class name, its plain attributes) for a module of stylegan2.py."""
+    return NVIDIA_CLASS_NAMES.get(type(module), "Generator"), nvidia_attributes(module)
+
+
+def persistent(module, module_src, extra=None, describe=stylegan2_description):
+    """`module` as NVIDIA pickles it: its parameters, buffers, submodules and the attributes
+    `describe(module)` gives with its class name."""
+    class_name, attributes = describe(module)
     state = {"training": False,
              "_parameters": {name: p for name, p in module._parameters.items()},
              "_buffers": {name: b for name, b in module._buffers.items()},
              "_non_persistent_buffers_set": set(),
-             "_modules": {name: persistent(child, module_src) for name, child in module._modules.items()},
-             **nvidia_attributes(module), **(extra or {})}
-    return Persistent(NVIDIA_CLASS_NAMES.get(type(module), "Generator"), state, module_src)
+             "_modules": {name: persistent(child, module_src, describe=describe)
+                          for name, child in module._modules.items()},
+             **attributes, **(extra or {})}
+    return Persistent(class_name, state, module_src)
 
 
-def nvidia_pickle(synthesis, mapping, module_src="", protocol=4, extra_state=None):
+def nvidia_pickle(synthesis, mapping, module_src="", protocol=4, extra_state=None, describe=stylegan2_description):
     """Bytes of a network snapshot as NVIDIA's training loop writes it, for these networks."""
     generator = torch.nn.Module()
     generator.synthesis, generator.mapping = synthesis, mapping
     g_ema = persistent(generator, module_src,
                        {**dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=synthesis.resolution, img_channels=3,
-                               num_ws=synthesis.num_ws), **(extra_state or {})})
+                               num_ws=synthesis.num_ws), **(extra_state or {})}, describe)
     snapshot = dict(G=g_ema, D=None, G_ema=g_ema, augment_pipe=None,
                     training_set_kwargs=EasyDict(class_name="training.dataset.ImageFolderDataset"))
     modules = {"torch_utils": types.ModuleType("torch_utils"),
@@ -379,17 +387,21 @@ def sg2_run_setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sg2-run")
     synthesis, mapping = random_stylegan2(resolution=FIXTURE_RESOLUTION, channels=16, seed=3)
     cache = convert_bytes(folder, nvidia_pickle(synthesis, mapping))
-    fit = weights.load_gaussian_fit(cache / "gaussian_fit.pt")
+    return cache, search_inputs(cache, folder / "in")
+
+
+def search_inputs(cache, inputs):
+    """Two inputs (one shifted) made of an image the generator in `cache` draws, at TARGET_SIZE."""
+    synthesis, fit = weights.load_generator(cache, log=lambda *_: None)
     generator = torch.Generator().manual_seed(11)
     latent = torch.randn(1, synthesis.num_ws, 512, generator=generator)
     latent_in = torch.nn.functional.leaky_relu(latent * fit["std"] + fit["mean"], 0.2)
     with torch.no_grad():
         image = (synthesis(latent_in, noise_for(synthesis, batch=1, seed=12)) + 1) / 2
-        target = BicubicDownSample(FIXTURE_RESOLUTION // TARGET_SIZE)(image.clamp(0, 1))
-    inputs = folder / "in"
+        target = BicubicDownSample(synthesis.resolution // TARGET_SIZE)(image.clamp(0, 1))
     for i in range(2):
         save_tensor_image(target[0].roll(i, dims=-1), inputs / f"face{i}.png")
-    return cache, inputs
+    return inputs
 
 
 def run_sg2(tmp_path, setup, out, *flags):
@@ -412,9 +424,15 @@ def test_search_brings_l2_down_on_a_stylegan2(tmp_path, sg2_run_setup, precision
 
 
 def test_stylegan2_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setup):
-    flags = ["-seed", "7", "-steps", "6", "-precision", "fp64"]
-    batched, _ = run_sg2(tmp_path, sg2_run_setup, "b2", *flags, "-batch_size", "2")
-    alone, _ = run_sg2(tmp_path, sg2_run_setup, "b1", *flags, "-batch_size", "1")
+    assert_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setup)
+
+
+def assert_batch_of_two_equals_two_batches_of_one(tmp_path, setup, *extra_flags):
+    """A float64 search of the two inputs in one batch follows the same trajectories as two searches."""
+    flags = ["-seed", "7", "-steps", "6", "-precision", "fp64", *extra_flags]
+    batched, _ = run_sg2(tmp_path, setup, "b2", *flags, "-batch_size", "2")
+    alone, _ = run_sg2(tmp_path, setup, "b1", *flags, "-batch_size", "1")
+    assert len(batched) == len(alone) == 2
     for got, want in zip(batched, alone):
         assert got["best_step"] == want["best_step"]
         for g, w in zip(got["trajectory"], want["trajectory"]):
@@ -422,10 +440,16 @@ def test_stylegan2_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setu
 
 
 def test_noise_layers_beyond_a_stylegan2_are_refused(tmp_path, sg2_run_setup, capsys):
-    cache, inputs = sg2_run_setup
-    for flag, value, message in [("-bad_noise_layers", "3.9", "noise layers are 0..6, not 9"),
-                                 ("-bad_noise_layers", "17", "noise layers are 0..6, not 17"),  # 2020's, said aloud
-                                 ("-num_trainable_noise_layers", "8", "has 7 layers with noise")]:
+    assert_refused(tmp_path, sg2_run_setup, capsys, [
+        ("-bad_noise_layers", "3.9", "noise layers are 0..6, not 9"),
+        ("-bad_noise_layers", "17", "noise layers are 0..6, not 17"),  # 2020's, said aloud
+        ("-num_trainable_noise_layers", "8", "has 7 layers with noise")])
+
+
+def assert_refused(tmp_path, setup, capsys, cases):
+    """run.py exits with usage error 2 and the message of each (flag, value, message), writing nothing."""
+    cache, inputs = setup
+    for flag, value, message in cases:
         code = run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / "refused"), "-cache_dir", str(cache),
                          flag, value])
         assert code == 2 and message in capsys.readouterr().err
