@@ -19,16 +19,16 @@ from pathlib import Path
 
 import torch
 
-import inputs
-import runlog
-import speed
-from cli import ParsedText
+from runkit import inputs
+from runkit import runlog
+from runkit import speed
+from runkit.cli import ParsedText
 from device import pick_device
-from images import to_pil
+from runkit.images import to_pil
 from loss import LossBuilder, LossString
 from SphericalOptimizer import SphericalOptimizer
-from weight_sources import weights_folder
-from weights import load_generator
+from weightfiles.weight_sources import weights_folder
+from weightfiles.weights import load_generator
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,

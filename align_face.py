@@ -7,7 +7,7 @@ Each face dlib finds is cropped, levelled and scaled the way FFHQ was built
 written as <output_dir>/photo_<i>.png, numbered from 0 as in 2020.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
-    import quiet_stop
+    from runkit import quiet_stop
     quiet_stop.install()
 
 import argparse
@@ -22,13 +22,13 @@ import scipy.ndimage
 from PIL import Image
 from tqdm import tqdm
 
-import cli
+from runkit import cli
 from bicubic import BicubicDownSample, is_power_of_two
-from cli import SetupError
+from runkit.cli import SetupError
 from device import DeviceError, pick_device
-from download import fetch
-from files import save_image, stem_clashes
-from images import ImageReadError, read_rgb
+from weightfiles.download import fetch
+from runkit.files import save_image, stem_clashes
+from runkit.images import ImageReadError, read_rgb
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
 # Where the 2020 script downloaded the (uncompressed) predictor from.

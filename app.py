@@ -11,7 +11,7 @@ used, after main() has pointed GRADIO_TEMP_DIR at the server's temporary folder:
 when it is imported.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
-    import quiet_stop
+    from runkit import quiet_stop
     quiet_stop.install()
 
 import importlib.util
@@ -29,18 +29,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
-import cli
-import inputs
+from runkit import cli
+from runkit import inputs
 import PULSE
-import runlog
-import speed
-import visuals
+from runkit import runlog
+from runkit import speed
+from runkit import visuals
 from bicubic import divides_by_power_of_two
-from cli import positive_int
+from runkit.cli import positive_int
 from device import DeviceError
-from files import save_image
-from images import ImageReadError, read_rgb, to_pil
-from weights import WeightsError
+from runkit.files import save_image
+from runkit.images import ImageReadError, read_rgb, to_pil
+from weightfiles.weights import WeightsError
 
 ALIGN_IMPORT_ERROR = None
 try:

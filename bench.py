@@ -14,7 +14,7 @@ With -processes it also times several processes searching at once (as `torchrun
 reports the searches per hour of the whole machine for each process count and batch size.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
-    import quiet_stop
+    from runkit import quiet_stop
     quiet_stop.install()
 
 import argparse
@@ -32,15 +32,15 @@ from pathlib import Path
 import torch
 import torch.multiprocessing
 
-import cli
-import quiet_stop
-import speed
+from runkit import cli
+from runkit import quiet_stop
+from runkit import speed
 import stylegan
 import stylegan2
 from device import DeviceError, pick_device
-from images import read_rgb, to_tensor
+from runkit.images import read_rgb, to_tensor
 from PULSE import PULSE, SearchConfig
-from weights import load_generator
+from weightfiles.weights import load_generator
 
 FIXTURES = Path(__file__).resolve().parent / "tests" / "fixtures"
 DRIFT_SEED, DRIFT_STEPS = 5, 40  # the fidelity fixture's search

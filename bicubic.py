@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from images import to_pil, to_tensor
+from runkit.images import to_pil, to_tensor
 
 
 def bicubic_weight(x, a=-0.5):

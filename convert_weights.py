@@ -17,22 +17,22 @@ nvidia_pickles.py's allowlist unpickler, rosinality's checkpoints by rosinality_
 executed. Which family a file is, and how its weights are read, is families.py's answer.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
-    import quiet_stop
+    from runkit import quiet_stop
     quiet_stop.install()
 
 import argparse
 import sys
 from pathlib import Path
 
-import cli
-import families
-import nvidia_pickles
-import releases
-import rosinality_checkpoints
-import weights
-from download import fetch
-from errors import WeightsError
-from files import file_md5, preparing
+from runkit import cli
+from weightfiles import families
+from weightfiles import nvidia_pickles
+from weightfiles import releases
+from weightfiles import rosinality_checkpoints
+from weightfiles import weights
+from weightfiles.download import fetch
+from weightfiles.errors import WeightsError
+from runkit.files import file_md5, preparing
 
 FFHQ_MD5 = "9f4c085b663ed283f5853cc662bd0883"
 KNOWN_PICKLES = {  # MD5 of NVIDIA's released files

@@ -4,7 +4,7 @@
     python evaluate.py -paper input runs/a
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
-    import quiet_stop
+    from runkit import quiet_stop
     quiet_stop.install()
 
 import json
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-import cli
+from runkit import cli
 from bicubic import BicubicDownSample, divides_by_power_of_two
-from files import atomic_path
-from images import IMAGE_SUFFIXES, read_rgb
+from runkit.files import atomic_path
+from runkit.images import IMAGE_SUFFIXES, read_rgb
 from niqe import niqe
 
 # NIQE the paper reports on CelebA HQ at x64: a guide only, since other images give other scores

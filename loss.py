@@ -10,7 +10,7 @@ its own best step; the optimised loss is the sum over the batch, as in 2020.
 import torch
 
 from bicubic import BicubicDownSample, divides_by_power_of_two
-from cli import ParsedText
+from runkit.cli import ParsedText
 
 
 class LossStringError(ValueError):

@@ -6,7 +6,7 @@ Each plot shows every logged loss term and TOTAL per step on a log scale, the be
 image PULSE kept) as a vertical line and eps, the L2 target, as a horizontal one.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
-    import quiet_stop
+    from runkit import quiet_stop
     quiet_stop.install()
 
 import sys
@@ -16,9 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-import cli
-import runlog
-from files import atomic_path
+from runkit import cli
+from runkit import runlog
+from runkit.files import atomic_path
 
 
 

@@ -9,7 +9,7 @@ The search itself is PULSE.py's (`PULSE.load`, `search_jobs`): this file turns f
 (RunOptions), runs a folder through the model, and writes, logs and tells what it found.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
-    import quiet_stop
+    from runkit import quiet_stop
     quiet_stop.install()
 
 import sys
@@ -21,20 +21,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import cli
-import inputs
-import runlog
-import speed
-import visuals
-from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupError, non_negative_int, positive_float, positive_int
+from runkit import cli
+from runkit import inputs
+from runkit import runlog
+from runkit import speed
+from runkit import visuals
+from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupError, non_negative_int, positive_float, positive_int
 from device import DeviceError, pick_device
-from distributed import Launch, Team, TeamError, launch_from_environment
-from files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
-from images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
+from runkit.distributed import Launch, Team, TeamError, launch_from_environment
+from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
+from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
 from loss import LossString
 from PULSE import (NOISE_TYPES, OPTIMIZERS, SCHEDULES, ModelOptions, NoiseLayerError, NoiseLayers, SearchConfig,
                    load, result_settings)
-from weights import WeightsError
+from weightfiles.weights import WeightsError
 
 
 # ---- flags ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Every combination gets its own run.py output folder under -output_dir, named aft
 the same seed and with run.py -resume, so a second sweep reuses the results that are finished.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
-    import quiet_stop
+    from runkit import quiet_stop
     quiet_stop.install()
 
 import argparse
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-import cli
+from runkit import cli
 import run
-import runlog
-from files import atomic_path
-from images import read_rgb
+from runkit import runlog
+from runkit.files import atomic_path
+from runkit.images import read_rgb
 from niqe import niqe
 
 SWEEP_OWNED = ("input_dir", "output_dir", "resume")  # the sweep sets these for every combination

@@ -129,7 +129,7 @@ def run_cli(tmp_path, *flags, inputs=None, out="out"):
 
 def make_record(output="a.png", **changes):
     """A run-log record with small made-up values, `changes` replacing some."""
-    import runlog
+    from runkit import runlog
     fields = dict(input="in.png", output=output, seed=0, base_seed=0, device="cpu", threads=1, steps=2,
                   best_step=1, losses={"L2": 0.1, "TOTAL": 10.0}, converged=False, interrupted=False, seconds=1.0,
                   args={"eps": 0.002}, trajectory=[{"step": 1, "L2": 0.1, "TOTAL": 10.0}])

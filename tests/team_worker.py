@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import run  # noqa: E402
-from distributed import Team, launch_from_environment  # noqa: E402
+from runkit.distributed import Team, launch_from_environment  # noqa: E402
 
 
 def oom_on_rank_1(argv):

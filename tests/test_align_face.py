@@ -17,7 +17,7 @@ from skimage.data import astronaut
 import align_face
 from bicubic import BicubicDownSample
 from conftest import ROOT
-from images import read_rgb, to_pil, to_tensor
+from runkit.images import read_rgb, to_pil, to_tensor
 
 SIZE = 64  # the -output_size of the shared run
 

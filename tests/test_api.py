@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 import PULSE
-import runlog
+from runkit import runlog
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, pixels, run_on_tiny_model
-from images import read_rgb, to_tensor
-from weights import WeightsError
+from runkit.images import read_rgb, to_tensor
+from weightfiles.weights import WeightsError
 
 STEPS = 4
 
@@ -159,7 +159,7 @@ def test_the_model_exposes_its_generator_and_fit(model64):
 
 
 def test_load_without_weights_or_network_raises_one_error_listing_the_sources(tmp_path, monkeypatch, http_server):
-    import releases
+    from weightfiles import releases
     source = {"label": "a test source", "url": http_server.url("/missing.pkl"), "file": "net.pkl", "md5": "0"}
     monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"sources": {"2020": [], "ffhq": [source]}}))
     with pytest.raises(WeightsError) as failed:

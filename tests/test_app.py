@@ -26,8 +26,8 @@ gr = pytest.importorskip("gradio", reason="the page's extra is not installed: pi
 import align_face  # noqa: E402
 import app  # noqa: E402
 import PULSE  # noqa: E402
-import runlog  # noqa: E402
-import visuals  # noqa: E402
+from runkit import runlog  # noqa: E402
+from runkit import visuals  # noqa: E402
 from conftest import ROOT, TINY_INPUT, TINY_MODEL  # noqa: E402
 
 SESSION = SimpleNamespace(session_hash="test session")

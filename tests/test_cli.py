@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-import cli
+from runkit import cli
 
 SCRIPTS = ["run", "align_face", "convert_weights", "evaluate", "plot_log", "sweep", "bench", "app"]
 

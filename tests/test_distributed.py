@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import distributed
+from runkit import distributed
 from conftest import ROOT, TINY_MODEL
 from test_robustness import wait_for
 from test_run import log_records, make_inputs, pixels
@@ -253,7 +253,7 @@ def test_a_stopped_job_writes_every_ranks_best_so_far(inputs, tmp_path, signal_n
 
 
 def test_in_a_job_a_repeated_stop_signal_does_not_cut_the_saving_short():
-    import cli
+    from runkit import cli
     with cli.StopSignals(repeat_leaves=False) as stop:
         with pytest.raises(KeyboardInterrupt):
             stop._handle(signal.SIGTERM, None)  # from Slurm: the search ends with its best so far

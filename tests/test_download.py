@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import pytest
 
-import download
+from weightfiles import download
 
 PAYLOAD = os.urandom(3 << 20)  # several chunks, so a drop half-way leaves a real partial file
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

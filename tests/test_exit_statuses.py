@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import align_face
-from cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE
+from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE
 from conftest import TINY_MODEL, make_inputs, make_record
 
 

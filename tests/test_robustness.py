@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import files
+from runkit import files
 import PULSE
 import run
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli

@@ -12,11 +12,11 @@ import torch
 
 import convert_weights
 import PULSE
-import releases
+from weightfiles import releases
 import rosinality
-import rosinality_checkpoints
+from weightfiles import rosinality_checkpoints
 import run
-import weights
+from weightfiles import weights
 from conftest import ROOT
 from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
                             nvidia_pickle, random_stylegan2, relative_error, search_inputs)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-import runlog
+from runkit import runlog
 from conftest import ROOT, make_record
 
 

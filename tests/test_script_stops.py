@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from skimage.data import astronaut
 
-import cli
-import quiet_stop
+from runkit import cli
+from runkit import quiet_stop
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status (Linux)")

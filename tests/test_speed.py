@@ -8,7 +8,7 @@ import torch
 
 import bench
 import run
-import speed
+from runkit import speed
 from conftest import TINY_INPUT, TINY_MODEL, load_fixture
 from fastops import FastOps
 from PULSE import PULSE

@@ -21,14 +21,14 @@ import torch
 from PIL import Image
 
 import convert_weights
-import nvidia_pickles
-import releases
+from weightfiles import nvidia_pickles
+from weightfiles import releases
 import run
 import stylegan2
-import weights
+from weightfiles import weights
 from bicubic import BicubicDownSample
 from conftest import ROOT, TINY_MODEL
-from images import save_tensor_image
+from runkit.images import save_tensor_image
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan2"
 needs_shared = pytest.mark.skipif(not (SHARED / "network-snapshot-64.pkl").is_file(),

@@ -16,12 +16,12 @@ import scipy.special
 import torch
 
 import convert_weights
-import families
-import nvidia_pickles
+from weightfiles import families
+from weightfiles import nvidia_pickles
 import PULSE
-import releases
+from weightfiles import releases
 import run
-import weights
+from weightfiles import weights
 from conftest import ROOT
 from stylegan3_networks import design, lowpass_filter, random_stylegan3, stylegan3_pickle
 from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,

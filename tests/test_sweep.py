@@ -46,7 +46,7 @@ def test_sweep_rejects_a_grid_key_that_is_not_a_run_flag(capsys, tmp_path):
 
 
 def test_speed_settings_are_made_once_for_the_whole_sweep(tmp_path, monkeypatch):
-    import speed
+    from runkit import speed
     thread_settings = []
     monkeypatch.setattr(speed, "set_threads", lambda requested=None: thread_settings.append(requested))
     argv = ["-input_dir", str(TINY_INPUT.parent), "-grid", "learning_rate=0.2,0.4", "-output_dir", str(tmp_path),

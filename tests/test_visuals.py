@@ -5,10 +5,10 @@ import torch
 from PIL import Image, ImageSequence
 
 import run
-import visuals
+from runkit import visuals
 from PULSE import BestTracker, Step
 from conftest import TINY_INPUT, make_record, run_on_tiny_model
-from visuals import LABEL_HEIGHT, PANEL, RED
+from runkit.visuals import LABEL_HEIGHT, PANEL, RED
 
 STEPS = 3
 DUPLICATES = 3  # with -batch_size 2: one batch of two, then one of one

@@ -17,13 +17,13 @@ import pytest
 import torch
 
 import convert_weights
-import releases
+from weightfiles import releases
 import run
-import runlog
-import weight_sources
-import weights
+from runkit import runlog
+from weightfiles import weight_sources
+from weightfiles import weights
 from conftest import ROOT, TINY_INPUT, TINY_MODEL
-from files import folder_lock, preparing
+from runkit.files import folder_lock, preparing
 from stylegan1_pickles import Network, dumps, tiny_pickle_bytes
 
 DRAWS = 256  # of the gaussian fit after converting the tiny model (the real default takes a minute)

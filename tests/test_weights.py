@@ -7,11 +7,11 @@ import shutil
 import pytest
 import torch
 
-import families
-import releases
+from weightfiles import families
+from weightfiles import releases
 import stylegan
 import stylegan2
-import weights
+from weightfiles import weights
 from conftest import ROOT, TINY_MODEL, load_fixture
 from generator import Generator
 from stylegan import G_mapping

@@ -15,7 +15,7 @@ import os
 import signal
 from contextlib import contextmanager
 
-from quiet_stop import STOP_SIGNALS
+from runkit.quiet_stop import STOP_SIGNALS
 
 EXIT_OK, EXIT_INPUTS_FAILED, EXIT_USAGE, EXIT_SETUP_FAILED = 0, 1, 2, 3
 EXIT_STATUSES = ("exit status: 0 all done; 1 some inputs failed (each named); 2 bad flags; 3 setup failed "

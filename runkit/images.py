@@ -3,7 +3,7 @@ import torch
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from files import save_image
+from runkit.files import save_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch._utils
 
-from errors import WeightsError
+from weightfiles.errors import WeightsError
 
 try:  # numpy >= 2 moved the module that rebuilds pickled arrays; old pickles name the old one
     from numpy._core import multiarray as _multiarray

@@ -15,10 +15,10 @@ import re
 import numpy as np
 import torch
 
-import nvidia_pickles
+from weightfiles import nvidia_pickles
 import stylegan3
-from errors import WeightsError
-from nvidia_pickles import NetworkStandIn
+from weightfiles.errors import WeightsError
+from weightfiles.nvidia_pickles import NetworkStandIn
 from stylegan import Blur
 
 

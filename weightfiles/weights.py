@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-import families
-from errors import WeightsError  # also where callers have always found it: weights.WeightsError
-from files import atomic_path
+from weightfiles import families
+from weightfiles.errors import WeightsError  # also where callers have always found it: weights.WeightsError
+from runkit.files import atomic_path
 
 RECORD = "generator.json"
-BUNDLED_FIT = Path(__file__).resolve().parent / "gaussian_fit.pt"
+BUNDLED_FIT = Path(__file__).resolve().parent.parent / "gaussian_fit.pt"  # at the repository root
 GAUSSIAN_FIT_DRAWS = 1_000_000
 # The 2020 code cached a download as `<md5 of its link>_<the name Drive gave it>` (links in releases.py).
 LINK_MD5_2020 = {"synthesis.pt": "6b943ee69b8491ac40e8e9ced6175659", "mapping.pt": "05118276f14e736e63065765a09feb78"}

@@ -18,12 +18,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import convert_weights
-import releases
-import rosinality_checkpoints
-import weights
-from download import fetch, short_reason
-from errors import WeightsError
-from files import file_md5, preparing
+from weightfiles import releases
+from weightfiles import rosinality_checkpoints
+from weightfiles import weights
+from weightfiles.download import fetch, short_reason
+from weightfiles.errors import WeightsError
+from runkit.files import file_md5, preparing
 
 
 def fetch_2020_file(source, cache_dir):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from bicubic import divides_by_power_of_two
-from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, rgb, to_tensor
+from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb, rgb, to_tensor
 
 
 @dataclass

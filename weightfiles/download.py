@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 import requests
 from tqdm import tqdm
 
-from files import file_md5
+from runkit.files import file_md5
 
 TIMEOUT = (15, 60)  # seconds to connect, and to wait for the next bytes: a dead host cannot hang a run
 CHUNK = 1 << 20

@@ -13,10 +13,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from torch.nn import functional as F
 
-import runlog
+from runkit import runlog
 from bicubic import BicubicDownSample
-from files import atomic_path, save_image
-from images import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_pil
+from runkit.files import atomic_path, save_image
+from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_pil
 
 PANEL = 256             # side of a strip panel, and the largest side of a GIF frame
 LINE_HEIGHT = 16

@@ -13,8 +13,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from download import short_reason
-from errors import WeightsError
+from weightfiles.download import short_reason
+from weightfiles.errors import WeightsError
 
 TEST_OVERRIDE = "PULSE_TEST_WEIGHT_SOURCES"
 CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan/networks"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from errors import WeightsError
+from weightfiles.errors import WeightsError
 
 TRAINING_KEYS = {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}
 CONVERTED_KEYS = {"g_ema", "latent_avg"}

@@ -16,14 +16,14 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-import nvidia_layouts
-import nvidia_pickles
+from weightfiles import nvidia_layouts
+from weightfiles import nvidia_pickles
 import rosinality
-import rosinality_checkpoints
+from weightfiles import rosinality_checkpoints
 import stylegan
 import stylegan2
 import stylegan3
-from errors import WeightsError
+from weightfiles.errors import WeightsError
 
 States = tuple[dict, dict, dict]  # (synthesis state dict, mapping state dict, attributes)
 
