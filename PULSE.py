@@ -201,6 +201,9 @@ class PULSE(torch.nn.Module):
     def __init__(self, synthesis, gaussian_fit, autocast_dtype=None):
         super().__init__()
         self.synthesis = synthesis.requires_grad_(False)
+        # What the search asks of the generator (see generator.Generator): rows of latent_in, the
+        # side of each noise map in the generator's layer order, the side of its images.
+        self.num_ws, self.noise_sizes, self.resolution = synthesis.num_ws, synthesis.noise_sizes, synthesis.resolution
         self.register_buffer("fit_mean", gaussian_fit["mean"].clone())
         self.register_buffer("fit_std", gaussian_fit["std"].clone())
         self.lrelu = torch.nn.LeakyReLU(negative_slope=0.2)
@@ -222,29 +225,6 @@ class PULSE(torch.nn.Module):
         if compile:
             model.synthesis = torch.compile(model.synthesis)
         return model
-
-    @property
-    def num_ws(self):
-        """Rows of latent_in (StyleGAN-1: one per layer; StyleGAN2: one per conv layer, plus one)."""
-        return self.synthesis.num_ws
-
-    @property
-    def noise_sizes(self):
-        """The side of each noise map, in the generator's layer order."""
-        return self.synthesis.noise_sizes
-
-    @property
-    def resolution(self):
-        return self.synthesis.resolution
-
-    @property
-    def device(self):
-        return self.fit_mean.device
-
-    @property
-    def gaussian_fit(self):
-        """{"mean", "std"} of the mapping network's output (after LeakyReLU(5)), as PULSE uses it."""
-        return {"mean": self.fit_mean, "std": self.fit_std}
 
     def zeroed_noise_layers(self, config):
         """Indices of the noise layers held at zero: -bad_noise_layers, or the generator's own default
@@ -357,6 +337,15 @@ class PULSE(torch.nn.Module):
         except KeyboardInterrupt:  # before the first step of a search: nothing of it to keep
             pass
         return results
+
+    @property
+    def device(self):
+        return self.fit_mean.device
+
+    @property
+    def gaussian_fit(self):
+        """{"mean", "std"} of the mapping network's output (after LeakyReLU(5)), as PULSE uses it."""
+        return {"mean": self.fit_mean, "std": self.fit_std}
 
     @torch.no_grad()
     def render(self, latent, noise):
