@@ -400,11 +400,12 @@ class Tally:
     stopped: int = 0        # best-so-far results of searches a stop cut short
 
     def interrupted_message(self):
-        if not self.finished + self.stopped:
+        parts = [f"{self.finished} finished result(s)" if self.finished else "",
+                 f"the best image so far of {self.stopped} stopped search(es)" if self.stopped else ""]
+        written = " and ".join(part for part in parts if part)
+        if not written:
             return "interrupted: nothing was written"
-        written = f"interrupted: {self.finished} finished result(s)"
-        return written + (f" and the best image so far of {self.stopped} stopped search(es)" if self.stopped else "") \
-            + " written and logged; -resume finishes the rest"
+        return f"interrupted: {written} written and logged; -resume finishes the rest"
 
 
 def run_job(options, paths, out_dir, team, stop):

@@ -290,3 +290,33 @@ def test_written_files_are_readable_by_others_as_the_umask_allows(tmp_path):
     target = tmp_path / "face.png"
     files.save_image(Image.new("RGB", (4, 4)), target)
     assert target.stat().st_mode & 0o777 == 0o666 & ~files._umask()
+
+
+def test_a_stop_says_what_was_written(tmp_path, monkeypatch, capsys):
+    search, calls = PULSE.PULSE.search, []
+
+    def stopped_in_the_second_search(self, ref_im, seeds, config, on_step=None):
+        calls.append(seeds)
+
+        def hook(step):
+            if len(calls) == 2 and step.number == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
+            on_step(step)
+        return search(self, ref_im, seeds, config, hook)
+    monkeypatch.setattr(PULSE.PULSE, "search", stopped_in_the_second_search)
+    code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "4", inputs=make_inputs(tmp_path / "in", count=3))
+    assert code == 130 and len(calls) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted: 1 finished result(s) and the best image so far of 1 stopped search(es) written and logged; "
+        "-resume finishes the rest")
+    assert [r["interrupted"] for r in log_records(out_dir)] == [False, True]
+
+
+def test_a_stop_before_any_search_says_nothing_was_written_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    def stopped_while_loading(**_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(run, "load", stopped_while_loading)
+    code, out_dir = run_cli(tmp_path, "-seed", "0")
+    assert code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("nothing was written")
+    assert not out_dir.exists()
