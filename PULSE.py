@@ -19,13 +19,11 @@ from pathlib import Path
 
 import torch
 
-from runkit import inputs
-from runkit import runlog
-from runkit import speed
-from runkit.cli import ParsedText
+from runkit import inputs, runlog, speed
 from device import pick_device
-from runkit.images import to_pil
 from loss import LossBuilder, LossString
+from runkit.cli import ParsedText
+from runkit.images import to_pil
 from SphericalOptimizer import SphericalOptimizer
 from weightfiles.weight_sources import weights_folder
 from weightfiles.weights import load_generator

@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from runkit import cli
 from bicubic import BicubicDownSample, is_power_of_two
-from runkit.cli import SetupError
 from device import DeviceError, pick_device
-from weightfiles.download import fetch
+from runkit.cli import SetupError
 from runkit.files import save_image, stem_clashes
 from runkit.images import ImageReadError, read_rgb
+from weightfiles.download import fetch
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
 # Where the 2020 script downloaded the (uncompressed) predictor from.

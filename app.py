@@ -29,15 +29,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
-from runkit import cli
-from runkit import inputs
+from runkit import cli, inputs, runlog, speed, visuals
 import PULSE
-from runkit import runlog
-from runkit import speed
-from runkit import visuals
 from bicubic import divides_by_power_of_two
-from runkit.cli import positive_int
 from device import DeviceError
+from runkit.cli import positive_int
 from runkit.files import save_image
 from runkit.images import ImageReadError, read_rgb, to_pil
 from weightfiles.weights import WeightsError

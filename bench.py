@@ -32,14 +32,12 @@ from pathlib import Path
 import torch
 import torch.multiprocessing
 
-from runkit import cli
-from runkit import quiet_stop
-from runkit import speed
+from runkit import cli, quiet_stop, speed
 import stylegan
 import stylegan2
 from device import DeviceError, pick_device
-from runkit.images import read_rgb, to_tensor
 from PULSE import PULSE, SearchConfig
+from runkit.images import read_rgb, to_tensor
 from weightfiles.weights import load_generator
 
 FIXTURES = Path(__file__).resolve().parent / "tests" / "fixtures"

@@ -25,14 +25,10 @@ import sys
 from pathlib import Path
 
 from runkit import cli
-from weightfiles import families
-from weightfiles import nvidia_pickles
-from weightfiles import releases
-from weightfiles import rosinality_checkpoints
-from weightfiles import weights
+from weightfiles import families, nvidia_pickles, releases, rosinality_checkpoints, weights
+from runkit.files import file_md5, preparing
 from weightfiles.download import fetch
 from weightfiles.errors import WeightsError
-from runkit.files import file_md5, preparing
 
 FFHQ_MD5 = "9f4c085b663ed283f5853cc662bd0883"
 KNOWN_PICKLES = {  # MD5 of NVIDIA's released files

@@ -19,9 +19,9 @@ from PIL import Image
 
 from runkit import cli
 from bicubic import BicubicDownSample, divides_by_power_of_two
+from niqe import niqe
 from runkit.files import atomic_path
 from runkit.images import IMAGE_SUFFIXES, read_rgb
-from niqe import niqe
 
 # NIQE the paper reports on CelebA HQ at x64: a guide only, since other images give other scores
 PAPER_NIQE_X64 = {"HR": 3.90, "nearest": 12.48, "bicubic": 7.06, "PULSE": 2.47}

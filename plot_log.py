@@ -16,8 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from runkit import cli
-from runkit import runlog
+from runkit import cli, runlog
 from runkit.files import atomic_path
 
 

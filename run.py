@@ -21,17 +21,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from runkit import cli
-from runkit import inputs
-from runkit import runlog
-from runkit import speed
-from runkit import visuals
-from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupError, non_negative_int, positive_float, positive_int
+from runkit import cli, inputs, runlog, speed, visuals
 from device import DeviceError, pick_device
+from loss import LossString
+from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupError, non_negative_int, positive_float, positive_int
 from runkit.distributed import Launch, Team, TeamError, launch_from_environment
 from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
-from loss import LossString
 from PULSE import (NOISE_TYPES, OPTIMIZERS, SCHEDULES, ModelOptions, NoiseLayerError, NoiseLayers, SearchConfig,
                    load, result_settings)
 from weightfiles.weights import WeightsError

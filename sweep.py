@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runkit import cli
+from runkit import cli, runlog
 import run
-from runkit import runlog
+from niqe import niqe
 from runkit.files import atomic_path
 from runkit.images import read_rgb
-from niqe import niqe
 
 SWEEP_OWNED = ("input_dir", "output_dir", "resume")  # the sweep sets these for every combination
 SWITCHES = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}

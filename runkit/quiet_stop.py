@@ -4,7 +4,9 @@ Every script, run as a script, calls `install()` first, before importing torch a
 which take seconds to load. From then on Ctrl-C, SIGTERM or SIGHUP ends it with "interrupted"
 on stderr and the status of cli.py's table (130, 143, 129), rather than a KeyboardInterrupt
 traceback from inside whatever was running. The stop is a SystemExit, so `finally` blocks still
-run (a half-written file is removed). cli.StopSignals takes over while there are results to
+run (a half-written file is removed); inside an import it leaves at once instead, as unwinding a
+C extension's half-done initialisation can abort the interpreter on its way out (nothing is
+being written then). cli.StopSignals takes over while there are results to
 save and puts this handler back when it is done. Only the interpreter's own start-up, the few
 milliseconds before a script's first line, is left to Python's defaults.
 
@@ -24,7 +26,18 @@ def stop(signum, frame):
     for each in STOP_SIGNALS:
         signal.signal(each, leave_at_once)
     print("interrupted", file=sys.stderr, flush=True)
+    if importing(frame):
+        leave_at_once(signum, frame)
     raise SystemExit(128 + signum)
+
+
+def importing(frame):
+    """Whether `frame` runs inside an import (Python's import machinery is among its callers)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def leave_at_once(signum, frame):

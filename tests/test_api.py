@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-import PULSE
 from runkit import runlog
+import PULSE
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, pixels, run_on_tiny_model
 from runkit.images import read_rgb, to_tensor
 from weightfiles.weights import WeightsError

@@ -12,11 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from weightfiles import families, nvidia_layouts, nvidia_pickles, weights
 import convert_weights
-from weightfiles import families
-from weightfiles import nvidia_layouts
-from weightfiles import nvidia_pickles
-from weightfiles import weights
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, load_fixture
 from stylegan import G_mapping, G_synthesis, synthesis_from_state_dict
 from stylegan1_pickles import EasyDict, Network, dump, dumps, nvidia_tuple, randomised, tf_synthesis_variables

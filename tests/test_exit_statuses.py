@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import align_face
-from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE
 from conftest import TINY_MODEL, make_inputs, make_record
+from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE
 
 
 def a_file(path, text="not what it should be\n"):

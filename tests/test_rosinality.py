@@ -10,13 +10,11 @@ import os
 import pytest
 import torch
 
+from weightfiles import releases, rosinality_checkpoints, weights
 import convert_weights
 import PULSE
-from weightfiles import releases
 import rosinality
-from weightfiles import rosinality_checkpoints
 import run
-from weightfiles import weights
 from conftest import ROOT
 from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
                             nvidia_pickle, random_stylegan2, relative_error, search_inputs)

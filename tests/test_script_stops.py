@@ -16,8 +16,7 @@ import pytest
 from PIL import Image
 from skimage.data import astronaut
 
-from runkit import cli
-from runkit import quiet_stop
+from runkit import cli, quiet_stop
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status (Linux)")
@@ -117,3 +116,13 @@ def test_the_quiet_stop_says_one_line_and_exits_128_plus_the_signal(capsys):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def test_a_stop_knows_when_it_lands_inside_an_import(tmp_path, monkeypatch):
+    """Inside an import the stop leaves at once: unwinding a C extension's half-done start can abort."""
+    (tmp_path / "probe_module.py").write_text(
+        "import sys\nfrom runkit import quiet_stop\nINSIDE = quiet_stop.importing(sys._getframe())\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import probe_module
+    assert probe_module.INSIDE is True
+    assert quiet_stop.importing(sys._getframe()) is False

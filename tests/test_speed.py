@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
+from runkit import speed
 import bench
 import run
-from runkit import speed
 from conftest import TINY_INPUT, TINY_MODEL, load_fixture
 from fastops import FastOps
 from PULSE import PULSE

@@ -20,12 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
+from weightfiles import nvidia_pickles, releases, weights
 import convert_weights
-from weightfiles import nvidia_pickles
-from weightfiles import releases
 import run
 import stylegan2
-from weightfiles import weights
 from bicubic import BicubicDownSample
 from conftest import ROOT, TINY_MODEL
 from runkit.images import save_tensor_image

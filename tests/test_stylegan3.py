@@ -15,13 +15,10 @@ import pytest
 import scipy.special
 import torch
 
+from weightfiles import families, nvidia_pickles, releases, weights
 import convert_weights
-from weightfiles import families
-from weightfiles import nvidia_pickles
 import PULSE
-from weightfiles import releases
 import run
-from weightfiles import weights
 from conftest import ROOT
 from stylegan3_networks import design, lowpass_filter, random_stylegan3, stylegan3_pickle
 from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,

@@ -4,10 +4,10 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-import run
 from runkit import visuals
-from PULSE import BestTracker, Step
+import run
 from conftest import TINY_INPUT, make_record, run_on_tiny_model
+from PULSE import BestTracker, Step
 from runkit.visuals import LABEL_HEIGHT, PANEL, RED
 
 STEPS = 3

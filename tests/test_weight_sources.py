@@ -16,12 +16,10 @@ import time
 import pytest
 import torch
 
-import convert_weights
-from weightfiles import releases
-import run
 from runkit import runlog
-from weightfiles import weight_sources
-from weightfiles import weights
+from weightfiles import releases, weight_sources, weights
+import convert_weights
+import run
 from conftest import ROOT, TINY_INPUT, TINY_MODEL
 from runkit.files import folder_lock, preparing
 from stylegan1_pickles import Network, dumps, tiny_pickle_bytes

@@ -7,11 +7,9 @@ import shutil
 import pytest
 import torch
 
-from weightfiles import families
-from weightfiles import releases
+from weightfiles import families, releases, weights
 import stylegan
 import stylegan2
-from weightfiles import weights
 from conftest import ROOT, TINY_MODEL, load_fixture
 from generator import Generator
 from stylegan import G_mapping

@@ -16,10 +16,8 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from weightfiles import nvidia_layouts
-from weightfiles import nvidia_pickles
+from weightfiles import nvidia_layouts, nvidia_pickles, rosinality_checkpoints
 import rosinality
-from weightfiles import rosinality_checkpoints
 import stylegan
 import stylegan2
 import stylegan3

@@ -17,9 +17,9 @@ import torch
 
 from weightfiles import nvidia_pickles
 import stylegan3
+from stylegan import Blur
 from weightfiles.errors import WeightsError
 from weightfiles.nvidia_pickles import NetworkStandIn
-from stylegan import Blur
 
 
 def describe(obj):

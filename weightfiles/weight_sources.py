@@ -17,13 +17,11 @@ import hashlib
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from weightfiles import releases, rosinality_checkpoints, weights
 import convert_weights
-from weightfiles import releases
-from weightfiles import rosinality_checkpoints
-from weightfiles import weights
+from runkit.files import file_md5, preparing
 from weightfiles.download import fetch, short_reason
 from weightfiles.errors import WeightsError
-from runkit.files import file_md5, preparing
 
 
 def fetch_2020_file(source, cache_dir):
