@@ -182,7 +182,7 @@ def read_inputs(paths, resolution):
     named, errors = [], []
     for path in paths:
         try:
-            named.append((str(path), path.stem, inputs.read_input(path, resolution)))
+            named.append(inputs.path_input(path, resolution))
         except ImageReadError as e:
             errors.append(str(e))
     return named, errors
@@ -271,10 +271,10 @@ def search_batch(model, batch, options, out_dir, job_progress=None, show_steps=T
 
 def record_results(batch, results, options, device, log_path, say=print):
     """Write and log each result, telling `say` about it; returns the log records."""
-    records = []
+    records, flags = [], options.flags()
     for job, result in zip(batch, results):
         save_tensor_image(result.tensor, job.output)
-        records.append(runlog.Record.of(result, job.output, device, flags=options.flags()))
+        records.append(runlog.Record.of(result, job.output, device, flags=flags))
         runlog.append(log_path, records[-1])
         losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.losses.items())
         say(f"{job.output}  best step {result.best_step} | {losses} | {result.status}")

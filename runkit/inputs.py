@@ -60,6 +60,11 @@ def read_input(path, resolution):
     return to_tensor(image)
 
 
+def path_input(path, resolution):
+    """(source, stem, [3, r, r] tensor) of an image file; ImageReadError when PULSE cannot use it."""
+    return str(path), Path(path).stem, read_input(path, resolution)
+
+
 def tensor_input(label, tensor, resolution):
     """A [3, r, r] tensor in [0, 1], checked, as a float32 CPU tensor."""
     if tensor.dim() != 3 or tensor.shape[0] != 3:
@@ -83,7 +88,7 @@ def named_inputs(images, resolution):
     named = []
     for i, item in enumerate(images):
         if isinstance(item, (str, Path)):
-            named.append((str(item), Path(item).stem, read_input(item, resolution)))
+            named.append(path_input(item, resolution))
             continue
         label = f"image {i}"
         if isinstance(item, Image.Image):
