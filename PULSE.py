@@ -13,7 +13,8 @@ optimizer step with the spherical projection, scheduler step.
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -92,6 +93,8 @@ class SearchConfig:
     learning_rate: float = 0.4
     steps: int = 100
     lr_schedule: str = "linear1cycledrop"
+    tries: int = 1              # searches per result at most: a NOT CONVERGED one is run again from a new seed
+    stop_at_eps: bool = False   # end a search at the first step whose L2 reaches eps (not in 2020)
 
     def __post_init__(self):
         self.loss_str = LossString(self.loss_str)
@@ -105,6 +108,8 @@ class SearchConfig:
                 raise ValueError(f"{name} must be a finite number above 0, got {getattr(self, name)}")
         if self.steps < 1 or self.num_trainable_noise_layers < 0:
             raise ValueError("steps must be at least 1 and num_trainable_noise_layers 0 or more")
+        if not isinstance(self.tries, int) or isinstance(self.tries, bool) or self.tries < 1:
+            raise ValueError(f"tries must be a whole number of at least 1, got {self.tries!r}")
 
 
 def result_settings(config, precision, compile):
@@ -115,23 +120,27 @@ def result_settings(config, precision, compile):
 
 @dataclass
 class Result:
-    """One search of one input from one seed: the best image (lowest TOTAL, first on ties) and
-    how the search went. What run.py writes and logs for it (see runlog.Record)."""
+    """The result of one input and duplicate: its kept search (the first of its tries that converged,
+    else the one whose best image has the lowest L2), that search's best image (lowest TOTAL, first
+    on ties; with -stop_at_eps, the image of the step that reached eps) and how it went. What
+    run.py writes and logs for it (see runlog.Record)."""
     input: str                  # the input's path, or its place among the images given ("image 2")
     name: str                   # the result's name: the input's stem, with _k for duplicate k
-    seed: int
+    seed: int                   # the seed of the kept search
     base_seed: int              # the seed of the input's first duplicate
     settings: dict              # what decides it besides weights and seed: search settings, precision, compile
     tensor: torch.Tensor        # the best image, [3, R, R] in [0, 1], on the CPU
     best_step: int              # 1-based step of the best image
     losses: dict                # every loss at the best step, TOTAL included
     converged: bool             # whether L2 reached eps (only when the loss optimises L2, as in 2020)
-    interrupted: bool           # whether a stop (Ctrl-C, a signal, on_step) ended the search early
-    steps: int                  # steps done: fewer than asked when interrupted
-    seconds: float              # wall time of the search's batch
-    trajectory: list            # one {step, every loss} dict per step
+    interrupted: bool           # whether a stop (Ctrl-C, a signal, on_step) cut its search or its tries short
+    steps: int                  # steps the kept search did: fewer than asked when interrupted or stopped at eps
+    seconds: float              # wall time of all its tries (each beside the other searches of its batch)
+    trajectory: list            # one {step, every loss} dict per step of the kept search
     latent: torch.Tensor        # the search latent at the best step, [1 or num_ws, 512], on the CPU
     noise: list                 # the noise maps at the best step, [1, r, r] each, on the CPU
+    tries: list = field(default_factory=list)  # one {seed, L2, converged, steps} per try, in order (L2: of its best image)
+    stopped_at: int | None = None  # with stop_at_eps, the step that reached eps and ended the kept search
 
     @property
     def image(self):
@@ -144,30 +153,42 @@ class Result:
 
 
 @dataclass
-class SearchResult:
-    """Per sample of the batch: the best image (lowest TOTAL, first on ties) and its record."""
-    best_im: torch.Tensor          # [B, 3, R, R] in [0, 1], on the CPU
-    best_step: list                # 1-based step of each sample's best image
-    best_losses: list              # {loss name: value} at that step, TOTAL included
-    converged: list                # whether the lowest L2 of the sample reached eps
-    trajectory: list               # per sample, one {step, losses..., TOTAL} dict per step
-    best_latent: torch.Tensor      # [B, 1 or num_ws, 512] at each sample's best step, on the CPU
-    best_noise: list               # per noise layer, [B, 1, r, r] at each sample's best step, on the CPU
-    seconds: float = 0.0
-    interrupted: bool = False
-    steps_done: int = 0
+class Attempt:
+    """Try `number` (1-based) of a job: a search from the try's own seed (see inputs.Job.seed_of_try)."""
+    index: int                  # the job's place in the jobs searched
+    job: inputs.Job
+    number: int = 1
+
+    @property
+    def seed(self):
+        return self.job.seed_of_try(self.number)
 
 
 @dataclass
 class Step:
-    """What a step hook (`search(..., on_step)`) is handed after a step's losses are computed."""
-    number: int                 # 1-based, as the 2020 code printed it
+    """What a step hook (`on_step`) is handed after a step's losses are computed: row b of the batch
+    is the search `searches[b]` (its attempt, its step count, its best so far)."""
     losses: dict                # {loss name: device tensor [B]}, TOTAL included
-    tracker: "BestTracker"      # each sample's best image, losses and step so far
+    searches: list              # the Search of each row
     downscale: object           # the search's bicubic operator (what L2 compares with the input)
 
+    @property
+    def number(self):
+        """1-based step of the first row's search: every row's, unless stop_at_eps ended some early."""
+        return self.searches[0].step
+
+    @property
+    def best_im(self):
+        """[B, 3, R, R]: each row's best image so far."""
+        return torch.cat([search.tracker.best_im for search in self.searches])
+
+    @property
+    def best_l2(self):
+        """Each row's L2 at its best image so far, as floats."""
+        return torch.cat([search.tracker.best_losses["L2"] for search in self.searches]).tolist()
+
     def best_downscaled(self):
-        return self.downscale(self.tracker.best_im)
+        return self.downscale(self.best_im)
 
 
 def draw_start(seed, num_ws, noise_sizes, zeroed, config):
@@ -267,74 +288,44 @@ class PULSE(torch.nn.Module):
             image = self.synthesis(latent_in, noise)
         return latent_in, (image.to(latent_in.dtype) + 1) / 2
 
-    def search(self, ref_im, seeds, config, on_step=None):
-        """Run PULSE on `ref_im` [B, 3, r, r] in [0, 1], sample b starting from `seeds[b]`.
+    def search_jobs(self, jobs, config, on_result, batch_size=1, on_step=None):
+        """Search every job (see inputs.Job), `batch_size` searches at a time, handing each job's Result
+        to `on_result(job, result)` as soon as it is final (not always in job order).
 
-        `on_step(Step)` is called after each step's losses (see Step). Ctrl-C, or a KeyboardInterrupt
-        raised by `on_step`, ends the search early with the best so far.
+        A job's search that ends NOT CONVERGED is run again from its next seed, up to `config.tries`
+        searches; its Result is the first that converged, else the one with the lowest L2. When a
+        search ends its row of the batch goes to the next one (another try, or the next job), so a
+        batch never computes finished searches. `on_step(Step)` is called after each step's losses.
+        Ctrl-C, or a KeyboardInterrupt raised by `on_step` or `on_result`, ends the searches under
+        way: every job with a step done gets the best of its tries so far, marked interrupted, and
+        then the KeyboardInterrupt goes on up.
         """
-        ref_im = ref_im.to(self.fit_mean.device, self.fit_mean.dtype)
-        latent, noise, noise_vars = self.start_point(seeds, config)
-        opt = SphericalOptimizer(OPTIMIZERS[config.opt_name], [latent] + noise_vars, lr=config.learning_rate)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt.opt, partial(SCHEDULES[config.lr_schedule], steps=config.steps))
-        loss_builder = LossBuilder(ref_im, config.loss_str.terms, config.eps, self.resolution)
-
-        tracker = BestTracker(config.loss_str.terms, [latent] + noise)
-        start = time.time()
-        interrupted = False
-        try:
-            for step in range(1, config.steps + 1):
-                opt.zero_grad()
-                latent_in, gen_im = self.generate(latent, noise)
-                total, losses = loss_builder(latent_in, gen_im)
-                losses["TOTAL"] = total
-                tracker.update(step, losses, gen_im)
-                if on_step is not None:
-                    on_step(Step(step, losses, tracker, loss_builder.downscale))
-                total.sum().backward()
-                opt.step()
-                scheduler.step()
-        except KeyboardInterrupt:
-            if tracker.best_im is None:
-                raise
-            interrupted = True
-        return tracker.result(config.eps, seconds=time.time() - start, interrupted=interrupted)
-
-    def search_jobs(self, jobs, config, on_step=None):
-        """One search over a batch of jobs (see inputs.Job); a Result per job, in order."""
-        found = self.search(torch.stack([job.image for job in jobs]), [job.seed for job in jobs], config, on_step)
         settings = result_settings(config, self.precision, self.compiled)
-        return [Result(input=job.source, name=job.name, seed=job.seed, base_seed=job.base_seed, settings=settings,
-                       tensor=found.best_im[b], best_step=found.best_step[b], losses=found.best_losses[b],
-                       converged=found.converged[b], interrupted=found.interrupted, steps=found.steps_done,
-                       seconds=found.seconds, trajectory=found.trajectory[b], latent=found.best_latent[b],
-                       noise=[layer[b] for layer in found.best_noise])
-                for b, job in enumerate(jobs)]
+        for group in inputs.batches(jobs, len(jobs)):  # one input size at a time
+            attempts = deque(Attempt(i, job) for i, job in enumerate(group))
+            BatchSearch(self, config, settings, on_result).run(attempts, batch_size, on_step)
 
     def upsample(self, images, seed=None, duplicates=1, batch_size=1, on_step=None, **settings):
         """PULSE on low-resolution faces: a list of Results, one per image and duplicate, in order.
 
         `images`: a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor in [0, 1], or a list of
-        paths and images. `seed` is the first duplicate's (duplicate k uses seed + k - 1; drawn at
-        random when None, and kept in each Result). `settings` are SearchConfig's fields (run.py's
-        search flags, same names and defaults). An unusable image or setting raises ValueError before
-        any search. Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the
-        stopped search's marked `interrupted`.
+        paths and images. `seed` is the first duplicate's (duplicate k uses seed + k - 1, and its try t
+        seed + k - 1 + (t - 1) * duplicates; drawn at random when None, and kept in each Result).
+        `settings` are SearchConfig's fields (run.py's search flags, same names and defaults, `tries`
+        and `stop_at_eps` included). An unusable image or setting raises ValueError before any
+        search. Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the
+        stopped searches' marked `interrupted`.
         """
         config = SearchConfig(**settings)
         self.check_noise_layers(config)
         named = inputs.named_inputs(images, self.resolution)
         jobs = inputs.make_jobs(named, inputs.draw_seed() if seed is None else seed, duplicates)
-        results = []
+        results = {}
         try:
-            for batch in inputs.batches(jobs, batch_size):
-                results += self.search_jobs(batch, config, on_step)
-                if results[-1].interrupted:
-                    break
-        except KeyboardInterrupt:  # before the first step of a search: nothing of it to keep
+            self.search_jobs(jobs, config, lambda job, result: results.update({id(job): result}), batch_size, on_step)
+        except KeyboardInterrupt:  # the stopped searches' best so far are among the results
             pass
-        return results
+        return [results[id(job)] for job in jobs if id(job) in results]
 
     @property
     def device(self):
@@ -403,8 +394,135 @@ def model_note(folder, resolution):
     return None
 
 
+class Search:
+    """One try under way in a row of a batch, with its own search variables, optimizer, learning-rate
+    schedule, step count and best so far: it can end, and leave its row to another search, while the
+    other rows go on. The rows are stacked for the generator, which runs on the whole batch."""
+
+    def __init__(self, model, attempt, config):
+        self.attempt = attempt
+        self.latent, self.noise, noise_vars = model.start_point([attempt.seed], config)
+        self.opt = SphericalOptimizer(OPTIMIZERS[config.opt_name], [self.latent] + noise_vars, lr=config.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.opt.opt, partial(SCHEDULES[config.lr_schedule], steps=config.steps))
+        self.tracker = BestTracker(config.loss_str.terms, [self.latent] + self.noise)
+        self.step = 0               # steps done
+        self.reached_eps = False    # with stop_at_eps: whether its last step's L2 reached eps
+        self.start = time.time()
+
+    def result(self, config, settings, interrupted):
+        """This try as a Result (its `tries` are filled in by `kept`)."""
+        job = self.attempt.job
+        return Result(input=job.source, name=job.name, seed=self.attempt.seed, base_seed=job.base_seed,
+                      settings=settings, **self.tracker.result(config.eps), interrupted=interrupted,
+                      seconds=time.time() - self.start, stopped_at=self.step if self.reached_eps else None)
+
+
+def kept(tries, interrupted=False):
+    """The Result of a job from its tries' Results: the first that converged, else the lowest L2
+    (the first on ties), with every try's summary."""
+    best = next((r for r in tries if r.converged), None) or min(tries, key=lambda r: r.losses["L2"])
+    return replace(best, interrupted=interrupted or best.interrupted, seconds=sum(r.seconds for r in tries),
+                   tries=[{"seed": r.seed, "L2": r.losses["L2"], "converged": r.converged, "steps": r.steps}
+                          for r in tries])
+
+
+class BatchSearch:
+    """Runs attempts of jobs whose inputs share one size, `batch_size` searches at a time, each ending
+    after config.steps steps (or, with stop_at_eps, at the step whose L2 reaches eps); a search that
+    ends frees its row for the next attempt: its own next try first, else the next job's first."""
+
+    def __init__(self, model, config, settings, finish):
+        self.model, self.config, self.settings, self.finish = model, config, settings, finish
+        self.tries = {}             # job index -> (the job, the Results of its tries so far) until it is final
+        self.searches = []          # the rows of the batch
+        self.loss_builder = None    # for the inputs of the rows; None when the rows changed
+
+    def run(self, attempts, batch_size, on_step):
+        try:
+            while attempts or self.searches:
+                self.fill(attempts, batch_size)
+                self.step(on_step)
+                for search in [s for s in self.searches if s.reached_eps or s.step == self.config.steps]:
+                    self.end(search, attempts)
+        except KeyboardInterrupt:
+            self.keep_best_so_far()
+            raise
+
+    def fill(self, attempts, batch_size):
+        while len(self.searches) < batch_size and attempts:
+            self.searches.append(Search(self.model, attempts.popleft(), self.config))
+            self.loss_builder = None
+        if self.loss_builder is not None:
+            return
+        ref_im = torch.stack([search.attempt.job.image for search in self.searches])
+        ref_im = ref_im.to(self.model.fit_mean.device, self.model.fit_mean.dtype)
+        self.loss_builder = LossBuilder(ref_im, self.config.loss_str.terms, self.config.eps, self.model.resolution)
+
+    def step(self, on_step):
+        """One step of every row, in the 2020 order: generate, losses, best so far, backward, optimizer
+        step with the spherical projection, scheduler step."""
+        searches = self.searches
+        for search in searches:
+            search.opt.zero_grad()
+        latent = torch.cat([search.latent for search in searches])
+        noise = [torch.cat(layers) for layers in zip(*(search.noise for search in searches))]
+        latent_in, gen_im = self.model.generate(latent, noise)
+        total, losses = self.loss_builder(latent_in, gen_im)
+        losses["TOTAL"] = total
+        reached = self.reached_eps(losses["L2"])
+        for b, search in enumerate(searches):
+            search.step += 1
+            search.reached_eps = reached[b]
+            search.tracker.update(search.step, {name: value[b:b + 1] for name, value in losses.items()},
+                                  gen_im[b:b + 1], keep=reached[b])
+        if on_step is not None:
+            on_step(Step(losses, list(searches), self.loss_builder.downscale))
+        total.sum().backward()
+        for search in searches:
+            search.opt.step()
+            search.scheduler.step()
+
+    def reached_eps(self, l2):
+        """Per row, whether stop_at_eps ends its search at this step (one read from the device a step,
+        only with stop_at_eps)."""
+        if not (self.config.stop_at_eps and targets_l2(self.config.loss_str.terms)):
+            return [False] * len(l2)
+        return (l2 <= self.config.eps).tolist()
+
+    def end(self, search, attempts):
+        """A search ran to its end: its job is final, or its next try waits first in line."""
+        _, tries = self.tries.setdefault(search.attempt.index, (search.attempt.job, []))
+        tries.append(search.result(self.config, self.settings, interrupted=False))
+        self.searches.remove(search)
+        self.loss_builder = None
+        if tries[-1].converged or len(tries) == self.config.tries:
+            del self.tries[search.attempt.index]
+            self.finish(search.attempt.job, kept(tries))
+        else:
+            attempt = search.attempt
+            attempts.appendleft(Attempt(attempt.index, attempt.job, attempt.number + 1))
+
+    def keep_best_so_far(self):
+        """After a stop: each job with a step done gets the best of its tries so far, marked interrupted."""
+        for search in self.searches:
+            if search.step > 0:
+                self.tries.setdefault(search.attempt.index, (search.attempt.job, []))[1].append(
+                    search.result(self.config, self.settings, interrupted=True))
+        self.searches = []
+        for index in sorted(self.tries):
+            job, tries = self.tries.pop(index)
+            self.finish(job, kept(tries, interrupted=True))
+
+
+def targets_l2(loss_terms):
+    """As in 2020 (and in the reference runs), only a search that optimises L2 can converge: with a
+    loss string without L2, L2 is still reported but never counts as reaching eps."""
+    return any(name == "L2" for _, name in loss_terms)
+
+
 class BestTracker:
-    """Keeps each sample's lowest-TOTAL image on the device and the per-step loss history."""
+    """Keeps a search's lowest-TOTAL image on the device and its per-step loss history."""
 
     def __init__(self, loss_terms, variables):
         self.loss_terms = loss_terms
@@ -416,7 +534,8 @@ class BestTracker:
         self.history = []
 
     @torch.no_grad()
-    def update(self, step, losses, gen_im):
+    def update(self, step, losses, gen_im, keep=False):
+        """Remember this step's image where its TOTAL is the lowest so far, or wherever `keep`."""
         losses = {name: value.detach() for name, value in losses.items()}
         if self.best_im is None:
             self.best_im = gen_im.detach().clone()
@@ -424,7 +543,7 @@ class BestTracker:
             self.best_step = torch.full_like(losses["TOTAL"], step, dtype=torch.long)
             self.best_variables = [v.detach().clone() if v.requires_grad else v for v in self.variables]
         else:
-            improved = losses["TOTAL"] < self.best_losses["TOTAL"]
+            improved = (losses["TOTAL"] < self.best_losses["TOTAL"]) | keep
             self.best_im = torch.where(improved.view(-1, 1, 1, 1), gen_im.detach(), self.best_im)
             self.best_losses = {name: torch.where(improved, value, self.best_losses[name])
                                 for name, value in losses.items()}
@@ -433,28 +552,21 @@ class BestTracker:
                                    if v.requires_grad else best for v, best in zip(self.variables, self.best_variables)]
         self.history.append(losses)
 
-    def result(self, eps, seconds, interrupted):
+    def result(self, eps):
+        """The search's part of its Result (a search of one sample): best image, step, losses,
+        convergence, trajectory, latent and noise, and the steps done."""
         # One transfer for the whole history: no per-step host synchronisation in the loop.
         names = list(self.history[0])
-        table = {name: torch.stack([h[name] for h in self.history]).cpu() for name in names}
-        batch = self.best_im.shape[0]
-        best_steps = self.best_step.cpu().tolist()
-        trajectory = [[{"step": k + 1, **{name: table[name][k, b].item() for name in names}}
-                       for k in range(len(self.history))] for b in range(batch)]
-        best = {name: value.cpu().tolist() for name, value in self.best_losses.items()}
+        table = {name: torch.stack([h[name][0] for h in self.history]).cpu() for name in names}
         eps_t = torch.tensor(eps, dtype=table["L2"].dtype)
-        # As in 2020 (and in the reference runs), only a search that optimises L2 can converge:
-        # with a loss string without L2, L2 is still reported but never counts as reaching eps.
-        targets_l2 = any(name == "L2" for _, name in self.loss_terms)
-        return SearchResult(
-            best_im=self.best_im.clamp(0, 1).cpu(),
-            best_step=best_steps,
-            best_losses=[{name: best[name][b] for name in names} for b in range(batch)],
-            converged=[targets_l2 and bool((table["L2"][:, b] <= eps_t).any()) for b in range(batch)],
-            trajectory=trajectory,
-            best_latent=self.best_variables[0].cpu(),
-            best_noise=[v.cpu() for v in self.best_variables[1:]],
-            seconds=seconds,
-            interrupted=interrupted,
-            steps_done=len(self.history),
+        return dict(
+            tensor=self.best_im[0].clamp(0, 1).cpu(),
+            best_step=int(self.best_step[0]),
+            losses={name: value[0].item() for name, value in self.best_losses.items()},
+            converged=targets_l2(self.loss_terms) and bool((table["L2"] <= eps_t).any()),
+            trajectory=[{"step": k + 1, **{name: table[name][k].item() for name in names}}
+                        for k in range(len(self.history))],
+            latent=self.best_variables[0][0].cpu(),
+            noise=[v[0].cpu() for v in self.best_variables[1:]],
+            steps=len(self.history),
         )

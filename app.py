@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, fields, replace
-from functools import partial
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -237,9 +236,11 @@ class Settings:
     bad_noise_layers: str = ""  # blank: the model's own
     opt_name: str = PULSE.SearchConfig.opt_name
     lr_schedule: str = PULSE.SearchConfig.lr_schedule
+    tries: int = PULSE.SearchConfig.tries
+    stop_at_eps: bool = PULSE.SearchConfig.stop_at_eps
 
     def __post_init__(self):  # the page's number boxes give floats
-        for name in ("seed", "steps", "duplicates", "num_trainable_noise_layers"):
+        for name in ("seed", "steps", "duplicates", "num_trainable_noise_layers", "tries"):
             setattr(self, name, int(getattr(self, name)))
 
     def search_keywords(self):
@@ -275,12 +276,12 @@ class Outcome:
 
 
 def searches(model, faces, settings, folder, stop, report=lambda snapshot: None):
-    """Search every face `settings.duplicates` times, one search after another, writing each result's
-    PNG, run-log line and search GIF into `folder`; returns one Outcome per face searched.
+    """Search every face `settings.duplicates` times, each up to `settings.tries` tries, writing each
+    result's PNG, run-log line and search GIF into `folder`; returns one Outcome per face searched.
 
-    Duplicate k of a face uses seed + k - 1, as run.py. `report(Snapshot)` is called every
-    REFRESH_SECONDS during a search; setting `stop` ends the search with its best so far and
-    starts no other.
+    Seeds are run.py's: duplicate k of a face uses seed + k - 1, its try t seed + k - 1 + (t - 1) *
+    duplicates. `report(Snapshot)` is called every REFRESH_SECONDS during a search; setting `stop`
+    ends the search with its best so far and starts no other.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -289,14 +290,9 @@ def searches(model, faces, settings, folder, stop, report=lambda snapshot: None)
     for face in faces:
         outcome = Outcome(face)
         outcomes.append(outcome)
-        for k in range(1, settings.duplicates + 1):
-            number = (len(outcomes) - 1) * settings.duplicates + k
-            seed = settings.seed + k - 1
-            name = face.name if settings.duplicates == 1 else f"{face.name}_{k}"
-            snapshot = partial(Snapshot, number, count, f"{face.label}, seed {seed}", eps=settings.eps)
-            outcome.records.append(search_one(model, face, name, seed, settings, folder, stop, report, snapshot))
-            if outcome.interrupted:
-                break
+        before = (len(outcomes) - 1) * settings.duplicates
+        outcome.records = search_face(model, face, settings, folder,
+                                      step_hook(face, settings, before, count, stop, report))
         outcome.strip = visuals.draw_strip(visuals.input_panels(face.low) + [
             panel for record in outcome.records for panel in visuals.result_panels(record, face.low.width)])
         if outcome.interrupted:
@@ -304,34 +300,44 @@ def searches(model, faces, settings, folder, stop, report=lambda snapshot: None)
     return outcomes
 
 
-def search_one(model, face, name, seed, settings, folder, stop, report, snapshot):
-    """One search from `seed` (the same as duplicate k of model.upsample(..., duplicates=N), which
-    uses seed + k - 1 too); writes <name>.png, <name>_search.gif and a line of the run log in
-    `folder`, and returns that line's runlog.Record."""
-    gif = visuals.SearchGif([folder / f"{name}_search.gif"], settings.steps)
-    (result,) = model.upsample(face.low, seed=seed, on_step=step_hook(gif, stop, report, snapshot),
-                               **settings.search_keywords())
-    output = folder / f"{name}.png"
-    save_image(result.image, output)
-    # The page's own loop over duplicates: the record tells the first seed, as run.py's does.
+def search_face(model, face, settings, folder, on_step):
+    """The face's duplicates, as model.upsample(..., duplicates=N) finds them; writes <name>.png,
+    <name>_search.gif and a line of the run log in `folder` for each, and returns those lines' records."""
+    gif = visuals.SearchGif(settings.steps)
+
+    def film_and_report(step):
+        gif(step)
+        on_step(step)
+    results = model.upsample(face.low, seed=settings.seed, duplicates=settings.duplicates, on_step=film_and_report,
+                             **settings.search_keywords())
+    records = []
     flags = {"seed": settings.seed, "duplicates": settings.duplicates}
-    record = replace(runlog.Record.of(result, output, model.device, flags), input=face.label, base_seed=settings.seed)
-    runlog.append(folder / runlog.LOG_NAME, record)
-    gif.save()
-    return record
+    for k, result in enumerate(results, start=1):
+        name = face.name if settings.duplicates == 1 else f"{face.name}_{k}"
+        output = folder / f"{name}.png"
+        save_image(result.image, output)
+        records.append(replace(runlog.Record.of(result, output, model.device, flags), input=face.label))
+        runlog.append(folder / runlog.LOG_NAME, records[-1])
+        gif.save(folder / f"{name}_search.gif", result)
+    return records
 
 
-def step_hook(gif, stop, report, snapshot):
-    """The on_step of one search: films it, reports a snapshot(step, steps, best image, L2 so far)
-    now and then, and ends the search when `stop` is set."""
+def step_hook(face, settings, before, count, stop, report):
+    """The on_step of a face's searches: reports a Snapshot now and then (`before`: the searches of
+    the faces before it, `count`: of all faces), and ends the search when `stop` is set."""
     l2, last_shown = [], [0.0]
 
     def on_step(step):
-        gif(step)
+        if step.number == 1:  # a new search: another duplicate, or another try
+            l2.clear()
         l2.append(step.losses["L2"][0].item())
-        if time.monotonic() - last_shown[0] > REFRESH_SECONDS or step.number == gif.steps:
+        if time.monotonic() - last_shown[0] > REFRESH_SECONDS or step.number == settings.steps:
             last_shown[0] = time.monotonic()
-            report(snapshot(step.number, gif.steps, to_pil(step.tracker.best_im[0]), list(l2)))
+            attempt = step.searches[0].attempt
+            duplicate = attempt.job.seed - attempt.job.base_seed + 1
+            tries = f", try {attempt.number} of {settings.tries}" if settings.tries > 1 else ""
+            report(Snapshot(before + duplicate, count, f"{face.label}, seed {attempt.seed}{tries}", step.number,
+                            settings.steps, to_pil(step.best_im[0]), list(l2), settings.eps))
         if stop.is_set():
             raise KeyboardInterrupt  # the API ends the search with the best so far, as on Ctrl-C
     return on_step
@@ -376,9 +382,9 @@ def outcome_summary(outcome):
     lines = []
     for record in outcome.records:
         status = record.status if record.converged else (
-            f"**{record.status}** (try more steps, another seed, or a larger eps)")
+            f"**{record.status}** (try more steps, more tries, another seed, or a larger eps)")
         lines.append(f"- {Path(record.output).name}: {status}; seed {record.seed}, best step {record.best_step}, "
-                     f"L2 {record.losses['L2']:.4g}")
+                     f"L2 {record.losses['L2']:.4g}{runlog.search_note(record)}")
     return "\n".join(lines)
 
 
@@ -464,6 +470,8 @@ class Page:
                                      minimum=0)
                     steps = gr.Number(defaults.steps, label="steps", precision=0, minimum=1, elem_id="steps")
                     duplicates = gr.Number(defaults.duplicates, label="duplicates", precision=0, minimum=1)
+                    tries = gr.Number(defaults.tries, precision=0, minimum=1, elem_id="tries",
+                                      label="tries (a search that does not converge is run again from a new seed)")
                     eps = gr.Number(defaults.eps, label="eps (the L2 a search must reach to converge)", minimum=0)
                     learning_rate = gr.Number(defaults.learning_rate, label="learning_rate", minimum=0)
                     with gr.Accordion("more settings (run.py's names and defaults)", open=False):
@@ -477,6 +485,8 @@ class Page:
                         opt_name = gr.Dropdown(list(PULSE.OPTIMIZERS), value=defaults.opt_name, label="opt_name")
                         lr_schedule = gr.Dropdown(list(PULSE.SCHEDULES), value=defaults.lr_schedule,
                                                   label="lr_schedule")
+                        stop_at_eps = gr.Checkbox(defaults.stop_at_eps,
+                                                  label="stop_at_eps (end a search at the first step that reaches eps)")
                     with gr.Row():
                         run = gr.Button("Run PULSE", variant="primary", elem_id="run")
                         stop = gr.Button("Stop (keeps the best so far)", variant="stop", elem_id="stop")
@@ -493,7 +503,7 @@ class Page:
             for changed in (uploads, face_size):  # a new face size cuts the photos' faces again
                 changed.change(self.on_upload, [uploads, face_size], [faces, pictures, chosen, upload_message])
             settings = [seed, steps, duplicates, eps, learning_rate, loss_str, noise_type, trainable, tile_latent,
-                        bad_noise_layers, opt_name, lr_schedule]
+                        bad_noise_layers, opt_name, lr_schedule, tries, stop_at_eps]
             run.click(self.on_search, [faces, chosen, *settings], [live, status, plot, strips, summary, downloads],
                       concurrency_limit=1, concurrency_id="search")
             stop.click(self.on_stop, None, None, queue=False)

@@ -164,7 +164,7 @@ def time_steps(model, batch, steps, device):
         stamps.append(time.perf_counter())
 
     start = time.perf_counter()
-    model.search(ref_im, list(range(batch)), SearchConfig(steps=steps + WARMUP_STEPS), on_step=stamp)
+    model.upsample(ref_im, seed=0, batch_size=batch, steps=steps + WARMUP_STEPS, on_step=stamp)
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
     return statistics.median(intervals[WARMUP_STEPS - 1:]), stamps[WARMUP_STEPS - 1] - start
 
@@ -250,9 +250,9 @@ def fixture_search(device, precision="fp32", compile=False):
     """Best losses, convergence and best step of the fixture search (tiny model, seed 5, 40 steps)."""
     model = PULSE.build(*load_generator(FIXTURES / "tiny_model"), device, precision, compile=compile)
     ref_im = to_tensor(read_rgb(FIXTURES / "tiny_input" / "target.png"))[None]
-    result = model.search(ref_im, [DRIFT_SEED], SearchConfig(steps=DRIFT_STEPS))
-    return {"best_total": result.best_losses[0]["TOTAL"], "best_l2": result.best_losses[0]["L2"],
-            "converged": result.converged[0], "best_step": result.best_step[0]}
+    (result,) = model.upsample(ref_im, seed=DRIFT_SEED, steps=DRIFT_STEPS)
+    return {"best_total": result.losses["TOTAL"], "best_l2": result.losses["L2"],
+            "converged": result.converged, "best_step": result.best_step}
 
 
 def drift(settings, device):

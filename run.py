@@ -87,6 +87,13 @@ def build_parser():
     s.add_argument("-steps", "--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
     s.add_argument("-lr_schedule", "--lr_schedule", choices=list(SCHEDULES), default=defaults.lr_schedule,
                    help="learning-rate schedule over the steps")
+    s.add_argument("-tries", "--tries", type=positive_int, default=defaults.tries,
+                   help="searches per result at most: one that ends NOT CONVERGED is run again from a new seed "
+                        "(try t of duplicate k uses seed+k-1+(t-1)*duplicates); the first that converges is kept, "
+                        "else the one with the lowest L2")
+    s.add_argument("-stop_at_eps", "--stop_at_eps", action="store_true",
+                   help="end a search at the first step whose L2 reaches -eps, with that step's image "
+                        "(not in 2020, which always ran every step and kept the lowest TOTAL)")
     s.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default=ModelOptions.precision,
                    help="float type of the model and the search (random draws are always float32); bf16 and "
                         "fp16 run the generator under autocast, faster and with slightly different results "
@@ -192,7 +199,7 @@ def read_inputs(paths, resolution):
 
 def already_done(job, records, settings):
     return job.output.exists() and any(
-        r.output == str(job.output) and r.seed == job.seed and r.is_complete(settings) for r in records)
+        r.output == str(job.output) and r.first_seed == job.seed and r.is_complete(settings) for r in records)
 
 
 def base_seed_for(folder, records):
@@ -203,28 +210,37 @@ def base_seed_for(folder, records):
     return inputs.draw_seed()
 
 
-def intermediate_writer(out_dir, batch, steps):
-    digits = len(str(steps))
+def intermediate_writer(out_dir, search):
+    """Writes each row's best image so far and its downscale, named by its step (and try, with -tries)."""
+    digits = len(str(search.steps))
 
     def write(step):
         low = step.best_downscaled()
-        for b, job in enumerate(batch):
-            folder, name = out_dir / job.name, f"{job.name}_{step.number:0{digits}d}.png"
-            save_tensor_image(step.tracker.best_im[b], folder / "HR" / name)
-            save_tensor_image(low[b], folder / "LR" / name)
+        for b, (row, best) in enumerate(zip(step.searches, step.best_im)):
+            job = row.attempt.job
+            attempt = f"_try{row.attempt.number}" if search.tries > 1 else ""
+            name = f"{job.name}{attempt}_{row.step:0{digits}d}.png"
+            save_tensor_image(best, out_dir / job.name / "HR" / name)
+            save_tensor_image(low[b], out_dir / job.name / "LR" / name)
     return write
 
 
 def progress_reporter(bar):
-    """Updates the bar every step; reads loss values back from the device at most twice a second."""
+    """Shows the first row's search: its step, its name (and try); reads loss values back from the
+    device at most twice a second."""
     last = [0.0]
 
     def report(step):
-        bar.update(1)
+        bar.n = step.number
         if time.monotonic() - last[0] > 0.5 or step.number == bar.total:
             last[0] = time.monotonic()
+            bar.set_description(", ".join(search_label(row.attempt) for row in step.searches)[:40], refresh=False)
             bar.set_postfix({name: f"{value[0].item():.4f}" for name, value in step.losses.items()})
     return report
+
+
+def search_label(attempt):
+    return attempt.job.name + (f" try {attempt.number}" if attempt.number > 1 else "")
 
 
 class JobProgress:
@@ -245,40 +261,30 @@ class JobProgress:
             self.refresh()
 
 
-def search_batch(model, batch, options, out_dir, job_progress=None, show_steps=True):
-    """Search one batch; returns its Results and the GIF writer (saved later, after the results)."""
-    hooks, steps = [], options.search.steps
-    names = ", ".join(job.name for job in batch)
-    with tqdm(total=steps, desc=names[:40], unit="step", leave=False, disable=not show_steps,
-              position=1 if job_progress else None) as bar:
-        if show_steps:
-            hooks.append(progress_reporter(bar))
-        if job_progress:
-            hooks.append(job_progress.on_step)
-        if options.folder.save_intermediate:
-            hooks.append(intermediate_writer(out_dir, batch, steps))
-        gif = None
-        if options.folder.gif:
-            gif = visuals.SearchGif([out_dir / f"{job.name}_search.gif" for job in batch], steps)
-            hooks.append(gif)
+def step_hooks(options, out_dir, bar, job_progress, gif):
+    """The on_step of a run: the progress bars, -save_intermediate and -gif, each as asked."""
+    hooks = [progress_reporter(bar)] if bar else []
+    if job_progress:
+        hooks.append(job_progress.on_step)
+    if options.folder.save_intermediate:
+        hooks.append(intermediate_writer(out_dir, options.search))
+    if gif:
+        hooks.append(gif)
 
-        def on_step(step):
-            for hook in hooks:
-                hook(step)
-
-        return model.search_jobs(batch, options.search, on_step), gif
+    def on_step(step):
+        for hook in hooks:
+            hook(step)
+    return on_step
 
 
-def record_results(batch, results, options, device, log_path, say=print):
-    """Write and log each result, telling `say` about it; returns the log records."""
-    records, flags = [], options.flags()
-    for job, result in zip(batch, results):
-        save_tensor_image(result.tensor, job.output)
-        records.append(runlog.Record.of(result, job.output, device, flags=flags))
-        runlog.append(log_path, records[-1])
-        losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.losses.items())
-        say(f"{job.output}  best step {result.best_step} | {losses} | {result.status}")
-    return records
+def record_result(job, result, options, device, log_path, say=print):
+    """Write and log a result, telling `say` about it; returns its log record."""
+    save_tensor_image(result.tensor, job.output)
+    record = runlog.Record.of(result, job.output, device, flags=options.flags())
+    runlog.append(log_path, record)
+    losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.losses.items())
+    say(f"{job.output}  best step {result.best_step} | {losses} | {result.status}{runlog.search_note(result)}")
+    return record
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -452,31 +458,38 @@ def search_share(model, options, jobs, todo, records, out_dir, team, stop):
     strips = visuals.StripWriter(jobs, todo, records, out_dir, folder.hr_dir) if folder.strip and not team.is_multi else None
     job_progress = JobProgress(team, len(todo)) if team.is_multi and team.is_main else None
     say = (tqdm.write if job_progress else print) if team.is_main else (lambda line: None)
-    share = team.share(todo)
+    gif = visuals.SearchGif(options.search.steps) if folder.gif else None
+    share, written = team.share(todo), set()
+
+    def keep(job, result):
+        # The result first, whatever signal comes meanwhile; pictures are extras after it.
+        with stop.deferred():
+            recorded = record_result(job, result, options, team.device, out_dir / runlog.LOG_NAME, say)
+        written.add(job.name)
+        team.count_done(1)
+        if result.interrupted:  # a stop is under way: the searches' best so far come one after another
+            tally.stopped += 1
+            return
+        tally.finished += 1
+        if stop.requested:
+            raise KeyboardInterrupt
+        if gif:
+            gif.save(job.output.with_name(f"{job.name}_search.gif"), result)
+        if strips:
+            strips.add([recorded])
+
     try:
-        for batch in inputs.batches(share, folder.batch_size):
+        with tqdm(total=options.search.steps, unit="step", leave=False, disable=not team.is_main,
+                  position=1 if job_progress else None) as bar:
+            on_step = step_hooks(options, out_dir, bar if team.is_main else None, job_progress, gif)
             try:
-                results, gif = search_batch(model, batch, options, out_dir, job_progress, show_steps=team.is_main)
+                model.search_jobs(share, options.search, keep, folder.batch_size, on_step)
             except torch.OutOfMemoryError:
-                left = share[tally.finished:]
+                left = [job.name for job in share if job.name not in written]
                 print(team.tag(f"error: {out_of_memory_message(folder.batch_size, team.device)}; not searched: "
-                               f"{', '.join(job.name for job in left)}"), file=sys.stderr)
+                               f"{', '.join(left)}"), file=sys.stderr)
                 team.finish(job_progress and job_progress.refresh)  # the other ranks' searches go on to their end
                 return EXIT_INPUTS_FAILED if tally.finished else EXIT_SETUP_FAILED
-            # The results first, whatever signal comes meanwhile; pictures are extras after them.
-            with stop.deferred():
-                recorded = record_results(batch, results, options, team.device, out_dir / runlog.LOG_NAME, say)
-            if results[0].interrupted:
-                tally.stopped += len(batch)
-            else:
-                tally.finished += len(batch)
-            team.count_done(len(batch))
-            if stop.requested:
-                raise KeyboardInterrupt
-            if gif:
-                gif.save()
-            if strips:
-                strips.add(recorded)
         team.finish(job_progress and job_progress.refresh)
     except KeyboardInterrupt:
         print(team.tag(tally.interrupted_message()), file=sys.stderr)

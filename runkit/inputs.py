@@ -17,13 +17,18 @@ from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb, rgb, to_tens
 
 @dataclass
 class Job:
-    """One search: an input image, the name of its result and its seed."""
+    """One result to search for: an input image, the name of the result and its seed."""
     source: str                 # the input's path, or its place among the images given ("image 2")
     name: str                   # the result's name: the input's stem, with _k for duplicate k
-    seed: int
+    seed: int                   # of its first try
     base_seed: int              # the seed of the first duplicate
     image: torch.Tensor         # [3, r, r] in [0, 1]
     output: Path | None = None  # where run.py writes the result
+    duplicates: int = 1         # of its input: tries of one duplicate are that many seeds apart
+
+    def seed_of_try(self, number):
+        """Try t of duplicate k: base_seed + (k - 1) + (t - 1) * duplicates, so no two searches share a seed."""
+        return self.seed + (number - 1) * self.duplicates
 
 
 def draw_seed():
@@ -111,7 +116,7 @@ def make_jobs(named, base_seed, duplicates, out_dir=None):
         for k in range(1, duplicates + 1):
             name = stem if duplicates == 1 else f"{stem}_{k}"
             output = Path(out_dir) / f"{name}.png" if out_dir is not None else None
-            jobs.append(Job(source, name, base_seed + k - 1, base_seed, image, output))
+            jobs.append(Job(source, name, base_seed + k - 1, base_seed, image, output, duplicates))
     return jobs
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
 
@@ -29,9 +29,22 @@ def status(converged, interrupted, steps):
     return ("converged" if converged else "NOT CONVERGED") + (f", interrupted after {steps} steps" if interrupted else "")
 
 
+def search_note(result):
+    """What a result's line adds about -stop_at_eps and -tries (a PULSE.Result or a Record): the
+    step that reached eps, and which of several tries was kept, with the best L2 of each."""
+    note = f" | reached eps at step {result.stopped_at}" if result.stopped_at else ""
+    if len(result.tries) > 1:
+        kept = next(i for i, t in enumerate(result.tries, start=1) if t["seed"] == result.seed)
+        l2 = ", ".join(f"{t['L2']:.4g}" for t in result.tries)
+        note += f" | try {kept} of {len(result.tries)} kept (seed {result.seed}); best L2 of each: {l2}"
+    return note
+
+
 # Logs before the generator's own default existed wrote run.py's default -bad_noise_layers as "17",
 # which then stood for that default too: read it as today's None, so -resume reuses those results.
 LEGACY_DEFAULTS = {"bad_noise_layers": ("17", None)}
+# Settings added since, with the value that the results of older logs (which lack them) were made with.
+ADDED_SETTINGS = {"tries": 1, "stop_at_eps": False}
 
 
 @dataclass
@@ -39,18 +52,20 @@ class Record:
     """One result as the log keeps it (README, "The run log", says the same to users)."""
     input: str          # the input file (or the image's place in an API call)
     output: str         # the result image written for it
-    seed: int           # the seed of this search
-    base_seed: int      # the -seed of the run (duplicate k: base_seed + k - 1)
+    seed: int           # the seed of the kept search (-seed with -tries 1 alone gives the same image)
+    base_seed: int      # the -seed of the run (duplicate k: base_seed + k - 1; its try t: + (t - 1) * duplicates)
     device: str         # where it ran
     threads: int        # with this many CPU threads
-    steps: int          # steps done (fewer than -steps when interrupted)
+    steps: int          # steps done by the kept search (fewer than -steps when interrupted or stopped at eps)
     best_step: int      # 1-based step of the best image (lowest TOTAL, first on ties)
     losses: dict        # every loss at the best step: the terms of -loss_str, L2 always, and TOTAL
     converged: bool     # whether L2 reached -eps (only when the loss optimises L2, as in 2020)
-    interrupted: bool   # whether a stop ended the search early
-    seconds: float      # the search's wall time (of its whole batch)
+    interrupted: bool   # whether a stop ended the search, or its tries, early
+    seconds: float      # the wall time of all its tries (each beside the other searches of its batch)
     args: dict          # every setting of the run: run.py's flags by name
-    trajectory: list    # one {step, every loss} dict per step
+    trajectory: list    # one {step, every loss} dict per step of the kept search
+    tries: list = field(default_factory=list)  # one {seed, L2, converged, steps} per try (L2: of its best image)
+    stopped_at: int | None = None  # with -stop_at_eps: the step whose L2 reached eps, where the search ended
 
     @classmethod
     def of(cls, result, output, device, flags=None):
@@ -61,7 +76,7 @@ class Record:
                    best_step=result.best_step, losses=result.losses, converged=result.converged,
                    interrupted=result.interrupted, seconds=round(result.seconds, 3),
                    args={**(flags or {}), **result.settings},
-                   trajectory=result.trajectory)
+                   trajectory=result.trajectory, tries=result.tries, stopped_at=result.stopped_at)
 
     def to_json(self):
         return json.dumps(asdict(self))
@@ -69,7 +84,7 @@ class Record:
     @classmethod
     def from_json(cls, data):
         """A record from a parsed log line; TypeError or KeyError if it is not one."""
-        record = cls(**{f.name: data[f.name] for f in fields(cls)})
+        record = cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data or not has_default(f)})
         for name, (legacy, today) in LEGACY_DEFAULTS.items():
             if record.args.get(name) == legacy:
                 record.args = {**record.args, name: today}
@@ -79,9 +94,18 @@ class Record:
     def status(self):
         return status(self.converged, self.interrupted, self.steps)
 
+    @property
+    def first_seed(self):
+        """The seed of its first try: what its input and duplicate decide (`seed` is the kept try's)."""
+        return self.tries[0]["seed"] if self.tries else self.seed
+
     def is_complete(self, settings):
         """Whether this is a finished search made with these result settings (a subset of its args)."""
-        return not self.interrupted and {k: self.args.get(k) for k in settings} == settings
+        return not self.interrupted and {k: self.args.get(k, ADDED_SETTINGS.get(k)) for k in settings} == settings
+
+
+def has_default(field_):
+    return field_.default is not MISSING or field_.default_factory is not MISSING
 
 
 @contextmanager

@@ -202,30 +202,32 @@ def caption(image, text):
 
 
 class SearchGif:
-    """A step hook (see run.run_batch) that films the best image so far of every sample of a batch.
+    """A step hook (see PULSE.Step) that films the best image so far of every search of a batch.
 
     Frames are kept as small 8-bit images (at most PANEL x PANEL), not as device tensors, so a
-    long search costs about 200 KB of memory per step and sample. `save()` writes one GIF per sample.
+    long search costs about 200 KB of memory per step and search. `save(path, result)` writes the
+    GIF of the search a result kept (with tries, the others of its job are dropped unseen).
     """
 
-    def __init__(self, paths, steps):
-        self.paths = list(paths)
+    def __init__(self, steps):
         self.steps = steps
-        self.frames = [[] for _ in self.paths]  # per sample: (step, best L2, image)
+        self.frames = {}  # (result name, seed) -> (step, best L2, image) per step
 
     def __call__(self, step):
-        best_im = step.tracker.best_im
+        best_im = step.best_im
         if best_im.shape[-1] > PANEL:
             best_im = F.interpolate(best_im, size=(PANEL, PANEL), mode="area")
-        for b, best_l2 in enumerate(step.tracker.best_losses["L2"].tolist()):
-            self.frames[b].append((step.number, best_l2, to_pil(best_im[b])))
+        for search, best_l2, image in zip(step.searches, step.best_l2, best_im):
+            key = (search.attempt.job.name, search.attempt.seed)
+            self.frames.setdefault(key, []).append((search.step, best_l2, to_pil(image)))
 
-    def save(self):
+    def save(self, path, result):
+        frames = self.frames[(result.name, result.seed)]
+        self.frames = {key: value for key, value in self.frames.items() if key[0] != result.name}
         digits = len(str(self.steps))
-        for path, frames in zip(self.paths, self.frames):
-            images = [caption(image, f"step {step:{digits}d}/{self.steps}  best L2 {l2:.3g}")
-                      for step, l2, image in frames]
-            durations = [GIF_FRAME_MS] * (len(images) - 1) + [GIF_LAST_FRAME_MS]
-            with atomic_path(path) as tmp:
-                images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                               duration=durations, loop=0)
+        images = [caption(image, f"step {step:{digits}d}/{self.steps}  best L2 {l2:.3g}")
+                  for step, l2, image in frames]
+        durations = [GIF_FRAME_MS] * (len(images) - 1) + [GIF_LAST_FRAME_MS]
+        with atomic_path(path) as tmp:
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=durations, loop=0)

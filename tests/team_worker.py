@@ -23,7 +23,7 @@ def oom_on_rank_1(argv):
     if os.environ["RANK"] == "1":
         def no_memory(*args, **kwargs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        PULSE.PULSE.search = no_memory
+        PULSE.BatchSearch.step = no_memory
     return run.main(argv)
 
 

@@ -92,7 +92,7 @@ def test_a_batch_tensor_gives_one_result_per_image_in_order(model64):
 ])
 def test_an_unusable_image_is_refused_by_name_before_any_search(tmp_path, model64, monkeypatch, make_bad, reason):
     (tmp_path / "notes.txt").write_text("hello")
-    monkeypatch.setattr(PULSE.PULSE, "search", lambda *_: pytest.fail("a search ran"))
+    monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     bad = make_bad(tmp_path)
     with pytest.raises(ValueError) as refused:
         model64.upsample([TINY_INPUT, bad], seed=0, steps=2)
@@ -102,7 +102,7 @@ def test_an_unusable_image_is_refused_by_name_before_any_search(tmp_path, model6
 
 
 def test_bad_settings_are_refused_before_any_search(model64, monkeypatch):
-    monkeypatch.setattr(PULSE.PULSE, "search", lambda *_: pytest.fail("a search ran"))
+    monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     for settings, reason in [({"eps": 0}, "eps must be"), ({"opt_name": "lbfgs"}, "opt_name must be"),
                              ({"bad_noise_layers": "99"}, "noise layers are 0..13"),
                              ({"loss_str": "100*L3"}, "unknown loss")]:
@@ -127,7 +127,7 @@ def test_on_step_sees_every_step_and_can_stop_the_search(model64):
     seen = []
 
     def watch(step):
-        seen.append((step.number, step.losses["L2"].tolist(), step.tracker.best_im.shape))
+        seen.append((step.number, step.losses["L2"].tolist(), step.best_im.shape))
     (result,) = model64.upsample(TINY_INPUT, seed=1, steps=3, on_step=watch)
     assert [number for number, _, _ in seen] == [1, 2, 3]
     assert [l2 for _, l2, _ in seen] == [[row["L2"]] for row in result.trajectory]

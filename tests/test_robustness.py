@@ -115,7 +115,7 @@ def test_bad_inputs_are_named_and_skipped_and_the_rest_is_done(tmp_path, capsys)
 def test_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch, capsys):
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    monkeypatch.setattr(PULSE.PULSE, "search", no_memory)
+    monkeypatch.setattr(PULSE.BatchSearch, "step", no_memory)
     code, _ = run_cli(tmp_path, "-seed", "0", "-batch_size", "4")
     err = capsys.readouterr().err
     assert code == 3  # nothing was searched
@@ -125,19 +125,18 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch, capsys):
 
 
 def test_out_of_memory_after_some_results_names_the_searches_left_and_resume_finishes(tmp_path, monkeypatch, capsys):
-    search, calls = PULSE.PULSE.search, []
+    step = PULSE.BatchSearch.step
 
-    def memory_for_one(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > 1:
+    def memory_for_one(self, *args, **kwargs):
+        if self.searches[0].attempt.job.name != "face0":
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return search(*args, **kwargs)
-    monkeypatch.setattr(PULSE.PULSE, "search", memory_for_one)
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(PULSE.BatchSearch, "step", memory_for_one)
     inputs = make_inputs(tmp_path / "in", count=3)
     code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "2", inputs=inputs)
     assert code == 1  # some results written: inputs failed, not setup
     assert "not searched: face1, face2" in capsys.readouterr().err
-    monkeypatch.setattr(PULSE.PULSE, "search", search)
+    monkeypatch.setattr(PULSE.BatchSearch, "step", step)
     assert run_cli(tmp_path, "-seed", "0", "-steps", "2", "-resume", inputs=inputs)[0] == 0
     assert sorted(p.name for p in out_dir.glob("face*.png")) == ["face0.png", "face1.png", "face2.png"]
 
@@ -204,7 +203,7 @@ def test_a_stop_signal_writes_the_best_image_so_far_and_exits_128_plus_its_numbe
 
 
 def test_a_stop_while_the_gif_is_encoded_keeps_the_finished_result(tmp_path, monkeypatch, capsys):
-    def stopped(self):
+    def stopped(*_):
         raise KeyboardInterrupt  # what a signal raises while the GIF is written
     monkeypatch.setattr(run.visuals.SearchGif, "save", stopped)
     code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "3", "-gif")
@@ -215,12 +214,12 @@ def test_a_stop_while_the_gif_is_encoded_keeps_the_finished_result(tmp_path, mon
 
 
 def test_a_signal_while_results_are_written_waits_for_them(tmp_path, monkeypatch):
-    record_results = run.record_results
+    record_result = run.record_result
 
     def signalled_midway(*args):
         os.kill(os.getpid(), signal.SIGTERM)  # handled inside the deferred block: noted, not raised
-        return record_results(*args)
-    monkeypatch.setattr(run, "record_results", signalled_midway)
+        return record_result(*args)
+    monkeypatch.setattr(run, "record_result", signalled_midway)
     code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "2", inputs=make_inputs(tmp_path / "in", count=2))
     assert code == 143
     (record,) = log_records(out_dir)  # the first result is whole; the second search never started
@@ -293,19 +292,20 @@ def test_written_files_are_readable_by_others_as_the_umask_allows(tmp_path):
 
 
 def test_a_stop_says_what_was_written(tmp_path, monkeypatch, capsys):
-    search, calls = PULSE.PULSE.search, []
+    reporter, searched = run.progress_reporter, set()
 
-    def stopped_in_the_second_search(self, ref_im, seeds, config, on_step=None):
-        calls.append(seeds)
+    def stopped_in_the_second_search(bar):
+        report = reporter(bar)
 
         def hook(step):
-            if len(calls) == 2 and step.number == 2:
+            searched.add(step.searches[0].attempt.job.name)
+            if len(searched) == 2 and step.number == 2:
                 os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
-            on_step(step)
-        return search(self, ref_im, seeds, config, hook)
-    monkeypatch.setattr(PULSE.PULSE, "search", stopped_in_the_second_search)
+            report(step)
+        return hook
+    monkeypatch.setattr(run, "progress_reporter", stopped_in_the_second_search)
     code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "4", inputs=make_inputs(tmp_path / "in", count=3))
-    assert code == 130 and len(calls) == 2
+    assert code == 130 and searched == {"face0", "face1"}
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "interrupted: 1 finished result(s) and the best image so far of 1 stopped search(es) written and logged; "
         "-resume finishes the rest")

@@ -1,4 +1,6 @@
 """The pictures of a run (visuals.py): run.py -strip and -gif on the tiny model."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -71,21 +73,31 @@ def test_gif_has_one_frame_per_step_for_every_sample_of_every_batch(pictured_run
             assert sum(1 for _ in ImageSequence.Iterator(gif)) == STEPS
 
 
+def fake_search(name, seed):
+    """What a step hook sees of a search: its attempt, its step count, its best so far."""
+    attempt = SimpleNamespace(job=SimpleNamespace(name=name), seed=seed)
+    return SimpleNamespace(attempt=attempt, step=0, tracker=BestTracker([(100.0, "L2")], [torch.zeros(1, 1, 4)]))
+
+
 def test_gif_frames_are_small_and_show_the_best_so_far(tmp_path):
-    paths = [tmp_path / "a_search.gif", tmp_path / "b_search.gif"]
-    gif = visuals.SearchGif(paths, steps=3)
-    best = BestTracker(loss_terms=[(100.0, "L2")], variables=[torch.zeros(2, 1, 4)])
-    totals, l2s = [[3.0, 1.0], [2.0, 1.0], [2.0, 0.5]], [[0.3, 0.1], [0.2, 0.2], [0.1, 0.05]]
+    gif = visuals.SearchGif(steps=3)
+    searches = [fake_search("a", 0), fake_search("b", 0), fake_search("b", 1)]  # b: two tries
+    totals, l2s = [[3.0, 1.0, 1.0], [2.0, 1.0, 1.0], [2.0, 0.5, 0.9]], [[0.3, 0.1, 0.1], [0.2, 0.2, 0.2], [0.1, 0.05, 0.1]]
     for step, (total, l2) in enumerate(zip(totals, l2s), start=1):
         losses = {"L2": torch.tensor(l2), "TOTAL": torch.tensor(total)}
-        best.update(step, losses, torch.rand(2, 3, 512, 512))
-        gif(Step(step, losses, best, downscale=None))
-    # sample a: step 3 ties step 2's TOTAL, so the best stays step 2's (the search keeps the first)
-    assert [l2 for _, l2, _ in gif.frames[0]] == pytest.approx([0.3, 0.2, 0.2])
-    assert [l2 for _, l2, _ in gif.frames[1]] == pytest.approx([0.1, 0.1, 0.05])
-    gif.save()
-    for path in paths:
-        with Image.open(path) as image:
+        image = torch.rand(3, 3, 512, 512)
+        for b, search in enumerate(searches):
+            search.step = step
+            search.tracker.update(step, {k: v[b:b + 1] for k, v in losses.items()}, image[b:b + 1])
+        gif(Step(losses, searches, downscale=None))
+    # search a: step 3 ties step 2's TOTAL, so the best stays step 2's (the search keeps the first)
+    assert [l2 for _, l2, _ in gif.frames[("a", 0)]] == pytest.approx([0.3, 0.2, 0.2])
+    assert [l2 for _, l2, _ in gif.frames[("b", 0)]] == pytest.approx([0.1, 0.1, 0.05])
+    gif.save(tmp_path / "a_search.gif", SimpleNamespace(name="a", seed=0))
+    gif.save(tmp_path / "b_search.gif", SimpleNamespace(name="b", seed=1))  # the kept try's film
+    assert not gif.frames  # the other try of b is dropped with it
+    for name in ("a", "b"):
+        with Image.open(tmp_path / f"{name}_search.gif") as image:
             assert image.size == (PANEL, PANEL) and image.n_frames == 3
 
 
