@@ -161,6 +161,18 @@ def test_not_converged_is_said_plainly(model, tmp_path):
     assert "converged" in app.outcome_summary(reached) and "NOT" not in app.outcome_summary(reached)
 
 
+def test_tries_use_run_pys_seeds_and_the_summary_says_which_was_kept(model, tmp_path):
+    settings = app.Settings(seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
+    snapshots = []
+    (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
+                              snapshots.append)
+    expected = model.upsample(str(TINY_INPUT), seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
+    assert [[t["seed"] for t in r.tries] for r in outcome.records] == [[0, 2], [1, 3]]
+    assert [r.seed for r in outcome.records] == [r.seed for r in expected]
+    assert " of 2 kept (seed " in app.outcome_summary(outcome)
+    assert any("try 2 of 2" in s.label for s in snapshots) and all(len(s.l2) == s.step for s in snapshots)
+
+
 def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, monkeypatch):
     monkeypatch.setattr(app, "REFRESH_SECONDS", -1)  # a snapshot every step
     stop = threading.Event()
@@ -223,6 +235,14 @@ def test_page_tells_the_tiny_model_and_queues_searches(page):
     search = next(fn for fn in demo.fns.values() if fn.name == "on_search")
     stop = next(fn for fn in demo.fns.values() if fn.name == "on_stop")
     assert search.concurrency_limit == 1 and not stop.queue
+
+
+def test_the_tries_widget_feeds_the_tries_setting(page):
+    search = next(fn for fn in page.blocks().fns.values() if fn.name == "on_search")
+    names = [f.name for f in fields(app.Settings)]
+    assert len(search.inputs) == 2 + len(names)  # the faces, the ticks, then Settings' fields in order
+    widget = search.inputs[2 + names.index("tries")]
+    assert widget.elem_id == "tries" and widget.value == 1
 
 
 def test_flags():
