@@ -210,15 +210,15 @@ def base_seed_for(folder, records):
     return inputs.draw_seed()
 
 
-def intermediate_writer(out_dir, search):
+def intermediate_writer(out_dir, config):
     """Writes each row's best image so far and its downscale, named by its step (and try, with -tries)."""
-    digits = len(str(search.steps))
+    digits = len(str(config.steps))
 
     def write(step):
         low = step.best_downscaled()
         for b, (row, best) in enumerate(zip(step.searches, step.best_im)):
             job = row.attempt.job
-            attempt = f"_try{row.attempt.number}" if search.tries > 1 else ""
+            attempt = f"_try{row.attempt.number}" if config.tries > 1 else ""
             name = f"{job.name}{attempt}_{row.step:0{digits}d}.png"
             save_tensor_image(best, out_dir / job.name / "HR" / name)
             save_tensor_image(low[b], out_dir / job.name / "LR" / name)
