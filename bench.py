@@ -21,7 +21,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing
 
-from runkit import cli, quiet_stop, speed
+from runkit import cli, quiet_stop, roof, speed
 import stylegan
 import stylegan2
 from device import DeviceError, pick_device
@@ -76,15 +75,18 @@ class Timing:
     def searches_per_hour(self):
         return searches_per_hour([self.seconds_per_step], self.setting.batch)
 
-    def row(self, baseline):
-        """The report row; its speedup is images per second against those of `baseline`."""
+    def row(self, baseline, step_flops, machine_roof):
+        """The report row; its speedup is images per second against those of `baseline`, its roof
+        share the matrix throughput reached (`step_flops` a batch-1 step's) against `machine_roof`'s."""
+        share = machine_roof.share(step_flops * self.setting.batch, self.seconds_per_step, self.setting.precision)
         return {**asdict(self.setting), "seconds_per_step": round(self.seconds_per_step, 4),
                 "images_per_second": round(self.images_per_second, 4),
                 "seconds_per_face": round(STEPS_PER_FACE / self.images_per_second, 2),
                 "searches_per_hour": round(self.searches_per_hour, 2),
                 "warmup_seconds": round(self.warmup_seconds, 2),
                 "peak_memory_mb": round(self.peak_memory_mb),
-                "speedup": round(self.images_per_second / baseline.images_per_second, 3)}
+                "speedup": round(self.images_per_second / baseline.images_per_second, 3),
+                "roof_share": None if share is None else round(share, 3)}
 
 
 def default_setting(device, name="default", **changes):
@@ -111,13 +113,6 @@ def settings_for(device, batch_sizes, with_compile):
 
 
 # ---- measuring -------------------------------------------------------------------------------
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
 
 def release_freed_memory():
     """Free what Python still holds and give glibc's kept memory back, so the next configuration's
@@ -153,20 +148,30 @@ def model_for(setting, synthesis, device):
     return PULSE.build(synthesis, fit, device, setting.precision, fast=setting.fast_ops, compile=setting.compile)
 
 
+def random_inputs(model, batch):
+    side = min(32, model.resolution)
+    return torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
+
+
 def time_steps(model, batch, steps, device):
     """(median seconds of a step after the warm-up steps, seconds of the warm-up) on random inputs."""
-    ref_size = min(32, model.resolution)
-    ref_im = torch.rand(batch, 3, ref_size, ref_size, generator=torch.Generator().manual_seed(0))
+    ref_im = random_inputs(model, batch)
     stamps = []
 
     def stamp(step):
-        synchronize(device)
+        roof.synchronize(device)
         stamps.append(time.perf_counter())
 
     start = time.perf_counter()
     model.upsample(ref_im, seed=0, batch_size=batch, steps=steps + WARMUP_STEPS, on_step=stamp)
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
     return statistics.median(intervals[WARMUP_STEPS - 1:]), stamps[WARMUP_STEPS - 1] - start
+
+
+def step_flops(synthesis, device):
+    """The floating-point operations of one default search step at batch 1 (forward and backward)."""
+    model = model_for(default_setting(device), synthesis, device)
+    return roof.counted_flops(lambda: model.search(random_inputs(model, 1), [0], SearchConfig(steps=1)))
 
 
 def measure(setting, synthesis, device, steps):
@@ -275,17 +280,23 @@ def print_report(report):
           f"{report['device']} ({report['cpu']}, {report['physical_cores']} physical cores), "
           f"{report['threads']} thread(s), torch {report['torch']}, "
           f"median of {report['steps']} steps")
+    print(f"kernels: {report['kernels']}")
+    matmul = ", ".join(f"{name} {value:.0f}" for name, value in report["roof"]["matmul_gflops"].items())
+    print(f"this machine's roof, measured now: matrix products {matmul} GFLOP/s; memory copy "
+          f"{report['roof']['memory_gb_per_s']:.1f} GB/s. A batch-1 step is {report['step_gflops']:.1f} GFLOP.")
     print(f"{'configuration':36} {'batch':>5} {'s/step':>8} {'img/s':>7} {'s/face':>8} {'warm-up s':>9} "
-          f"{'peak MB':>8} {'speed':>7}")
+          f"{'peak MB':>8} {'speed':>7} {'roof':>6}")
     for r in report["timings"]:
         print(f"{r['name']:36} {r['batch']:5d} {r['seconds_per_step']:8.3f} {r['images_per_second']:7.2f} "
-              f"{r['seconds_per_face']:8.1f} {r['warmup_seconds']:9.1f} {r['peak_memory_mb']:8d} {r['speedup']:6.2f}x")
+              f"{r['seconds_per_face']:8.1f} {r['warmup_seconds']:9.1f} {r['peak_memory_mb']:8d} {r['speedup']:6.2f}x "
+              f"{'' if r['roof_share'] is None else format(r['roof_share'], '6.0%')}")
     for r in report["unsupported"]:
         print(f"{r['name']:36} not run: {r['reason']}")
     print(f"img/s: images generated per second (batch / s/step); s/face: a {STEPS_PER_FACE}-step search "
           f"per face; warm-up s: the first {WARMUP_STEPS} steps (any compiling included); peak MB: "
           f"{'GPU memory allocated' if report['device'].startswith('cuda') else 'resident memory'}; "
-          f"speed: img/s against the first row")
+          f"speed: img/s against the first row; roof: the step's matrix throughput (GFLOP/s) as a share "
+          f"of this machine's matrix-product roof in the float type it computes in")
     print(f"\nSearches per hour of the machine ({STEPS_PER_FACE} steps each, default search), by process "
           f"count (torchrun --nproc_per_node) and -batch_size:")
     print(f"{'processes':>9} {'batch':>5} {'threads each':>12} {'searches/h':>10} {'speed':>7}")
@@ -299,14 +310,6 @@ def print_report(report):
         for r in report["drift"]:
             print(f"{r['name']:36} {r['best_total']:10.5f} {r['total_rel_diff']:9.2e} {r['best_l2']:10.5f} "
                   f"{r['l2_rel_diff']:9.2e} {r['best_step']:9d} {r['converged']}")
-
-
-def cpu_name():
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        return next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def default_process_counts():
@@ -364,10 +367,17 @@ def main(argv=None):
         if setting.precision != "fp32" or setting.compile:
             result_changing.append(setting)
 
+    print("measuring this machine's roof ...", file=sys.stderr, flush=True)
+    machine_roof = roof.measure(device, [t.setting.precision for t in timings])
+    flops = step_flops(synthesis, device)
     with_drift = not args.no_drift and args.generator == "stylegan1"
     report = {"device": str(device), "generator": args.generator, "threads": threads, "torch": torch.__version__,
-              "cpu": cpu_name(), "physical_cores": speed.physical_cores(), "resolution": args.resolution,
-              "steps": args.steps, "timings": [t.row(timings[0]) for t in timings],
+              "cpu": roof.cpu_name(), "kernels": roof.kernel_set(), "physical_cores": speed.physical_cores(),
+              "resolution": args.resolution, "steps": args.steps,
+              "roof": {"matmul_gflops": {name: round(value, 1) for name, value in machine_roof.gflops.items()},
+                       "memory_gb_per_s": round(machine_roof.memory_gb_per_s, 1)},
+              "step_gflops": round(flops / 1e9, 2),
+              "timings": [t.row(timings[0], flops, machine_roof) for t in timings],
               "unsupported": unsupported,
               "throughput": throughput(timings, args, threads, device),
               "drift": drift(result_changing, device) if with_drift else []}

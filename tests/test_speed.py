@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from runkit import speed
+from runkit import roof, speed
 import bench
 import run
 from conftest import TINY_INPUT, TINY_MODEL, load_fixture
@@ -122,7 +122,8 @@ def run_tiny(tmp_path, *flags):
     return code, records
 
 
-def test_bf16_runs_end_to_end_and_is_logged(tmp_path):
+def test_bf16_runs_end_to_end_and_is_logged(tmp_path, monkeypatch):
+    monkeypatch.setattr(speed, "cpu_has_fast_bfloat16", lambda: True)  # the autocast path, on any CPU
     code, (record,) = run_tiny(tmp_path, "-steps", "4", "-precision", "bf16")
     assert code == 0
     assert record["args"]["precision"] == "bf16" and record["args"]["compile"] is False
@@ -149,11 +150,22 @@ def test_threads_default_to_physical_cores_unless_omp_num_threads_is_set(monkeyp
     assert speed.set_threads(2) == 2
 
 
-def test_fp16_is_refused_on_the_cpu_with_a_pointer_to_bf16():
-    with pytest.raises(speed.PrecisionError, match="bf16"):
+def test_fp16_is_refused_on_the_cpu_with_a_pointer_to_bf16_where_it_is_fast(monkeypatch):
+    monkeypatch.setattr(speed, "cpu_has_fast_bfloat16", lambda: True)
+    with pytest.raises(speed.PrecisionError, match="use -precision bf16"):
         speed.precision_dtypes("fp16", torch.device("cpu"))
     assert speed.precision_dtypes("fp16", torch.device("cuda")) == (torch.float32, torch.float16)
     assert speed.precision_dtypes("bf16", torch.device("cpu")) == (torch.float32, torch.bfloat16)
+
+
+def test_bf16_is_refused_on_a_cpu_without_fast_bfloat16(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(speed, "cpu_has_fast_bfloat16", lambda: False)
+    with pytest.raises(speed.PrecisionError, match="use fp32 on this CPU"):
+        speed.precision_dtypes("fp16", torch.device("cpu"))
+    assert speed.precision_dtypes("bf16", torch.device("cuda")) == (torch.float32, torch.bfloat16)
+    code, _ = run_tiny(tmp_path, "-steps", "1", "-precision", "bf16")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1 and "needs a CPU with AVX-512" in err[0]
 
 
 def test_fp64_is_refused_on_mps_which_has_no_float64():
@@ -170,17 +182,20 @@ def test_bench_quick_mode_reports_timings_and_drift(tmp_path, capsys):
     assert {"device", "threads", "torch", "cpu", "resolution", "steps", "timings", "unsupported", "drift"} <= set(report)
     assert report["resolution"] == 64 and report["threads"] >= 1
     timings = {t["name"]: t for t in report["timings"]}
-    assert {"all speed changes off (2020 ops)", "default", "default, batch 2", "-precision bf16"} <= set(timings)
+    assert {"all speed changes off (2020 ops)", "default", "default, batch 2"} <= set(timings)
     for t in timings.values():
         assert {"batch", "precision", "seconds_per_step", "images_per_second", "seconds_per_face",
                 "peak_memory_mb", "speedup"} <= set(t)
         assert t["seconds_per_step"] > 0 and t["peak_memory_mb"] > 0
     assert timings["all speed changes off (2020 ops)"]["speedup"] == 1
+    refused_on_the_cpu = ["-precision fp16"] if speed.cpu_has_fast_bfloat16() else ["-precision bf16", "-precision fp16"]
     if report["device"] == "cpu":
-        assert [u["name"] for u in report["unsupported"]] == ["-precision fp16"]
+        assert [u["name"] for u in report["unsupported"]] == refused_on_the_cpu
     drift = {d["name"]: d for d in report["drift"]}
     assert drift["fp32 (default)"]["converged"] is True
-    assert {"best_total", "best_l2", "total_rel_diff", "l2_rel_diff", "converged", "best_step"} <= set(drift["-precision bf16"])
+    if "-precision bf16" in timings:
+        assert {"best_total", "best_l2", "total_rel_diff", "l2_rel_diff", "converged", "best_step"} <= set(
+            drift["-precision bf16"])
     assert "speed" in capsys.readouterr().out
 
 
@@ -191,4 +206,15 @@ def test_bench_times_the_stylegan2_architecture(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["generator"] == "stylegan2" and report["resolution"] == 16 and report["drift"] == []
     assert all(t["seconds_per_step"] > 0 for t in report["timings"])
-    assert "stylegan2 16x16 generator" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stylegan2 16x16 generator" in out and "this machine's roof" in out
+    assert report["roof"]["matmul_gflops"]["fp32"] > 0 and report["roof"]["memory_gb_per_s"] > 0
+    assert report["step_gflops"] > 0 and all(t["roof_share"] > 0 for t in report["timings"])
+
+
+def test_the_flop_counter_counts_a_matrix_product_and_the_roof_divides_by_the_right_type():
+    a = torch.ones(64, 32)
+    assert roof.counted_flops(lambda: a @ a.T) == 2 * 64 * 64 * 32
+    machine = roof.Roof({"fp32": 100.0, "bf16": 400.0}, memory_gb_per_s=10.0)
+    assert machine.share(50e9, 1.0, "fp32") == 0.5 and machine.share(50e9, 0.5, "bf16") == 0.25
+    assert machine.share(50e9, 1.0, "fp16") is None  # a type not measured has no share
