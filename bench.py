@@ -171,7 +171,7 @@ def time_steps(model, batch, steps, device):
 def step_flops(synthesis, device):
     """The floating-point operations of one default search step at batch 1 (forward and backward)."""
     model = model_for(default_setting(device), synthesis, device)
-    return roof.counted_flops(lambda: model.search(random_inputs(model, 1), [0], SearchConfig(steps=1)))
+    return roof.counted_flops(lambda: model.upsample(random_inputs(model, 1), seed=0, steps=1))
 
 
 def measure(setting, synthesis, device, steps):
