@@ -39,12 +39,12 @@ KNOWN_PICKLES = {  # MD5 of NVIDIA's released files
 }
 
 
-def report_model(path, network_file, log):
+def report_model(path, log):
     """The file's MD5, telling NVIDIA's released pickles apart from other pickles (warned about)."""
     md5 = file_md5(path)
     if md5 in KNOWN_PICKLES:
         log(f"recognised NVIDIA's {KNOWN_PICKLES[md5]}")
-    elif not isinstance(network_file, torch_files.TorchFile):
+    elif not torch_files.is_torch_save_file(path):
         print(f"warning: {path} (MD5 {md5}) is not one of NVIDIA's released pickles that this port knows; "
               f"converting it anyway", file=sys.stderr)
     return md5
@@ -78,8 +78,8 @@ def read_network(path):
 def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print, source=None):
     """Write the cache folder (weights.py) of the network file at `pickle_path` into `cache_dir`;
     `source` (default: the pickle's path) is recorded in generator.json. Returns the pickle's MD5."""
+    md5 = report_model(pickle_path, log)
     network_file = read_network(pickle_path)
-    md5 = report_model(pickle_path, network_file, log)
     cache_dir = Path(cache_dir)
     name = families.family_of(network_file)
     check_cache_family(cache_dir, name)
