@@ -4,9 +4,9 @@ Times search steps (forward and backward of the generator, losses, optimizer) wi
 weights of the real 1024x1024 StyleGAN-1 architecture (or, with `-generator stylegan2`, of
 NVIDIA's StyleGAN2 FFHQ config-f: 18 ws, 17 noise layers; `-generator dcgan`, the PyTorch
 tutorial's 64x64 DCGAN: any family of weightfiles/families.py with an `untrained` architecture),
-so nothing needs downloading, on the device device.pick_device() picks. Every configuration is compared with the search with all
-speed changes turned off (the 2020 ops, and on the CPU glibc's default handling of freed
-memory), measured first, in the same process. For the configurations that change results
+so nothing needs downloading, on the device device.pick_device() picks. Every configuration is
+compared with the search with all speed changes turned off (the 2020 ops, and on the CPU glibc's
+default handling of freed memory), measured first, in the same process. For the configurations that change results
 (bf16, fp16, -compile) it also runs the tiny fixture model for 40 steps and reports how far the
 best losses drift from the default float32 search.
 
