@@ -1,14 +1,17 @@
 """The PULSE latent search (Menon et al., CVPR 2020), and the Python API over it.
 
-Find a latent of a frozen StyleGAN whose image, downscaled bicubically, matches a low-resolution
+Find a latent of a frozen generator whose image, downscaled bicubically, matches a low-resolution
 input. The order of operations is the 2020 one, step by step: build `latent_in` from the latent
-through the Gaussian fit, generate, compute the losses, remember the best image, backward,
-optimizer step with the spherical projection, scheduler step.
+through the generator's prior (for a StyleGAN, the Gaussian fit), generate, compute the losses,
+remember the best image, backward, optimizer step with the spherical projection, scheduler step.
 
     import PULSE
     model = PULSE.load(cache_dir="cache")            # the generator, as run.py finds it
     results = model.upsample("input/face.png", seed=0, steps=100)
     results[0].image.save("face_hr.png")             # the best image; see Result for the rest
+
+A network built in Python is searched through `PULSE.from_generator(network, prior)` (see
+generator.py for what it must answer, and docs/generators.md).
 """
 import math
 import sys
@@ -22,6 +25,7 @@ import torch
 
 from runkit import inputs, runlog, speed
 from device import pick_device
+from generator import Generator, Prior, missing_members
 from loss import LossBuilder, LossString
 from runkit.cli import ParsedText
 from runkit.images import to_pil
@@ -137,7 +141,7 @@ class Result:
     steps: int                  # steps the kept search did: fewer than asked when interrupted or stopped at eps
     seconds: float              # wall time of all its tries (each beside the other searches of its batch)
     trajectory: list            # one {step, every loss} dict per step of the kept search
-    latent: torch.Tensor        # the search latent at the best step, [1 or num_ws, 512], on the CPU
+    latent: torch.Tensor        # the search latent at the best step, [rows, width] (see generator.Prior), on the CPU
     noise: list                 # the noise maps at the best step, [1, r, r] each, on the CPU
     tries: list = field(default_factory=list)  # one {seed, L2, converged, steps} per try, in order (L2: of its best image)
     stopped_at: int | None = None  # with stop_at_eps, the step that reached eps and ended the kept search
@@ -191,15 +195,16 @@ class Step:
         return self.downscale(self.best_im)
 
 
-def draw_start(seed, num_ws, noise_sizes, zeroed, config):
-    """Latent and noise maps of one sample, drawn in float32 on the CPU from `seed`.
+def draw_start(seed, latent_shape, noise_sizes, zeroed, config):
+    """Latent [1, rows, width] (`latent_shape`, the prior's) and noise maps of one sample, drawn in
+    float32 on the CPU from `seed`.
 
     Same draws in the same order as 2020: the latent first, then one map per noise layer that is
     not zeroed (`zeroed`: indices of the layers held at zero). Drawing on the CPU makes a seed
     give the same search on every device.
     """
     generator = torch.Generator().manual_seed(seed)
-    latent = torch.randn((1, 1 if config.tile_latent else num_ws, 512), generator=generator)
+    latent = torch.randn((1, *latent_shape), generator=generator)
     noise = []
     for i, size in enumerate(noise_sizes):
         if config.noise_type == "zero" or i in zeroed:
@@ -210,35 +215,35 @@ def draw_start(seed, num_ws, noise_sizes, zeroed, config):
 
 
 class PULSE(torch.nn.Module):
-    """Holds the frozen synthesis network and the latent statistics; `search` runs PULSE on a batch
-    of tensors, `upsample` on images (the Python API), `render` draws a latent.
+    """Holds the frozen synthesis network and its prior; `search` runs PULSE on a batch of tensors,
+    `upsample` on images (the Python API), `render` draws a latent.
 
     With `autocast_dtype` (bfloat16 or float16) the generator computes in that type under
     autocast; the search variables, the losses and the optimizer stay in the model's dtype.
     """
 
-    def __init__(self, synthesis, gaussian_fit, autocast_dtype=None):
+    def __init__(self, synthesis, prior, autocast_dtype=None):
         super().__init__()
         self.synthesis = synthesis.requires_grad_(False)
         # What the search asks of the generator (see generator.Generator): rows of latent_in, the
         # side of each noise map in the generator's layer order, the side of its images.
         self.num_ws, self.noise_sizes, self.resolution = synthesis.num_ws, synthesis.noise_sizes, synthesis.resolution
-        self.register_buffer("fit_mean", gaussian_fit["mean"].clone())
-        self.register_buffer("fit_std", gaussian_fit["std"].clone())
-        self.lrelu = torch.nn.LeakyReLU(negative_slope=0.2)
+        self.prior = prior  # how a search latent becomes latent_in (generator.Prior)
+        # The model's device and dtype, which .to() moves with it (the prior may hold no tensor).
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
         self.autocast_dtype = autocast_dtype
         self.precision, self.compiled = "fp32", False
         self.note = None  # what a user should know about this generator (see model_note)
 
     @classmethod
-    def build(cls, synthesis, fit, device, precision="fp32", fast=True, compile=False):
+    def build(cls, synthesis, prior, device, precision="fp32", fast=True, compile=False):
         """The model for a search: the one place that decides its device, dtype, autocast, fast path
-        and compilation (`load`, run.py and bench.py all build through it).
+        and compilation (`load`, `from_generator`, run.py and bench.py all build through it).
 
         `fast` computes the tensors derived from the frozen weights once, on the device, in the
         model's dtype (see stylegan.FastOps); `compile` runs torch.compile on either path."""
         model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
-        model = cls(synthesis, fit, autocast_dtype).to(device, model_dtype)
+        model = cls(synthesis, prior, autocast_dtype).to(device, model_dtype)
         model.precision, model.compiled = precision, compile
         model.synthesis.set_fast(fast)
         if compile:
@@ -266,9 +271,10 @@ class PULSE(torch.nn.Module):
 
     def start_point(self, seeds, config):
         """Batched latent and noise (each sample from its own seed) as search variables."""
-        dtype, device = self.fit_mean.dtype, self.fit_mean.device
+        dtype, device = self.anchor.dtype, self.anchor.device
         zeroed = self.zeroed_noise_layers(config)
-        starts = [draw_start(seed, self.num_ws, self.noise_sizes, zeroed, config) for seed in seeds]
+        latent_shape = (self.prior.rows(config.tile_latent), self.prior.width)
+        starts = [draw_start(seed, latent_shape, self.noise_sizes, zeroed, config) for seed in seeds]
         latent = torch.cat([lat for lat, _ in starts]).to(device, dtype).requires_grad_(True)
         noise, noise_vars = [], []
         for i in range(len(self.noise_sizes)):
@@ -281,9 +287,8 @@ class PULSE(torch.nn.Module):
         return latent, noise, noise_vars
 
     def generate(self, latent, noise):
-        """(latent_in, image in [0, 1]) for search latents [B, 1 or num_ws, 512]."""
-        latent_in = latent.expand(-1, self.num_ws, -1)
-        latent_in = self.lrelu(latent_in * self.fit_std + self.fit_mean)
+        """(latent_in, image in [0, 1]) for search latents [B, rows, width] (see generator.Prior)."""
+        latent_in = self.prior(latent)
         with torch.autocast(latent_in.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
             image = self.synthesis(latent_in, noise)
         return latent_in, (image.to(latent_in.dtype) + 1) / 2
@@ -329,18 +334,19 @@ class PULSE(torch.nn.Module):
 
     @property
     def device(self):
-        return self.fit_mean.device
+        return self.anchor.device
 
     @property
     def gaussian_fit(self):
-        """{"mean", "std"} of the mapping network's output (after LeakyReLU(5)), as PULSE uses it."""
-        return {"mean": self.fit_mean, "std": self.fit_std}
+        """{"mean", "std"} of the mapping network's output (after LeakyReLU(5)) that a StyleGAN's
+        prior holds; None for a generator searched without a fit (the DCGAN)."""
+        return self.prior.fit
 
     @torch.no_grad()
     def render(self, latent, noise):
         """The image of a Result's `latent` and `noise` (PIL), as the search made it."""
-        latent = latent.to(self.device, self.fit_mean.dtype).unsqueeze(0)
-        noise = [layer.to(self.device, self.fit_mean.dtype).unsqueeze(0) for layer in noise]
+        latent = latent.to(self.device, self.anchor.dtype).unsqueeze(0)
+        noise = [layer.to(self.device, self.anchor.dtype).unsqueeze(0) for layer in noise]
         _, image = self.generate(latent, noise)
         return to_pil(image[0].clamp(0, 1).cpu())
 
@@ -356,19 +362,33 @@ def load(device=None, log=None, **options):
     log = log or partial(print, file=sys.stderr)
     device = pick_device(str(device)) if device is not None else pick_device()
     folder = weights_folder(options.network, options.cache_dir, options.keep_pickle, log)
-    synthesis, fit = load_generator(folder, log)
-    model = PULSE.build(synthesis, fit, device, options.precision, fast=options.speedups, compile=options.compile)
+    synthesis, prior = load_generator(folder, log)
+    model = PULSE.build(synthesis, prior, device, options.precision, fast=options.speedups, compile=options.compile)
     model.note = model_note(folder, synthesis.resolution)
     if model.note:
         log(f"note: {model.note}")
     return model
 
 
+def from_generator(network, prior, device=None, precision="fp32", speedups=True, compile=False):
+    """The PULSE model of a generator built in Python, nothing read or written on disk: `network` a
+    torch module answering generator.Generator, `prior` a generator.Prior (SphereOfZ(nz) for a
+    network fed z itself, MappedGaussian(fit, num_ws) for a StyleGAN). `device` and the rest as for
+    `load`; TypeError naming what the network or the prior lacks."""
+    for thing, protocol in ((network, Generator), (prior, Prior)):
+        missing = missing_members(thing, protocol)
+        if missing or not isinstance(thing, torch.nn.Module):
+            raise TypeError(f"{type(thing).__name__} is not a torch module answering generator.{protocol.__name__}"
+                            f"{': it lacks ' + ', '.join(missing) if missing else ''}")
+    device = pick_device(str(device)) if device is not None else pick_device()
+    return PULSE.build(network, prior, device, precision, fast=speedups, compile=compile)
+
+
 @dataclass
 class ModelOptions:
     """What `load` takes besides the device: which generator and how it computes (run.py's flags of
     the same names; `speedups` is run.py's -no_speedups turned round)."""
-    network: str | None = None  # a converted folder, a StyleGAN network pickle, or its URL
+    network: str | None = None  # a converted folder, a network file or its URL, or a packaged one's name
     cache_dir: str = "cache"    # where weights are looked up, downloaded and converted
     keep_pickle: bool = False   # keep a downloaded pickle beside its conversion
     precision: str = "fp32"     # fp32, fp64, bf16 or fp16 (see speed.PRECISIONS)
@@ -456,7 +476,7 @@ class BatchSearch:
         if self.loss_builder is not None:
             return
         ref_im = torch.stack([search.attempt.job.image for search in self.searches])
-        ref_im = ref_im.to(self.model.fit_mean.device, self.model.fit_mean.dtype)
+        ref_im = ref_im.to(self.model.anchor.device, self.model.anchor.dtype)
         self.loss_builder = LossBuilder(ref_im, self.config.loss_str.terms, self.config.eps, self.model.resolution)
 
     def step(self, on_step):

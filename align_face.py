@@ -81,15 +81,16 @@ def build_parser():
 
 # ---------------------------------------------------------------- predictor
 
-def packaged_predictor():
-    """The predictor shipped by the face_recognition_models package, if installed.
+def packaged_predictor(name=PREDICTOR_NAME):
+    """A dlib model file shipped by the face_recognition_models package (by default the 68-point
+    landmark predictor), if installed.
 
     Found without importing the package: its __init__ needs pkg_resources, which
     current setuptools no longer provides.
     """
     spec = importlib.util.find_spec("face_recognition_models")
     for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "models" / PREDICTOR_NAME
+        path = Path(folder) / "models" / name
         if path.is_file():
             return path
     return None

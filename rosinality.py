@@ -35,6 +35,7 @@ class MappingNetwork(nn.Module):
 
     def __init__(self, style_dim=512, n_mlp=8, lr_multiplier=MAPPING_LR_MULTIPLIER):
         super().__init__()
+        self.z_dim = style_dim
         self.style = nn.Sequential(PixelNorm(), *[FullyConnected(style_dim, style_dim, lrelu=True,
                                                                  lr_multiplier=lr_multiplier) for _ in range(n_mlp)])
 

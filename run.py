@@ -58,8 +58,9 @@ def build_parser():
                    help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
                         "NVIDIA's FFHQ model is downloaded and converted into it")
     w.add_argument("-network", "--network", metavar="PATH_OR_URL",
-                   help="another generator: a folder of converted weights, or a StyleGAN-1 or StyleGAN2 "
-                        "network pickle (file or URL), converted once into <cache_dir>/<name>/")
+                   help="another generator: a folder of converted weights, a network file (NVIDIA's pickle, a "
+                        "rosinality or DCGAN checkpoint; a path or URL), converted once into <cache_dir>/<name>/, "
+                        "or dcgan-digiface (the trained 64x64 DCGAN of the PyPI package gan-face-generate)")
     w.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
                    help="keep a downloaded network pickle next to its conversion (NVIDIA's is about 300 MB)")
 

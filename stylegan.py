@@ -300,6 +300,8 @@ class G_synthesis(nn.Module):
 class G_mapping(nn.Sequential):
     """Mapping network: z [N, 512] -> w [N, 512] (pixel norm, then 8 dense layers)."""
 
+    z_dim = 512
+
     def __init__(self, nonlinearity="lrelu", use_wscale=True):
         act = ACTIVATIONS[nonlinearity]()
         layers = [("pixel_norm", PixelNorm())]

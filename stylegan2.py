@@ -305,7 +305,7 @@ class MappingNetwork(nn.Module):
 
     def __init__(self, z_dim=512, w_dim=512, num_layers=8, lr_multiplier=0.01):
         super().__init__()
-        self.num_layers = num_layers
+        self.num_layers, self.z_dim = num_layers, z_dim
         for idx in range(num_layers):
             self.add_module(f"fc{idx}", FullyConnected(z_dim if idx == 0 else w_dim, w_dim, lrelu=True,
                                                        lr_multiplier=lr_multiplier))

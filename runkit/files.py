@@ -84,12 +84,17 @@ def save_image(image, path):
         image.save(tmp, format=Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG"))
 
 
-def file_md5(path):
-    digest = hashlib.md5()
+def file_digest(path, algorithm):
+    """The hex digest of the file at `path` by hashlib's `algorithm` ("md5", "sha256"), read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_md5(path):
+    return file_digest(path, "md5")
 
 
 def _try_lock(handle):

@@ -78,8 +78,8 @@ def test_mapping_and_gaussian_fit_are_written(converted_cache, mapping):
     expected = weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)
     assert torch.equal(fit["mean"], expected["mean"]) and torch.equal(fit["std"], expected["std"])
 
-    synthesis, run_fit = weights.load_generator(cache, log=lambda *_: None)
-    assert synthesis.resolution == 32 and torch.equal(run_fit["mean"], fit["mean"])
+    synthesis, prior = weights.load_generator(cache, log=lambda *_: None)
+    assert synthesis.resolution == 32 and torch.equal(prior.fit["mean"], fit["mean"])
     record = weights.read_record(cache)
     assert record == {"family": "stylegan1", "attributes": {}, "source": str(cache.parent / "tiny.pkl"),
                       "md5": convert_weights.file_md5(cache.parent / "tiny.pkl")}

@@ -69,7 +69,8 @@ def test_a_seed_gives_the_draws_of_the_2020_reference(variant):
     layers = EXPECTED["fp64"]["num_layers"]
     sizes = [2 ** (i // 2 + 2) for i in range(layers)]  # the 2020 rule: two layers per resolution
     zeroed = config.bad_noise_layers.layers if config.bad_noise_layers else G_synthesis.default_bad_noise_layers
-    latent, noise = PULSE.draw_start(DRAWS["seed"], layers, sizes, zeroed, config)
+    latent_shape = (1 if config.tile_latent else layers, 512)  # a StyleGAN's rows (generator.MappedGaussian)
+    latent, noise = PULSE.draw_start(DRAWS["seed"], latent_shape, sizes, zeroed, config)
     stored = DRAWS["variants"][variant]
     assert torch.equal(latent, stored["latent"])
     assert len(noise) == len(stored["noise"])

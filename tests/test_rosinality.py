@@ -142,7 +142,7 @@ def test_args_carrying_a_payload_are_refused_and_never_run(tmp_path, payload):
             "open": lambda: MarkerWriter(marker),
             "namespace": lambda: argparse.Namespace(size=32, hook=Payload(os.system, f"touch {marker}"))}[payload]()
     torch.save(training_checkpoint(random_rosinality(), args=evil), tmp_path / "evil.pt")
-    with pytest.raises(weights.WeightsError, match="not a rosinality checkpoint this port reads safely"):
+    with pytest.raises(weights.WeightsError, match="not a PyTorch file this port reads safely"):
         rosinality_checkpoints.read_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
 

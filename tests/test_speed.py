@@ -11,6 +11,7 @@ import bench
 import run
 from conftest import TINY_INPUT, TINY_MODEL, load_fixture
 from fastops import FastOps
+from generator import MappedGaussian
 from PULSE import PULSE
 from stylegan import G_synthesis, synthesis_from_state_dict
 
@@ -31,8 +32,9 @@ def tiny_synthesis(dtype=torch.float32):
 
 
 def tiny_pulse(compile=False):
-    return PULSE.build(tiny_synthesis(), {"mean": torch.zeros(512), "std": torch.ones(512)}, torch.device("cpu"),
-                       compile=compile)
+    synthesis = tiny_synthesis()
+    prior = MappedGaussian({"mean": torch.zeros(512), "std": torch.ones(512)}, synthesis.num_ws)
+    return PULSE.build(synthesis, prior, torch.device("cpu"), compile=compile)
 
 
 def forward_and_grads(model):

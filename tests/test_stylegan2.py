@@ -213,7 +213,8 @@ def reference():
 @needs_shared
 def test_shared_pickle_converts_to_the_described_shape(shared_cache):
     info = json.loads((SHARED / "info-64.json").read_text())
-    synthesis, fit = weights.load_generator(shared_cache, log=lambda *_: None)
+    synthesis, prior = weights.load_generator(shared_cache, log=lambda *_: None)
+    fit = prior.fit
     assert isinstance(synthesis, stylegan2.SynthesisNetwork)
     assert synthesis.resolution == info["resolution"] and synthesis.num_ws == info["num_ws"]
     assert synthesis.noise_sizes == info["noise_layers"]
@@ -306,7 +307,8 @@ def test_own_pickle_round_trips_exactly(tmp_path, architecture, conv_clamp, prot
     assert record["family"] == "stylegan2" and record["md5"] == convert_weights.file_md5(tmp_path / "net.pkl")
     assert record["attributes"] == {"conv_clamp": conv_clamp, "mapping_lr_multiplier": 0.01}
 
-    got, fit = weights.load_generator(cache, log=lambda *_: None)
+    got, prior = weights.load_generator(cache, log=lambda *_: None)
+    fit = prior.fit
     _, got_mapping = load_both(cache)
     ws = torch.randn(2, synthesis.num_ws, 512)
     assert torch.equal(got(ws, noise_for(synthesis)), synthesis(ws, noise_for(synthesis)))
@@ -320,7 +322,7 @@ def test_stylegan2_cache_never_uses_the_bundled_stylegan1_fit(tmp_path, monkeypa
     monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", GAUSSIAN_DRAWS)
     cache = convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()))
     (cache / "gaussian_fit.pt").unlink()
-    _, fit = weights.load_generator(cache, log=lambda *_: None)
+    fit = weights.load_generator(cache, log=lambda *_: None)[1].fit
     _, mapping = load_both(cache)
     assert torch.equal(fit["mean"], weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)["mean"])  # its own mapping
     assert (cache / "gaussian_fit.pt").is_file()
@@ -390,7 +392,8 @@ def sg2_run_setup(tmp_path_factory):
 
 def search_inputs(cache, inputs):
     """Two inputs (one shifted) made of an image the generator in `cache` draws, at TARGET_SIZE."""
-    synthesis, fit = weights.load_generator(cache, log=lambda *_: None)
+    synthesis, prior = weights.load_generator(cache, log=lambda *_: None)
+    fit = prior.fit
     generator = torch.Generator().manual_seed(11)
     latent = torch.randn(1, synthesis.num_ws, 512, generator=generator)
     latent_in = torch.nn.functional.leaky_relu(latent * fit["std"] + fit["mean"], 0.2)

@@ -237,7 +237,8 @@ def test_shared_pickle_converts_into_a_cache_that_loads_the_same_generator(tmp_p
     assert convert_weights.main([str(PICKLE), "-cache_dir", str(cache), "-gaussian_draws", str(GAUSSIAN_DRAWS)]) == 0
     assert {p.name for p in cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
     assert weights.read_record(cache)["family"] == "stylegan3"
-    synthesis, fit = weights.load_generator(cache, log=lambda *_: None)
+    synthesis, prior = weights.load_generator(cache, log=lambda *_: None)
+    fit = prior.fit
     with torch.no_grad():
         image = synthesis(reference["ws"], [])
         assert torch.equal(image, shared_networks[0](reference["ws"], []))

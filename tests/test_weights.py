@@ -58,7 +58,8 @@ def test_missing_gaussian_fit_is_rebuilt_from_mapping_and_saved(tmp_path, monkey
     mapping = random_mapping()
     shutil.copy(TINY_MODEL / "synthesis.pt", tmp_path / "synthesis.pt")
     weights.save_tensors(mapping.state_dict(), tmp_path / "mapping.pt")
-    _, fit = weights.load_generator(tmp_path, log=lambda _: None)
+    _, prior = weights.load_generator(tmp_path, log=lambda _: None)
+    fit = prior.fit
     saved = weights.load_gaussian_fit(tmp_path / "gaussian_fit.pt")
     assert torch.equal(fit["mean"], saved["mean"]) and torch.equal(fit["std"], saved["std"])
     assert torch.allclose(saved["mean"], one_shot_fit(mapping, 2048)["mean"], rtol=1e-5, atol=1e-6)
@@ -66,7 +67,7 @@ def test_missing_gaussian_fit_is_rebuilt_from_mapping_and_saved(tmp_path, monkey
 
 def test_2020_files_without_a_fit_take_the_bundled_one_and_converted_ones_never(tmp_path):
     shutil.copy(TINY_MODEL / "synthesis.pt", tmp_path / "synthesis.pt")  # the 2020 files: no generator.json
-    _, fit = weights.load_generator(tmp_path)
+    fit = weights.load_generator(tmp_path)[1].fit
     bundled = torch.load(ROOT / "gaussian_fit.pt", map_location="cpu", weights_only=True)
     assert torch.equal(fit["mean"], bundled["mean"])
     (tmp_path / weights.RECORD).write_text(json.dumps({"family": "stylegan1", "attributes": {}}))
@@ -105,7 +106,7 @@ def test_the_family_is_decided_by_generator_json_alone(tmp_path, monkeypatch):
         calls.append(attributes)
         return stylegan.synthesis_from_state_dict(state)
     monkeypatch.setitem(families.FAMILIES, "test family", families.Family(
-        "Test", lambda data: False, None, synthesis, lambda state, attributes: G_mapping()))
+        "Test", lambda data: False, None, synthesis, lambda state, attributes: G_mapping(), families.mapped_gaussian))
     shutil.copy(TINY_MODEL / "synthesis.pt", tmp_path / "synthesis.pt")
     shutil.copy(TINY_MODEL / "gaussian_fit.pt", tmp_path / "gaussian_fit.pt")
     (tmp_path / weights.RECORD).write_text(json.dumps({"family": "test family", "attributes": {"x": 1}}))

@@ -1,26 +1,36 @@
 """The generator families this port runs, asked about in one place: FAMILIES.
 
-Each Family says how to recognise its network pickle, how to read the state dicts out of it, and
-how to build its synthesis and mapping networks from state dicts and attributes (the numbers a
-state dict does not hold, such as StyleGAN2's conv_clamp). A cache folder's generator.json names
-its family by its key here (weights.py); a folder without one holds the 2020 files, of the
-family DEFAULT.
+A Family says how to recognise its network file by its content, how to read the state dicts out of
+it, how to build its networks from state dicts and attributes (the numbers a state dict does not
+hold, such as StyleGAN2's conv_clamp), and under which prior PULSE searches it (generator.Prior:
+how a search latent becomes the network's input, and where its statistics come from). A cache
+folder's generator.json names its family by its key here (weights.py); a folder without one holds
+the 2020 files, of the family DEFAULT. Nothing else in the project names a family.
 
-To add a family: write its networks (the synthesis network implements generator.Generator), a
-reader from its published file to state dicts (nvidia_layouts.py has NVIDIA's two), and one entry
-in FAMILIES. The cache format, convert_weights.py, -network and the search need no change. A
-family whose files are not pickles adds its way of opening them to convert_weights.read_network.
+To add a family (dcgan.py is the smallest example):
+1. One module with its synthesis network, implementing generator.Generator (resolution, num_ws,
+   dlatent_size, noise_sizes, default_bad_noise_layers, set_fast, forward(latent_in, noise)),
+   a `synthesis_from_state_dict` that reads the architecture from the tensors' shapes, and its
+   reader: a test that a read file (a torch_files.TorchFile, or what nvidia_pickles.read gives)
+   is of the family, and `states(file, source)` -> (synthesis state, mapping state, attributes).
+2. Its prior: generator.MappedGaussian for a network behind a mapping network (the gaussian fit
+   of its mapping is made at conversion and kept as gaussian_fit.pt), generator.SphereOfZ for
+   one fed z itself (no mapping, no fit), or a new generator.Prior.
+3. One entry in FAMILIES. The cache format, convert_weights.py, -network, the search, run.py,
+   the page and bench.py (through `untrained`) need no change; docs/generators.md gets a row.
 """
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch.nn as nn
 
-from weightfiles import nvidia_layouts, nvidia_pickles, rosinality_checkpoints
+from weightfiles import nvidia_layouts, nvidia_pickles, rosinality_checkpoints, torch_files
+import dcgan
 import rosinality
 import stylegan
 import stylegan2
 import stylegan3
+from generator import MappedGaussian, SphereOfZ
 from weightfiles.errors import WeightsError
 
 States = tuple[dict, dict, dict]  # (synthesis state dict, mapping state dict, attributes)
@@ -32,27 +42,51 @@ class Family:
     recognises: Callable[[Any], bool]  # whether a read network file (convert_weights.read_network) is of this family
     read: Callable[[Any, str], States]  # that file's object and its name -> its states
     synthesis: Callable[[dict, dict], nn.Module]  # (state dict, attributes) -> an untrained network of that shape
-    mapping: Callable[[dict, dict], nn.Module]
+    mapping: Callable[[dict, dict], nn.Module] | None  # the same for its mapping network; None: it has none
+    prior: Callable[[nn.Module, dict | None], nn.Module]  # (synthesis, gaussian fit or None) -> its generator.Prior
+    # resolution (None: as published) -> its published architecture with random weights (bench.py)
+    untrained: Callable[[int | None], nn.Module] | None = None
+
+
+def in_torch_file(test):
+    """A `recognises` for a family whose files torch.save wrote: `test` on what the file holds."""
+    return lambda file: isinstance(file, torch_files.TorchFile) and test(file.data)
+
+
+def mapped_gaussian(synthesis, fit):
+    return MappedGaussian(fit, synthesis.num_ws)
 
 
 FAMILIES = {
     "stylegan1": Family("StyleGAN-1", nvidia_layouts.is_stylegan1_pickle, nvidia_layouts.stylegan1_states,
                         synthesis=lambda state, attributes: stylegan.synthesis_from_state_dict(state),
-                        mapping=lambda state, attributes: stylegan.G_mapping()),
+                        mapping=lambda state, attributes: stylegan.G_mapping(),
+                        prior=mapped_gaussian,
+                        untrained=lambda resolution: stylegan.G_synthesis(resolution=resolution or 1024)),
     "stylegan2": Family("StyleGAN2", nvidia_pickles.is_stylegan2_pickle, nvidia_layouts.stylegan2_states,
                         synthesis=lambda state, attributes: stylegan2.synthesis_from_state_dict(
                             state, attributes["conv_clamp"]),
                         mapping=lambda state, attributes: stylegan2.mapping_from_state_dict(
-                            state, attributes["mapping_lr_multiplier"])),
+                            state, attributes["mapping_lr_multiplier"]),
+                        prior=mapped_gaussian,
+                        untrained=lambda resolution: stylegan2.SynthesisNetwork(
+                            stylegan2.nvidia_block_channels(resolution or 1024))),
     "stylegan3": Family("StyleGAN3", nvidia_pickles.is_stylegan3_pickle, nvidia_layouts.stylegan3_states,
                         synthesis=lambda state, attributes: stylegan3.synthesis_from_state_dict(
                             state, attributes["synthesis"]),
                         mapping=lambda state, attributes: stylegan2.mapping_from_state_dict(  # StyleGAN2's
-                            state, attributes["mapping_lr_multiplier"])),
-    "rosinality": Family("rosinality StyleGAN2", lambda file: isinstance(file, rosinality_checkpoints.Checkpoint),
+                            state, attributes["mapping_lr_multiplier"]),
+                        prior=mapped_gaussian),
+    "rosinality": Family("rosinality StyleGAN2", in_torch_file(rosinality_checkpoints.is_checkpoint),
                          rosinality_checkpoints.states,
                          synthesis=lambda state, attributes: rosinality.synthesis_from_state_dict(state),
-                         mapping=lambda state, attributes: rosinality.mapping_from_state_dict(state)),
+                         mapping=lambda state, attributes: rosinality.mapping_from_state_dict(state),
+                         prior=mapped_gaussian),
+    "dcgan": Family("DCGAN", in_torch_file(dcgan.is_dcgan_file), dcgan.states,
+                    synthesis=lambda state, attributes: dcgan.synthesis_from_state_dict(state),
+                    mapping=None,
+                    prior=lambda synthesis, fit: SphereOfZ(synthesis.dlatent_size),
+                    untrained=lambda resolution: dcgan.tutorial(resolution or 64)),
 }
 DEFAULT = "stylegan1"  # the 2020 family: of a folder without generator.json, and of a pickle no family recognises
 
@@ -67,8 +101,14 @@ def family(name):
 def family_of(network_file):
     """The name of the family whose file `network_file` (convert_weights.read_network's object) is.
 
-    One that no family recognises is read as the 2020 family's, whose reader says what is wrong with it."""
-    return next((name for name, candidate in FAMILIES.items() if candidate.recognises(network_file)), DEFAULT)
+    A pickle that no family recognises is read as the 2020 family's, whose reader says what is wrong
+    with it; a torch.save file that none recognises is refused here, naming what it holds."""
+    name = next((name for name, candidate in FAMILIES.items() if candidate.recognises(network_file)), None)
+    if name is None and isinstance(network_file, torch_files.TorchFile):
+        raise WeightsError(f"{network_file.path} holds {torch_files.describe(network_file.data)}, which is no "
+                           f"network file of the families this port reads "
+                           f"({', '.join(f.title for f in FAMILIES.values())})")
+    return name or DEFAULT
 
 
 def build(name, part, state, attributes, source):

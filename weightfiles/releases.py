@@ -1,4 +1,5 @@
-"""Where the generator weights are published: NVIDIA's StyleGAN-1 pickles and the 2020 links.
+"""Where the generator weights are published: NVIDIA's StyleGAN-1 pickles, the 2020 links, and the
+generators that come inside a Python package (PACKAGED, named by -network NAME).
 
 NVIDIA's files are licensed CC BY-NC 4.0 (github.com/NVlabs/stylegan). The CDN is where NVIDIA
 mirrored its StyleGAN Drive folder (its metric networks are served from there); the Drive
@@ -9,10 +10,13 @@ For tests only: the environment variable PULSE_TEST_WEIGHT_SOURCES, a JSON objec
 source lists (each source an object with the fields of `Source`) and the number of draws of
 the gaussian fit made after converting a model that is not FFHQ.
 """
+import importlib.metadata
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from runkit.files import file_digest
 from weightfiles.download import short_reason
 from weightfiles.errors import WeightsError
 
@@ -46,6 +50,52 @@ SOURCES = {
     "celebahq": nvidia_release("karras2019stylegan-celebahq-1024x1024.pkl", "6604978f22ef7caea1ef5ca723282b43",
                                "1MGqJl28pN4t7SAtSrPdSRJSQJqahkzUf"),
 }
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A generator's weight file shipped inside a Python package: only that file is read, by the
+    family's reader (never the package's code, which is never imported)."""
+    distribution: str  # the package's name on PyPI
+    version: str
+    file: str  # the weight file's path among the installed distribution's files
+    sha256: str
+    about: str  # what it is, for the docs and messages
+
+    @property
+    def install(self):
+        # --no-deps: the package's own requirements (wandb, ...) are not needed to read one file;
+        # --ignore-requires-python: its metadata asks for Python < 3.13, which reading a file does not.
+        return f"pip install --no-deps --ignore-requires-python {self.distribution}=={self.version}"
+
+
+PACKAGED = {
+    "dcgan-digiface": Packaged("gan-face-generate", "1.1.1", "gan_face_generate/weights.tar",
+                               "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f",
+                               "the PyTorch tutorial's DCGAN (z of 100, 64x64 RGB) trained on DigiFace-1M"),
+}
+
+
+def packaged_file(name):
+    """The installed weight file of PACKAGED[name], its SHA-256 checked; WeightsError in one line
+    saying what to install when the package is missing, or refusing a file whose hash differs."""
+    packaged = PACKAGED[name]
+    try:
+        distribution = importlib.metadata.distribution(packaged.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise WeightsError(f"-network {name} needs the weights of the PyPI package {packaged.distribution}: "
+                           f"{packaged.install}") from None
+    found = [f for f in distribution.files or () if f.as_posix() == packaged.file]
+    path = Path(distribution.locate_file(found[0])) if found else None
+    if path is None or not path.is_file():
+        raise WeightsError(f"-network {name}: the installed {packaged.distribution} has no {packaged.file}; "
+                           f"reinstall it: {packaged.install}")
+    if file_digest(path, "sha256") != packaged.sha256:
+        raise WeightsError(f"-network {name}: {path} is not {packaged.distribution} {packaged.version}'s "
+                           f"{Path(packaged.file).name} (its SHA-256 differs); refusing it: {packaged.install}")
+    return path
+
+
 DEFAULT_CHAIN = ("2020", "ffhq")  # what run.py tries when -cache_dir has no synthesis.pt
 DOWNLOADABLE = ("ffhq", "celebahq")  # convert_weights.py --download NAME
 

@@ -4,7 +4,8 @@ Without -network, a `-cache_dir` that holds no generator is filled from the firs
 works: the 2020 link, then NVIDIA's FFHQ pickle (CDN, then Google Drive), checked by MD5 before
 it is unpickled and converted. `-network` names a cache folder (or a `.pt` file in one), a
 network file convert_weights.py reads (NVIDIA's StyleGAN-1, StyleGAN2 or StyleGAN3 pickle, a
-rosinality checkpoint), or such a file's URL; a network file is converted once into
+rosinality checkpoint, a DCGAN state dict), such a file's URL, or a generator that comes in a
+Python package (releases.PACKAGED: `dcgan-digiface`); a network file is converted once into
 `-cache_dir/<name>/`, and a later run finds that conversion (its generator.json) without touching
 the network. A folder of 2020 files with no gaussian fit anywhere gets the 2020 mapping.pt, to
 fit one from.
@@ -17,7 +18,7 @@ import hashlib
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from weightfiles import releases, rosinality_checkpoints, weights
+from weightfiles import releases, torch_files, weights
 import convert_weights
 from runkit.files import file_md5, preparing
 from weightfiles.download import fetch, short_reason
@@ -88,16 +89,25 @@ def convert_once(folder, is_current, convert, log):
 
 
 def is_checkpoint_to_convert(path):
-    """A `.pt` written by torch.save outside a cache folder: a network checkpoint (rosinality's), not
-    one of the cache's own files."""
-    return rosinality_checkpoints.is_torch_save_file(path) and not weights.holds_generator(path.parent)
+    """A `.pt` written by torch.save outside a cache folder: a network file (rosinality's, a DCGAN's),
+    not one of the cache's own files."""
+    return torch_files.is_torch_save_file(path) and not weights.holds_generator(path.parent)
+
+
+def convert_file_once(path, folder, log):
+    """`folder` holding the conversion of the network file at `path`, converted unless it already is."""
+    md5 = file_md5(path)
+    return convert_once(folder, lambda record: record.get("md5") == md5,
+                        lambda: convert_weights.convert(path, folder, gaussian_draws(), log), log)
 
 
 def network_folder(network, cache_dir, keep_pickle=False, log=print):
-    """The folder of weight files for `-network`: a folder as it is (a `.pt` file stands for its folder,
-    unless it is a checkpoint to convert), a network file (a pickle, a rosinality checkpoint; a path
-    or a URL) converted once."""
+    """The folder of weight files for `-network`: a packaged generator's name, a folder as it is (a
+    `.pt` file stands for its folder, unless it is a checkpoint to convert), a network file (a
+    pickle, a torch.save file; a path or a URL) converted once."""
     cache_dir = Path(cache_dir)
+    if network in releases.PACKAGED:
+        return convert_file_once(releases.packaged_file(network), cache_dir / network, log)
     if is_url(network):
         folder = cache_dir / url_folder_name(network)
         source = releases.Source(network, network, Path(unquote(urlparse(network).path)).name or "network.pkl")
@@ -117,10 +127,7 @@ def network_folder(network, cache_dir, keep_pickle=False, log=print):
         return path
     if not path.is_file():
         raise WeightsError(f"-network {network}: no such file or folder")
-    md5 = file_md5(path)
-    folder = cache_dir / path.stem
-    return convert_once(folder, lambda record: record.get("md5") == md5,
-                        lambda: convert_weights.convert(path, folder, gaussian_draws(), log), log)
+    return convert_file_once(path, cache_dir / path.stem, log)
 
 
 def weights_folder(network, cache_dir, keep_pickle=False, log=print):

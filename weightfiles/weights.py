@@ -5,6 +5,7 @@ A cache folder holds one generator, the same names for every family:
     synthesis.pt     the synthesis network's state dict, under its family's own parameter names
     mapping.pt       the mapping network's state dict (needed only to fit gaussian_fit.pt)
     gaussian_fit.pt  {"mean": [w_dim], "std": [w_dim]} of LeakyReLU(5)(mapping(z)), z ~ N(0, I)
+                     (the two only for a family with a mapping network: not the DCGAN)
     generator.json   {"family": "stylegan2", "attributes": {"conv_clamp": 256.0, ...},
                       "source": the pickle's path or URL, "md5": the pickle's MD5}
 
@@ -104,12 +105,14 @@ def load_network(folder, part):
                           record.get("attributes", {}), path)
 
 
-def save_generator(folder, record, synthesis, mapping, fit):
-    """Write a cache folder (see the module's doc): the three `.pt` files, then `record` as generator.json."""
+def save_generator(folder, record, synthesis, mapping=None, fit=None):
+    """Write a cache folder (see the module's doc): the `.pt` files (mapping and fit where the family
+    has them), then `record` as generator.json."""
     folder = Path(folder)
     save_tensors(synthesis.state_dict(), folder / "synthesis.pt")
-    save_tensors(mapping.state_dict(), folder / "mapping.pt")
-    save_tensors(fit, folder / "gaussian_fit.pt")
+    if mapping is not None:
+        save_tensors(mapping.state_dict(), folder / "mapping.pt")
+        save_tensors(fit, folder / "gaussian_fit.pt")
     with atomic_path(folder / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
 
@@ -123,7 +126,8 @@ def load_gaussian_fit(path, dlatent_size=512):
 
 @torch.no_grad()
 def fit_gaussian(mapping, draws=GAUSSIAN_FIT_DRAWS, seed=0, chunk=32768, device="cpu", log=lambda message: None):
-    """The 2020 recipe: mean and std of LeakyReLU(5)(mapping(z)) over `draws` z ~ N(0, I).
+    """The 2020 recipe: mean and std of LeakyReLU(5)(mapping(z)) over `draws` z ~ N(0, I), z of the
+    mapping's `z_dim`: the statistics of generator.MappedGaussian, the StyleGAN families' prior.
 
     Draws come from the CPU generator seeded with `seed`, in chunks (so memory stays small)
     that continue one random stream; sums are kept in float64, std is unbiased as in 2020.
@@ -131,10 +135,9 @@ def fit_gaussian(mapping, draws=GAUSSIAN_FIT_DRAWS, seed=0, chunk=32768, device=
     log(f"fitting the latent gaussian ({draws:,} draws of the mapping network)")
     generator = torch.Generator().manual_seed(seed)
     mapping = mapping.to(device)
-    total = torch.zeros(512, dtype=torch.float64, device=device)
-    total_sq = torch.zeros_like(total)
+    total = total_sq = 0  # float64 sums over the draws, per coordinate of w
     for start in range(0, draws, chunk):
-        z = torch.randn(min(chunk, draws - start), 512, generator=generator).to(device)
+        z = torch.randn(min(chunk, draws - start), mapping.z_dim, generator=generator).to(device)
         w = torch.nn.functional.leaky_relu(mapping(z), negative_slope=5).double()
         total += w.sum(0)
         total_sq += (w * w).sum(0)
@@ -170,9 +173,12 @@ def gaussian_fit(folder, dlatent_size, log=print):
 
 
 def load_generator(folder, log=print):
-    """(synthesis network, gaussian fit {"mean", "std"}) for a run of the generator in `folder`
-    (weight_sources.weights_folder finds or fills the folder first; nothing is downloaded here)."""
+    """(synthesis network, its prior: a generator.Prior) for a run of the generator in `folder`; the
+    prior of a family with a mapping network holds the folder's gaussian fit (gaussian_fit).
+    weight_sources.weights_folder finds or fills the folder first; nothing is downloaded here."""
     if not holds_generator(folder):
         raise WeightsError(f"{folder}/ holds no generator: no synthesis.pt (see docs/weights.md)")
+    family = families.family(folder_family(folder))
     synthesis = load_network(folder, "synthesis")
-    return synthesis, gaussian_fit(folder, synthesis.dlatent_size, log)
+    fit = gaussian_fit(folder, synthesis.dlatent_size, log) if family.mapping else None
+    return synthesis, family.prior(synthesis, fit)
