@@ -11,9 +11,11 @@ optimizer step with the spherical projection, scheduler step.
     results[0].image.save("face_hr.png")             # the best image; see Result for the rest
 """
 import math
+import numbers
+import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 
@@ -35,6 +37,7 @@ OPTIMIZERS = {
     "adamax": torch.optim.Adamax,
 }
 NOISE_TYPES = ("zero", "fixed", "trainable")
+MAX_SEED = 2 ** 64 - 1  # the largest seed torch.Generator takes
 
 
 def linear1cycle(step, steps):
@@ -77,11 +80,40 @@ class NoiseLayers(ParsedText):
         return self.parsed
 
 
+def check_whole(name, value, least, most=None):
+    """ValueError naming `name` unless `value` is a whole number (not a bool) within least..most."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least
+            or (most is not None and value > most)):
+        within = f"of at least {least}" if most is None else f"within {least}..{most}"
+        raise ValueError(f"{name} must be a whole number {within}, got {value!r}")
+
+
+def check_positive(name, value):
+    """ValueError naming `name` unless `value` is a finite number above 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number above 0, got {value!r}")
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def from_keywords(cls, keywords, what):
+    """cls(**keywords), with a TypeError that lists `what` cls takes when a keyword is not one of them."""
+    known = [f.name for f in fields(cls)]
+    unknown = [name for name in keywords if name not in known]
+    if unknown:
+        raise TypeError(f"unknown {what} {', '.join(map(repr, unknown))}; the {what}s are {', '.join(known)}")
+    return cls(**keywords)
+
+
 @dataclass
 class SearchConfig:
     """The search settings: run.py's search flags and `upsample`'s keywords, with the 2020 defaults.
     The two written as text are parsed here when they come as plain text (from a run log or a
-    keyword, say); run.py hands them over parsed. A value out of range raises ValueError."""
+    keyword, say); run.py hands them over parsed. The one place that checks them: a value of the
+    wrong type or out of range raises ValueError naming the setting and what it takes."""
     loss_str: LossString = LossString("100*L2+0.05*GEOCROSS")
     eps: float = 2e-3
     noise_type: str = "trainable"
@@ -94,17 +126,27 @@ class SearchConfig:
     lr_schedule: str = "linear1cycledrop"
 
     def __post_init__(self):
-        self.loss_str = LossString(self.loss_str)
-        if self.bad_noise_layers is not None:
-            self.bad_noise_layers = NoiseLayers(str(self.bad_noise_layers))
+        if not isinstance(self.loss_str, str):
+            raise ValueError(f"loss_str must be text such as '100*L2+0.05*GEOCROSS', got {self.loss_str!r}")
+        if isinstance(self.bad_noise_layers, int) and not isinstance(self.bad_noise_layers, bool):
+            self.bad_noise_layers = str(self.bad_noise_layers)  # one layer's number
+        if not isinstance(self.bad_noise_layers, (str, type(None))):
+            raise ValueError(f"bad_noise_layers must be None or text such as '17' or '3.5.17', "
+                             f"got {self.bad_noise_layers!r}")
+        for name, parse in (("loss_str", LossString), ("bad_noise_layers", NoiseLayers)):
+            if getattr(self, name) is not None:
+                try:
+                    setattr(self, name, parse(getattr(self, name)))
+                except ValueError as e:
+                    raise type(e)(f"{name}: {e}") from None
         for name, allowed in (("noise_type", NOISE_TYPES), ("opt_name", OPTIMIZERS), ("lr_schedule", SCHEDULES)):
-            if getattr(self, name) not in allowed:
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("eps", "learning_rate"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name} must be a finite number above 0, got {getattr(self, name)}")
-        if self.steps < 1 or self.num_trainable_noise_layers < 0:
-            raise ValueError("steps must be at least 1 and num_trainable_noise_layers 0 or more")
+        check_positive("eps", self.eps)
+        check_positive("learning_rate", self.learning_rate)
+        check_whole("steps", self.steps, 1)
+        check_whole("num_trainable_noise_layers", self.num_trainable_noise_layers, 0)
+        check_bool("tile_latent", self.tile_latent)
 
 
 def result_settings(config, precision, compile):
@@ -318,12 +360,18 @@ class PULSE(torch.nn.Module):
         `images`: a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor in [0, 1], or a list of
         paths and images. `seed` is the first duplicate's (duplicate k uses seed + k - 1; drawn at
         random when None, and kept in each Result). `settings` are SearchConfig's fields (run.py's
-        search flags, same names and defaults). An unusable image or setting raises ValueError before
-        any search. Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the
+        search flags, same names and defaults). An unusable image or argument raises ValueError naming
+        it, before any search; a setting name SearchConfig does not have, a TypeError listing them. Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the
         stopped search's marked `interrupted`.
         """
-        config = SearchConfig(**settings)
+        config = from_keywords(SearchConfig, settings, "search setting")
         self.check_noise_layers(config)
+        check_whole("duplicates", duplicates, 1)
+        check_whole("batch_size", batch_size, 1)
+        if seed is not None:
+            check_whole("seed", seed, 0, MAX_SEED - (duplicates - 1))
+        if on_step is not None and not callable(on_step):
+            raise ValueError(f"on_step must be a function of one Step, or None; got {on_step!r}")
         named = inputs.named_inputs(images, self.resolution)
         jobs = inputs.make_jobs(named, inputs.draw_seed() if seed is None else seed, duplicates)
         results = []
@@ -360,8 +408,13 @@ def load(device=None, log=None, **options):
     a network pickle or its URL). `device`: a torch device or its name; by default device.py's
     choice (CUDA, then MPS, then the CPU; PULSE_DEVICE overrides it). Progress goes to `log`
     (default: stderr). Raises WeightsError when no generator can be had (the message lists each
-    source tried and the ways on), DeviceError, or PrecisionError."""
-    options = ModelOptions(**options)
+    source tried and the ways on), DeviceError, or PrecisionError; a ValueError naming an argument
+    of the wrong kind, a TypeError listing the options when one is not known."""
+    options = from_keywords(ModelOptions, options, "model option")
+    if not isinstance(device, (str, torch.device, type(None))):
+        raise ValueError(f"device must be None, a torch.device or a name such as 'cpu' or 'cuda:0'; got {device!r}")
+    if log is not None and not callable(log):
+        raise ValueError(f"log must be a function of one line of text, or None; got {log!r}")
     log = log or partial(print, file=sys.stderr)
     device = pick_device(str(device)) if device is not None else pick_device()
     folder = weights_folder(options.network, options.cache_dir, options.keep_pickle, log)
@@ -385,7 +438,13 @@ class ModelOptions:
     compile: bool = False       # torch.compile the generator (results differ slightly)
 
     def __post_init__(self):
-        if self.precision not in speed.PRECISIONS:
+        if self.network is not None and not isinstance(self.network, (str, os.PathLike)):
+            raise ValueError(f"network must be None, a path or a URL, got {self.network!r}")
+        if not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ValueError(f"cache_dir must be a folder's path, got {self.cache_dir!r}")
+        for name in ("keep_pickle", "speedups", "compile"):
+            check_bool(name, getattr(self, name))
+        if not isinstance(self.precision, str) or self.precision not in speed.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(speed.PRECISIONS)}, got {self.precision!r}")
 
 
