@@ -21,14 +21,35 @@ from pathlib import Path
 
 import torch
 
-from runkit import inputs, runlog, speed
-from device import pick_device
-from loss import LossBuilder, LossString
-from runkit.cli import ParsedText
-from runkit.images import to_pil
-from SphericalOptimizer import SphericalOptimizer
-from weightfiles.weight_sources import weights_folder
-from weightfiles.weights import load_generator
+HERE = Path(__file__).resolve().parent
+
+
+def shadowing(error):
+    """What to say when `error` comes from a module of someone else's that has the name of one of the
+    project's: these are top-level modules with plain names (device, loss, generator, ...), so Python
+    takes the one of that name already imported, or the first on sys.path. None for another error."""
+    top = (error.name or "").partition(".")[0]
+    ours = HERE / f"{top}.py" if (HERE / f"{top}.py").is_file() else HERE / top
+    theirs = getattr(sys.modules.get(top), "__file__", None) or error.path
+    if not top or not ours.exists() or theirs is None or Path(theirs).resolve().is_relative_to(ours):
+        return None
+    return (f"{theirs} stands where PULSE needs its own {ours.name} ({ours}): Python allows one module named "
+            f"{top!r}. Rename yours, or put {HERE} first on sys.path and leave yours out of this session")
+
+
+try:
+    from runkit import inputs, runlog, speed
+    from device import pick_device
+    from loss import LossBuilder, LossString
+    from runkit.cli import ParsedText
+    from runkit.images import to_pil
+    from SphericalOptimizer import SphericalOptimizer
+    from weightfiles.weight_sources import weights_folder
+    from weightfiles.weights import load_generator
+except ImportError as e:  # from another folder: the README's Python section says how
+    if shadowing(e) is None:
+        raise
+    raise ImportError(shadowing(e)) from e
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -448,7 +469,7 @@ class ModelOptions:
             raise ValueError(f"precision must be one of {', '.join(speed.PRECISIONS)}, got {self.precision!r}")
 
 
-TINY_MODEL = Path(__file__).resolve().parent / "tests" / "fixtures" / "tiny_model"
+TINY_MODEL = HERE / "tests" / "fixtures" / "tiny_model"
 
 
 def model_note(folder, resolution):

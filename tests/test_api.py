@@ -217,6 +217,37 @@ def test_load_without_weights_or_network_raises_one_error_listing_the_sources(tm
     assert "a test source" in str(failed.value) and "convert_weights.py" in str(failed.value)
 
 
+def python_in(folder, code, pythonpath=None):
+    """`code` run by Python in `folder`, as a notebook there would run it."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    if pythonpath:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_the_api_from_another_folder_and_a_module_of_the_users_of_a_project_modules_name(tmp_path):
+    """From another folder PULSE works with its folder first on sys.path, as the README says, even
+    beside a device.py of the user's; on PYTHONPATH, behind that file, it names the clash."""
+    (tmp_path / "device.py").write_text("def my_device():\n    return 'mine'\n")
+    clash = python_in(tmp_path, "import PULSE", pythonpath=ROOT)
+    assert clash.returncode == 1
+    assert clash.stderr.splitlines()[-1] == (
+        f"ImportError: {tmp_path / 'device.py'} stands where PULSE needs its own device.py ({ROOT / 'device.py'}): "
+        f"Python allows one module named 'device'. Rename yours, or put {ROOT} first on sys.path and leave "
+        f"yours out of this session")
+    works = python_in(tmp_path, f"""import sys
+sys.path.insert(0, {str(ROOT)!r})
+import PULSE
+model = PULSE.load(cache_dir={str(TINY_MODEL)!r}, log=lambda line: None)
+(result,) = model.upsample({str(TINY_INPUT)!r}, seed=0, steps=1)
+print(result.steps, result.image.size)
+""")
+    assert works.returncode == 0, works.stderr
+    assert works.stdout == "1 (256, 256)\n"
+
+
 def readme_python_block():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Python API"):]
