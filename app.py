@@ -66,8 +66,10 @@ what PULSE finds reflects the generator's training data and its biases. Do not u
 identify anyone.
 
 One search runs at a time on this machine: while someone else's runs, yours waits in the queue
-and the live panel shows your place. Uploads up to {max_mb} MB and {max_mp} megapixels; they are
-kept in a temporary folder that is removed when the server stops.
+and the live panel shows your place. A setting the search cannot take is named under the Run
+button, and nothing runs. Uploads up to {max_mb} MB and {max_mp} megapixels; they and the results
+are kept in a temporary folder that is removed when the server stops (a search running then ends
+with its best image so far, shown here: download what you want to keep).
 """.format(max_side=MAX_ALIGNED_SIDE, max_mb=MAX_UPLOAD_MB, max_mp=MAX_PIXELS // 1_000_000)
 
 
@@ -608,7 +610,11 @@ def main(argv=None):
         print(f"note: {problem}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir, cli.StopSignals() as stop:
         os.environ["GRADIO_TEMP_DIR"] = str(Path(workdir) / "gradio")  # uploads and served files
-        searching = serve(Page(model, aligner, problem, workdir), args)
+        try:
+            searching = serve(Page(model, aligner, problem, workdir), args)
+        except cli.SetupError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return cli.EXIT_SETUP_FAILED
     if stop.requested:
         print("interrupted" + (": the running search ended with its best image so far, shown on its page"
                                if searching else ""), file=sys.stderr)
@@ -617,15 +623,20 @@ def main(argv=None):
 
 def serve(page, args):
     """Serve the page until Ctrl-C, SIGTERM or SIGHUP (cli.StopSignals's KeyboardInterrupt), then end the
-    running searches and close the server; whether a search was running. Gradio's own wait for Ctrl-C
+    running searches and close the server; whether a search was running. SetupError when the port
+    cannot be had. Gradio's own wait for Ctrl-C
     would leave a search on its thread while Python exits, and the C++ runtime aborts the process
     when that thread is inside torch."""
     demo = None
     try:
         demo = page.blocks()
-        demo.queue(default_concurrency_limit=1).launch(
-            server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
-            allowed_paths=[str(page.workdir)], prevent_thread_lock=True, quiet=True)
+        try:
+            demo.queue(default_concurrency_limit=1).launch(
+                server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
+                allowed_paths=[str(page.workdir)], prevent_thread_lock=True, quiet=True)
+        except OSError:  # Gradio's message speaks of its launch() arguments
+            raise cli.SetupError(f"cannot serve on {args.host}, port {args.port} (taken?); "
+                                 f"choose another with -port or -host") from None
         print(f"the page is at {demo.local_url} (Ctrl-C stops the server)", file=sys.stderr, flush=True)
         while demo.is_running:
             time.sleep(0.5)

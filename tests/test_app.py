@@ -270,6 +270,17 @@ def test_a_generator_that_cannot_be_had_is_a_setup_failure(tmp_path, capsys):
     assert "missing.pkl: no such file" in capsys.readouterr().err
 
 
+def test_a_port_that_is_taken_is_a_setup_failure(capsys, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "unused")  # main points it at its own folder
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert app.main(["-cache_dir", str(TINY_MODEL), "-port", str(port)]) == 3
+    assert f"error: cannot serve on 127.0.0.1, port {port} (taken?); choose another with -port" in \
+        capsys.readouterr().err
+
+
 # ---- the page in a browser ---------------------------------------------------------------------
 
 def free_port():
