@@ -510,7 +510,8 @@ class Page:
                 with gr.Column():
                     # No minimum on the boxes: Gradio would refuse a value with a message that names no
                     # setting (and a traceback in the terminal); Settings says which one is wrong.
-                    seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0)
+                    seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0,
+                                     elem_id="seed")
                     steps = gr.Number(defaults.steps, label="steps", precision=0, elem_id="steps")
                     duplicates = gr.Number(defaults.duplicates, label="duplicates", precision=0)
                     eps = gr.Number(defaults.eps, label="eps (the L2 a search must reach to converge)")
