@@ -14,24 +14,47 @@ A network built in Python is searched through `PULSE.from_generator(network, pri
 generator.py for what it must answer, and docs/generators.md).
 """
 import math
+import numbers
+import os
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from runkit import inputs, runlog, speed
-from device import pick_device
-from generator import Generator, Prior, missing_members
-from loss import LossBuilder, LossString
-from runkit.cli import ParsedText
-from runkit.images import to_pil
-from SphericalOptimizer import SphericalOptimizer
-from weightfiles.weight_sources import weights_folder
-from weightfiles.weights import load_generator
+HERE = Path(__file__).resolve().parent
+
+
+def shadowing(error):
+    """What to say when `error` comes from a module of someone else's that has the name of one of the
+    project's: these are top-level modules with plain names (device, loss, generator, ...), so Python
+    takes the one of that name already imported, or the first on sys.path. None for another error."""
+    top = (error.name or "").partition(".")[0]
+    ours = HERE / f"{top}.py" if (HERE / f"{top}.py").is_file() else HERE / top
+    theirs = getattr(sys.modules.get(top), "__file__", None) or error.path
+    if not top or not ours.exists() or theirs is None or Path(theirs).resolve().is_relative_to(ours):
+        return None
+    return (f"{theirs} stands where PULSE needs its own {ours.name} ({ours}): Python allows one module named "
+            f"{top!r}. Rename yours, or put {HERE} first on sys.path and leave yours out of this session")
+
+
+try:
+    from runkit import inputs, runlog, speed
+    from device import pick_device
+    from generator import Generator, Prior, missing_members
+    from loss import LossBuilder, LossString
+    from runkit.cli import ParsedText
+    from runkit.images import to_pil
+    from SphericalOptimizer import SphericalOptimizer
+    from weightfiles.weight_sources import weights_folder
+    from weightfiles.weights import load_generator
+except ImportError as e:  # from another folder: the README's Python section says how
+    if shadowing(e) is None:
+        raise
+    raise ImportError(shadowing(e)) from e
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -40,6 +63,7 @@ OPTIMIZERS = {
     "adamax": torch.optim.Adamax,
 }
 NOISE_TYPES = ("zero", "fixed", "trainable")
+MAX_SEED = 2 ** 64 - 1  # the largest seed torch.Generator takes
 
 
 def linear1cycle(step, steps):
@@ -82,11 +106,40 @@ class NoiseLayers(ParsedText):
         return self.parsed
 
 
+def check_whole(name, value, least, most=None):
+    """ValueError naming `name` unless `value` is a whole number (not a bool) within least..most."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least
+            or (most is not None and value > most)):
+        within = f"of at least {least}" if most is None else f"within {least}..{most}"
+        raise ValueError(f"{name} must be a whole number {within}, got {value!r}")
+
+
+def check_positive(name, value):
+    """ValueError naming `name` unless `value` is a finite number above 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number above 0, got {value!r}")
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def from_keywords(cls, keywords, what):
+    """cls(**keywords), with a TypeError that lists `what` cls takes when a keyword is not one of them."""
+    known = [f.name for f in fields(cls)]
+    unknown = [name for name in keywords if name not in known]
+    if unknown:
+        raise TypeError(f"unknown {what} {', '.join(map(repr, unknown))}; the {what}s are {', '.join(known)}")
+    return cls(**keywords)
+
+
 @dataclass
 class SearchConfig:
     """The search settings: run.py's search flags and `upsample`'s keywords, with the 2020 defaults.
     The two written as text are parsed here when they come as plain text (from a run log or a
-    keyword, say); run.py hands them over parsed. A value out of range raises ValueError."""
+    keyword, say); run.py hands them over parsed. The one place that checks them: a value of the
+    wrong type or out of range raises ValueError naming the setting and what it takes."""
     loss_str: LossString = LossString("100*L2+0.05*GEOCROSS")
     eps: float = 2e-3
     noise_type: str = "trainable"
@@ -101,19 +154,29 @@ class SearchConfig:
     stop_at_eps: bool = False   # end a search at the first step whose L2 reaches eps (not in 2020)
 
     def __post_init__(self):
-        self.loss_str = LossString(self.loss_str)
-        if self.bad_noise_layers is not None:
-            self.bad_noise_layers = NoiseLayers(str(self.bad_noise_layers))
+        if not isinstance(self.loss_str, str):
+            raise ValueError(f"loss_str must be text such as '100*L2+0.05*GEOCROSS', got {self.loss_str!r}")
+        if isinstance(self.bad_noise_layers, int) and not isinstance(self.bad_noise_layers, bool):
+            self.bad_noise_layers = str(self.bad_noise_layers)  # one layer's number
+        if not isinstance(self.bad_noise_layers, (str, type(None))):
+            raise ValueError(f"bad_noise_layers must be None or text such as '17' or '3.5.17', "
+                             f"got {self.bad_noise_layers!r}")
+        for name, parse in (("loss_str", LossString), ("bad_noise_layers", NoiseLayers)):
+            if getattr(self, name) is not None:
+                try:
+                    setattr(self, name, parse(getattr(self, name)))
+                except ValueError as e:
+                    raise type(e)(f"{name}: {e}") from None
         for name, allowed in (("noise_type", NOISE_TYPES), ("opt_name", OPTIMIZERS), ("lr_schedule", SCHEDULES)):
-            if getattr(self, name) not in allowed:
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("eps", "learning_rate"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name} must be a finite number above 0, got {getattr(self, name)}")
-        if self.steps < 1 or self.num_trainable_noise_layers < 0:
-            raise ValueError("steps must be at least 1 and num_trainable_noise_layers 0 or more")
-        if not isinstance(self.tries, int) or isinstance(self.tries, bool) or self.tries < 1:
-            raise ValueError(f"tries must be a whole number of at least 1, got {self.tries!r}")
+        check_positive("eps", self.eps)
+        check_positive("learning_rate", self.learning_rate)
+        check_whole("steps", self.steps, 1)
+        check_whole("num_trainable_noise_layers", self.num_trainable_noise_layers, 0)
+        check_bool("tile_latent", self.tile_latent)
+        check_whole("tries", self.tries, 1)
+        check_bool("stop_at_eps", self.stop_at_eps)
 
 
 def result_settings(config, precision, compile):
@@ -317,12 +380,19 @@ class PULSE(torch.nn.Module):
         paths and images. `seed` is the first duplicate's (duplicate k uses seed + k - 1, and its try t
         seed + k - 1 + (t - 1) * duplicates; drawn at random when None, and kept in each Result).
         `settings` are SearchConfig's fields (run.py's search flags, same names and defaults, `tries`
-        and `stop_at_eps` included). An unusable image or setting raises ValueError before any
-        search. Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the
-        stopped searches' marked `interrupted`.
+        and `stop_at_eps` included). An unusable image or argument raises ValueError naming it,
+        before any search; a setting name SearchConfig does not have, a TypeError listing them.
+        Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the stopped
+        searches' marked `interrupted`.
         """
-        config = SearchConfig(**settings)
+        config = from_keywords(SearchConfig, settings, "search setting")
         self.check_noise_layers(config)
+        check_whole("duplicates", duplicates, 1)
+        check_whole("batch_size", batch_size, 1)
+        if seed is not None:
+            check_whole("seed", seed, 0, MAX_SEED - (duplicates * config.tries - 1))
+        if on_step is not None and not callable(on_step):
+            raise ValueError(f"on_step must be a function of one Step, or None; got {on_step!r}")
         named = inputs.named_inputs(images, self.resolution)
         jobs = inputs.make_jobs(named, inputs.draw_seed() if seed is None else seed, duplicates)
         results = {}
@@ -357,8 +427,13 @@ def load(device=None, log=None, **options):
     a network pickle or its URL). `device`: a torch device or its name; by default device.py's
     choice (CUDA, then MPS, then the CPU; PULSE_DEVICE overrides it). Progress goes to `log`
     (default: stderr). Raises WeightsError when no generator can be had (the message lists each
-    source tried and the ways on), DeviceError, or PrecisionError."""
-    options = ModelOptions(**options)
+    source tried and the ways on), DeviceError, or PrecisionError; a ValueError naming an argument
+    of the wrong kind, a TypeError listing the options when one is not known."""
+    options = from_keywords(ModelOptions, options, "model option")
+    if not isinstance(device, (str, torch.device, type(None))):
+        raise ValueError(f"device must be None, a torch.device or a name such as 'cpu' or 'cuda:0'; got {device!r}")
+    if log is not None and not callable(log):
+        raise ValueError(f"log must be a function of one line of text, or None; got {log!r}")
     log = log or partial(print, file=sys.stderr)
     device = pick_device(str(device)) if device is not None else pick_device()
     folder = weights_folder(options.network, options.cache_dir, options.keep_pickle, log)
@@ -396,11 +471,17 @@ class ModelOptions:
     compile: bool = False       # torch.compile the generator (results differ slightly)
 
     def __post_init__(self):
-        if self.precision not in speed.PRECISIONS:
+        if self.network is not None and not isinstance(self.network, (str, os.PathLike)):
+            raise ValueError(f"network must be None, a path or a URL, got {self.network!r}")
+        if not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ValueError(f"cache_dir must be a folder's path, got {self.cache_dir!r}")
+        for name in ("keep_pickle", "speedups", "compile"):
+            check_bool(name, getattr(self, name))
+        if not isinstance(self.precision, str) or self.precision not in speed.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(speed.PRECISIONS)}, got {self.precision!r}")
 
 
-TINY_MODEL = Path(__file__).resolve().parent / "tests" / "fixtures" / "tiny_model"
+TINY_MODEL = HERE / "tests" / "fixtures" / "tiny_model"
 
 
 def model_note(folder, resolution):

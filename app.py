@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -50,6 +51,7 @@ MAX_ALIGNED_SIDE = 128           # a square upload this small is taken as an ali
 FACE_SIZES = (8, 16, 32, 64, 128)
 DEFAULT_FACE_SIZE = 32           # align_face.py's -output_size default
 REFRESH_SECONDS = 0.5            # the live image and curve are refreshed at most this often
+PAGE_GRACE_SECONDS = 5           # how long a stopping server waits for a stopped search's page to get its results
 
 ABOUT = """
 # PULSE: a face that fits the pixels
@@ -63,8 +65,10 @@ what PULSE finds reflects the generator's training data and its biases. Do not u
 identify anyone.
 
 One search runs at a time on this machine: while someone else's runs, yours waits in the queue
-and the live panel shows your place. Uploads up to {max_mb} MB and {max_mp} megapixels; they are
-kept in a temporary folder that is removed when the server stops.
+and the live panel shows your place. A setting the search cannot take is named under the Run
+button, and nothing runs. Uploads up to {max_mb} MB and {max_mp} megapixels; they and the results
+are kept in a temporary folder that is removed when the server stops (a search running then ends
+with its best image so far, shown here: download what you want to keep).
 """.format(max_side=MAX_ALIGNED_SIDE, max_mb=MAX_UPLOAD_MB, max_mp=MAX_PIXELS // 1_000_000)
 
 
@@ -138,8 +142,13 @@ def check_upload(path):
     if megabytes > MAX_UPLOAD_MB:
         raise UploadError(f"{path.name}: {megabytes:.0f} MB is more than the {MAX_UPLOAD_MB} MB this page takes")
     try:
-        with Image.open(path) as im:  # reads the header only
-            image_format, (width, height) = im.format, im.size
+        with warnings.catch_warnings():  # Pillow's warning of a huge image: the size is checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # reads the header only
+                image_format, (width, height) = im.format, im.size
+    except Image.DecompressionBombError:  # over twice Pillow's own limit, which is above ours
+        raise UploadError(f"{path.name}: far more than {MAX_PIXELS // 1_000_000} megapixels; "
+                          f"shrink the photo first") from None
     except (UnidentifiedImageError, OSError):
         raise UploadError(f"{path.name}: not an image this page can read (JPEG, PNG or WebP)") from None
     if image_format not in PHOTO_FORMATS:
@@ -240,14 +249,16 @@ class Settings:
     tries: int = PULSE.SearchConfig.tries
     stop_at_eps: bool = PULSE.SearchConfig.stop_at_eps
 
-    def __post_init__(self):  # the page's number boxes give floats
-        for name in ("seed", "steps", "duplicates", "num_trainable_noise_layers", "tries"):
-            setattr(self, name, int(getattr(self, name)))
+    def __post_init__(self):
+        """ValueError naming the first setting the search cannot take (an empty box is None)."""
+        PULSE.check_whole("seed", self.seed, 0)
+        PULSE.check_whole("duplicates", self.duplicates, 1)
+        PULSE.SearchConfig(**self.search_keywords())
 
     def search_keywords(self):
         """model.upsample's search settings (seed and duplicates are the page's own loop)."""
         keywords = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seed", "duplicates")}
-        keywords["bad_noise_layers"] = self.bad_noise_layers.strip() or None
+        keywords["bad_noise_layers"] = (self.bad_noise_layers or "").strip() or None
         return keywords
 
 
@@ -397,7 +408,10 @@ class Page:
     def __init__(self, model, aligner, aligner_problem, workdir):
         self.model, self.aligner, self.aligner_problem = model, aligner, aligner_problem
         self.workdir = Path(workdir)
-        self.stops = {}  # session -> the threading.Event of its running search
+        self.running = {}  # session -> its Running search, until its page has had the last view
+        self.threads = []  # every Running whose thread may not have ended (its page may be gone)
+        self.lock = threading.Lock()  # guards these and `closing`
+        self.closing = False  # the server is stopping: no new search starts
 
     def face_sizes(self):
         return [size for size in FACE_SIZES if divides_by_power_of_two(self.model.resolution, size)
@@ -421,33 +435,67 @@ class Page:
                 gr.update(choices=choices, value=[i for _, i in choices]), message)
 
     def on_search(self, faces, chosen, *values, request=None):
-        """Run the chosen faces; yields (live image, status, L2 plot, strips, summary, files) as it goes."""
-        import gradio as gr
+        """Run the chosen faces; yields (live image, status, L2 plot, strips, summary, files) as it goes.
+        A user's mistake is said in the status line alone, in place of the last message."""
         picked = [faces[i] for i in sorted(chosen or [])]
         if not picked:
-            raise gr.Error("Drop a photo or an aligned face first, and tick at least one face.")
-        settings = Settings(*values)
-        folder = Path(tempfile.mkdtemp(prefix="search_", dir=self.workdir))
-        session = session_of(request)
-        stop = self.stops[session] = threading.Event()
+            yield status_only("Drop a photo or an aligned face first, and tick at least one face.")
+            return
         try:
-            outcomes = yield from in_background(
-                lambda report: searches(self.model, picked, settings, folder, stop, report), live_view)
-        except ValueError as e:  # a bad setting (loss string, noise layers): raised before any search
-            raise gr.Error(str(e)) from None
-        finally:
-            stop.set()  # ends the search if the page went away
-            self.stops.pop(session)
-        stopped = " (stopped: the best image so far is kept)" if any(o.interrupted for o in outcomes) else ""
-        yield (gr.update(), f"done{stopped}", gr.update(),
-               stacked([o.strip for o in outcomes]),
-               "\n".join(outcome_summary(o) for o in outcomes),
-               sorted(str(p) for p in folder.iterdir()))
+            settings = Settings(*values)
+        except ValueError as e:
+            yield status_only(str(e))
+            return
+        folder = Path(tempfile.mkdtemp(prefix="search_", dir=self.workdir))
+        running = self.start(session_of(request))
+        if running is None:
+            yield status_only("The server is stopping; no new search starts.")
+            return
+        try:
+            try:
+                outcomes = yield from in_background(running.work(
+                    lambda report: searches(self.model, picked, settings, folder, running.stop, report)), live_view)
+            except ValueError as e:  # a setting this model cannot take (noise layers): raised before any search
+                yield status_only(str(e))
+                return
+            yield final_view(outcomes, folder, server_stopping=self.closing)
+        finally:  # after the last view was handed to the page: end_searches waits for it
+            running.stop.set()  # ends the search if the page went away
+            self.finish(session_of(request))
+
+    def start(self, session):
+        """The Running search of a session, or None when the server is stopping."""
+        with self.lock:
+            if self.closing:
+                return None
+            running = self.running[session] = Running()
+            self.threads = [other for other in self.threads if not other.ended.is_set()] + [running]
+            return running
+
+    def finish(self, session):
+        with self.lock:
+            self.running.pop(session)
 
     def on_stop(self, request=None):
-        stop = self.stops.get(session_of(request))
-        if stop is not None:
-            stop.set()
+        running = self.running.get(session_of(request))
+        if running is not None:
+            running.stop.set()
+
+    def end_searches(self, grace=PAGE_GRACE_SECONDS):
+        """Stop every running search and wait until it has ended (a search keeps its best image so far,
+        written where the page keeps results, as on Stop); its page gets that last view if it comes
+        within `grace` seconds. No search starts after this. Whether any search was running."""
+        with self.lock:
+            self.closing = True
+            running = [search for search in self.threads if not search.ended.is_set()]
+        for search in running:
+            search.stop.set()
+        for search in running:  # a search ends at its next step; none may be inside torch when Python exits
+            search.ended.wait()
+        deadline = time.monotonic() + grace
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return bool(running)
 
     def blocks(self):
         import gradio as gr
@@ -467,18 +515,20 @@ class Page:
                     pictures = gr.Image(label="faces found", format="png", interactive=False, elem_id="faces")
                     chosen = gr.CheckboxGroup(label="faces to search", elem_id="chosen")
                 with gr.Column():
+                    # No minimum on the boxes: Gradio would refuse a value with a message that names no
+                    # setting (and a traceback in the terminal); Settings says which one is wrong.
                     seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0,
-                                     minimum=0)
-                    steps = gr.Number(defaults.steps, label="steps", precision=0, minimum=1, elem_id="steps")
-                    duplicates = gr.Number(defaults.duplicates, label="duplicates", precision=0, minimum=1)
-                    tries = gr.Number(defaults.tries, precision=0, minimum=1, elem_id="tries",
+                                     elem_id="seed")
+                    steps = gr.Number(defaults.steps, label="steps", precision=0, elem_id="steps")
+                    duplicates = gr.Number(defaults.duplicates, label="duplicates", precision=0)
+                    tries = gr.Number(defaults.tries, precision=0, elem_id="tries",
                                       label="tries (a search that does not converge is run again from a new seed)")
-                    eps = gr.Number(defaults.eps, label="eps (the L2 a search must reach to converge)", minimum=0)
-                    learning_rate = gr.Number(defaults.learning_rate, label="learning_rate", minimum=0)
+                    eps = gr.Number(defaults.eps, label="eps (the L2 a search must reach to converge)")
+                    learning_rate = gr.Number(defaults.learning_rate, label="learning_rate")
                     with gr.Accordion("more settings (run.py's names and defaults)", open=False):
                         loss_str = gr.Textbox(defaults.loss_str, label="loss_str")
                         noise_type = gr.Dropdown(list(PULSE.NOISE_TYPES), value=defaults.noise_type, label="noise_type")
-                        trainable = gr.Number(defaults.num_trainable_noise_layers, precision=0, minimum=0,
+                        trainable = gr.Number(defaults.num_trainable_noise_layers, precision=0,
                                               label="num_trainable_noise_layers")
                         tile_latent = gr.Checkbox(defaults.tile_latent, label="tile_latent")
                         bad_noise_layers = gr.Textbox(defaults.bad_noise_layers, placeholder="the model's own",
@@ -511,6 +561,40 @@ class Page:
         return demo
 
 
+@dataclass
+class Running:
+    """A session's search on its thread: `stop` ends it with its best so far; `ended` is set once its
+    thread is done."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def work(self, task):
+        """`task(report)`, setting `ended` when it returns or raises."""
+        def run(report):
+            try:
+                return task(report)
+            finally:
+                self.ended.set()
+        return run
+
+
+def status_only(message):
+    """The page's outputs for a mistake: the message in the status line, the rest as they are."""
+    import gradio as gr
+    return gr.update(), f"**{message}**", gr.update(), gr.update(), gr.update(), gr.update()
+
+
+def final_view(outcomes, folder, server_stopping):
+    """The page's outputs when the searches are done: status, strips, summary and downloads."""
+    import gradio as gr
+    if server_stopping:
+        status = "stopped: the server is shutting down; the best image so far is below"
+    else:
+        status = "done (stopped: the best image so far is kept)" if any(o.interrupted for o in outcomes) else "done"
+    return (gr.update(), status, gr.update(), stacked([o.strip for o in outcomes]),
+            "\n".join(outcome_summary(o) for o in outcomes), sorted(str(p) for p in folder.iterdir()))
+
+
 def live_view(snap):
     """The page's outputs during a search: the live image, status and curve; the rest as they are."""
     import gradio as gr
@@ -536,14 +620,45 @@ def main(argv=None):
     aligner, problem = Aligner.load(args.cache_dir)
     if problem:
         print(f"note: {problem}", file=sys.stderr)
-    # Ctrl-C, SIGTERM or SIGHUP close the server, and the temporary folder goes with it.
-    with cli.StopSignals() as stop, tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir:
+    with tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir, cli.StopSignals() as stop:
         os.environ["GRADIO_TEMP_DIR"] = str(Path(workdir) / "gradio")  # uploads and served files
-        demo = Page(model, aligner, problem, workdir).blocks()
-        demo.queue(default_concurrency_limit=1).launch(
-            server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
-            allowed_paths=[workdir])
+        try:
+            searching = serve(Page(model, aligner, problem, workdir), args)
+        except cli.SetupError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return cli.EXIT_SETUP_FAILED
+    if stop.requested:
+        print("interrupted" + (": the running search ended with its best image so far, shown on its page"
+                               if searching else ""), file=sys.stderr)
     return stop.exit_status if stop.requested else cli.EXIT_OK
+
+
+def serve(page, args):
+    """Serve the page until Ctrl-C, SIGTERM or SIGHUP (cli.StopSignals's KeyboardInterrupt), then end the
+    running searches and close the server; whether a search was running. SetupError when the port
+    cannot be had. Gradio's own wait for Ctrl-C
+    would leave a search on its thread while Python exits, and the C++ runtime aborts the process
+    when that thread is inside torch."""
+    demo = None
+    try:
+        demo = page.blocks()
+        try:
+            demo.queue(default_concurrency_limit=1).launch(
+                server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
+                allowed_paths=[str(page.workdir)], prevent_thread_lock=True, quiet=True)
+        except OSError:  # Gradio's message speaks of its launch() arguments
+            raise cli.SetupError(f"cannot serve on {args.host}, port {args.port} (taken?); "
+                                 f"choose another with -port or -host") from None
+        print(f"the page is at {demo.local_url} (Ctrl-C stops the server)", file=sys.stderr, flush=True)
+        while demo.is_running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        searching = page.end_searches()
+        if demo is not None:
+            demo.close(verbose=False)
+    return searching
 
 
 if __name__ == "__main__":

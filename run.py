@@ -51,7 +51,8 @@ def build_parser():
     io.add_argument("-save_intermediate", "--save_intermediate", action="store_true",
                     help="write the best HR image and its LR downscale after every step under <output_dir>/<stem>/HR|LR/")
     io.add_argument("-resume", "--resume", action="store_true",
-                    help="skip inputs whose output and log line already exist with the same flags and seed")
+                    help="skip inputs whose output and log line already exist with the same flags and seed; "
+                         "a search that was stopped runs again from its first step")
 
     w = p.add_argument_group("the generator (see docs/weights.md)")
     w.add_argument("-cache_dir", "--cache_dir", default=ModelOptions.cache_dir,

@@ -54,15 +54,24 @@ def parser(description=None, **kwargs):
 
 # ---- flag types ----------------------------------------------------------------------------
 
+def whole_number(text):
+    """The int a flag's text writes; a usage error that says so otherwise (argparse alone would say
+    "invalid positive_int value")."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def positive_int(text):
-    value = int(text)
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def non_negative_int(text):
-    value = int(text)
+    value = whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
@@ -97,7 +106,10 @@ def parsed_by(parse):
 
 
 def positive_float(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value

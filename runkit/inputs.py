@@ -90,6 +90,9 @@ def named_inputs(images, resolution):
         images = list(images) if images.dim() == 4 else [images]
     elif isinstance(images, (str, Path, Image.Image)):
         images = [images]
+    elif not isinstance(images, (list, tuple)):
+        raise ImageReadError(f"images must be a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor, or a "
+                             f"list of paths and images; got {images!r}")
     named = []
     for i, item in enumerate(images):
         if isinstance(item, (str, Path)):

@@ -13,6 +13,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(ROOT))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--screenshot", metavar="PNG", default=None,
+                     help="where the browser test of app.py saves its screenshot of the page "
+                          "(docs/app.png is made so); by default none is saved")
+
+
 @pytest.fixture
 def fixtures():
     return FIXTURES

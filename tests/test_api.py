@@ -14,6 +14,7 @@ from PIL import Image
 
 from runkit import runlog
 import PULSE
+from device import DeviceError
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, pixels, run_on_tiny_model
 from runkit.images import read_rgb, to_tensor
 from weightfiles.weights import WeightsError
@@ -101,15 +102,67 @@ def test_an_unusable_image_is_refused_by_name_before_any_search(tmp_path, model6
     assert (str(bad) if isinstance(bad, os.PathLike) else "image 1") in message
 
 
-def test_bad_settings_are_refused_before_any_search(model64, monkeypatch):
+@pytest.mark.parametrize("arguments, reason", [
+    ({"eps": 0}, "eps must be a finite number above 0, got 0"),
+    ({"eps": "1"}, "eps must be a finite number above 0, got '1'"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a finite number above 0"),
+    ({"opt_name": "lbfgs"}, "opt_name must be one of sgd, adam, sgdm, adamax, got 'lbfgs'"),
+    ({"noise_type": ["zero"]}, "noise_type must be one of zero, fixed, trainable"),
+    ({"bad_noise_layers": "99"}, "noise layers are 0..13"),
+    ({"bad_noise_layers": "x"}, "bad_noise_layers: 'x' is not a dot-separated list"),
+    ({"bad_noise_layers": [3]}, "bad_noise_layers must be None or text such as '17'"),
+    ({"loss_str": "100*L3"}, "loss_str: unknown loss 'L3'"),
+    ({"loss_str": 5}, "loss_str must be text"),
+    ({"steps": 2.5}, "steps must be a whole number of at least 1, got 2.5"),
+    ({"steps": "5"}, "steps must be a whole number of at least 1, got '5'"),
+    ({"steps": True}, "steps must be a whole number of at least 1, got True"),
+    ({"num_trainable_noise_layers": -1}, "num_trainable_noise_layers must be a whole number of at least 0"),
+    ({"tile_latent": "yes"}, "tile_latent must be True or False"),
+    ({"duplicates": 0}, "duplicates must be a whole number of at least 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
+    ({"seed": -1}, "seed must be a whole number within 0..18446744073709551615, got -1"),
+    ({"seed": 2 ** 64 - 1, "duplicates": 2}, "seed must be a whole number within 0..18446744073709551614"),
+    ({"seed": 2 ** 64 - 2, "duplicates": 2, "tries": 2}, "seed must be a whole number within 0..18446744073709551612"),
+    ({"tries": 0}, "tries must be a whole number of at least 1, got 0"),
+    ({"stop_at_eps": 1}, "stop_at_eps must be True or False"),
+    ({"on_step": 3}, "on_step must be a function"),
+    ({"images": None}, "images must be a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor, or a list"),
+])
+def test_a_bad_argument_is_refused_by_name_before_any_search(model64, monkeypatch, arguments, reason):
     monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
-    for settings, reason in [({"eps": 0}, "eps must be"), ({"opt_name": "lbfgs"}, "opt_name must be"),
-                             ({"bad_noise_layers": "99"}, "noise layers are 0..13"),
-                             ({"loss_str": "100*L3"}, "unknown loss")]:
-        with pytest.raises(ValueError, match=re.escape(reason)):
-            model64.upsample(TINY_INPUT, **settings)
-    with pytest.raises(TypeError):
-        model64.upsample(TINY_INPUT, stpes=3)
+    arguments = {"images": TINY_INPUT, **arguments}
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        model64.upsample(**arguments)
+
+
+def test_an_unknown_name_is_a_type_error_listing_the_known_ones(model64, monkeypatch):
+    monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
+    with pytest.raises(TypeError, match="unknown search setting 'stepz'; the search settings are loss_str, eps, "):
+        model64.upsample(TINY_INPUT, stepz=3)
+    with pytest.raises(TypeError, match="unknown model option 'precison'; the model options are network, cache_dir"):
+        PULSE.load(cache_dir=TINY_MODEL, precison="fp64")
+
+
+@pytest.mark.parametrize("arguments, reason", [
+    ({"device": 3}, "device must be None, a torch.device or a name"),
+    ({"cache_dir": None}, "cache_dir must be a folder's path, got None"),
+    ({"network": 3}, "network must be None, a path or a URL"),
+    ({"compile": "yes"}, "compile must be True or False"),
+    ({"precision": "fp8"}, "precision must be one of"),
+    ({"log": "stderr"}, "log must be a function"),
+])
+def test_load_refuses_a_bad_argument_by_name(arguments, reason):
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        PULSE.load(**{"cache_dir": TINY_MODEL, **arguments})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_load_on_a_device_that_is_not_there_blames_the_argument(monkeypatch):
+    monkeypatch.delenv("PULSE_DEVICE", raising=False)
+    with pytest.raises(DeviceError, match=re.escape("device='cuda' asks for CUDA, but torch sees no CUDA GPU")):
+        PULSE.load(cache_dir=TINY_MODEL, device="cuda")
+    with pytest.raises(DeviceError, match=re.escape("device='cuda:0' asks for CUDA")):
+        PULSE.load(cache_dir=TINY_MODEL, device=torch.device("cuda", 0))
 
 
 def test_render_draws_the_best_image_again(model32, model64):
@@ -165,6 +218,37 @@ def test_load_without_weights_or_network_raises_one_error_listing_the_sources(tm
     with pytest.raises(WeightsError) as failed:
         PULSE.load(cache_dir=tmp_path / "cache", log=lambda *_: None)
     assert "a test source" in str(failed.value) and "convert_weights.py" in str(failed.value)
+
+
+def python_in(folder, code, pythonpath=None):
+    """`code` run by Python in `folder`, as a notebook there would run it."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    if pythonpath:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_the_api_from_another_folder_and_a_module_of_the_users_of_a_project_modules_name(tmp_path):
+    """From another folder PULSE works with its folder first on sys.path, as the README says, even
+    beside a device.py of the user's; on PYTHONPATH, behind that file, it names the clash."""
+    (tmp_path / "device.py").write_text("def my_device():\n    return 'mine'\n")
+    clash = python_in(tmp_path, "import PULSE", pythonpath=ROOT)
+    assert clash.returncode == 1
+    assert clash.stderr.splitlines()[-1] == (
+        f"ImportError: {tmp_path / 'device.py'} stands where PULSE needs its own device.py ({ROOT / 'device.py'}): "
+        f"Python allows one module named 'device'. Rename yours, or put {ROOT} first on sys.path and leave "
+        f"yours out of this session")
+    works = python_in(tmp_path, f"""import sys
+sys.path.insert(0, {str(ROOT)!r})
+import PULSE
+model = PULSE.load(cache_dir={str(TINY_MODEL)!r}, log=lambda line: None)
+(result,) = model.upsample({str(TINY_INPUT)!r}, seed=0, steps=1)
+print(result.steps, result.image.size)
+""")
+    assert works.returncode == 0, works.stderr
+    assert works.stdout == "1 (256, 256)\n"
 
 
 def readme_python_block():

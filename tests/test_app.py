@@ -6,7 +6,9 @@ chromium and chromium-driver. Without them these tests skip, saying which is mis
 """
 import io
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -219,13 +221,46 @@ def test_page_upload_then_search(page, tmp_path):
     assert sorted(Path(f).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
 
 
-def test_page_says_what_is_wrong(page):
+def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
+    """A mistake is one message in the status line, replacing the last (no toast, no error badges, no
+    traceback in the terminal), and nothing is searched."""
+    monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     faces = aligned_faces([TINY_INPUT])
-    with pytest.raises(gr.Error, match="Drop a photo"):
-        next(page.on_search(faces, [], *values(app.Settings()), request=SESSION))
-    bad = app.Settings(steps=2, loss_str="100*L3")
-    with pytest.raises(gr.Error, match="unknown loss 'L3'"):
-        list(page.on_search(faces, [0], *values(bad), request=SESSION))
+    for chosen, settings, message in [
+            ([], app.Settings(), "Drop a photo or an aligned face first, and tick at least one face."),
+            ([0], dict(steps=0), "steps must be a whole number of at least 1, got 0"),
+            ([0], dict(steps=None), "steps must be a whole number of at least 1, got None"),
+            ([0], dict(duplicates=0), "duplicates must be a whole number of at least 1, got 0"),
+            ([0], dict(eps=None), "eps must be a finite number above 0, got None"),
+            ([0], dict(loss_str="100*L3"), "loss_str: unknown loss 'L3'"),
+            ([0], dict(bad_noise_layers="99"), "this model's noise layers are 0..13, not 99")]:
+        if isinstance(settings, dict):
+            settings = {**vars(app.Settings()), **settings}
+            settings = [settings[f.name] for f in fields(app.Settings)]
+        else:
+            settings = values(settings)
+        updates = list(page.on_search(faces, chosen, *settings, request=SESSION))
+        live, status, *rest = updates[-1]
+        assert message in status and status.startswith("**"), status
+        assert all(update == gr.update() for update in [live, *rest])
+    assert not page.running
+
+
+def test_a_stopping_server_ends_the_running_search_and_starts_no_other(page, monkeypatch):
+    monkeypatch.setattr(app, "REFRESH_SECONDS", -1)  # a view every step
+    faces = aligned_faces([TINY_INPUT])
+    search = page.on_search(faces, [0], *values(app.Settings(steps=100_000)), request=SESSION)
+    assert "step 1 of 100000" in next(search)[1]
+    stopper = threading.Thread(target=page.end_searches)
+    stopper.start()
+    *_, last = search  # the page's last view, then the handler ends
+    stopper.join()
+    _, status, _, strip, summary, files = last
+    assert status == "stopped: the server is shutting down; the best image so far is below"
+    assert "interrupted after" in summary and strip is not None and len(files) == 3
+    assert not page.running
+    refused = list(page.on_search(faces, [0], *values(app.Settings(steps=2)), request=SESSION))
+    assert refused[-1][1] == "**The server is stopping; no new search starts.**"
 
 
 def test_page_tells_the_tiny_model_and_queues_searches(page):
@@ -255,6 +290,17 @@ def test_a_generator_that_cannot_be_had_is_a_setup_failure(tmp_path, capsys):
     assert "missing.pkl: no such file" in capsys.readouterr().err
 
 
+def test_a_port_that_is_taken_is_a_setup_failure(capsys, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "unused")  # main points it at its own folder
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert app.main(["-cache_dir", str(TINY_MODEL), "-port", str(port)]) == 3
+    assert f"error: cannot serve on 127.0.0.1, port {port} (taken?); choose another with -port" in \
+        capsys.readouterr().err
+
+
 # ---- the page in a browser ---------------------------------------------------------------------
 
 def free_port():
@@ -263,33 +309,87 @@ def free_port():
         return s.getsockname()[1]
 
 
+class Server:
+    """`python app.py` on the tiny model, as a person starts it, with its own temporary folder."""
+
+    def __init__(self, tmp_path):
+        port = free_port()
+        self.temp = tmp_path / "temp"
+        self.temp.mkdir()
+        self.process = subprocess.Popen(
+            [sys.executable, "app.py", "-cache_dir", str(TINY_MODEL), "-port", str(port)], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TMPDIR": str(self.temp)})
+        self.lines = []  # what it printed so far
+        self.reader = threading.Thread(target=lambda: self.lines.extend(line.rstrip("\n") for line in self.process.stdout))
+        self.reader.start()
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while f"the page is at {self.url}/ (Ctrl-C stops the server)" not in self.lines:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"app.py did not start: {self.lines}")
+            time.sleep(0.2)
+
+    def stop(self, signum):
+        """Send `signum`; the server's exit status and all it printed. Its temporary folder (uploads,
+        results) must be gone."""
+        self.process.send_signal(signum)
+        self.process.wait(timeout=60)
+        self.reader.join()
+        left = [p.name for p in self.temp.iterdir() if not p.name.startswith("torchinductor")]  # torch's own cache
+        assert not left, f"the server left {left} behind"
+        return self.process.returncode, self.lines
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join()
+
+
 @pytest.fixture
 def server(tmp_path):
-    """`python app.py` on the tiny model, as a person starts it; SIGTERM stops it, and its temporary
-    folder (uploads, results) goes with it."""
-    port = free_port()
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    process = subprocess.Popen([sys.executable, "app.py", "-cache_dir", str(TINY_MODEL), "-port", str(port)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "TMPDIR": str(temp)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"app.py did not start: {process.communicate()[0]}")
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    output = process.communicate(timeout=30)[0]
-    assert process.returncode == 143, output
-    left = [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor")]  # torch's own cache
-    assert not left, f"the server left {left} behind"
+    """A server for a test; SIGTERM stops it unless the test did."""
+    started = Server(tmp_path)
+    yield started
+    try:
+        if started.process.poll() is None:
+            status, lines = started.stop(signal.SIGTERM)
+            assert status == 143, lines
+    finally:
+        started.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_during_a_search_ends_it_and_the_server_in_one_line(server, signum):
+    """Ctrl-C or SIGTERM while a page's search runs: the search ends with its best so far, its page
+    gets the results, and the server says so in one line and exits 128+N (not an abort)."""
+    from gradio_client import Client, handle_file
+    client = Client(server.url, download_files=False, verbose=False)
+    client.predict([handle_file(str(TINY_INPUT))], 32, api_name="/on_upload")
+    settings = {**vars(app.Settings()), "steps": 100_000}
+    search = client.submit([0], *[settings[f.name] for f in fields(app.Settings)], api_name="/on_search")
+    deadline = time.monotonic() + 120
+    while not any(re.search(r"step ([2-9]|\d\d+) of 100000", str(update[1])) for update in search.outputs()):
+        assert time.monotonic() < deadline and not search.done(), search.outputs()
+        time.sleep(0.2)
+    status, lines = server.stop(signum)
+    assert status == 128 + signum, lines
+    assert lines[-1] == "interrupted: the running search ended with its best image so far, shown on its page", lines
+    assert lines[:-1] == [lines[0], f"the page is at {server.url}/ (Ctrl-C stops the server)"]  # the tiny model's note
+    assert lines[0].startswith("note: ")
+    _, shown, _, strip, summary, files = search.outputs()[-1]
+    assert shown == "stopped: the server is shutting down; the best image so far is below"
+    assert "target.png: **NOT CONVERGED, interrupted after" in summary and strip["url"]
+    assert sorted(Path(f["path"]).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
+
+
+@pytest.mark.slow
+def test_a_stop_signal_with_no_search_running_is_one_line(server):
+    status, lines = server.stop(signal.SIGINT)
+    assert status == 130 and lines[-1] == "interrupted", lines
+    assert len(lines) == 3
 
 
 @pytest.fixture
@@ -307,36 +407,60 @@ def browser():
 
 
 @pytest.mark.slow
-def test_the_page_in_chromium(aligner, server, browser, head_photo):
-    """Upload a photo, run 5 steps, find the result (the screenshot goes to docs/app.png); then
-    stop a long search."""
+def test_the_page_in_chromium(aligner, server, browser, head_photo, request):
+    """Upload a photo, run 5 steps, find the result (`--screenshot docs/app.png` saves the page then);
+    stop a long search; then stop the server during another: the page shows that search's result."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     def wait_for(selector):
         return WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, selector))
 
-    browser.get(server)
+    def text_of(selector):
+        return browser.find_element(By.CSS_SELECTOR, selector).text
+
+    def strip_drawn(b):  # the strip is loaded, not just placed
+        return b.execute_script("const img = document.querySelector('#strips img'); "
+                                "return img && img.complete && img.naturalWidth > 0 ? img.src : null")
+
+    def run_search(count):
+        steps.clear()
+        steps.send_keys(str(count))
+        browser.find_element(By.CSS_SELECTOR, "#run").click()
+
+    browser.get(server.url)
     wait_for("#uploads input[type=file]")[0].send_keys(str(head_photo))
     wait_for("#faces img")
-    assert "head.jpg, face 0" in browser.find_element(By.CSS_SELECTOR, "#chosen").text
+    assert "head.jpg, face 0" in text_of("#chosen")
     steps = browser.find_element(By.CSS_SELECTOR, "#steps input")
-    steps.clear()
-    steps.send_keys("5")
-    browser.find_element(By.CSS_SELECTOR, "#run").click()
-    WebDriverWait(browser, 60).until(lambda b: b.execute_script(  # the strip is drawn, not just placed
-        "const img = document.querySelector('#strips img'); return img && img.complete && img.naturalWidth > 0"))
+    run_search(5)
+    WebDriverWait(browser, 60).until(strip_drawn)
     links = [a.get_attribute("href") for a in wait_for("#downloads a")]
     assert sorted(link.rsplit("/", 1)[-1] for link in links) == ["head_0.png", "head_0_search.gif", "pulse_log.jsonl"]
-    assert "head_0.png" in browser.find_element(By.CSS_SELECTOR, "#summary").text
-    assert "results are noise" in browser.find_element(By.CSS_SELECTOR, "#notices").text
-    screenshot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
-    screenshot.quantize(256).save(ROOT / "docs" / "app.png", optimize=True)  # a third of the bytes
+    assert "head_0.png" in text_of("#summary")
+    assert "results are noise" in text_of("#notices")
+    if request.config.getoption("screenshot"):
+        screenshot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
+        screenshot.quantize(256).save(request.config.getoption("screenshot"), optimize=True)  # a third of the bytes
 
-    steps.clear()
-    steps.send_keys("100000")
-    browser.find_element(By.CSS_SELECTOR, "#run").click()
-    WebDriverWait(browser, 60).until(lambda b: "of 100000" in b.find_element(By.CSS_SELECTOR, "#status").text)
+    run_search(0)  # a mistake: one message, in the status line
+    WebDriverWait(browser, 60).until(lambda b: "steps must be a whole number" in text_of("#status"))
+    assert not browser.find_elements(By.CSS_SELECTOR, ".toast-item, .toast-body")  # no toast besides
+
+    run_search(100000)
+    WebDriverWait(browser, 60).until(lambda b: "of 100000" in text_of("#status"))
     browser.find_element(By.CSS_SELECTOR, "#stop").click()
-    WebDriverWait(browser, 60).until(lambda b: "stopped" in b.find_element(By.CSS_SELECTOR, "#status").text)
-    assert "interrupted after" in browser.find_element(By.CSS_SELECTOR, "#summary").text
+    WebDriverWait(browser, 60).until(lambda b: "stopped" in text_of("#status"))
+    assert "interrupted after" in text_of("#summary")
+
+    first_strip = strip_drawn(browser)
+    seed = browser.find_element(By.CSS_SELECTOR, "#seed input")
+    seed.clear()
+    seed.send_keys("1")  # another image than the stopped search's above, whatever step this one stops at
+    run_search(100000)
+    WebDriverWait(browser, 60).until(lambda b: "of 100000" in text_of("#status"))
+    status, lines = server.stop(signal.SIGINT)
+    assert status == 130 and lines[-1].startswith("interrupted: the running search ended"), lines
+    WebDriverWait(browser, 30).until(lambda b: "the server is shutting down" in text_of("#status"))
+    WebDriverWait(browser, 30).until(lambda b: strip_drawn(b) not in (None, first_strip))
+    assert "interrupted after" in text_of("#summary")
