@@ -435,7 +435,7 @@ def load(device=None, log=None, **options):
     if log is not None and not callable(log):
         raise ValueError(f"log must be a function of one line of text, or None; got {log!r}")
     log = log or partial(print, file=sys.stderr)
-    device = pick_device(str(device)) if device is not None else pick_device()
+    device = pick_device(device)
     folder = weights_folder(options.network, options.cache_dir, options.keep_pickle, log)
     synthesis, prior = load_generator(folder, log)
     model = PULSE.build(synthesis, prior, device, options.precision, fast=options.speedups, compile=options.compile)
@@ -455,7 +455,7 @@ def from_generator(network, prior, device=None, precision="fp32", speedups=True,
         if missing or not isinstance(thing, torch.nn.Module):
             raise TypeError(f"{type(thing).__name__} is not a torch module answering generator.{protocol.__name__}"
                             f"{': it lacks ' + ', '.join(missing) if missing else ''}")
-    device = pick_device(str(device)) if device is not None else pick_device()
+    device = pick_device(device)
     return PULSE.build(network, prior, device, precision, fast=speedups, compile=compile)
 
 

@@ -30,13 +30,14 @@ def _check_available(device, asked_by):
 
 
 def pick_device(requested=None, local_rank=None):
-    """The device named by `requested` (PULSE.load's `device`) or $PULSE_DEVICE, else the best one
-    available. An error names which of the two asked for it.
+    """The device named by `requested` (PULSE.load's `device`: a name or a torch.device) or
+    $PULSE_DEVICE, else the best one available. An error names which of the two asked for it.
 
     `local_rank` (a process's index on its machine in a multi-process job) makes CUDA, found or
     asked for as "cuda", cuda:local_rank.
     A device that was asked for but is not there is an error, never a silent fallback.
     """
+    requested = "" if requested is None else str(requested)
     if requested:
         asked_by = f"device={requested!r}"
     else:
