@@ -4,15 +4,19 @@ does, or measure PULSE on held-out faces drawn from a generator, against their t
     python evaluate.py runs/a runs/b -json scores.json
     python evaluate.py -paper input runs/a
     python evaluate.py -generated 64 -network dcgan-digiface
+    python evaluate.py -generated 32 -rows steps=200 learning_rate=0.8 tries=4,stop_at_eps=on
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
     from runkit import quiet_stop
     quiet_stop.install()
 
+import argparse
 import json
 import re
 import statistics
 import sys
+import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from bicubic import BicubicDownSample, divides_by_power_of_two
 from niqe import niqe
 from runkit.files import atomic_path
 from runkit.images import IMAGE_SUFFIXES, read_rgb, to_pil, to_tensor
+from runkit.speed import PrecisionError
 from weightfiles.errors import WeightsError
 
 # NIQE the paper reports on CelebA HQ at x64: a guide only, since other images give other scores
@@ -50,8 +55,9 @@ def build_parser():
                         help="also write the per-image scores and the summary to this JSON file")
     held_out = parser.add_argument_group(
         "held-out faces (-generated N): N faces drawn from the generator are downscaled by each factor and searched "
-        "with the 2020 defaults; per factor: share converged, median downscale L2, PSNR and SSIM against the "
-        "truth next to the bicubic upscale's, and the share in which dlib's CNN face detector finds a face")
+        "with the 2020 defaults, and with each -rows change of them; per factor and row: share converged, median "
+        "downscale L2, PSNR and SSIM against the truth, the share in which dlib's CNN face detector finds a face, "
+        "seconds and steps per face; the bicubic upscale's row first")
     held_out.add_argument("-generated", "--generated", type=cli.positive_int, metavar="N",
                           help="measure PULSE on N faces drawn from the generator")
     held_out.add_argument("-network", "--network", default="dcgan-digiface", metavar="NAME_PATH_OR_URL",
@@ -64,6 +70,9 @@ def build_parser():
                           help="search seed of the first face (face i: seed + i)")
     held_out.add_argument("-factors", "--factors", type=cli.positive_int, nargs="+", default=[4, 8],
                           help="downscaling factors (powers of two)")
+    held_out.add_argument("-rows", "--rows", type=settings_row, nargs="+", default=[], metavar="NAME=VALUE[,...]",
+                          help="more rows: the defaults with these settings changed, e.g. steps=200 or "
+                               "tries=4,stop_at_eps=on (names: upsample's search settings, and precision)")
     held_out.add_argument("-write", "--write", type=Path, metavar="DIR",
                           help="also write the faces as PNGs: DIR/truth/, and DIR/x<factor>/input/ and pulse/")
     return parser
@@ -74,10 +83,44 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if sum(map(bool, (args.folders, args.paper, args.generated))) != 1:
         parser.error("give either one or more folders, -paper INPUT_DIR RESULT_DIR, or -generated N")
-    if args.generated and args.faces_seed in range(args.seed, args.seed + args.generated):
-        parser.error("-faces_seed must not be one of the searches' seeds (-seed .. -seed + N - 1): a face drawn "
-                     "from a search's seed would be its starting point")
+    most_tries = max([row.get("tries", PULSE.SearchConfig.tries) for row in args.rows], default=1)
+    if args.generated and args.faces_seed in range(args.seed, args.seed + args.generated + most_tries - 1):
+        parser.error("-faces_seed must not be one of the searches' seeds (-seed .. -seed + N - 1, and the seeds of "
+                     "more -tries): a face drawn from a search's seed would be its starting point")
     return args
+
+
+MODEL_SETTINGS = {"precision": PULSE.ModelOptions.precision}  # -rows may change these besides the search's
+
+
+def setting_value(name, text):
+    """A -rows value as its setting takes it, read by the type of the setting's default."""
+    default = MODEL_SETTINGS[name] if name in MODEL_SETTINGS else getattr(PULSE.SearchConfig, name, "")
+    if isinstance(default, bool):
+        if text.lower() not in ("on", "off", "true", "false"):
+            raise ValueError(f"{name} is on or off, got {text!r}")
+        return text.lower() in ("on", "true")
+    return type(default)(text) if isinstance(default, (int, float)) else text
+
+
+def settings_row(text):
+    """-rows' argument type: 'name=value,name=value' -> {name: value}, checked as upsample checks them."""
+    names = [f.name for f in fields(PULSE.SearchConfig)] + list(MODEL_SETTINGS)
+    row = {}
+    for assignment in text.split(","):
+        name, _, value = assignment.partition("=")
+        if name not in names or not value:
+            raise argparse.ArgumentTypeError(f"{assignment!r} is not NAME=VALUE with a NAME among {', '.join(names)}")
+        try:
+            row[name] = setting_value(name, value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{assignment!r}: {e}") from None
+    try:
+        PULSE.SearchConfig(**{k: v for k, v in row.items() if k not in MODEL_SETTINGS})
+        PULSE.ModelOptions(**{k: v for k, v in row.items() if k in MODEL_SETTINGS})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return row
 
 
 def check_folders(args):
@@ -266,51 +309,103 @@ def finds_face(detector, image):
     return len(detector(enlarged, 0)) > 0
 
 
-def search_held_out(model, truth, factor, seed):
-    """(inputs, bicubic upscales, PULSE's results as uint8 arrays, each result's L2 and convergence)."""
-    low = BicubicDownSample(factor)(truth).clamp(0, 1)
-    inputs = as_uint8(low)
-    bicubic = [np.asarray(Image.fromarray(image).resize(truth.shape[-2:], Image.BICUBIC)) for image in inputs]
-    found = [model.upsample(to_tensor(Image.fromarray(image)), seed=seed + i)[0] for i, image in enumerate(inputs)]
-    results = as_uint8(torch.stack([result.tensor for result in found]))
-    return inputs, bicubic, results, [r.losses["L2"] for r in found], [r.converged for r in found]
+def search_held_out(model, low, seed, settings):
+    """PULSE's results (uint8 arrays) for the inputs `low` (uint8 arrays), face i searched alone from seed + i,
+    with their Results and the seconds the searches took."""
+    start = time.perf_counter()
+    found = [model.upsample(to_tensor(Image.fromarray(image)), seed=seed + i, **settings)[0]
+             for i, image in enumerate(low)]
+    return as_uint8(torch.stack([result.tensor for result in found])), found, time.perf_counter() - start
 
 
-def measure_factor(model, truth, factor, seed, detector, write):
-    """One row of the held-out table: PULSE's searches of `truth` downscaled by `factor`."""
-    inputs, bicubic, results, l2, converged = search_held_out(model, truth, factor, seed)
+def image_scores(images, truths, detector):
+    """Mean PSNR and SSIM of `images` against `truths`, and the share in which the detector finds a face."""
+    return {"psnr": statistics.fmean(psnr(a, t) for a, t in zip(images, truths)),
+            "ssim": statistics.fmean(ssim(a, t) for a, t in zip(images, truths)),
+            "face": statistics.fmean(finds_face(detector, image) for image in images)}
+
+
+def write_faces(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"face_{i}.png")
+
+
+def row_label(changes):
+    def shown(value):
+        return ("on" if value else "off") if isinstance(value, bool) else value
+    return ",".join(f"{name}={shown(value)}" for name, value in changes.items()) or "the 2020 defaults"
+
+
+class Models:
+    """The generator at each precision a row asks for, loaded once; None where the machine refuses it."""
+
+    def __init__(self, args):
+        self.args, self.loaded = args, {}
+
+    def get(self, precision):
+        if precision not in self.loaded:
+            try:
+                self.loaded[precision] = PULSE.load(network=self.args.network, cache_dir=self.args.cache_dir,
+                                                    precision=precision)
+            except PrecisionError as e:
+                self.loaded[precision] = e
+        return self.loaded[precision]
+
+
+def measure_row(models, low, truths, changes, seed, detector):
+    """One PULSE row of the held-out table: the faces `low` searched with the defaults changed by `changes`."""
+    model = models.get(changes.get("precision", PULSE.ModelOptions.precision))
+    if isinstance(model, PrecisionError):
+        return {"method": row_label(changes), "changes": changes, "refused": str(model)}, None
+    settings = {name: value for name, value in changes.items() if name not in MODEL_SETTINGS}
+    results, found, seconds = search_held_out(model, low, seed, settings)
+    return {"method": row_label(changes), "changes": changes, "converged": statistics.fmean(r.converged for r in found),
+            "median_l2": statistics.median(r.losses["L2"] for r in found), **image_scores(results, truths, detector),
+            "seconds_per_face": seconds / len(found),
+            "steps_per_face": statistics.fmean(sum(t["steps"] for t in r.tries) for r in found)}, results
+
+
+def measure_factor(models, truth, factor, args, detector):
+    """The rows of one factor: bicubic's, then PULSE's with the defaults and with each -rows change."""
+    low = as_uint8(BicubicDownSample(factor)(truth).clamp(0, 1))
     truths = as_uint8(truth)
-    if write:
-        for kind, images in (("input", inputs), ("pulse", results)):
-            (write / f"x{factor}" / kind).mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(images):
-                Image.fromarray(image).save(write / f"x{factor}" / kind / f"face_{i}.png")
-    row = {"factor": factor, "input": inputs[0].shape[0], "faces": len(truths),
-           "converged": statistics.fmean(converged), "median_l2": statistics.median(l2)}
-    for name, images in (("bicubic", bicubic), ("pulse", results)):
-        row[f"{name}_psnr"] = statistics.fmean(psnr(a, t) for a, t in zip(images, truths))
-        row[f"{name}_ssim"] = statistics.fmean(ssim(a, t) for a, t in zip(images, truths))
-        row[f"{name}_face"] = statistics.fmean(finds_face(detector, image) for image in images)
-    return row
+    bicubic = [np.asarray(Image.fromarray(image).resize(truth.shape[-2:], Image.BICUBIC)) for image in low]
+    rows = [{"method": "bicubic", **image_scores(bicubic, truths, detector)}]
+    for changes in [{}] + args.rows:
+        row, results = measure_row(models, low, truths, changes, args.seed, detector)
+        rows.append(row)
+        if args.write and not changes:
+            write_faces(args.write / f"x{factor}" / "input", low)
+            write_faces(args.write / f"x{factor}" / "pulse", results)
+    return {"factor": factor, "input": low[0].shape[0], "rows": rows}
 
 
 def print_held_out_table(report):
     print(f"\n{report['faces']} held-out faces from {report['network']} (faces seed {report['faces_seed']}, "
-          f"search seeds {report['seed']}..{report['seed'] + report['faces'] - 1}), the 2020 search defaults; "
-          f"the truth's faces found: {report['truth_face']:.0%}")
-    print(f"{'factor':>6} {'input':>6} {'converged':>9} {'median L2':>10} {'PSNR bicubic':>12} {'PSNR PULSE':>10} "
-          f"{'SSIM bicubic':>12} {'SSIM PULSE':>10} {'face bicubic':>12} {'face PULSE':>10}")
-    for r in report["rows"]:
-        print(f"{'x' + str(r['factor']):>6} {str(r['input']) + 'px':>6} {r['converged']:9.0%} {r['median_l2']:10.5f} "
-              f"{r['bicubic_psnr']:12.2f} {r['pulse_psnr']:10.2f} {r['bicubic_ssim']:12.3f} {r['pulse_ssim']:10.3f} "
-              f"{r['bicubic_face']:12.0%} {r['pulse_face']:10.0%}")
+          f"search seeds from {report['seed']}: face i's is seed + i); the truth's faces found: {report['truth_face']:.0%}")
+    width = max(len(row["method"]) for factor in report["factors"] for row in factor["rows"])
+    print(f"{'factor':>6} {'input':>6}  {'method':{width}} {'converged':>9} {'median L2':>10} {'PSNR':>6} {'SSIM':>6} "
+          f"{'face':>5} {'s/face':>7} {'steps/face':>10}")
+    for factor in report["factors"]:
+        for r in factor["rows"]:
+            start = f"{'x' + str(factor['factor']):>6} {str(factor['input']) + 'px':>6}  {r['method']:{width}}"
+            if "refused" in r:
+                print(f"{start} not measured: {r['refused']}")
+            elif r["method"] == "bicubic":
+                print(f"{start} {'-':>9} {'-':>10} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['face']:5.0%} {'-':>7} {'-':>10}")
+            else:
+                print(f"{start} {r['converged']:9.0%} {r['median_l2']:10.5f} {r['psnr']:6.2f} {r['ssim']:6.3f} "
+                      f"{r['face']:5.0%} {r['seconds_per_face']:7.2f} {r['steps_per_face']:10.1f}")
     print(f"PSNR (dB) and SSIM against the truth, means; face: share in which dlib's CNN detector finds a face "
-          f"(images enlarged to {DETECTOR_SIDE}x{DETECTOR_SIDE} first)")
+          f"(images enlarged to {DETECTOR_SIDE}x{DETECTOR_SIDE} first); s/face: seconds of search per face, all its "
+          f"tries; steps/face: steps searched per face, all its tries")
 
 
 def evaluate_held_out(args):
     """The held-out table of -generated; returns the JSON report and no failures."""
-    model = PULSE.load(network=args.network, cache_dir=args.cache_dir)
+    models = Models(args)
+    model = models.get(PULSE.ModelOptions.precision)
     for factor in args.factors:
         if not divides_by_power_of_two(model.resolution, model.resolution // factor):
             raise cli.SetupError(f"-factors {factor}: not a power of two dividing the {model.resolution}x"
@@ -318,13 +413,10 @@ def evaluate_held_out(args):
     detector = face_detector()
     truth = held_out_faces(model, args.generated, args.faces_seed)
     if args.write:
-        (args.write / "truth").mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(as_uint8(truth)):
-            Image.fromarray(image).save(args.write / "truth" / f"face_{i}.png")
+        write_faces(args.write / "truth", as_uint8(truth))
     report = {"network": args.network, "faces": args.generated, "faces_seed": args.faces_seed, "seed": args.seed,
               "truth_face": statistics.fmean(finds_face(detector, image) for image in as_uint8(truth)),
-              "rows": [measure_factor(model, truth, factor, args.seed, detector, args.write)
-                       for factor in args.factors]}
+              "factors": [measure_factor(models, truth, factor, args, detector) for factor in args.factors]}
     print_held_out_table(report)
     return report, 0
 

@@ -7,6 +7,7 @@ environment variable CI set), where they fail. The bars of the convergence tests
 searches of the four fixture faces with seeds 0..7 (22 of 32 converged, at least 2 of 4 per seed,
 every best L2 under 1.8 * eps): see docs/faces.md.
 """
+import json
 import os
 
 import numpy as np
@@ -232,6 +233,34 @@ def test_searches_on_held_out_8x8_faces_converge(digiface):
 @pytest.mark.slow
 def test_searches_on_held_out_8x8_faces_converge_across_seeds(digiface):
     assert_searches_converge(digiface, seeds=range(8), at_least=16)  # measured: 22 of 32
+
+
+@pytest.mark.slow
+def test_the_tuning_rows_search_with_their_settings(digiface_cache, tmp_path):
+    report = tmp_path / "tuning.json"
+    assert evaluate.main(["-generated", "2", "-factors", "8", "-cache_dir", str(digiface_cache), "-rows", "steps=5",
+                          "tries=2,stop_at_eps=on", "precision=fp16", "-json", str(report)]) == 0
+    rows = {row["method"]: row for row in json.loads(report.read_text())["factors"][0]["rows"]}
+    assert list(rows) == ["bicubic", "the 2020 defaults", "steps=5", "tries=2,stop_at_eps=on", "precision=fp16"]
+    defaults, short, tries = rows["the 2020 defaults"], rows["steps=5"], rows["tries=2,stop_at_eps=on"]
+    assert (defaults["steps_per_face"], short["steps_per_face"]) == (100, 5)
+    assert short["median_l2"] > defaults["median_l2"]
+    assert tries["converged"] >= defaults["converged"]  # its first tries are the defaults' searches, cut at eps
+    assert "fp16" in rows["precision=fp16"]["refused"]  # float16 is refused on every CPU
+
+
+@pytest.mark.parametrize("row", ["tries=0", "steps=many", "stop_at_eps=maybe", "no_such_setting=1", "steps=",
+                                 "precision=fp8", "lr_schedule=weekly"])
+def test_a_tuning_row_that_is_not_a_setting_is_a_usage_error(row, capsys):
+    with pytest.raises(SystemExit) as exited:
+        evaluate.parse_args(["-generated", "2", "-rows", row])
+    assert exited.value.code == 2
+    assert row.partition("=")[0] in capsys.readouterr().err
+
+
+def test_a_tuning_row_reads_each_value_as_its_setting_takes_it():
+    assert evaluate.settings_row("tries=4,stop_at_eps=on,learning_rate=0.8,precision=fp64") == {
+        "tries": 4, "stop_at_eps": True, "learning_rate": 0.8, "precision": "fp64"}
 
 
 def test_the_api_gives_run_pys_image(digiface, digiface_cache, tmp_path):
