@@ -1,5 +1,6 @@
 """convert_weights.py against synthetic pickles laid out like NVIDIA's StyleGAN-1 release
 (built by tests/stylegan1_pickles.py)."""
+import dataclasses
 import io
 import os
 import pickle
@@ -12,8 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weightfiles import families, nvidia_layouts, nvidia_pickles, weights
+from weightfiles import conversion, families, nvidia_layouts, nvidia_pickles, releases, weights
 import convert_weights
+from runkit.files import file_md5
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, load_fixture
 from stylegan import G_mapping, G_synthesis, synthesis_from_state_dict
 from stylegan1_pickles import EasyDict, Network, dump, dumps, nvidia_tuple, randomised, tf_synthesis_variables
@@ -35,7 +37,7 @@ def test_conversion_gives_back_the_source_generator(tmp_path, mapping, resolutio
     build_src = f"import pathlib; pathlib.Path({str(marker)!r}).touch()"
     pkl = dump(nvidia_tuple(source, mapping, build_src), tmp_path / "tiny.pkl")
 
-    convert_weights.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    conversion.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
 
     converted = weights.load_network(tmp_path / "cache", "synthesis")
     expected_state = source.state_dict()
@@ -66,7 +68,7 @@ def converted_cache(tmp_path_factory, mapping):
     folder = tmp_path_factory.mktemp("converted")
     source = randomised(G_synthesis(resolution=32, fmap_base=64, fmap_max=16), seed=3)
     pkl = dump(nvidia_tuple(source, mapping), folder / "tiny.pkl")
-    convert_weights.convert(pkl, folder / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    conversion.convert(pkl, folder / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
     return folder / "cache"
 
 
@@ -82,7 +84,7 @@ def test_mapping_and_gaussian_fit_are_written(converted_cache, mapping):
     assert synthesis.resolution == 32 and torch.equal(prior.fit["mean"], fit["mean"])
     record = weights.read_record(cache)
     assert record == {"family": "stylegan1", "attributes": {}, "source": str(cache.parent / "tiny.pkl"),
-                      "md5": convert_weights.file_md5(cache.parent / "tiny.pkl")}
+                      "md5": file_md5(cache.parent / "tiny.pkl")}
 
 
 def test_run_py_searches_with_the_converted_cache(converted_cache, tmp_path):
@@ -93,20 +95,26 @@ def test_run_py_searches_with_the_converted_cache(converted_cache, tmp_path):
     assert (out / f"{TINY_INPUT.stem}.png").is_file()
 
 
+def pretend_nvidia_released(monkeypatch, name, path):
+    """NVIDIA's `name` release, as if the file at `path` were its pickle (its MD5 the release's)."""
+    release = dataclasses.replace(releases.NVIDIA_PICKLES[name], md5=file_md5(path))
+    monkeypatch.setitem(releases.NVIDIA_PICKLES, name, release)
+
+
 def test_nvidia_files_are_recognised_by_md5(tmp_path, monkeypatch, capsys):
     pkl = tmp_path / "some.pkl"
     pkl.write_bytes(b"not really a pickle")
-    monkeypatch.setitem(convert_weights.KNOWN_PICKLES, convert_weights.file_md5(pkl), "FFHQ test entry")
-    convert_weights.report_model(pkl, print)
+    pretend_nvidia_released(monkeypatch, "celebahq", pkl)
+    conversion.report_network(pkl, print)
     out, err = capsys.readouterr()
-    assert "recognised NVIDIA's FFHQ test entry" in out and err == ""
+    assert "recognised NVIDIA's CelebA-HQ 1024x1024 (karras2019stylegan-celebahq-1024x1024.pkl)" in out and err == ""
 
 
 def test_the_ffhq_model_keeps_the_bundled_2020_gaussian_fit(tmp_path, mapping, monkeypatch):
     source = randomised(G_synthesis(resolution=8, fmap_base=32, fmap_max=8), seed=5)
     pkl = dump(nvidia_tuple(source, mapping), tmp_path / "ffhq.pkl")
-    monkeypatch.setattr(convert_weights, "FFHQ_MD5", convert_weights.file_md5(pkl))
-    convert_weights.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    pretend_nvidia_released(monkeypatch, "ffhq", pkl)
+    conversion.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
     fit = weights.load_gaussian_fit(tmp_path / "cache" / "gaussian_fit.pt")
     bundled = weights.load_gaussian_fit(ROOT / "gaussian_fit.pt")
     assert weights.BUNDLED_FIT == ROOT / "gaussian_fit.pt"

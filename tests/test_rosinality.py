@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from weightfiles import releases, rosinality_checkpoints, weights
+from weightfiles import conversion, releases, rosinality_checkpoints, weights
 import convert_weights
 import PULSE
 import rosinality
@@ -183,7 +183,7 @@ def rosinality_run_setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rosinality-run")
     torch.save(training_checkpoint(random_rosinality(seed=3)), folder / "net.pt")
     cache = folder / "cache"
-    convert_weights.convert(folder / "net.pt", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    conversion.convert(folder / "net.pt", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
     return cache, search_inputs(cache, folder / "in")
 
 
@@ -212,7 +212,7 @@ def test_families_do_not_mix_in_one_cache(tmp_path, rosinality_run_setup):
     cache, _ = rosinality_run_setup
     (tmp_path / "sg2.pkl").write_bytes(nvidia_pickle(*random_stylegan2()))
     with pytest.raises(weights.WeightsError, match="already holds a rosinality StyleGAN2 generator"):
-        convert_weights.convert(tmp_path / "sg2.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+        conversion.convert(tmp_path / "sg2.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
 
 
 def test_python_api_loads_a_rosinality_checkpoint_like_any_network(tmp_path, rosinality_run_setup, monkeypatch):

@@ -20,12 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from weightfiles import nvidia_pickles, releases, weights
+from weightfiles import conversion, nvidia_pickles, releases, weights
 import convert_weights
 import run
 import stylegan2
 from bicubic import BicubicDownSample
 from conftest import ROOT, TINY_MODEL
+from runkit.files import file_md5
 from runkit.images import save_tensor_image
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan2"
@@ -200,7 +201,7 @@ def load_both(cache):
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("sg2-shared")
-    convert_weights.convert(SHARED / "network-snapshot-64.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS,
+    conversion.convert(SHARED / "network-snapshot-64.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS,
                             log=lambda *_: None)
     return cache
 
@@ -290,7 +291,7 @@ def convert_bytes(tmp_path, data, name="net", cache=None):
     path = tmp_path / f"{name}.pkl"
     path.write_bytes(data)
     cache = cache or tmp_path / f"{name}-cache"
-    convert_weights.convert(path, cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    conversion.convert(path, cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
     return cache
 
 
@@ -304,7 +305,7 @@ def test_own_pickle_round_trips_exactly(tmp_path, architecture, conv_clamp, prot
     assert not marker.exists()
     assert {p.name for p in cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
     record = weights.read_record(cache)
-    assert record["family"] == "stylegan2" and record["md5"] == convert_weights.file_md5(tmp_path / "net.pkl")
+    assert record["family"] == "stylegan2" and record["md5"] == file_md5(tmp_path / "net.pkl")
     assert record["attributes"] == {"conv_clamp": conv_clamp, "mapping_lr_multiplier": 0.01}
 
     got, prior = weights.load_generator(cache, log=lambda *_: None)

@@ -15,7 +15,7 @@ import pytest
 import scipy.special
 import torch
 
-from weightfiles import families, nvidia_pickles, releases, weights
+from weightfiles import conversion, families, nvidia_pickles, releases, weights
 import convert_weights
 import PULSE
 import run
@@ -33,7 +33,7 @@ FIT_DRAWS = 100_000
 def networks_of_file(path, family="stylegan3"):
     """(synthesis, mapping) of the network file at `path`, read as the converter reads it, which
     must find it of `family`."""
-    network_file = convert_weights.read_network(path)
+    network_file = conversion.read_network(path)
     assert families.family_of(network_file) == family
     synthesis_state, mapping_state, attributes = families.FAMILIES[family].read(network_file, str(path))
     return (families.build(family, "synthesis", synthesis_state, attributes, path),

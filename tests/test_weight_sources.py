@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from runkit import runlog
-from weightfiles import releases, weight_sources, weights
+from weightfiles import conversion, releases, weight_sources, weights
 import convert_weights
 import run
 from conftest import ROOT, TINY_INPUT, TINY_MODEL
-from runkit.files import folder_lock, preparing
+from runkit.files import file_md5, folder_lock, preparing
 from stylegan1_pickles import Network, dumps, tiny_pickle_bytes
 
 DRAWS = 256  # of the gaussian fit after converting the tiny model (the real default takes a minute)
@@ -59,7 +59,7 @@ def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(t
     assert not (converted / "tiny-net.pkl").exists()  # the pickle is dropped without -keep_pickle
 
     (tmp_path / "tiny-net.pkl").write_bytes(tiny_pickle)
-    convert_weights.convert(tmp_path / "tiny-net.pkl", tmp_path / "direct", gaussian_draws=DRAWS, log=quiet)
+    conversion.convert(tmp_path / "tiny-net.pkl", tmp_path / "direct", gaussian_draws=DRAWS, log=quiet)
     assert from_url == search(tmp_path / "direct", tmp_path / "b")
 
     http_server.stop()  # a second run must not need the network at all
@@ -83,9 +83,9 @@ def test_a_local_pickle_is_converted_again_only_when_it_changes(tmp_path, tiny_p
     weight_sources.network_folder(pkl, tmp_path / "cache", log=quiet)
     reconverted = weights.load_tensors(folder / "synthesis.pt")
     other = tmp_path / "other"
-    convert_weights.convert(pkl, other, gaussian_draws=DRAWS, log=quiet)
+    conversion.convert(pkl, other, gaussian_draws=DRAWS, log=quiet)
     assert all(torch.equal(v, weights.load_tensors(other / "synthesis.pt")[k]) for k, v in reconverted.items())
-    assert weights.read_record(folder)["md5"] == convert_weights.file_md5(pkl)
+    assert weights.read_record(folder)["md5"] == file_md5(pkl)
 
 
 def test_a_folder_of_pt_files_is_used_as_it_is(tmp_path):
@@ -227,13 +227,12 @@ def test_convert_weights_downloads_a_release(tmp_path, http_server, tiny_pickle,
                                  "-gaussian_draws", str(DRAWS)]) == 0
     assert {p.name for p in (tmp_path / "cache").iterdir()} == {
         "synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD, "celebahq.pkl", ".lock"}
-    assert convert_weights.file_md5(tmp_path / "cache" / "celebahq.pkl") == md5
+    assert file_md5(tmp_path / "cache" / "celebahq.pkl") == md5
 
 
-def test_nvidia_releases_are_the_pickles_convert_weights_knows():
+def test_every_source_of_an_nvidia_release_is_checked_by_its_md5():
     for name in releases.DOWNLOADABLE:
-        assert {s.md5 for s in releases.SOURCES[name]} <= set(convert_weights.KNOWN_PICKLES)
-    assert releases.SOURCES["ffhq"][0].md5 == convert_weights.FFHQ_MD5
+        assert {s.md5 for s in releases.SOURCES[name]} == {releases.NVIDIA_PICKLES[name].md5}
 
 
 def wait_for(condition, timeout):

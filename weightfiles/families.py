@@ -39,7 +39,7 @@ States = tuple[dict, dict, dict]  # (synthesis state dict, mapping state dict, a
 @dataclass(frozen=True)
 class Family:
     title: str  # how messages name it
-    recognises: Callable[[Any], bool]  # whether a read network file (convert_weights.read_network) is of this family
+    recognises: Callable[[Any], bool]  # whether a read network file (conversion.read_network) is of this family
     read: Callable[[Any, str], States]  # that file's object and its name -> its states
     synthesis: Callable[[dict, dict], nn.Module]  # (state dict, attributes) -> an untrained network of that shape
     mapping: Callable[[dict, dict], nn.Module] | None  # the same for its mapping network; None: it has none
@@ -99,7 +99,7 @@ def family(name):
 
 
 def family_of(network_file):
-    """The name of the family whose file `network_file` (convert_weights.read_network's object) is.
+    """The name of the family whose file `network_file` (conversion.read_network's object) is.
 
     A pickle that no family recognises is read as the 2020 family's, whose reader says what is wrong
     with it; a torch.save file that none recognises is refused here, naming what it holds."""

@@ -33,11 +33,27 @@ class Source:
     size: int | None = None
 
 
-def nvidia_release(file, md5, drive_id):
-    return [Source("NVIDIA's CDN", f"{CDN}/{file}", file, md5),
-            Source("NVIDIA's Google Drive", f"https://drive.google.com/uc?id={drive_id}&export=download", file, md5)]
+@dataclass(frozen=True)
+class NvidiaPickle:
+    """One of NVIDIA's released StyleGAN-1 pickles. Its MD5 is written here only: a download is
+    checked against it before it is unpickled, and a conversion recognises the file by it."""
+    title: str  # what it is, for messages
+    file: str
+    md5: str
+    drive_id: str
+
+    def sources(self):
+        return [Source("NVIDIA's CDN", f"{CDN}/{self.file}", self.file, self.md5),
+                Source("NVIDIA's Google Drive", f"https://drive.google.com/uc?id={self.drive_id}&export=download",
+                       self.file, self.md5)]
 
 
+NVIDIA_PICKLES = {
+    "ffhq": NvidiaPickle("FFHQ 1024x1024", "karras2019stylegan-ffhq-1024x1024.pkl",
+                         "9f4c085b663ed283f5853cc662bd0883", "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"),
+    "celebahq": NvidiaPickle("CelebA-HQ 1024x1024", "karras2019stylegan-celebahq-1024x1024.pkl",
+                             "6604978f22ef7caea1ef5ca723282b43", "1MGqJl28pN4t7SAtSrPdSRJSQJqahkzUf"),
+}
 LINKS_2020 = {  # the 2020 Google Drive links (dead since 2021, kept as the fallback they were)
     "synthesis.pt": "https://drive.google.com/uc?id=1TCViX1YpQyRsklTVYEJwdbmK91vklCo8",
     "mapping.pt": "https://drive.google.com/uc?id=14R6iHGf5iuVx3DMNsACAl7eBr7Vdpd0k",
@@ -45,11 +61,13 @@ LINKS_2020 = {  # the 2020 Google Drive links (dead since 2021, kept as the fall
 SOURCES = {
     "2020": [Source("the 2020 PULSE link", LINKS_2020["synthesis.pt"], "synthesis.pt")],
     "2020 mapping": [Source("the 2020 PULSE link", LINKS_2020["mapping.pt"], "mapping.pt")],
-    "ffhq": nvidia_release("karras2019stylegan-ffhq-1024x1024.pkl", "9f4c085b663ed283f5853cc662bd0883",
-                           "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"),
-    "celebahq": nvidia_release("karras2019stylegan-celebahq-1024x1024.pkl", "6604978f22ef7caea1ef5ca723282b43",
-                               "1MGqJl28pN4t7SAtSrPdSRJSQJqahkzUf"),
+    **{name: release.sources() for name, release in NVIDIA_PICKLES.items()},
 }
+
+
+def nvidia_pickle_with(md5):
+    """The NvidiaPickle whose MD5 is `md5`, or None."""
+    return next((release for release in NVIDIA_PICKLES.values() if release.md5 == md5), None)
 
 
 @dataclass(frozen=True)
@@ -97,7 +115,7 @@ def packaged_file(name):
 
 
 DEFAULT_CHAIN = ("2020", "ffhq")  # what run.py tries when -cache_dir has no synthesis.pt
-DOWNLOADABLE = ("ffhq", "celebahq")  # convert_weights.py --download NAME
+DOWNLOADABLE = tuple(NVIDIA_PICKLES)  # convert_weights.py --download NAME
 
 
 def test_override():

@@ -3,7 +3,7 @@
 Without -network, a `-cache_dir` that holds no generator is filled from the first source that
 works: the 2020 link, then NVIDIA's FFHQ pickle (CDN, then Google Drive), checked by MD5 before
 it is unpickled and converted. `-network` names a cache folder (or a `.pt` file in one), a
-network file convert_weights.py reads (NVIDIA's StyleGAN-1, StyleGAN2 or StyleGAN3 pickle, a
+network file conversion.py reads (NVIDIA's StyleGAN-1, StyleGAN2 or StyleGAN3 pickle, a
 rosinality checkpoint, a DCGAN state dict), such a file's URL, or a generator that comes in a
 Python package (releases.PACKAGED: `dcgan-digiface`); a network file is converted once into
 `-cache_dir/<name>/`, and a later run finds that conversion (its generator.json) without touching
@@ -18,8 +18,7 @@ import hashlib
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from weightfiles import releases, torch_files, weights
-import convert_weights
+from weightfiles import conversion, releases, torch_files, weights
 from runkit.files import file_md5, preparing
 from weightfiles.download import fetch, short_reason
 from weightfiles.errors import WeightsError
@@ -51,7 +50,7 @@ def fill_default_cache(cache_dir, keep_pickle=False, log=print):
         def attempt(source):
             if source.file.endswith(".pt"):
                 return fetch_2020_file(source, cache_dir)
-            return convert_weights.fetch_and_convert(source, cache_dir, keep_pickle, gaussian_draws(), log)
+            return conversion.fetch_and_convert(source, cache_dir, keep_pickle, gaussian_draws(), log)
         releases.fetch_first(releases.sources(*releases.DEFAULT_CHAIN), attempt,
                              f"no generator weights in {cache_dir}/", releases.ways_on(cache_dir), log)
 
@@ -98,7 +97,7 @@ def convert_file_once(path, folder, log):
     """`folder` holding the conversion of the network file at `path`, converted unless it already is."""
     md5 = file_md5(path)
     return convert_once(folder, lambda record: record.get("md5") == md5,
-                        lambda: convert_weights.convert(path, folder, gaussian_draws(), log), log)
+                        lambda: conversion.convert(path, folder, gaussian_draws(), log), log)
 
 
 def network_folder(network, cache_dir, keep_pickle=False, log=print):
@@ -114,7 +113,7 @@ def network_folder(network, cache_dir, keep_pickle=False, log=print):
 
         def convert():
             try:
-                convert_weights.fetch_and_convert(source, folder, keep_pickle, gaussian_draws(), log)
+                conversion.fetch_and_convert(source, folder, keep_pickle, gaussian_draws(), log)
             except OSError as e:
                 raise WeightsError(f"-network {network}: {short_reason(e)}") from e
         return convert_once(folder, lambda record: record.get("source") == network, convert, log)

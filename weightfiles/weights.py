@@ -9,7 +9,7 @@ A cache folder holds one generator, the same names for every family:
     generator.json   {"family": "stylegan2", "attributes": {"conv_clamp": 256.0, ...},
                       "source": the pickle's path or URL, "md5": the pickle's MD5}
 
-convert_weights.py writes generator.json last, so a folder with it holds a finished conversion:
+conversion.py writes generator.json last, so a folder with it holds a finished conversion:
 `family` is a key of families.FAMILIES, `attributes` are the numbers its state dicts do not hold
 (StyleGAN2: conv_clamp, mapping_lr_multiplier). A folder without generator.json holds the 2020
 PULSE files (StyleGAN-1), also found under the 2020 cache names `<md5 of the 2020 link>_synthesis.pt`;
