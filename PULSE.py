@@ -44,6 +44,7 @@ def shadowing(error):
 try:
     from runkit import inputs, runlog, speed
     from device import pick_device
+    from errors import UsageError
     from generator import Generator, Prior, missing_members
     from loss import LossBuilder, LossString
     from runkit.cli import ParsedText
@@ -84,7 +85,7 @@ SCHEDULES = {
 }
 
 
-class NoiseLayerError(ValueError):
+class NoiseLayerError(UsageError, ValueError):
     """The search flags name noise layers that cannot be, or that the model does not have."""
 
 

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from runkit import cli
 from bicubic import BicubicDownSample, is_power_of_two
-from device import DeviceError, pick_device
+from device import pick_device
+from errors import PulseError
 from runkit.cli import SetupError
 from runkit.files import save_image, stem_clashes
 from runkit.images import ImageReadError, read_rgb
@@ -295,9 +296,8 @@ def main(argv=None):
         device = pick_device()
         predictor = load_predictor(args)
         output_dir, hr_dir = make_output_folders(args)
-    except (SetupError, DeviceError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+    except (PulseError, OSError) as e:
+        return cli.report_failure(e, "align_face.py")
     detector = dlib.get_frontal_face_detector()
     downscale = bicubic_downscaler(args.output_size, device)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from runkit import cli
 from weightfiles import conversion, releases, weights
-from weightfiles.errors import WeightsError
+from errors import PulseError
 
 
 def at_least_two(text):
@@ -70,9 +70,8 @@ def main(argv=None):
             conversion.download_release(args.download, args.cache_dir, args.keep_pickle, args.gaussian_draws)
         else:
             conversion.convert(args.pickle, args.cache_dir, args.gaussian_draws)
-    except (WeightsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+    except (PulseError, OSError) as e:
+        return cli.report_failure(e, "convert_weights.py")
     return cli.EXIT_OK
 
 

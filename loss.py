@@ -10,11 +10,12 @@ its own best step; the optimised loss is the sum over the batch, as in 2020.
 import torch
 
 from bicubic import BicubicDownSample, divides_by_power_of_two
+from errors import UsageError
 from runkit.cli import ParsedText
 
 
-class LossStringError(ValueError):
-    pass
+class LossStringError(UsageError, ValueError):
+    """A -loss_str that is not a sum of weight*NAME terms of known losses."""
 
 
 def l2_loss(gen_im_lr, ref_im, eps, **_):

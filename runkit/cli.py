@@ -13,8 +13,10 @@ import argparse
 import math
 import os
 import signal
+import sys
 from contextlib import contextmanager
 
+from errors import PulseError, UsageError
 from runkit.quiet_stop import STOP_SIGNALS
 
 EXIT_OK, EXIT_INPUTS_FAILED, EXIT_USAGE, EXIT_SETUP_FAILED = 0, 1, 2, 3
@@ -23,8 +25,18 @@ EXIT_STATUSES = ("exit status: 0 all done; 1 some inputs failed (each named); 2 
                  "(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), what was done is saved")
 
 
-class SetupError(RuntimeError):
+class SetupError(PulseError, RuntimeError):
     """The run cannot start (the message says why and what to do); main prints it as one line."""
+
+
+def report_failure(error, script, tag=str):
+    """Say on stderr, in one line, why `script` ends (`error`: one of the project's errors, or an
+    OSError where the script expects one) and return its exit status: a UsageError is worded as
+    argparse words a bad flag (`run.py: error: ...`, status 2); anything else means setup failed
+    (`error: ...`, status 3). `tag` marks the line with its process in a torchrun job."""
+    usage = isinstance(error, UsageError)
+    print(tag(f"{script}: error: {error}" if usage else f"error: {error}"), file=sys.stderr)
+    return EXIT_USAGE if usage else EXIT_SETUP_FAILED
 
 
 class Parser(argparse.ArgumentParser):

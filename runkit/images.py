@@ -3,13 +3,14 @@ import torch
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from errors import PulseError
 from runkit.files import save_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-class ImageReadError(ValueError):
-    pass
+class ImageReadError(PulseError, ValueError):
+    """An input that is no image PULSE can take (the message names it and says why)."""
 
 
 def read_rgb(path):

@@ -25,7 +25,7 @@ from generator import SphereOfZ
 from loss import geocross_loss
 from runkit.images import read_rgb, to_tensor
 from weightfiles import releases, weights
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 FACES = FIXTURES / "digiface"
 EPS = PULSE.SearchConfig.eps

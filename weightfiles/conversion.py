@@ -17,7 +17,7 @@ from pathlib import Path
 from weightfiles import families, nvidia_pickles, releases, torch_files, weights
 from runkit.files import file_md5, preparing
 from weightfiles.download import fetch
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 
 def report_network(path, log):

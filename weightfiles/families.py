@@ -31,7 +31,7 @@ import stylegan
 import stylegan2
 import stylegan3
 from generator import MappedGaussian, SphereOfZ
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 States = tuple[dict, dict, dict]  # (synthesis state dict, mapping state dict, attributes)
 

@@ -18,7 +18,7 @@ import torch
 from weightfiles import nvidia_pickles
 import stylegan3
 from stylegan import Blur
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 from weightfiles.nvidia_pickles import NetworkStandIn
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from runkit.files import file_digest
 from weightfiles.download import short_reason
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 TEST_OVERRIDE = "PULSE_TEST_WEIGHT_SOURCES"
 CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan/networks"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from weightfiles import torch_files
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 TRAINING_KEYS = {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}
 CONVERTED_KEYS = {"g_ema", "latent_avg"}

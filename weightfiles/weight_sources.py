@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 from weightfiles import conversion, releases, torch_files, weights
 from runkit.files import file_md5, preparing
 from weightfiles.download import fetch, short_reason
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 
 def fetch_2020_file(source, cache_dir):

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from weightfiles import families
-from weightfiles.errors import WeightsError  # also where callers have always found it: weights.WeightsError
+from errors import WeightsError  # also where callers have always found it: weights.WeightsError
 from runkit.files import atomic_path
 
 RECORD = "generator.json"
