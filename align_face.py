@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import dlib
@@ -28,7 +29,7 @@ from device import pick_device
 from errors import PulseError
 from runkit.cli import SetupError
 from runkit.files import save_image, stem_clashes
-from runkit.images import ImageReadError, read_rgb
+from runkit.images import ImageReadError, downscale_image, read_rgb
 from weightfiles.download import fetch
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
@@ -250,7 +251,7 @@ def align_face(photo, landmarks):
 
 def bicubic_downscaler(size, device):
     """A function shrinking a 1024 face to `size` with PULSE's bicubic operator."""
-    return BicubicDownSample(ALIGNED_SIZE // size).to(device).downscale_image
+    return partial(downscale_image, BicubicDownSample(ALIGNED_SIZE // size).to(device))
 
 
 def make_output_folders(args):

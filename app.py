@@ -607,6 +607,7 @@ def session_of(request):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    cli.show_messages()
     if importlib.util.find_spec("gradio") is None:
         print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED

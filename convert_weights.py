@@ -16,20 +16,12 @@ if __name__ == "__main__":  # before the slow imports below: a stop while they l
     from runkit import quiet_stop
     quiet_stop.install()
 
-import argparse
 import sys
 from pathlib import Path
 
 from runkit import cli
-from weightfiles import conversion, releases, weights
+from weightfiles import conversion, releases
 from errors import PulseError
-
-
-def at_least_two(text):
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError("needs at least 2 draws to estimate a standard deviation")
-    return value
 
 
 def build_parser():
@@ -50,8 +42,6 @@ def build_parser():
                         help="with -download: keep the downloaded pickle in the cache folder (about 300 MB)")
     parser.add_argument("-cache_dir", "--cache_dir", type=Path, default=Path("cache"), metavar="DIR",
                         help="folder to write the weight files to, the one run.py reads")
-    parser.add_argument("-gaussian_draws", "--gaussian_draws", type=at_least_two, default=weights.GAUSSIAN_FIT_DRAWS,
-                        metavar="N", help="latents drawn to fit gaussian_fit.pt (about a minute on a CPU)")
     return parser
 
 
@@ -65,11 +55,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.show_messages()
     try:
         if args.download:
-            conversion.download_release(args.download, args.cache_dir, args.keep_pickle, args.gaussian_draws)
+            conversion.download_release(args.download, args.cache_dir, args.keep_pickle)
         else:
-            conversion.convert(args.pickle, args.cache_dir, args.gaussian_draws)
+            conversion.convert(args.pickle, args.cache_dir)
     except (PulseError, OSError) as e:
         return cli.report_failure(e, "convert_weights.py")
     return cli.EXIT_OK

@@ -331,6 +331,7 @@ def evaluate_held_out(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.show_messages()
     try:
         check_folders(args)
         if args.generated:

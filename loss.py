@@ -11,7 +11,7 @@ import torch
 
 from bicubic import BicubicDownSample, divides_by_power_of_two
 from errors import UsageError
-from runkit.cli import ParsedText
+from parsed_text import ParsedText
 
 
 class LossStringError(UsageError, ValueError):
@@ -58,7 +58,7 @@ def parse_terms(loss_str):
 
 
 class LossString(ParsedText):
-    """A -loss_str such as "100*L2+0.05*GEOCROSS", parsed once into `terms` (see cli.ParsedText)."""
+    """A -loss_str such as "100*L2+0.05*GEOCROSS", parsed once into `terms` (see parsed_text.py)."""
 
     @staticmethod
     def parse(text):

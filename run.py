@@ -366,6 +366,7 @@ def start_process(threads=None, speedups=True):
 def main(argv=None):
     """run.py; returns its exit status (see cli.py)."""
     args = parse_args(argv)
+    cli.show_messages()
     options = RunOptions.from_args(args)
     try:
         process = start_process(args.threads, speedups=not args.no_speedups)

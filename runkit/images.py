@@ -46,5 +46,12 @@ def to_pil(tensor):
     return Image.fromarray(array)
 
 
+@torch.no_grad()
+def downscale_image(downscale, image):
+    """PIL `image` through `downscale` (a bicubic.BicubicDownSample, on its device), as the search
+    downscales what it compares with its input."""
+    return to_pil(downscale(to_tensor(image)[None].to(downscale.k1))[0])
+
+
 def save_tensor_image(tensor, path):
     save_image(to_pil(tensor), path)

@@ -2,6 +2,8 @@
 (built by tests/stylegan1_pickles.py)."""
 import dataclasses
 import io
+import json
+import logging
 import os
 import pickle
 import subprocess
@@ -16,11 +18,9 @@ import torch.nn.functional as F
 from weightfiles import conversion, families, nvidia_layouts, nvidia_pickles, releases, weights
 import convert_weights
 from runkit.files import file_md5
-from conftest import ROOT, TINY_INPUT, TINY_MODEL, load_fixture
+from conftest import QUICK_FIT_DRAWS, ROOT, TINY_INPUT, TINY_MODEL, convert_quickly, load_fixture
 from stylegan import G_mapping, G_synthesis, synthesis_from_state_dict
 from stylegan1_pickles import EasyDict, Network, dump, dumps, nvidia_tuple, randomised, tf_synthesis_variables
-
-GAUSSIAN_DRAWS = 256
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_conversion_gives_back_the_source_generator(tmp_path, mapping, resolutio
     build_src = f"import pathlib; pathlib.Path({str(marker)!r}).touch()"
     pkl = dump(nvidia_tuple(source, mapping, build_src), tmp_path / "tiny.pkl")
 
-    conversion.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    convert_quickly(pkl, tmp_path / "cache")
 
     converted = weights.load_network(tmp_path / "cache", "synthesis")
     expected_state = source.state_dict()
@@ -68,7 +68,7 @@ def converted_cache(tmp_path_factory, mapping):
     folder = tmp_path_factory.mktemp("converted")
     source = randomised(G_synthesis(resolution=32, fmap_base=64, fmap_max=16), seed=3)
     pkl = dump(nvidia_tuple(source, mapping), folder / "tiny.pkl")
-    conversion.convert(pkl, folder / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    convert_quickly(pkl, folder / "cache")
     return folder / "cache"
 
 
@@ -77,10 +77,10 @@ def test_mapping_and_gaussian_fit_are_written(converted_cache, mapping):
     converted = weights.load_network(cache, "mapping")
     assert all(torch.equal(v, mapping.state_dict()[k]) for k, v in converted.state_dict().items())
     fit = weights.load_gaussian_fit(cache / "gaussian_fit.pt")
-    expected = weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)
+    expected = weights.fit_gaussian(mapping, draws=QUICK_FIT_DRAWS)
     assert torch.equal(fit["mean"], expected["mean"]) and torch.equal(fit["std"], expected["std"])
 
-    synthesis, prior = weights.load_generator(cache, log=lambda *_: None)
+    synthesis, prior = weights.load_generator(cache)
     assert synthesis.resolution == 32 and torch.equal(prior.fit["mean"], fit["mean"])
     record = weights.read_record(cache)
     assert record == {"family": "stylegan1", "attributes": {}, "source": str(cache.parent / "tiny.pkl"),
@@ -101,20 +101,21 @@ def pretend_nvidia_released(monkeypatch, name, path):
     monkeypatch.setitem(releases.NVIDIA_PICKLES, name, release)
 
 
-def test_nvidia_files_are_recognised_by_md5(tmp_path, monkeypatch, capsys):
+def test_nvidia_files_are_recognised_by_md5(tmp_path, monkeypatch, caplog):
     pkl = tmp_path / "some.pkl"
     pkl.write_bytes(b"not really a pickle")
     pretend_nvidia_released(monkeypatch, "celebahq", pkl)
-    conversion.report_network(pkl, print)
-    out, err = capsys.readouterr()
-    assert "recognised NVIDIA's CelebA-HQ 1024x1024 (karras2019stylegan-celebahq-1024x1024.pkl)" in out and err == ""
+    caplog.set_level(logging.INFO, logger="pulse")
+    conversion.report_network(pkl)
+    assert [(r.levelname, r.message) for r in caplog.records] == [
+        ("INFO", "recognised NVIDIA's CelebA-HQ 1024x1024 (karras2019stylegan-celebahq-1024x1024.pkl)")]
 
 
 def test_the_ffhq_model_keeps_the_bundled_2020_gaussian_fit(tmp_path, mapping, monkeypatch):
     source = randomised(G_synthesis(resolution=8, fmap_base=32, fmap_max=8), seed=5)
     pkl = dump(nvidia_tuple(source, mapping), tmp_path / "ffhq.pkl")
     pretend_nvidia_released(monkeypatch, "ffhq", pkl)
-    conversion.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    convert_quickly(pkl, tmp_path / "cache")
     fit = weights.load_gaussian_fit(tmp_path / "cache" / "gaussian_fit.pt")
     bundled = weights.load_gaussian_fit(ROOT / "gaussian_fit.pt")
     assert weights.BUNDLED_FIT == ROOT / "gaussian_fit.pt"
@@ -184,8 +185,9 @@ def cli_runs(tmp_path_factory, mapping):
     for case, data in files.items():
         (folder / f"{case}.pkl").write_bytes(data)
         processes[case] = subprocess.Popen(
-            [sys.executable, "convert_weights.py", str(folder / f"{case}.pkl"), "-cache_dir", str(folder / case),
-             "-gaussian_draws", str(GAUSSIAN_DRAWS)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [sys.executable, "tests/patched_script.py", json.dumps({"fit_draws": QUICK_FIT_DRAWS}), "convert_weights.py",
+             str(folder / f"{case}.pkl"), "-cache_dir", str(folder / case)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = {}
     for case, process in processes.items():
         stdout, stderr = process.communicate(timeout=120)
@@ -198,7 +200,7 @@ def test_cli_converts_and_warns_about_an_unknown_file(cli_runs):
     run = cli_runs["valid"]
     assert run.returncode == 0, run.stderr
     assert run.stderr.startswith("warning: ") and "not one of NVIDIA's released" in run.stderr
-    assert "8x8 generator" in run.stdout
+    assert "8x8 generator" in run.stderr and run.stdout == ""
     assert {p.name for p in run.cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
 
 

@@ -11,7 +11,7 @@ nvidia_pickles.py's allowlist unpickler, torch.save files (rosinality's, the DCG
 torch_files.py (weights_only): nothing stored in either (NVIDIA's network source code included)
 is ever executed. Which family a file is, and how its weights are read, is families.py's answer.
 """
-import sys
+import logging
 from pathlib import Path
 
 from weightfiles import families, nvidia_pickles, releases, torch_files, weights
@@ -19,26 +19,28 @@ from runkit.files import file_md5, preparing
 from weightfiles.download import fetch
 from errors import WeightsError
 
+logger = logging.getLogger("pulse")
 
-def report_network(path, log):
+
+def report_network(path):
     """The file's MD5, telling NVIDIA's released pickles apart from other pickles (warned about)."""
     md5 = file_md5(path)
     release = releases.nvidia_pickle_with(md5)
     if release:
-        log(f"recognised NVIDIA's {release.title} ({release.file})")
+        logger.info(f"recognised NVIDIA's {release.title} ({release.file})")
     elif not torch_files.is_torch_save_file(path):
-        print(f"warning: {path} (MD5 {md5}) is not one of NVIDIA's released pickles that this port knows; "
-              f"converting it anyway", file=sys.stderr)
+        logger.warning(f"warning: {path} (MD5 {md5}) is not one of NVIDIA's released pickles that this port "
+                       f"knows; converting it anyway")
     return md5
 
 
-def gaussian_fit_of(mapping, md5, gaussian_draws, log):
+def gaussian_fit_of(mapping, md5):
     if md5 == releases.NVIDIA_PICKLES["ffhq"].md5:
         # The bundled file is the 2020 fit of exactly this network: keep its bits, so runs
         # reproduce the 2020 results instead of a fit that differs in the last digits.
-        log("taking the bundled 2020 gaussian_fit.pt of the FFHQ model")
+        logger.info("taking the bundled 2020 gaussian_fit.pt of the FFHQ model")
         return weights.load_gaussian_fit(weights.BUNDLED_FIT)
-    return weights.fit_gaussian(mapping, draws=gaussian_draws, log=log)
+    return weights.fit_gaussian(mapping)
 
 
 def check_cache_family(cache_dir, family):
@@ -57,10 +59,10 @@ def read_network(path):
     return nvidia_pickles.read(path)
 
 
-def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print, source=None):
+def convert(pickle_path, cache_dir, source=None):
     """Write the cache folder (weights.py) of the network file at `pickle_path` into `cache_dir`;
     `source` (default: the pickle's path) is recorded in generator.json. Returns the pickle's MD5."""
-    md5 = report_network(pickle_path, log)
+    md5 = report_network(pickle_path)
     network_file = read_network(pickle_path)
     cache_dir = Path(cache_dir)
     name = families.family_of(network_file)
@@ -70,32 +72,32 @@ def convert(pickle_path, cache_dir, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, l
     where = f"the network in {pickle_path}"
     synthesis = families.build(name, "synthesis", synthesis_state, attributes, where)
     mapping = families.build(name, "mapping", mapping_state, attributes, where) if family.mapping else None
-    log(f"converted a {synthesis.resolution}x{synthesis.resolution} generator ({family.title}: "
-        f"{synthesis.num_ws} ws of {synthesis.dlatent_size}, {len(synthesis.noise_sizes)} noise layers)")
-    fit = gaussian_fit_of(mapping, md5, gaussian_draws, log) if mapping else None
+    logger.info(f"converted a {synthesis.resolution}x{synthesis.resolution} generator ({family.title}: "
+                f"{synthesis.num_ws} ws of {synthesis.dlatent_size}, {len(synthesis.noise_sizes)} noise layers)")
+    fit = gaussian_fit_of(mapping, md5) if mapping else None
     record = {"family": name, "attributes": attributes, "source": source or str(Path(pickle_path).resolve()),
               "md5": md5}
     weights.save_generator(cache_dir, record, synthesis, mapping, fit)
-    log(f"saved the generator to {cache_dir}/")
+    logger.info(f"saved the generator to {cache_dir}/")
     return md5
 
 
-def fetch_and_convert(source, cache_dir, keep_pickle=False, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
+def fetch_and_convert(source, cache_dir, keep_pickle=False):
     """Download `source`'s pickle into `cache_dir` (verified before it is unpickled), convert it there
     and delete it unless `keep_pickle`; returns its MD5. A pickle kept earlier is reused."""
     pickle_path = Path(cache_dir) / source.file
     if not (pickle_path.is_file() and source.md5 in (None, file_md5(pickle_path))):
         fetch(source.url, pickle_path, source.md5, source.size)
-    md5 = convert(pickle_path, cache_dir, gaussian_draws, log, source=source.url)
+    md5 = convert(pickle_path, cache_dir, source=source.url)
     if not keep_pickle:
         pickle_path.unlink()
     return md5
 
 
-def download_release(name, cache_dir, keep_pickle=False, gaussian_draws=weights.GAUSSIAN_FIT_DRAWS, log=print):
+def download_release(name, cache_dir, keep_pickle=False):
     """NVIDIA's `name` pickle from the first of its sources that works, converted into `cache_dir`."""
     def attempt(source):
-        return fetch_and_convert(source, cache_dir, keep_pickle, gaussian_draws, log)
-    with preparing(cache_dir, log):
+        return fetch_and_convert(source, cache_dir, keep_pickle)
+    with preparing(cache_dir):
         return releases.fetch_first(releases.sources(name), attempt, f"no {name} weights in {cache_dir}/",
-                                    releases.ways_on(cache_dir), log)
+                                    releases.ways_on(cache_dir))

@@ -3,16 +3,11 @@ generators that come inside a Python package (PACKAGED, named by -network NAME).
 
 NVIDIA's files are licensed CC BY-NC 4.0 (github.com/NVlabs/stylegan). The CDN is where NVIDIA
 mirrored its StyleGAN Drive folder (its metric networks are served from there); the Drive
-ids are the ones in NVIDIA's README.
-
-For tests only: the environment variable PULSE_TEST_WEIGHT_SOURCES, a JSON object
-`{"sources": {"2020": [...], "ffhq": [...]}, "gaussian_draws": N}`, replaces the listed
-source lists (each source an object with the fields of `Source`) and the number of draws of
-the gaussian fit made after converting a model that is not FFHQ.
+ids are the ones in NVIDIA's README. Every list of sources is read from SOURCES when it is
+tried (tests put their own server's there).
 """
 import importlib.metadata
-import json
-import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +15,8 @@ from runkit.files import file_digest
 from weightfiles.download import short_reason
 from errors import WeightsError
 
-TEST_OVERRIDE = "PULSE_TEST_WEIGHT_SOURCES"
+logger = logging.getLogger("pulse")
+
 CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan/networks"
 
 
@@ -118,28 +114,17 @@ DEFAULT_CHAIN = ("2020", "ffhq")  # what run.py tries when -cache_dir has no syn
 DOWNLOADABLE = tuple(NVIDIA_PICKLES)  # convert_weights.py --download NAME
 
 
-def test_override():
-    text = os.environ.get(TEST_OVERRIDE)
-    return json.loads(text) if text else {}
-
-
 def sources(*names):
-    """The sources of the named releases, in order (the test override where it names them)."""
-    override = test_override().get("sources", {})
-    return [Source(**s) if name in override else s
-            for name in names for s in override.get(name, SOURCES[name])]
+    """The sources of the named releases, in order."""
+    return [source for name in names for source in SOURCES[name]]
 
 
-def gaussian_draws(default):
-    return test_override().get("gaussian_draws", default)
-
-
-def fetch_first(candidates, attempt, missing, by_hand, log=print):
+def fetch_first(candidates, attempt, missing, by_hand):
     """`attempt(source)` for each source in turn until one works; else one WeightsError of short lines:
     `missing`, each source with why it failed, then `by_hand` (what the user can do instead)."""
     failures = []
     for source in candidates:
-        log(f"getting the weights from {source.label}: {source.url}")
+        logger.info(f"getting the weights from {source.label}: {source.url}")
         try:
             return attempt(source)
         except (OSError, WeightsError) as e:
