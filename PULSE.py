@@ -11,7 +11,7 @@ remember the best image, backward, optimizer step with the spherical projection,
     results[0].image.save("face_hr.png")             # the best image; see Result for the rest
 
 A network built in Python is searched through `PULSE.from_generator(network, prior)` (see
-generator.py for what it must answer, and docs/generators.md).
+generators/generator.py for what it must answer, and docs/generators.md).
 """
 import logging
 import math
@@ -47,7 +47,7 @@ try:
     from runkit import inputs, runlog, speed
     from device import pick_device
     from errors import UsageError
-    from generator import Generator, Prior, missing_members
+    from generators.generator import Generator, Prior, missing_members
     from loss import LossBuilder, LossString
     from parsed_text import ParsedText
     from runkit.images import to_pil

@@ -77,7 +77,7 @@ def test_the_first_stop_signal_raises_keyboard_interrupt():
 
 # ---- the project's errors ------------------------------------------------------------------------
 
-PROJECT_MODULES = [*SCRIPTS, "errors", "PULSE", "device", "loss", "dcgan", "runkit.cli", "runkit.speed", "runkit.images",
+PROJECT_MODULES = [*SCRIPTS, "errors", "PULSE", "device", "loss", "generators.dcgan", "runkit.cli", "runkit.speed", "runkit.images",
                    "runkit.distributed", "weightfiles.download"]
 KEPT_BASES = {"SetupError": RuntimeError, "PrecisionError": ValueError, "ImageReadError": ValueError,
               "TeamError": RuntimeError, "NoiseLayerError": ValueError, "WeightsError": RuntimeError,

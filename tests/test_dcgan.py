@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 import convert_weights
-import dcgan
+from generators import dcgan
 import evaluate
 import PULSE
 import run
 from bicubic import BicubicDownSample
 from conftest import FIXTURES, pixels
-from generator import SphereOfZ
+from generators.generator import SphereOfZ
 from loss import geocross_loss
 from runkit.images import read_rgb, to_tensor
 from weightfiles import releases, weights

@@ -13,7 +13,7 @@ import torch
 from weightfiles import rosinality_checkpoints, weights
 import convert_weights
 import PULSE
-import rosinality
+from generators import rosinality
 import run
 from conftest import QUICK_FIT_DRAWS, ROOT, convert_quickly, quick_fits
 from test_stylegan2 import (Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,

@@ -23,7 +23,7 @@ from PIL import Image
 from weightfiles import nvidia_pickles, weights
 import convert_weights
 import run
-import stylegan2
+from generators import stylegan2
 from bicubic import BicubicDownSample
 from conftest import QUICK_FIT_DRAWS, ROOT, TINY_MODEL, convert_quickly
 from runkit.files import file_md5

@@ -9,9 +9,9 @@ import torch
 
 from weightfiles import families, releases, weights
 import stylegan
-import stylegan2
+from generators import stylegan2
 from conftest import ROOT, TINY_MODEL, load_fixture
-from generator import Generator
+from generators.generator import Generator
 from stylegan import G_mapping
 
 SHARED_MAPPING = ROOT.parent / "shared" / "reference" / "fidelity" / "mapping.pt"

@@ -7,8 +7,8 @@ how a search latent becomes the network's input, and where its statistics come f
 folder's generator.json names its family by its key here (weights.py); a folder without one holds
 the 2020 files, of the family DEFAULT. Nothing else in the project names a family.
 
-To add a family (dcgan.py is the smallest example):
-1. One module with its synthesis network, implementing generator.Generator (resolution, num_ws,
+To add a family (generators/dcgan.py is the smallest example):
+1. One module in generators/ with its synthesis network, implementing generator.Generator (resolution, num_ws,
    dlatent_size, noise_sizes, default_bad_noise_layers, set_fast, forward(latent_in, noise)),
    a `synthesis_from_state_dict` that reads the architecture from the tensors' shapes, and its
    reader: a test that a read file (a torch_files.TorchFile, or what nvidia_pickles.read gives)
@@ -25,12 +25,9 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from weightfiles import nvidia_layouts, nvidia_pickles, rosinality_checkpoints, torch_files
-import dcgan
-import rosinality
 import stylegan
-import stylegan2
-import stylegan3
-from generator import MappedGaussian, SphereOfZ
+from generators import dcgan, rosinality, stylegan2, stylegan3
+from generators.generator import MappedGaussian, SphereOfZ
 from errors import WeightsError
 
 States = tuple[dict, dict, dict]  # (synthesis state dict, mapping state dict, attributes)

@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastops import set_fast
-from stylegan2 import FullyConnected, LRELU_GAIN, ModulatedConv, bias_act, upfirdn2d
+from generators.fastops import set_fast
+from generators.stylegan2 import FullyConnected, LRELU_GAIN, ModulatedConv, bias_act, upfirdn2d
 
 
 @dataclass(frozen=True)
