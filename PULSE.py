@@ -11,8 +11,9 @@ remember the best image, backward, optimizer step with the spherical projection,
     results[0].image.save("face_hr.png")             # the best image; see Result for the rest
 
 A network built in Python is searched through `PULSE.from_generator(network, prior)` (see
-generator.py for what it must answer, and docs/generators.md).
+generators/generator.py for what it must answer, and docs/generators.md).
 """
+import logging
 import math
 import numbers
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+logger = logging.getLogger("pulse")
 
 
 def shadowing(error):
@@ -44,9 +46,10 @@ def shadowing(error):
 try:
     from runkit import inputs, runlog, speed
     from device import pick_device
-    from generator import Generator, Prior, missing_members
+    from errors import UsageError
+    from generators.generator import Generator, Prior, missing_members
     from loss import LossBuilder, LossString
-    from runkit.cli import ParsedText
+    from parsed_text import ParsedText
     from runkit.images import to_pil
     from SphericalOptimizer import SphericalOptimizer
     from weightfiles.weight_sources import weights_folder
@@ -84,12 +87,12 @@ SCHEDULES = {
 }
 
 
-class NoiseLayerError(ValueError):
+class NoiseLayerError(UsageError, ValueError):
     """The search flags name noise layers that cannot be, or that the model does not have."""
 
 
 class NoiseLayers(ParsedText):
-    """A -bad_noise_layers such as "3.5.17", parsed once into the set `layers` (see cli.ParsedText)."""
+    """A -bad_noise_layers such as "3.5.17", parsed once into the set `layers` (see parsed_text.py)."""
 
     @staticmethod
     def parse(text):
@@ -421,27 +424,25 @@ class PULSE(torch.nn.Module):
         return to_pil(image[0].clamp(0, 1).cpu())
 
 
-def load(device=None, log=None, **options):
+def load(device=None, **options):
     """The PULSE model of a generator, found as run.py finds it (see ModelOptions for `options`):
     `cache_dir` (filled by download and conversion when it has no generator) or `network` (a folder,
     a network pickle or its URL). `device`: a torch device or its name; by default device.py's
-    choice (CUDA, then MPS, then the CPU; PULSE_DEVICE overrides it). Progress goes to `log`
-    (default: stderr). Raises WeightsError when no generator can be had (the message lists each
-    source tried and the ways on), DeviceError, or PrecisionError; a ValueError naming an argument
-    of the wrong kind, a TypeError listing the options when one is not known."""
+    choice (CUDA, then MPS, then the CPU; PULSE_DEVICE overrides it). Progress and notes go to the
+    `pulse` logger (which the scripts show on stderr). Raises WeightsError when no generator can be
+    had (the message lists each source tried and the ways on), DeviceError, or PrecisionError; a
+    ValueError naming an argument of the wrong kind, a TypeError listing the options when one is
+    not known."""
     options = from_keywords(ModelOptions, options, "model option")
     if not isinstance(device, (str, torch.device, type(None))):
         raise ValueError(f"device must be None, a torch.device or a name such as 'cpu' or 'cuda:0'; got {device!r}")
-    if log is not None and not callable(log):
-        raise ValueError(f"log must be a function of one line of text, or None; got {log!r}")
-    log = log or partial(print, file=sys.stderr)
     device = pick_device(device)
-    folder = weights_folder(options.network, options.cache_dir, options.keep_pickle, log)
-    synthesis, prior = load_generator(folder, log)
+    folder = weights_folder(options.network, options.cache_dir, options.keep_pickle)
+    synthesis, prior = load_generator(folder)
     model = PULSE.build(synthesis, prior, device, options.precision, fast=options.speedups, compile=options.compile)
     model.note = model_note(folder, synthesis.resolution)
     if model.note:
-        log(f"note: {model.note}")
+        logger.info(f"note: {model.note}")
     return model
 
 

@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import dlib
@@ -24,10 +25,11 @@ from tqdm import tqdm
 
 from runkit import cli
 from bicubic import BicubicDownSample, is_power_of_two
-from device import DeviceError, pick_device
+from device import pick_device
+from errors import PulseError
 from runkit.cli import SetupError
 from runkit.files import save_image, stem_clashes
-from runkit.images import ImageReadError, read_rgb
+from runkit.images import ImageReadError, downscale_image, read_rgb
 from weightfiles.download import fetch
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
@@ -249,7 +251,7 @@ def align_face(photo, landmarks):
 
 def bicubic_downscaler(size, device):
     """A function shrinking a 1024 face to `size` with PULSE's bicubic operator."""
-    return BicubicDownSample(ALIGNED_SIZE // size).to(device).downscale_image
+    return partial(downscale_image, BicubicDownSample(ALIGNED_SIZE // size).to(device))
 
 
 def make_output_folders(args):
@@ -295,9 +297,8 @@ def main(argv=None):
         device = pick_device()
         predictor = load_predictor(args)
         output_dir, hr_dir = make_output_folders(args)
-    except (SetupError, DeviceError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+    except (PulseError, OSError) as e:
+        return cli.report_failure(e, "align_face.py")
     detector = dlib.get_frontal_face_detector()
     downscale = bicubic_downscaler(args.output_size, device)
 

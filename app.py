@@ -32,11 +32,10 @@ from PIL import Image, UnidentifiedImageError
 from runkit import cli, inputs, runlog, speed, visuals
 import PULSE
 from bicubic import divides_by_power_of_two
-from device import DeviceError
+from errors import PulseError
 from runkit.cli import positive_int
 from runkit.files import save_image
 from runkit.images import ImageReadError, read_rgb, to_pil
-from weightfiles.weights import WeightsError
 
 ALIGN_IMPORT_ERROR = None
 try:
@@ -98,7 +97,7 @@ def build_parser():
 
 # ---- uploads -> faces ------------------------------------------------------------------------
 
-class UploadError(ValueError):
+class UploadError(PulseError, ValueError):
     """An upload the page cannot use; the message names it and says why."""
 
 
@@ -608,15 +607,15 @@ def session_of(request):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    cli.show_messages()
     if importlib.util.find_spec("gradio") is None:
         print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED
     try:
         model = PULSE.load(cache_dir=args.cache_dir, network=args.network, precision=args.precision,
                            speedups=not args.no_speedups, compile=args.compile)
-    except (cli.SetupError, WeightsError, speed.PrecisionError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+    except PulseError as e:
+        return cli.report_failure(e, "app.py")
     aligner, problem = Aligner.load(args.cache_dir)
     if problem:
         print(f"note: {problem}", file=sys.stderr)
@@ -624,9 +623,8 @@ def main(argv=None):
         os.environ["GRADIO_TEMP_DIR"] = str(Path(workdir) / "gradio")  # uploads and served files
         try:
             searching = serve(Page(model, aligner, problem, workdir), args)
-        except cli.SetupError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return cli.EXIT_SETUP_FAILED
+        except PulseError as e:
+            return cli.report_failure(e, "app.py")
     if stop.requested:
         print("interrupted" + (": the running search ended with its best image so far, shown on its page"
                                if searching else ""), file=sys.stderr)

@@ -33,7 +33,8 @@ import torch
 import torch.multiprocessing
 
 from runkit import cli, quiet_stop, roof, speed
-from device import DeviceError, pick_device
+from device import pick_device
+from errors import PulseError
 from PULSE import PULSE, SearchConfig
 from runkit.images import read_rgb, to_tensor
 from weightfiles.families import FAMILIES
@@ -348,9 +349,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         device = pick_device()
-    except DeviceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+    except PulseError as e:
+        return cli.report_failure(e, "bench.py")
     threads = speed.set_threads(args.threads)
     torch.manual_seed(0)
     synthesis = untrained(args.generator, args.resolution)

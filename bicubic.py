@@ -8,8 +8,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from runkit.images import to_pil, to_tensor
-
 
 def bicubic_weight(x, a=-0.5):
     """Keys' cubic convolution kernel evaluated at offsets x (a float32 tensor)."""
@@ -52,11 +50,6 @@ class BicubicDownSample(nn.Module):
         self.register_buffer("k2", taps.view(1, 1, 1, size).repeat(channels, 1, 1, 1))
         pad = size - factor
         self.pad_before, self.pad_after = pad // 2, pad - pad // 2
-
-    @torch.no_grad()
-    def downscale_image(self, image):
-        """A PIL image downscaled, as the search downscales what it compares with its input."""
-        return to_pil(self(to_tensor(image)[None].to(self.k1))[0])
 
     def forward(self, x):
         groups = x.shape[1]

@@ -5,9 +5,11 @@ import os
 
 import torch
 
+from errors import PulseError
 
-class DeviceError(RuntimeError):
-    pass
+
+class DeviceError(PulseError, RuntimeError):
+    """A device that is not there, or a name that is no device."""
 
 
 def _mps_available():

@@ -30,8 +30,8 @@ from bicubic import BicubicDownSample, divides_by_power_of_two
 from niqe import niqe
 from runkit.files import atomic_path
 from runkit.images import IMAGE_SUFFIXES, read_rgb, to_pil, to_tensor
+from errors import PulseError
 from runkit.speed import PrecisionError
-from weightfiles.errors import WeightsError
 
 # NIQE the paper reports on CelebA HQ at x64: a guide only, since other images give other scores
 PAPER_NIQE_X64 = {"HR": 3.90, "nearest": 12.48, "bicubic": 7.06, "PULSE": 2.47}
@@ -423,15 +423,15 @@ def evaluate_held_out(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.show_messages()
     try:
         check_folders(args)
         if args.generated:
             report, failures = evaluate_held_out(args)
         else:
             report, failures = evaluate_paper(*args.paper) if args.paper else evaluate_folders(args.folders)
-    except (cli.SetupError, WeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+    except PulseError as e:
+        return cli.report_failure(e, "evaluate.py")
     if args.json:
         try:
             with atomic_path(args.json) as tmp:

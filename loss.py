@@ -10,11 +10,12 @@ its own best step; the optimised loss is the sum over the batch, as in 2020.
 import torch
 
 from bicubic import BicubicDownSample, divides_by_power_of_two
-from runkit.cli import ParsedText
+from errors import UsageError
+from parsed_text import ParsedText
 
 
-class LossStringError(ValueError):
-    pass
+class LossStringError(UsageError, ValueError):
+    """A -loss_str that is not a sum of weight*NAME terms of known losses."""
 
 
 def l2_loss(gen_im_lr, ref_im, eps, **_):
@@ -57,7 +58,7 @@ def parse_terms(loss_str):
 
 
 class LossString(ParsedText):
-    """A -loss_str such as "100*L2+0.05*GEOCROSS", parsed once into `terms` (see cli.ParsedText)."""
+    """A -loss_str such as "100*L2+0.05*GEOCROSS", parsed once into `terms` (see parsed_text.py)."""
 
     @staticmethod
     def parse(text):

@@ -16,13 +16,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from errors import PulseError
 from runkit import cli, runlog
 from runkit.files import atomic_path
 
 
 
-class LogError(ValueError):
-    pass
+class LogError(PulseError, ValueError):
+    """A log that cannot be read at all."""
 
 
 def build_parser():
@@ -87,9 +88,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         records, problems = read_log(args.log)
-    except LogError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+    except PulseError as e:
+        return cli.report_failure(e, "plot_log.py")
     for problem in problems:
         print(f"error: {problem}: cannot be plotted", file=sys.stderr)
     if not records:  # damaged lines are failed inputs; no lines at all, nothing to plot from

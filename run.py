@@ -22,15 +22,15 @@ import torch
 from tqdm import tqdm
 
 from runkit import cli, inputs, runlog, speed, visuals
-from device import DeviceError, pick_device
+from device import pick_device
+from errors import PulseError
 from loss import LossString
-from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupError, non_negative_int, positive_float, positive_int
-from runkit.distributed import Launch, Team, TeamError, launch_from_environment
+from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
+from runkit.distributed import Launch, Team, launch_from_environment
 from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
-from PULSE import (NOISE_TYPES, OPTIMIZERS, SCHEDULES, ModelOptions, NoiseLayerError, NoiseLayers, SearchConfig,
+from PULSE import (NOISE_TYPES, OPTIMIZERS, SCHEDULES, ModelOptions, NoiseLayers, SearchConfig,
                    load, result_settings)
-from weightfiles.weights import WeightsError
 
 
 # ---- flags ---------------------------------------------------------------------------------
@@ -354,12 +354,9 @@ PROCESS_FLAGS = ("threads", "no_speedups")  # set process-wide by start_process:
 
 def start_process(threads=None, speedups=True):
     """The Process for these settings, with its CPU threads set and, on the CPU with speedups,
-    freed memory kept for reuse (neither changes a result); SetupError if it cannot run here."""
-    try:
-        launch = launch_from_environment()
-        device = pick_device(local_rank=launch.local_rank)
-    except (TeamError, DeviceError) as e:
-        raise SetupError(e) from None
+    freed memory kept for reuse (neither changes a result); TeamError or DeviceError if it cannot run here."""
+    launch = launch_from_environment()
+    device = pick_device(local_rank=launch.local_rank)
     if device.type == "cpu" and speedups:
         speed.keep_freed_memory()
     speed.set_threads(threads)
@@ -369,12 +366,12 @@ def start_process(threads=None, speedups=True):
 def main(argv=None):
     """run.py; returns its exit status (see cli.py)."""
     args = parse_args(argv)
+    cli.show_messages()
     options = RunOptions.from_args(args)
     try:
         process = start_process(args.threads, speedups=not args.no_speedups)
-    except SetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_SETUP_FAILED
+    except PulseError as e:
+        return cli.report_failure(e, "run.py")
     # In a torchrun job a stop reaches each process twice (from the terminal or Slurm, then from
     # torchrun passing it on): the repeat must not cut the writing of the results short.
     with cli.StopSignals(repeat_leaves=process.launch.world_size == 1) as stop:
@@ -387,9 +384,8 @@ def run_folder(options, process, stop):
     try:
         paths = list_inputs(options.folder.input_dir)
         out_dir, made = prepare_output_dir(options.folder.output_dir)  # before the first collective
-    except SetupError as e:
-        print(process.launch.tag(f"error: {e}"), file=sys.stderr)
-        return EXIT_SETUP_FAILED
+    except PulseError as e:
+        return cli.report_failure(e, "run.py", process.launch.tag)
     try:
         with Team(process.launch, process.device) as team:
             return run_job(options, paths, out_dir, team, stop)
@@ -417,12 +413,8 @@ def run_job(options, paths, out_dir, team, stop):
     try:
         model = team.main_first(lambda: load(device=team.device, **asdict(options.model)))  # a download happens once
         model.check_noise_layers(options.search)
-    except NoiseLayerError as e:
-        print(team.tag(f"run.py: error: {e}"), file=sys.stderr)
-        return EXIT_USAGE
-    except (SetupError, TeamError, WeightsError, speed.PrecisionError, DeviceError) as e:
-        print(team.tag(f"error: {e}"), file=sys.stderr)
-        return EXIT_SETUP_FAILED
+    except PulseError as e:
+        return cli.report_failure(e, "run.py", team.tag)
     except KeyboardInterrupt:
         print(team.tag("interrupted before any search: nothing was written"), file=sys.stderr)
         return stop.exit_status

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastops import FastOps, set_fast
+from generators.fastops import FastOps, set_fast
 
 ACTIVATIONS = {"lrelu": lambda: nn.LeakyReLU(negative_slope=0.2), "relu": nn.ReLU}
 FUSED_UPSCALE_FROM = 128  # 2020: blocks that make 128x128 or more upscale by a fused transposed conv

@@ -23,6 +23,7 @@ import numpy as np
 
 from runkit import cli, runlog
 import run
+from errors import PulseError
 from niqe import niqe
 from runkit.files import atomic_path
 from runkit.images import read_rgb
@@ -220,9 +221,8 @@ def main(argv=None):
     try:  # the process flags are the same in every combination (they cannot be in -grid)
         run.list_inputs(args.input_dir)  # a missing or empty folder would fail every combination alike
         process = run.start_process(run_args.threads, speedups=not run_args.no_speedups)
-    except cli.SetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+    except PulseError as e:
+        return cli.report_failure(e, "sweep.py")
 
     exit_codes = {}
     with cli.StopSignals() as stop:

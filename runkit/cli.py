@@ -1,4 +1,4 @@
-"""What the project's command-line scripts share: flag types, exit statuses, and stopping on a signal.
+"""What the project's command-line scripts share: flag types, exit statuses, messages, and stopping on a signal.
 
 Every script takes its flags as `-name` and `--name`, shows their defaults in `--help`, and ends
 with one of these statuses:
@@ -10,11 +10,14 @@ with one of these statuses:
   128+N  stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP) after saving what was done
 """
 import argparse
+import logging
 import math
 import os
 import signal
+import sys
 from contextlib import contextmanager
 
+from errors import PulseError, UsageError
 from runkit.quiet_stop import STOP_SIGNALS
 
 EXIT_OK, EXIT_INPUTS_FAILED, EXIT_USAGE, EXIT_SETUP_FAILED = 0, 1, 2, 3
@@ -23,8 +26,39 @@ EXIT_STATUSES = ("exit status: 0 all done; 1 some inputs failed (each named); 2 
                  "(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), what was done is saved")
 
 
-class SetupError(RuntimeError):
+class SetupError(PulseError, RuntimeError):
     """The run cannot start (the message says why and what to do); main prints it as one line."""
+
+
+def report_failure(error, script, tag=str):
+    """Say on stderr, in one line, why `script` ends (`error`: one of the project's errors, or an
+    OSError where the script expects one) and return its exit status: a UsageError is worded as
+    argparse words a bad flag (`run.py: error: ...`, status 2); anything else means setup failed
+    (`error: ...`, status 3). `tag` marks the line with its process in a torchrun job."""
+    usage = isinstance(error, UsageError)
+    print(tag(f"{script}: error: {error}" if usage else f"error: {error}"), file=sys.stderr)
+    return EXIT_USAGE if usage else EXIT_SETUP_FAILED
+
+
+class StderrLines(logging.StreamHandler):
+    """Each record as its message alone, on the sys.stderr of the moment (tqdm's, a test's capture)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def show_messages():
+    """Show what the library says on the `pulse` logger (its progress and notes, warnings) as plain
+    lines on stderr: what a script does first; the library itself only logs."""
+    logger = logging.getLogger("pulse")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(handler, StderrLines) for handler in logger.handlers):
+        logger.addHandler(StderrLines())
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,23 +109,6 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
-
-
-class ParsedText(str):
-    """A flag's text as written (what the run log keeps and -resume compares), carrying `parsed`,
-    what the subclass's `parse` made of it when it was made: the text is parsed once. Made from
-    one of its kind, it is that same one; immutable like any str, it is its own deep copy."""
-
-    def __new__(cls, text):
-        if isinstance(text, cls):
-            return text
-        parsed = cls.parse(text)
-        made = super().__new__(cls, text)
-        made.parsed = parsed
-        return made
-
-    def __deepcopy__(self, memo):  # dataclasses.asdict deep-copies: no parsing again
-        return self
 
 
 def parsed_by(parse):

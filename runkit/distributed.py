@@ -13,13 +13,15 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from errors import PulseError
+
 POLL_SECONDS = 0.5
 # The collectives wait for rank 0's setup: a weights download and conversion, a gaussian fit.
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
-class TeamError(RuntimeError):
-    pass
+class TeamError(PulseError, RuntimeError):
+    """A torchrun job that is not set up as one, or whose processes disagree."""
 
 
 @dataclass(frozen=True)

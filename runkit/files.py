@@ -1,6 +1,7 @@
 """Writing files so that a crash or Ctrl-C never leaves half of one behind, and so that
 processes sharing a folder take turns."""
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -16,6 +17,7 @@ except ImportError:  # Windows
     import msvcrt
 
 LOCK_NAME = ".lock"
+logger = logging.getLogger("pulse")
 
 
 def _umask():
@@ -109,7 +111,7 @@ def _try_lock(handle):
 
 
 @contextmanager
-def folder_lock(folder, log=print, poll_seconds=0.5):
+def folder_lock(folder, poll_seconds=0.5):
     """Hold `<folder>/.lock` exclusively, so that one process at a time prepares what is in `folder`.
 
     Another process (a second shell, another rank of a multi-GPU job) waits here, saying so,
@@ -123,8 +125,8 @@ def folder_lock(folder, log=print, poll_seconds=0.5):
     handle = None
     while handle is None:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = _lock_file(folder / LOCK_NAME, waiting, log, poll_seconds)
-        log = _silent  # a second try waits without saying so again
+        handle = _lock_file(folder / LOCK_NAME, waiting, poll_seconds)
+        waiting = None  # a second try waits without saying so again
     with handle:
         try:
             yield
@@ -132,20 +134,17 @@ def folder_lock(folder, log=print, poll_seconds=0.5):
             _unlock(handle)
 
 
-def _silent(message):
-    pass
-
-
-def _lock_file(path, waiting, log, poll_seconds):
-    """`path` opened and locked by this process (logging `waiting` if it has to wait), or None when
-    the file was deleted (with its folder, maybe) before this process got the lock."""
+def _lock_file(path, waiting, poll_seconds):
+    """`path` opened and locked by this process (logging `waiting`, unless None, if it has to wait),
+    or None when the file was deleted (with its folder, maybe) before this process got the lock."""
     try:
         handle = open(path, "a+b")
     except FileNotFoundError:  # the folder went between making it and opening the file
         return None
     handle.seek(0)
     if not _try_lock(handle):
-        log(waiting)
+        if waiting:
+            logger.info(waiting)
         while not _try_lock(handle):
             time.sleep(poll_seconds)
     if _is_file_at(handle, path):
@@ -169,7 +168,7 @@ def _is_file_at(handle, path):
 
 
 @contextmanager
-def preparing(folder, log=print, inside=None):
+def preparing(folder, inside=None):
     """folder_lock(folder) around writing into `folder` (or into its subfolder `inside`), leaving the
     disk as it was found when the writing fails: the lock file goes again if this made it, and so
     does each folder this made that is left empty."""
@@ -178,7 +177,7 @@ def preparing(folder, log=print, inside=None):
     made = [path for path in (target, *target.parents) if not path.exists()]  # deepest first
     lock_made = not (folder / LOCK_NAME).exists()
     try:
-        with folder_lock(folder, log):
+        with folder_lock(folder):
             try:
                 yield
             except BaseException:

@@ -3,13 +3,14 @@ import torch
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from errors import PulseError
 from runkit.files import save_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-class ImageReadError(ValueError):
-    pass
+class ImageReadError(PulseError, ValueError):
+    """An input that is no image PULSE can take (the message names it and says why)."""
 
 
 def read_rgb(path):
@@ -43,6 +44,13 @@ def to_pil(tensor):
     """[3, H, W] in [0, 1] -> PIL image; values are truncated like torchvision's ToPILImage."""
     array = tensor.detach().clamp(0, 1).mul(255).byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array)
+
+
+@torch.no_grad()
+def downscale_image(downscale, image):
+    """PIL `image` through `downscale` (a bicubic.BicubicDownSample, on its device), as the search
+    downscales what it compares with its input."""
+    return to_pil(downscale(to_tensor(image)[None].to(downscale.k1))[0])
 
 
 def save_tensor_image(tensor, path):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from errors import PulseError
+
 # name: (dtype of the model and the search variables, dtype the generator computes in under autocast)
 PRECISIONS = {
     "fp32": (torch.float32, None),
@@ -20,8 +22,8 @@ PRECISIONS = {
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 
 
-class PrecisionError(ValueError):
-    pass
+class PrecisionError(PulseError, ValueError):
+    """A precision this device cannot compute in."""
 
 
 def cpu_has_fast_bfloat16():

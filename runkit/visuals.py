@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from runkit import runlog
 from bicubic import BicubicDownSample
 from runkit.files import atomic_path, save_image
-from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_pil
+from runkit.images import IMAGE_SUFFIXES, ImageReadError, downscale_image, read_rgb, to_pil
 
 PANEL = 256             # side of a strip panel, and the largest side of a GIF frame
 LINE_HEIGHT = 16
@@ -134,7 +134,7 @@ def ground_truth_panels(hr_dir, stem):
 
 def downscale_like_search(image, low_size):
     """`image` downscaled to `low_size` by the search's own bicubic operator."""
-    return BicubicDownSample(factor=image.width // low_size).downscale_image(image)
+    return downscale_image(BicubicDownSample(factor=image.width // low_size), image)
 
 
 def result_panels(record, low_size):

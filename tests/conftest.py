@@ -1,7 +1,9 @@
 import http.server
 import json
+import logging
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,36 @@ def tiny_pickle():
     """The bytes of a 32x32 StyleGAN-1 network pickle in NVIDIA's format (random weights)."""
     from stylegan1_pickles import tiny_pickle_bytes
     return tiny_pickle_bytes()
+
+
+@pytest.fixture(autouse=True)
+def pulse_logger_as_found():
+    """A script's main shows the `pulse` logger's messages on stderr (cli.show_messages): each test
+    finds the logger as Python leaves it, whatever the tests before it ran."""
+    logger = logging.getLogger("pulse")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+QUICK_FIT_DRAWS = 256  # the draws of a gaussian fit in tests (the real 1,000,000 take a minute a network)
+
+
+@contextmanager
+def quick_fits():
+    """Inside the block, every gaussian fit made (at a conversion) takes QUICK_FIT_DRAWS draws."""
+    from weightfiles import weights
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights, "GAUSSIAN_FIT_DRAWS", QUICK_FIT_DRAWS)
+        yield
+
+
+def convert_quickly(network_file, cache_dir, **keywords):
+    """conversion.convert with quick_fits."""
+    from weightfiles import conversion
+    with quick_fits():
+        return conversion.convert(network_file, cache_dir, **keywords)
 
 
 def run_on_tiny_model(out_dir, *flags, input_dir=TINY_INPUT.parent):

@@ -18,8 +18,7 @@ import scipy.signal
 import scipy.special
 import torch
 
-import stylegan2
-import stylegan3
+from generators import stylegan2, stylegan3
 from test_stylegan2 import nvidia_pickle, stylegan2_description
 
 FILTER_TAPS_PER_FACTOR, LRELU_UPSAMPLING = 6, 2

@@ -1,7 +1,7 @@
 """The Python API (PULSE.load, model.upsample, model.render) on the tiny model: the same results as
 run.py, every accepted input form, bad inputs refused before any search, stopping, and the
 README's example."""
-import json
+import logging
 import os
 import re
 import subprocess
@@ -24,12 +24,12 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def model64():
-    return PULSE.load(cache_dir=TINY_MODEL, precision="fp64", log=lambda *_: None)
+    return PULSE.load(cache_dir=TINY_MODEL, precision="fp64")
 
 
 @pytest.fixture(scope="module")
 def model32():
-    return PULSE.load(cache_dir=TINY_MODEL, log=lambda *_: None)
+    return PULSE.load(cache_dir=TINY_MODEL)
 
 
 def png_pixels(image, tmp_path):
@@ -149,11 +149,17 @@ def test_an_unknown_name_is_a_type_error_listing_the_known_ones(model64, monkeyp
     ({"network": 3}, "network must be None, a path or a URL"),
     ({"compile": "yes"}, "compile must be True or False"),
     ({"precision": "fp8"}, "precision must be one of"),
-    ({"log": "stderr"}, "log must be a function"),
 ])
 def test_load_refuses_a_bad_argument_by_name(arguments, reason):
     with pytest.raises(ValueError, match=re.escape(reason)):
         PULSE.load(**{"cache_dir": TINY_MODEL, **arguments})
+
+
+def test_load_tells_its_notes_to_the_pulse_logger(caplog):
+    caplog.set_level(logging.INFO, logger="pulse")
+    PULSE.load(cache_dir=TINY_MODEL)
+    assert [record.name for record in caplog.records] == ["pulse"]
+    assert caplog.messages[0].startswith(f"note: {TINY_MODEL} is the bundled tiny test model")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -213,10 +219,11 @@ def test_the_model_exposes_its_generator_and_fit(model64):
 
 def test_load_without_weights_or_network_raises_one_error_listing_the_sources(tmp_path, monkeypatch, http_server):
     from weightfiles import releases
-    source = {"label": "a test source", "url": http_server.url("/missing.pkl"), "file": "net.pkl", "md5": "0"}
-    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"sources": {"2020": [], "ffhq": [source]}}))
+    monkeypatch.setitem(releases.SOURCES, "2020", [])
+    monkeypatch.setitem(releases.SOURCES, "ffhq", [releases.Source("a test source", http_server.url("/missing.pkl"),
+                                                                   "net.pkl", "0")])
     with pytest.raises(WeightsError) as failed:
-        PULSE.load(cache_dir=tmp_path / "cache", log=lambda *_: None)
+        PULSE.load(cache_dir=tmp_path / "cache")
     assert "a test source" in str(failed.value) and "convert_weights.py" in str(failed.value)
 
 
@@ -243,7 +250,7 @@ def test_the_api_from_another_folder_and_a_module_of_the_users_of_a_project_modu
     works = python_in(tmp_path, f"""import sys
 sys.path.insert(0, {str(ROOT)!r})
 import PULSE
-model = PULSE.load(cache_dir={str(TINY_MODEL)!r}, log=lambda line: None)
+model = PULSE.load(cache_dir={str(TINY_MODEL)!r})
 (result,) = model.upsample({str(TINY_INPUT)!r}, seed=0, steps=1)
 print(result.steps, result.image.size)
 """)

@@ -1,4 +1,4 @@
-"""What every script shares: flag types, -name and --name, stop signals."""
+"""What every script shares: flag types, -name and --name, stop signals, the errors it ends on."""
 import argparse
 import importlib
 import re
@@ -73,3 +73,35 @@ def test_the_first_stop_signal_raises_keyboard_interrupt():
         with pytest.raises(KeyboardInterrupt):
             stop._handle(signal.SIGHUP, None)
         assert stop.exit_status == 129
+
+
+# ---- the project's errors ------------------------------------------------------------------------
+
+PROJECT_MODULES = [*SCRIPTS, "errors", "PULSE", "device", "loss", "generators.dcgan", "runkit.cli", "runkit.speed", "runkit.images",
+                   "runkit.distributed", "weightfiles.download"]
+KEPT_BASES = {"SetupError": RuntimeError, "PrecisionError": ValueError, "ImageReadError": ValueError,
+              "TeamError": RuntimeError, "NoiseLayerError": ValueError, "WeightsError": RuntimeError,
+              "DownloadError": OSError, "UploadError": ValueError, "LossStringError": ValueError,
+              "DeviceError": RuntimeError, "LogError": ValueError}
+
+
+def test_every_error_of_the_project_derives_from_one_base_and_keeps_its_own():
+    from errors import PulseError
+    found = {}
+    for name in PROJECT_MODULES:
+        module = importlib.import_module(name)
+        found.update({value.__name__: value for value in vars(module).values()
+                      if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == name})
+    assert set(KEPT_BASES) <= set(found)
+    for name, error in found.items():
+        assert issubclass(error, PulseError), name
+        assert name not in KEPT_BASES or issubclass(error, KEPT_BASES[name]), name
+
+
+def test_a_usage_error_ends_a_script_as_a_bad_flag_does_any_other_as_setup_failed(capsys):
+    from PULSE import NoiseLayerError
+    from weightfiles.weights import WeightsError
+    assert cli.report_failure(NoiseLayerError("no layer 9"), "run.py") == cli.EXIT_USAGE
+    assert cli.report_failure(WeightsError("no weights"), "run.py", tag=lambda line: f"[rank 1] {line}") == 3
+    assert cli.report_failure(OSError("disk full"), "convert_weights.py") == cli.EXIT_SETUP_FAILED
+    assert capsys.readouterr().err == "run.py: error: no layer 9\n[rank 1] error: no weights\nerror: disk full\n"

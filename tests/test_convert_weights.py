@@ -1,6 +1,9 @@
 """convert_weights.py against synthetic pickles laid out like NVIDIA's StyleGAN-1 release
 (built by tests/stylegan1_pickles.py)."""
+import dataclasses
 import io
+import json
+import logging
 import os
 import pickle
 import subprocess
@@ -12,13 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weightfiles import families, nvidia_layouts, nvidia_pickles, weights
+from weightfiles import conversion, families, nvidia_layouts, nvidia_pickles, releases, weights
 import convert_weights
-from conftest import ROOT, TINY_INPUT, TINY_MODEL, load_fixture
+from runkit.files import file_md5
+from conftest import QUICK_FIT_DRAWS, ROOT, TINY_INPUT, TINY_MODEL, convert_quickly, load_fixture
 from stylegan import G_mapping, G_synthesis, synthesis_from_state_dict
 from stylegan1_pickles import EasyDict, Network, dump, dumps, nvidia_tuple, randomised, tf_synthesis_variables
-
-GAUSSIAN_DRAWS = 256
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_conversion_gives_back_the_source_generator(tmp_path, mapping, resolutio
     build_src = f"import pathlib; pathlib.Path({str(marker)!r}).touch()"
     pkl = dump(nvidia_tuple(source, mapping, build_src), tmp_path / "tiny.pkl")
 
-    convert_weights.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    convert_quickly(pkl, tmp_path / "cache")
 
     converted = weights.load_network(tmp_path / "cache", "synthesis")
     expected_state = source.state_dict()
@@ -66,7 +68,7 @@ def converted_cache(tmp_path_factory, mapping):
     folder = tmp_path_factory.mktemp("converted")
     source = randomised(G_synthesis(resolution=32, fmap_base=64, fmap_max=16), seed=3)
     pkl = dump(nvidia_tuple(source, mapping), folder / "tiny.pkl")
-    convert_weights.convert(pkl, folder / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    convert_quickly(pkl, folder / "cache")
     return folder / "cache"
 
 
@@ -75,14 +77,14 @@ def test_mapping_and_gaussian_fit_are_written(converted_cache, mapping):
     converted = weights.load_network(cache, "mapping")
     assert all(torch.equal(v, mapping.state_dict()[k]) for k, v in converted.state_dict().items())
     fit = weights.load_gaussian_fit(cache / "gaussian_fit.pt")
-    expected = weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)
+    expected = weights.fit_gaussian(mapping, draws=QUICK_FIT_DRAWS)
     assert torch.equal(fit["mean"], expected["mean"]) and torch.equal(fit["std"], expected["std"])
 
-    synthesis, prior = weights.load_generator(cache, log=lambda *_: None)
+    synthesis, prior = weights.load_generator(cache)
     assert synthesis.resolution == 32 and torch.equal(prior.fit["mean"], fit["mean"])
     record = weights.read_record(cache)
     assert record == {"family": "stylegan1", "attributes": {}, "source": str(cache.parent / "tiny.pkl"),
-                      "md5": convert_weights.file_md5(cache.parent / "tiny.pkl")}
+                      "md5": file_md5(cache.parent / "tiny.pkl")}
 
 
 def test_run_py_searches_with_the_converted_cache(converted_cache, tmp_path):
@@ -93,20 +95,27 @@ def test_run_py_searches_with_the_converted_cache(converted_cache, tmp_path):
     assert (out / f"{TINY_INPUT.stem}.png").is_file()
 
 
-def test_nvidia_files_are_recognised_by_md5(tmp_path, monkeypatch, capsys):
+def pretend_nvidia_released(monkeypatch, name, path):
+    """NVIDIA's `name` release, as if the file at `path` were its pickle (its MD5 the release's)."""
+    release = dataclasses.replace(releases.NVIDIA_PICKLES[name], md5=file_md5(path))
+    monkeypatch.setitem(releases.NVIDIA_PICKLES, name, release)
+
+
+def test_nvidia_files_are_recognised_by_md5(tmp_path, monkeypatch, caplog):
     pkl = tmp_path / "some.pkl"
     pkl.write_bytes(b"not really a pickle")
-    monkeypatch.setitem(convert_weights.KNOWN_PICKLES, convert_weights.file_md5(pkl), "FFHQ test entry")
-    convert_weights.report_model(pkl, print)
-    out, err = capsys.readouterr()
-    assert "recognised NVIDIA's FFHQ test entry" in out and err == ""
+    pretend_nvidia_released(monkeypatch, "celebahq", pkl)
+    caplog.set_level(logging.INFO, logger="pulse")
+    conversion.report_network(pkl)
+    assert [(r.levelname, r.message) for r in caplog.records] == [
+        ("INFO", "recognised NVIDIA's CelebA-HQ 1024x1024 (karras2019stylegan-celebahq-1024x1024.pkl)")]
 
 
 def test_the_ffhq_model_keeps_the_bundled_2020_gaussian_fit(tmp_path, mapping, monkeypatch):
     source = randomised(G_synthesis(resolution=8, fmap_base=32, fmap_max=8), seed=5)
     pkl = dump(nvidia_tuple(source, mapping), tmp_path / "ffhq.pkl")
-    monkeypatch.setattr(convert_weights, "FFHQ_MD5", convert_weights.file_md5(pkl))
-    convert_weights.convert(pkl, tmp_path / "cache", gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    pretend_nvidia_released(monkeypatch, "ffhq", pkl)
+    convert_quickly(pkl, tmp_path / "cache")
     fit = weights.load_gaussian_fit(tmp_path / "cache" / "gaussian_fit.pt")
     bundled = weights.load_gaussian_fit(ROOT / "gaussian_fit.pt")
     assert weights.BUNDLED_FIT == ROOT / "gaussian_fit.pt"
@@ -176,8 +185,9 @@ def cli_runs(tmp_path_factory, mapping):
     for case, data in files.items():
         (folder / f"{case}.pkl").write_bytes(data)
         processes[case] = subprocess.Popen(
-            [sys.executable, "convert_weights.py", str(folder / f"{case}.pkl"), "-cache_dir", str(folder / case),
-             "-gaussian_draws", str(GAUSSIAN_DRAWS)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [sys.executable, "tests/patched_script.py", json.dumps({"fit_draws": QUICK_FIT_DRAWS}), "convert_weights.py",
+             str(folder / f"{case}.pkl"), "-cache_dir", str(folder / case)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = {}
     for case, process in processes.items():
         stdout, stderr = process.communicate(timeout=120)
@@ -190,7 +200,7 @@ def test_cli_converts_and_warns_about_an_unknown_file(cli_runs):
     run = cli_runs["valid"]
     assert run.returncode == 0, run.stderr
     assert run.stderr.startswith("warning: ") and "not one of NVIDIA's released" in run.stderr
-    assert "8x8 generator" in run.stdout
+    assert "8x8 generator" in run.stderr and run.stdout == ""
     assert {p.name for p in run.cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
 
 

@@ -16,21 +16,20 @@ import torch
 from PIL import Image
 
 import convert_weights
-import dcgan
+from generators import dcgan
 import evaluate
 import PULSE
 import run
 from bicubic import BicubicDownSample
 from conftest import FIXTURES, pixels
-from generator import SphereOfZ
+from generators.generator import SphereOfZ
 from loss import geocross_loss
 from runkit.images import read_rgb, to_tensor
 from weightfiles import releases, weights
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 FACES = FIXTURES / "digiface"
 EPS = PULSE.SearchConfig.eps
-quiet = lambda *_: None  # noqa: E731
 
 
 def random_dcgan(resolution=16, nz=8, ngf=4, seed=0):
@@ -56,7 +55,7 @@ def test_a_dcgan_state_dict_converts_to_a_cache_of_its_family(tmp_path, name, wr
     assert convert_weights.main([str(tmp_path / name), "-cache_dir", str(cache)]) == 0
     assert {p.name for p in cache.iterdir()} == {"synthesis.pt", weights.RECORD}  # no mapping, no fit
     assert weights.read_record(cache)["family"] == "dcgan"
-    synthesis, prior = weights.load_generator(cache, log=quiet)
+    synthesis, prior = weights.load_generator(cache)
     assert (synthesis.resolution, synthesis.dlatent_size, synthesis.num_ws) == (16, 8, 1)  # from the shapes
     assert isinstance(prior, SphereOfZ) and prior.fit is None and prior.width == 8
     z = torch.randn(3, 1, 8)
@@ -66,7 +65,7 @@ def test_a_dcgan_state_dict_converts_to_a_cache_of_its_family(tmp_path, name, wr
 
 def test_minus_network_converts_a_dcgan_file_into_the_cache(tmp_path):
     torch.save(random_dcgan().state_dict(), tmp_path / "netG.pth")
-    model = PULSE.load(network=str(tmp_path / "netG.pth"), cache_dir=tmp_path / "cache", log=quiet)
+    model = PULSE.load(network=str(tmp_path / "netG.pth"), cache_dir=tmp_path / "cache")
     assert model.resolution == 16 and weights.read_record(tmp_path / "cache" / "netG")["family"] == "dcgan"
 
 
@@ -139,13 +138,13 @@ def packaged_weights():
 def digiface_cache(tmp_path_factory):
     packaged_weights()
     cache = tmp_path_factory.mktemp("cache")
-    PULSE.load(network="dcgan-digiface", cache_dir=cache, log=quiet)
+    PULSE.load(network="dcgan-digiface", cache_dir=cache)
     return cache
 
 
 @pytest.fixture(scope="module")
 def digiface(digiface_cache):
-    return PULSE.load(network="dcgan-digiface", cache_dir=digiface_cache, device="cpu", log=quiet)
+    return PULSE.load(network="dcgan-digiface", cache_dir=digiface_cache, device="cpu")
 
 
 def fixture_inputs():
@@ -165,7 +164,7 @@ def test_a_missing_package_says_what_to_install(monkeypatch, tmp_path):
                         releases.Packaged("no-such-distribution-here", packaged.version, packaged.file, packaged.sha256,
                                           packaged.about))
     with pytest.raises(WeightsError) as refused:
-        PULSE.load(network="dcgan-digiface", cache_dir=tmp_path / "cache", log=quiet)
+        PULSE.load(network="dcgan-digiface", cache_dir=tmp_path / "cache")
     message = str(refused.value)
     assert "\n" not in message
     assert "pip install --no-deps --ignore-requires-python no-such-distribution-here==" in message

@@ -10,13 +10,13 @@ import os
 import pytest
 import torch
 
-from weightfiles import releases, rosinality_checkpoints, weights
+from weightfiles import rosinality_checkpoints, weights
 import convert_weights
 import PULSE
-import rosinality
+from generators import rosinality
 import run
-from conftest import ROOT
-from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
+from conftest import QUICK_FIT_DRAWS, ROOT, convert_quickly, quick_fits
+from test_stylegan2 import (Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
                             nvidia_pickle, random_stylegan2, relative_error, search_inputs)
 from test_stylegan3 import DRAWS, assert_gaussian_fit_reproduced, networks_of_file
 
@@ -167,11 +167,11 @@ def test_other_layouts_are_refused(tmp_path):
 @pytest.mark.parametrize("name", ["rosinality-64.pt", "rosinality-64-converted.pt"])
 def test_shared_checkpoint_converts_into_a_cache_that_loads_the_same_generator(tmp_path, name, reference):
     cache = tmp_path / "cache"
-    assert convert_weights.main([str(SHARED / name), "-cache_dir", str(cache),
-                                 "-gaussian_draws", str(GAUSSIAN_DRAWS)]) == 0
+    with quick_fits():
+        assert convert_weights.main([str(SHARED / name), "-cache_dir", str(cache)]) == 0
     assert {p.name for p in cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
     assert weights.read_record(cache)["family"] == "rosinality"
-    synthesis, _ = weights.load_generator(cache, log=lambda *_: None)
+    synthesis, _ = weights.load_generator(cache)
     with torch.no_grad():
         image = synthesis(reference["ws"], reference["noise"])
     assert relative_error(image, reference["img_noise"]) < 1e-5
@@ -183,7 +183,7 @@ def rosinality_run_setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rosinality-run")
     torch.save(training_checkpoint(random_rosinality(seed=3)), folder / "net.pt")
     cache = folder / "cache"
-    convert_weights.convert(folder / "net.pt", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    convert_quickly(folder / "net.pt", cache)
     return cache, search_inputs(cache, folder / "in")
 
 
@@ -199,7 +199,7 @@ def test_noise_layers_beyond_a_rosinality_generator_are_refused(tmp_path, rosina
 
 @pytest.mark.parametrize("name", ["550000.pt", "550000.pkl"])  # a .pkl name, a torch.save content
 def test_network_flag_tells_a_rosinality_checkpoint_by_its_content(tmp_path, rosinality_run_setup, monkeypatch, name):
-    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
+    monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", QUICK_FIT_DRAWS)
     checkpoint = tmp_path / name
     torch.save({"g_ema": random_rosinality(seed=4), "latent_avg": torch.zeros(512)}, checkpoint)
     _, inputs = rosinality_run_setup
@@ -212,14 +212,13 @@ def test_families_do_not_mix_in_one_cache(tmp_path, rosinality_run_setup):
     cache, _ = rosinality_run_setup
     (tmp_path / "sg2.pkl").write_bytes(nvidia_pickle(*random_stylegan2()))
     with pytest.raises(weights.WeightsError, match="already holds a rosinality StyleGAN2 generator"):
-        convert_weights.convert(tmp_path / "sg2.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+        convert_quickly(tmp_path / "sg2.pkl", cache)
 
 
 def test_python_api_loads_a_rosinality_checkpoint_like_any_network(tmp_path, rosinality_run_setup, monkeypatch):
-    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
+    monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", QUICK_FIT_DRAWS)
     torch.save(training_checkpoint(random_rosinality(seed=5)), tmp_path / "net.pt")
-    model = PULSE.load(network=str(tmp_path / "net.pt"), cache_dir=str(tmp_path / "cache"), device="cpu",
-                       log=lambda *_: None)
+    model = PULSE.load(network=str(tmp_path / "net.pt"), cache_dir=str(tmp_path / "cache"), device="cpu")
     _, inputs = rosinality_run_setup
     (result,) = model.upsample(inputs / "face0.png", seed=0, steps=2)
     assert len(result.noise) == 7 and model.render(result.latent, result.noise).size == (32, 32)

@@ -10,8 +10,8 @@ from runkit import roof, speed
 import bench
 import run
 from conftest import TINY_INPUT, TINY_MODEL, load_fixture
-from fastops import FastOps
-from generator import MappedGaussian
+from generators.fastops import FastOps
+from generators.generator import MappedGaussian
 from PULSE import PULSE
 from stylegan import G_synthesis, synthesis_from_state_dict
 

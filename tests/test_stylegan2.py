@@ -20,19 +20,18 @@ import pytest
 import torch
 from PIL import Image
 
-from weightfiles import nvidia_pickles, releases, weights
+from weightfiles import nvidia_pickles, weights
 import convert_weights
 import run
-import stylegan2
+from generators import stylegan2
 from bicubic import BicubicDownSample
-from conftest import ROOT, TINY_MODEL
+from conftest import QUICK_FIT_DRAWS, ROOT, TINY_MODEL, convert_quickly
+from runkit.files import file_md5
 from runkit.images import save_tensor_image
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan2"
 needs_shared = pytest.mark.skipif(not (SHARED / "network-snapshot-64.pkl").is_file(),
                                   reason="../shared/reference/stylegan2 is not here")
-GAUSSIAN_DRAWS = 256
-
 
 def relative_error(got, want):
     return ((got.double() - want.double()).abs().max() / want.double().abs().max()).item()
@@ -200,8 +199,7 @@ def load_both(cache):
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("sg2-shared")
-    convert_weights.convert(SHARED / "network-snapshot-64.pkl", cache, gaussian_draws=GAUSSIAN_DRAWS,
-                            log=lambda *_: None)
+    convert_quickly(SHARED / "network-snapshot-64.pkl", cache)
     return cache
 
 
@@ -213,7 +211,7 @@ def reference():
 @needs_shared
 def test_shared_pickle_converts_to_the_described_shape(shared_cache):
     info = json.loads((SHARED / "info-64.json").read_text())
-    synthesis, prior = weights.load_generator(shared_cache, log=lambda *_: None)
+    synthesis, prior = weights.load_generator(shared_cache)
     fit = prior.fit
     assert isinstance(synthesis, stylegan2.SynthesisNetwork)
     assert synthesis.resolution == info["resolution"] and synthesis.num_ws == info["num_ws"]
@@ -290,7 +288,7 @@ def convert_bytes(tmp_path, data, name="net", cache=None):
     path = tmp_path / f"{name}.pkl"
     path.write_bytes(data)
     cache = cache or tmp_path / f"{name}-cache"
-    convert_weights.convert(path, cache, gaussian_draws=GAUSSIAN_DRAWS, log=lambda *_: None)
+    convert_quickly(path, cache)
     return cache
 
 
@@ -304,27 +302,27 @@ def test_own_pickle_round_trips_exactly(tmp_path, architecture, conv_clamp, prot
     assert not marker.exists()
     assert {p.name for p in cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
     record = weights.read_record(cache)
-    assert record["family"] == "stylegan2" and record["md5"] == convert_weights.file_md5(tmp_path / "net.pkl")
+    assert record["family"] == "stylegan2" and record["md5"] == file_md5(tmp_path / "net.pkl")
     assert record["attributes"] == {"conv_clamp": conv_clamp, "mapping_lr_multiplier": 0.01}
 
-    got, prior = weights.load_generator(cache, log=lambda *_: None)
+    got, prior = weights.load_generator(cache)
     fit = prior.fit
     _, got_mapping = load_both(cache)
     ws = torch.randn(2, synthesis.num_ws, 512)
     assert torch.equal(got(ws, noise_for(synthesis)), synthesis(ws, noise_for(synthesis)))
     z = torch.randn(5, 512)
     assert torch.equal(got_mapping(z), mapping(z))
-    want_fit = weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)
+    want_fit = weights.fit_gaussian(mapping, draws=QUICK_FIT_DRAWS)
     assert all(torch.equal(fit[k], want_fit[k]) for k in ("mean", "std"))
 
 
 def test_stylegan2_cache_never_uses_the_bundled_stylegan1_fit(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", GAUSSIAN_DRAWS)
+    monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", QUICK_FIT_DRAWS)
     cache = convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2()))
     (cache / "gaussian_fit.pt").unlink()
-    fit = weights.load_generator(cache, log=lambda *_: None)[1].fit
+    fit = weights.load_generator(cache)[1].fit
     _, mapping = load_both(cache)
-    assert torch.equal(fit["mean"], weights.fit_gaussian(mapping, draws=GAUSSIAN_DRAWS)["mean"])  # its own mapping
+    assert torch.equal(fit["mean"], weights.fit_gaussian(mapping, draws=QUICK_FIT_DRAWS)["mean"])  # its own mapping
     assert (cache / "gaussian_fit.pt").is_file()
 
 
@@ -392,7 +390,7 @@ def sg2_run_setup(tmp_path_factory):
 
 def search_inputs(cache, inputs):
     """Two inputs (one shifted) made of an image the generator in `cache` draws, at TARGET_SIZE."""
-    synthesis, prior = weights.load_generator(cache, log=lambda *_: None)
+    synthesis, prior = weights.load_generator(cache)
     fit = prior.fit
     generator = torch.Generator().manual_seed(11)
     latent = torch.randn(1, synthesis.num_ws, 512, generator=generator)
@@ -458,7 +456,7 @@ def assert_refused(tmp_path, setup, capsys, cases):
 
 
 def test_network_flag_converts_a_stylegan2_pickle_once_and_takes_its_folder(tmp_path, sg2_run_setup, monkeypatch):
-    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
+    monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", QUICK_FIT_DRAWS)
     pkl = tmp_path / "sg2-net.pkl"
     pkl.write_bytes(nvidia_pickle(*random_stylegan2(resolution=FIXTURE_RESOLUTION, seed=4)))
     _, inputs = sg2_run_setup

@@ -15,13 +15,13 @@ import pytest
 import scipy.special
 import torch
 
-from weightfiles import families, nvidia_pickles, releases, weights
+from weightfiles import conversion, families, nvidia_pickles, weights
 import convert_weights
 import PULSE
 import run
-from conftest import ROOT
+from conftest import QUICK_FIT_DRAWS, ROOT, quick_fits
 from stylegan3_networks import design, lowpass_filter, random_stylegan3, stylegan3_pickle
-from test_stylegan2 import (GAUSSIAN_DRAWS, Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
+from test_stylegan2 import (Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
                             convert_bytes, relative_error, run_sg2, search_inputs)
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan3"
@@ -33,7 +33,7 @@ FIT_DRAWS = 100_000
 def networks_of_file(path, family="stylegan3"):
     """(synthesis, mapping) of the network file at `path`, read as the converter reads it, which
     must find it of `family`."""
-    network_file = convert_weights.read_network(path)
+    network_file = conversion.read_network(path)
     assert families.family_of(network_file) == family
     synthesis_state, mapping_state, attributes = families.FAMILIES[family].read(network_file, str(path))
     return (families.build(family, "synthesis", synthesis_state, attributes, path),
@@ -234,16 +234,17 @@ SMALL = dict(img_resolution=16, channel_base=128, channel_max=8, num_layers=4)  
 @needs_shared
 def test_shared_pickle_converts_into_a_cache_that_loads_the_same_generator(tmp_path, shared_networks, reference):
     cache = tmp_path / "cache"
-    assert convert_weights.main([str(PICKLE), "-cache_dir", str(cache), "-gaussian_draws", str(GAUSSIAN_DRAWS)]) == 0
+    with quick_fits():
+        assert convert_weights.main([str(PICKLE), "-cache_dir", str(cache)]) == 0
     assert {p.name for p in cache.iterdir()} == {"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD}
     assert weights.read_record(cache)["family"] == "stylegan3"
-    synthesis, prior = weights.load_generator(cache, log=lambda *_: None)
+    synthesis, prior = weights.load_generator(cache)
     fit = prior.fit
     with torch.no_grad():
         image = synthesis(reference["ws"], [])
         assert torch.equal(image, shared_networks[0](reference["ws"], []))
     assert relative_error(image, reference["img"]) < 1e-5
-    assert torch.equal(fit["std"], weights.fit_gaussian(shared_networks[1], draws=GAUSSIAN_DRAWS)["std"])
+    assert torch.equal(fit["std"], weights.fit_gaussian(shared_networks[1], draws=QUICK_FIT_DRAWS)["std"])
 
 
 @pytest.fixture(scope="module", params=["t", "r"])
@@ -277,7 +278,7 @@ def test_noise_flags_do_nothing_by_default_and_naming_a_layer_is_refused(tmp_pat
 
 
 def test_network_flag_converts_a_stylegan3_pickle(tmp_path, sg3_run_setup, monkeypatch):
-    monkeypatch.setenv(releases.TEST_OVERRIDE, json.dumps({"gaussian_draws": GAUSSIAN_DRAWS}))
+    monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", QUICK_FIT_DRAWS)
     pkl = tmp_path / "sg3-net.pkl"
     pkl.write_bytes(stylegan3_pickle(*random_stylegan3("t", seed=4, **SMALL)))
     _, inputs = sg3_run_setup
@@ -288,6 +289,6 @@ def test_network_flag_converts_a_stylegan3_pickle(tmp_path, sg3_run_setup, monke
 
 def test_python_api_loads_a_stylegan3_like_any_network(tmp_path, sg3_run_setup):
     cache, inputs = sg3_run_setup
-    model = PULSE.load(network=str(cache), device="cpu", log=lambda *_: None)
+    model = PULSE.load(network=str(cache), device="cpu")
     (result,) = model.upsample(inputs / "face0.png", seed=0, steps=2)
     assert result.noise == [] and model.render(result.latent, result.noise).size == (16, 16)

@@ -19,7 +19,7 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def model64():
-    return PULSE.load(cache_dir=TINY_MODEL, precision="fp64", log=lambda *_: None)
+    return PULSE.load(cache_dir=TINY_MODEL, precision="fp64")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """Where a run's weights come from: the default source chain, -network, and the cache lock.
 
-NVIDIA's servers are stood in for by a local test server, pointed at through the test-only
-override PULSE_TEST_WEIGHT_SOURCES; the network is a tiny NVIDIA-format StyleGAN-1 pickle.
+NVIDIA's servers are stood in for by a local test server, put into releases.SOURCES by
+monkeypatch (use_sources); the network is a tiny NVIDIA-format StyleGAN-1 pickle.
 """
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -20,23 +22,21 @@ from runkit import runlog
 from weightfiles import releases, weight_sources, weights
 import convert_weights
 import run
-from conftest import ROOT, TINY_INPUT, TINY_MODEL
-from runkit.files import folder_lock, preparing
+from conftest import QUICK_FIT_DRAWS, ROOT, TINY_INPUT, TINY_MODEL, convert_quickly
+from runkit.files import file_md5, folder_lock, preparing
 from stylegan1_pickles import Network, dumps, tiny_pickle_bytes
 
-DRAWS = 256  # of the gaussian fit after converting the tiny model (the real default takes a minute)
 
-
-def quiet(*_):
-    pass
-
-
-def override(sources=None):
-    return json.dumps({"sources": sources or {}, "gaussian_draws": DRAWS})
+def use_sources(monkeypatch, sources=None):
+    """The releases' sources as `sources` ({name: [Source, ...]}) gives them, the others as they are;
+    gaussian fits of few draws."""
+    for name, listed in (sources or {}).items():
+        monkeypatch.setitem(releases.SOURCES, name, listed)
+    monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", QUICK_FIT_DRAWS)
 
 
 def source(label, url, file, md5=None, size=None):
-    return {"label": label, "url": url, "file": file, "md5": md5, "size": size}
+    return releases.Source(label, url, file, md5, size)
 
 
 def search(cache_dir, out_dir, *flags):
@@ -49,7 +49,7 @@ def search(cache_dir, out_dir, *flags):
 
 def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(tmp_path, http_server, tiny_pickle,
                                                                               monkeypatch):
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override())
+    use_sources(monkeypatch)
     url = http_server.add("/networks/tiny-net.pkl", tiny_pickle)
     from_url = search(tmp_path / "cache", tmp_path / "a", "-network", url)
     converted = tmp_path / "cache" / "tiny-net"
@@ -59,7 +59,7 @@ def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(t
     assert not (converted / "tiny-net.pkl").exists()  # the pickle is dropped without -keep_pickle
 
     (tmp_path / "tiny-net.pkl").write_bytes(tiny_pickle)
-    convert_weights.convert(tmp_path / "tiny-net.pkl", tmp_path / "direct", gaussian_draws=DRAWS, log=quiet)
+    convert_quickly(tmp_path / "tiny-net.pkl", tmp_path / "direct")
     assert from_url == search(tmp_path / "direct", tmp_path / "b")
 
     http_server.stop()  # a second run must not need the network at all
@@ -67,40 +67,41 @@ def test_a_network_url_is_converted_once_and_searches_like_the_converted_files(t
     assert len(http_server.requests) == 1
 
 
-def test_a_local_pickle_is_converted_again_only_when_it_changes(tmp_path, tiny_pickle, monkeypatch, capsys):
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override())
+def test_a_local_pickle_is_converted_again_only_when_it_changes(tmp_path, tiny_pickle, monkeypatch, caplog):
+    use_sources(monkeypatch)
     pkl = tmp_path / "mine.pkl"
     pkl.write_bytes(tiny_pickle)
-    folder = weight_sources.network_folder(pkl, tmp_path / "cache", log=quiet)
+    folder = weight_sources.network_folder(pkl, tmp_path / "cache")
     assert folder == tmp_path / "cache" / "mine"
-    assert "not one of NVIDIA's released" in capsys.readouterr().err  # accepted, with a note
+    assert "not one of NVIDIA's released" in caplog.records[0].message  # accepted, with a warning
+    assert caplog.records[0].levelname == "WARNING"
     written = (folder / "synthesis.pt").stat().st_mtime_ns
 
-    assert weight_sources.network_folder(pkl, tmp_path / "cache", log=quiet) == folder
+    assert weight_sources.network_folder(pkl, tmp_path / "cache") == folder
     assert (folder / "synthesis.pt").stat().st_mtime_ns == written
 
     pkl.write_bytes(tiny_pickle_bytes(seed=11))
-    weight_sources.network_folder(pkl, tmp_path / "cache", log=quiet)
+    weight_sources.network_folder(pkl, tmp_path / "cache")
     reconverted = weights.load_tensors(folder / "synthesis.pt")
     other = tmp_path / "other"
-    convert_weights.convert(pkl, other, gaussian_draws=DRAWS, log=quiet)
+    convert_quickly(pkl, other)
     assert all(torch.equal(v, weights.load_tensors(other / "synthesis.pt")[k]) for k, v in reconverted.items())
-    assert weights.read_record(folder)["md5"] == convert_weights.file_md5(pkl)
+    assert weights.read_record(folder)["md5"] == file_md5(pkl)
 
 
 def test_a_folder_of_pt_files_is_used_as_it_is(tmp_path):
-    assert weight_sources.network_folder(TINY_MODEL, tmp_path / "cache", log=quiet) == TINY_MODEL
+    assert weight_sources.network_folder(TINY_MODEL, tmp_path / "cache") == TINY_MODEL
     assert not (tmp_path / "cache").exists()
     with pytest.raises(weights.WeightsError, match="holds no generator"):
-        weight_sources.network_folder(tmp_path, tmp_path / "cache", log=quiet)
+        weight_sources.network_folder(tmp_path, tmp_path / "cache")
 
 
 def test_a_pt_file_stands_for_its_folder(tmp_path):
-    assert weight_sources.network_folder(TINY_MODEL / "synthesis.pt", tmp_path / "cache", log=quiet) == TINY_MODEL
+    assert weight_sources.network_folder(TINY_MODEL / "synthesis.pt", tmp_path / "cache") == TINY_MODEL
     assert not (tmp_path / "cache").exists()
     (tmp_path / "stray.pt").write_bytes(b"")
     with pytest.raises(weights.WeightsError, match="holds no generator"):
-        weight_sources.network_folder(tmp_path / "stray.pt", tmp_path / "cache", log=quiet)
+        weight_sources.network_folder(tmp_path / "stray.pt", tmp_path / "cache")
 
 
 def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
@@ -116,16 +117,16 @@ def test_2020_files_without_any_gaussian_fit_get_the_2020_mapping(tmp_path, http
     folder.mkdir()
     shutil.copy(TINY_MODEL / "synthesis.pt", folder)
     mapping = http_server.add("/mapping.pt", b"the 2020 mapping.pt")  # what is tested is where it lands
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override({"2020 mapping": [
-        source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt"), source("a mirror", mapping, "mapping.pt")]}))
-    assert weight_sources.weights_folder(folder, tmp_path / "cache", log=quiet) == folder
+    use_sources(monkeypatch, {"2020 mapping": [
+        source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt"), source("a mirror", mapping, "mapping.pt")]})
+    assert weight_sources.weights_folder(folder, tmp_path / "cache") == folder
     assert (folder / "mapping.pt").is_file() and weights.can_fit_gaussian(folder)
 
     (folder / "mapping.pt").unlink()
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override({"2020 mapping": [
-        source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt")]}))
+    use_sources(monkeypatch, {"2020 mapping": [
+        source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt")]})
     with pytest.raises(weights.WeightsError, match="(?s)has no gaussian_fit.pt.*the 2020 link: HTTP 404.*mapping.pt"):
-        weight_sources.weights_folder(folder, tmp_path / "cache", log=quiet)
+        weight_sources.weights_folder(folder, tmp_path / "cache")
     assert sorted(p.name for p in folder.iterdir()) == [".lock", "synthesis.pt"]  # the lock of the first fetch
 
 
@@ -138,18 +139,18 @@ def test_url_folder_names():
 @pytest.mark.parametrize("keep_pickle", [False, True])
 def test_the_default_chain_fetches_verifies_and_converts(tmp_path, http_server, tiny_pickle, monkeypatch, keep_pickle):
     md5 = hashlib.md5(tiny_pickle).hexdigest()
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override({
+    use_sources(monkeypatch, {
         "2020": [source("the 2020 link", http_server.url("/gone/synthesis.pt"), "synthesis.pt")],  # 404
         "ffhq": [source("test CDN", http_server.add("/ffhq.pkl", tiny_pickle), "ffhq.pkl", md5, len(tiny_pickle))],
-    }))
+    })
     cache = tmp_path / "cache"
-    weight_sources.fill_default_cache(cache, keep_pickle, log=quiet)
+    weight_sources.fill_default_cache(cache, keep_pickle)
     expected = ({"synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD, ".lock"}
                 | ({"ffhq.pkl"} if keep_pickle else set()))
     assert {p.name for p in cache.iterdir()} == expected
-    synthesis, _ = weights.load_generator(cache, log=quiet)
+    synthesis, _ = weights.load_generator(cache)
     assert synthesis.resolution == 32
-    weight_sources.fill_default_cache(cache, keep_pickle, log=quiet)  # a filled cache is left alone
+    weight_sources.fill_default_cache(cache, keep_pickle)  # a filled cache is left alone
     assert len(http_server.requested("/ffhq.pkl")) == 1
 
 
@@ -157,12 +158,12 @@ def test_when_every_source_fails_one_message_names_each(tmp_path, http_server, t
     marker = tmp_path / "MARKER"
     malicious = dumps((Network("Gs", [("lod", PayloadSystem(f"touch {marker}"))]),) * 3)
     md5 = hashlib.md5(tiny_pickle).hexdigest()
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override({
+    use_sources(monkeypatch, {
         "2020": [source("the 2020 link", http_server.add("/synthesis.pt", b"not a torch file" * 100), "synthesis.pt")],
         "ffhq": [source("test page", http_server.add("/uc", b"<html>Quota exceeded</html>", "text/html"), "f.pkl", md5),
                  source("test short", http_server.add("/short.pkl", tiny_pickle[:-5]), "f.pkl", md5, len(tiny_pickle)),
                  source("test evil", http_server.add("/evil.pkl", malicious), "f.pkl", md5)],
-    }))
+    })
     cache = tmp_path / "cache"
     code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"),
                      "-cache_dir", str(cache)])
@@ -186,11 +187,11 @@ def closed_port():
 
 def test_without_network_the_message_is_short_and_names_each_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a cache folder named as users name it
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override({
+    use_sources(monkeypatch, {
         "2020": [source("the 2020 link", "http://nonexistent.invalid/synthesis.pt", "synthesis.pt")],
-        "ffhq": [source("test CDN", f"http://127.0.0.1:{closed_port()}/ffhq.pkl", "ffhq.pkl")]}))
+        "ffhq": [source("test CDN", f"http://127.0.0.1:{closed_port()}/ffhq.pkl", "ffhq.pkl")]})
     with pytest.raises(weights.WeightsError) as error:
-        weight_sources.weights_folder(None, "cache", log=quiet)
+        weight_sources.weights_folder(None, "cache")
     lines = str(error.value).splitlines()
     assert all(len(line) < 120 for line in lines), lines
     assert "  - the 2020 link: no network: cannot resolve the host" in lines
@@ -200,14 +201,14 @@ def test_without_network_the_message_is_short_and_names_each_source(tmp_path, mo
 
 
 def test_a_failed_network_url_leaves_the_cache_as_it_was(tmp_path, http_server, monkeypatch):
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override())
+    use_sources(monkeypatch)
     cache = tmp_path / "deep" / "cache"
     with pytest.raises(weights.WeightsError, match="HTTP 404"):
-        weight_sources.weights_folder(http_server.url("/gone.pkl"), cache, log=quiet)
+        weight_sources.weights_folder(http_server.url("/gone.pkl"), cache)
     assert not (tmp_path / "deep").exists()
     cache.mkdir(parents=True)
     with pytest.raises(weights.WeightsError, match="HTTP 404"):
-        weight_sources.weights_folder(http_server.url("/gone.pkl"), cache, log=quiet)
+        weight_sources.weights_folder(http_server.url("/gone.pkl"), cache)
     assert list(cache.iterdir()) == []  # the folder the user made stays, without a lock file
 
 
@@ -221,19 +222,17 @@ class PayloadSystem:
 
 def test_convert_weights_downloads_a_release(tmp_path, http_server, tiny_pickle, monkeypatch):
     md5 = hashlib.md5(tiny_pickle).hexdigest()
-    monkeypatch.setenv(releases.TEST_OVERRIDE, override({
-        "celebahq": [source("test mirror", http_server.add("/c.pkl", tiny_pickle), "celebahq.pkl", md5)]}))
-    assert convert_weights.main(["--download", "celebahq", "--keep_pickle", "-cache_dir", str(tmp_path / "cache"),
-                                 "-gaussian_draws", str(DRAWS)]) == 0
+    use_sources(monkeypatch, {
+        "celebahq": [source("test mirror", http_server.add("/c.pkl", tiny_pickle), "celebahq.pkl", md5)]})
+    assert convert_weights.main(["--download", "celebahq", "--keep_pickle", "-cache_dir", str(tmp_path / "cache")]) == 0
     assert {p.name for p in (tmp_path / "cache").iterdir()} == {
         "synthesis.pt", "mapping.pt", "gaussian_fit.pt", weights.RECORD, "celebahq.pkl", ".lock"}
-    assert convert_weights.file_md5(tmp_path / "cache" / "celebahq.pkl") == md5
+    assert file_md5(tmp_path / "cache" / "celebahq.pkl") == md5
 
 
-def test_nvidia_releases_are_the_pickles_convert_weights_knows():
+def test_every_source_of_an_nvidia_release_is_checked_by_its_md5():
     for name in releases.DOWNLOADABLE:
-        assert {s.md5 for s in releases.SOURCES[name]} <= set(convert_weights.KNOWN_PICKLES)
-    assert releases.SOURCES["ffhq"][0].md5 == convert_weights.FFHQ_MD5
+        assert {s.md5 for s in releases.SOURCES[name]} == {releases.NVIDIA_PICKLES[name].md5}
 
 
 def wait_for(condition, timeout):
@@ -243,54 +242,56 @@ def wait_for(condition, timeout):
         time.sleep(0.2)
 
 
-def test_the_folder_lock_makes_a_second_holder_wait_and_says_so(tmp_path):
-    order, messages = [], []
+def test_the_folder_lock_makes_a_second_holder_wait_and_says_so(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pulse")
+    order = []
 
     def second():
-        with folder_lock(tmp_path, log=messages.append, poll_seconds=0.05):
+        with folder_lock(tmp_path, poll_seconds=0.05):
             order.append("second")
 
-    with folder_lock(tmp_path, log=quiet):
+    with folder_lock(tmp_path):
         thread = threading.Thread(target=second)
         thread.start()
-        wait_for(lambda: messages, timeout=10)
+        wait_for(lambda: caplog.messages, timeout=10)
         order.append("first")
     thread.join(timeout=10)
     assert order == ["first", "second"]
-    assert messages == [f"waiting for another process that is preparing {tmp_path}/ (it holds {tmp_path}/.lock)"]
+    assert caplog.messages == [f"waiting for another process that is preparing {tmp_path}/ (it holds {tmp_path}/.lock)"]
 
 
-def test_a_process_waiting_on_a_failed_preparation_locks_afresh(tmp_path):
+def test_a_process_waiting_on_a_failed_preparation_locks_afresh(tmp_path, caplog):
     """The failing holder deletes the lock file and the folder it made; the waiter makes and locks new ones."""
-    folder, messages, held = tmp_path / "cache", [], []
+    caplog.set_level(logging.INFO, logger="pulse")
+    folder, held = tmp_path / "cache", []
 
     def second():
-        with folder_lock(folder, log=messages.append, poll_seconds=0.05):
+        with folder_lock(folder, poll_seconds=0.05):
             held.append((folder / ".lock").is_file())
 
     with pytest.raises(RuntimeError, match="no weights"):
-        with preparing(folder, log=quiet):
+        with preparing(folder):
             thread = threading.Thread(target=second)
             thread.start()
-            wait_for(lambda: messages, timeout=10)
+            wait_for(lambda: caplog.messages, timeout=10)
             raise RuntimeError("no weights")
     thread.join(timeout=10)
-    assert held == [True] and len(messages) == 1
+    assert held == [True] and len(caplog.messages) == 1
 
 
 @pytest.mark.slow
 def test_two_runs_on_one_empty_cache_download_once_and_both_finish(tmp_path, http_server, tiny_pickle):
     md5 = hashlib.md5(tiny_pickle).hexdigest()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PULSE_DEVICE": "cpu",
-           releases.TEST_OVERRIDE: override({
-               "2020": [], "ffhq": [source("test CDN", http_server.add("/ffhq.pkl", tiny_pickle), "ffhq.pkl", md5)]})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PULSE_DEVICE": "cpu"}
+    patch = json.dumps({"fit_draws": QUICK_FIT_DRAWS, "sources": {
+        "2020": [], "ffhq": [asdict(source("test CDN", http_server.add("/ffhq.pkl", tiny_pickle), "ffhq.pkl", md5))]}})
     cache, logs, processes = tmp_path / "cache", [tmp_path / "run0.txt", tmp_path / "run1.txt"], []
-    with folder_lock(cache, log=quiet):  # both runs start while the cache is busy, as two shells would
+    with folder_lock(cache):  # both runs start while the cache is busy, as two shells would
         for i, log in enumerate(logs):
             with open(log, "w") as output:
                 processes.append(subprocess.Popen(
-                    [sys.executable, "run.py", "-input_dir", str(TINY_INPUT.parent), "-output_dir",
-                     str(tmp_path / f"out{i}"), "-cache_dir", str(cache), "-seed", "0", "-steps", "1"],
+                    [sys.executable, "tests/patched_script.py", patch, "run.py", "-input_dir", str(TINY_INPUT.parent),
+                     "-output_dir", str(tmp_path / f"out{i}"), "-cache_dir", str(cache), "-seed", "0", "-steps", "1"],
                     cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT))
         wait_for(lambda: all("waiting for another process" in log.read_text() for log in logs), timeout=240)
     for process, log in zip(processes, logs):

@@ -9,9 +9,9 @@ import torch
 
 from weightfiles import families, releases, weights
 import stylegan
-import stylegan2
+from generators import stylegan2
 from conftest import ROOT, TINY_MODEL, load_fixture
-from generator import Generator
+from generators.generator import Generator
 from stylegan import G_mapping
 
 SHARED_MAPPING = ROOT.parent / "shared" / "reference" / "fidelity" / "mapping.pt"
@@ -58,7 +58,7 @@ def test_missing_gaussian_fit_is_rebuilt_from_mapping_and_saved(tmp_path, monkey
     mapping = random_mapping()
     shutil.copy(TINY_MODEL / "synthesis.pt", tmp_path / "synthesis.pt")
     weights.save_tensors(mapping.state_dict(), tmp_path / "mapping.pt")
-    _, prior = weights.load_generator(tmp_path, log=lambda _: None)
+    _, prior = weights.load_generator(tmp_path)
     fit = prior.fit
     saved = weights.load_gaussian_fit(tmp_path / "gaussian_fit.pt")
     assert torch.equal(fit["mean"], saved["mean"]) and torch.equal(fit["std"], saved["std"])
@@ -72,7 +72,7 @@ def test_2020_files_without_a_fit_take_the_bundled_one_and_converted_ones_never(
     assert torch.equal(fit["mean"], bundled["mean"])
     (tmp_path / weights.RECORD).write_text(json.dumps({"family": "stylegan1", "attributes": {}}))
     with pytest.raises(weights.WeightsError, match="has no mapping.pt"):
-        weights.load_generator(tmp_path, log=lambda _: None)
+        weights.load_generator(tmp_path)
 
 
 def test_2020_cache_names_are_found(tmp_path):
@@ -88,7 +88,7 @@ def test_2020_cache_names_are_found(tmp_path):
 
 def test_loading_an_empty_cache_writes_nothing(tmp_path):
     with pytest.raises(weights.WeightsError, match="holds no generator: no synthesis.pt"):
-        weights.load_generator(tmp_path / "cache", log=lambda _: None)
+        weights.load_generator(tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 import requests
 from tqdm import tqdm
 
+from errors import PulseError
 from runkit.files import file_md5
 
 TIMEOUT = (15, 60)  # seconds to connect, and to wait for the next bytes: a dead host cannot hang a run
@@ -26,7 +27,7 @@ CHUNK = 1 << 20
 CONFIRMATION_HOPS = 3  # Drive sends at most one confirmation page; more means something else is wrong
 
 
-class DownloadError(OSError):
+class DownloadError(OSError, PulseError):
     """A download failed; the message says why and what was left on disk, `reason` why in a few words."""
 
     def __init__(self, message, reason=None):

@@ -7,8 +7,8 @@ how a search latent becomes the network's input, and where its statistics come f
 folder's generator.json names its family by its key here (weights.py); a folder without one holds
 the 2020 files, of the family DEFAULT. Nothing else in the project names a family.
 
-To add a family (dcgan.py is the smallest example):
-1. One module with its synthesis network, implementing generator.Generator (resolution, num_ws,
+To add a family (generators/dcgan.py is the smallest example):
+1. One module in generators/ with its synthesis network, implementing generator.Generator (resolution, num_ws,
    dlatent_size, noise_sizes, default_bad_noise_layers, set_fast, forward(latent_in, noise)),
    a `synthesis_from_state_dict` that reads the architecture from the tensors' shapes, and its
    reader: a test that a read file (a torch_files.TorchFile, or what nvidia_pickles.read gives)
@@ -25,13 +25,10 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from weightfiles import nvidia_layouts, nvidia_pickles, rosinality_checkpoints, torch_files
-import dcgan
-import rosinality
 import stylegan
-import stylegan2
-import stylegan3
-from generator import MappedGaussian, SphereOfZ
-from weightfiles.errors import WeightsError
+from generators import dcgan, rosinality, stylegan2, stylegan3
+from generators.generator import MappedGaussian, SphereOfZ
+from errors import WeightsError
 
 States = tuple[dict, dict, dict]  # (synthesis state dict, mapping state dict, attributes)
 
@@ -39,7 +36,7 @@ States = tuple[dict, dict, dict]  # (synthesis state dict, mapping state dict, a
 @dataclass(frozen=True)
 class Family:
     title: str  # how messages name it
-    recognises: Callable[[Any], bool]  # whether a read network file (convert_weights.read_network) is of this family
+    recognises: Callable[[Any], bool]  # whether a read network file (conversion.read_network) is of this family
     read: Callable[[Any, str], States]  # that file's object and its name -> its states
     synthesis: Callable[[dict, dict], nn.Module]  # (state dict, attributes) -> an untrained network of that shape
     mapping: Callable[[dict, dict], nn.Module] | None  # the same for its mapping network; None: it has none
@@ -99,7 +96,7 @@ def family(name):
 
 
 def family_of(network_file):
-    """The name of the family whose file `network_file` (convert_weights.read_network's object) is.
+    """The name of the family whose file `network_file` (conversion.read_network's object) is.
 
     A pickle that no family recognises is read as the 2020 family's, whose reader says what is wrong
     with it; a torch.save file that none recognises is refused here, naming what it holds."""

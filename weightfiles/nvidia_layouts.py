@@ -7,8 +7,8 @@ families.py says which reader fits which pickle and builds the networks.
 - StyleGAN-1 (TensorFlow): Gs's variables renamed to the 2020 PyTorch layout and transposed from
   TensorFlow's [k, k, in, out] / [in, out] to PyTorch's [out, in, k, k] / [out, in].
 - stylegan2-ada-pytorch: G_ema's tensors under NVIDIA's own names, after checking that it computes
-  only what stylegan2.py computes.
-- stylegan3 (configs T and R): the same for stylegan3.py, and each layer's resampling attributes.
+  only what generators/stylegan2.py computes.
+- stylegan3 (configs T and R): the same for generators/stylegan3.py, and each layer's resampling attributes.
 """
 import re
 
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from weightfiles import nvidia_pickles
-import stylegan3
+from generators import stylegan3
 from stylegan import Blur
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 from weightfiles.nvidia_pickles import NetworkStandIn
 
 

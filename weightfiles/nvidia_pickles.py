@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch._utils
 
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 try:  # numpy >= 2 moved the module that rebuilds pickled arrays; old pickles name the old one
     from numpy._core import multiarray as _multiarray

@@ -3,24 +3,20 @@ generators that come inside a Python package (PACKAGED, named by -network NAME).
 
 NVIDIA's files are licensed CC BY-NC 4.0 (github.com/NVlabs/stylegan). The CDN is where NVIDIA
 mirrored its StyleGAN Drive folder (its metric networks are served from there); the Drive
-ids are the ones in NVIDIA's README.
-
-For tests only: the environment variable PULSE_TEST_WEIGHT_SOURCES, a JSON object
-`{"sources": {"2020": [...], "ffhq": [...]}, "gaussian_draws": N}`, replaces the listed
-source lists (each source an object with the fields of `Source`) and the number of draws of
-the gaussian fit made after converting a model that is not FFHQ.
+ids are the ones in NVIDIA's README. Every list of sources is read from SOURCES when it is
+tried (tests put their own server's there).
 """
 import importlib.metadata
-import json
-import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from runkit.files import file_digest
 from weightfiles.download import short_reason
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
-TEST_OVERRIDE = "PULSE_TEST_WEIGHT_SOURCES"
+logger = logging.getLogger("pulse")
+
 CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan/networks"
 
 
@@ -33,11 +29,27 @@ class Source:
     size: int | None = None
 
 
-def nvidia_release(file, md5, drive_id):
-    return [Source("NVIDIA's CDN", f"{CDN}/{file}", file, md5),
-            Source("NVIDIA's Google Drive", f"https://drive.google.com/uc?id={drive_id}&export=download", file, md5)]
+@dataclass(frozen=True)
+class NvidiaPickle:
+    """One of NVIDIA's released StyleGAN-1 pickles. Its MD5 is written here only: a download is
+    checked against it before it is unpickled, and a conversion recognises the file by it."""
+    title: str  # what it is, for messages
+    file: str
+    md5: str
+    drive_id: str
+
+    def sources(self):
+        return [Source("NVIDIA's CDN", f"{CDN}/{self.file}", self.file, self.md5),
+                Source("NVIDIA's Google Drive", f"https://drive.google.com/uc?id={self.drive_id}&export=download",
+                       self.file, self.md5)]
 
 
+NVIDIA_PICKLES = {
+    "ffhq": NvidiaPickle("FFHQ 1024x1024", "karras2019stylegan-ffhq-1024x1024.pkl",
+                         "9f4c085b663ed283f5853cc662bd0883", "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"),
+    "celebahq": NvidiaPickle("CelebA-HQ 1024x1024", "karras2019stylegan-celebahq-1024x1024.pkl",
+                             "6604978f22ef7caea1ef5ca723282b43", "1MGqJl28pN4t7SAtSrPdSRJSQJqahkzUf"),
+}
 LINKS_2020 = {  # the 2020 Google Drive links (dead since 2021, kept as the fallback they were)
     "synthesis.pt": "https://drive.google.com/uc?id=1TCViX1YpQyRsklTVYEJwdbmK91vklCo8",
     "mapping.pt": "https://drive.google.com/uc?id=14R6iHGf5iuVx3DMNsACAl7eBr7Vdpd0k",
@@ -45,11 +57,13 @@ LINKS_2020 = {  # the 2020 Google Drive links (dead since 2021, kept as the fall
 SOURCES = {
     "2020": [Source("the 2020 PULSE link", LINKS_2020["synthesis.pt"], "synthesis.pt")],
     "2020 mapping": [Source("the 2020 PULSE link", LINKS_2020["mapping.pt"], "mapping.pt")],
-    "ffhq": nvidia_release("karras2019stylegan-ffhq-1024x1024.pkl", "9f4c085b663ed283f5853cc662bd0883",
-                           "1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ"),
-    "celebahq": nvidia_release("karras2019stylegan-celebahq-1024x1024.pkl", "6604978f22ef7caea1ef5ca723282b43",
-                               "1MGqJl28pN4t7SAtSrPdSRJSQJqahkzUf"),
+    **{name: release.sources() for name, release in NVIDIA_PICKLES.items()},
 }
+
+
+def nvidia_pickle_with(md5):
+    """The NvidiaPickle whose MD5 is `md5`, or None."""
+    return next((release for release in NVIDIA_PICKLES.values() if release.md5 == md5), None)
 
 
 @dataclass(frozen=True)
@@ -97,31 +111,20 @@ def packaged_file(name):
 
 
 DEFAULT_CHAIN = ("2020", "ffhq")  # what run.py tries when -cache_dir has no synthesis.pt
-DOWNLOADABLE = ("ffhq", "celebahq")  # convert_weights.py --download NAME
-
-
-def test_override():
-    text = os.environ.get(TEST_OVERRIDE)
-    return json.loads(text) if text else {}
+DOWNLOADABLE = tuple(NVIDIA_PICKLES)  # convert_weights.py --download NAME
 
 
 def sources(*names):
-    """The sources of the named releases, in order (the test override where it names them)."""
-    override = test_override().get("sources", {})
-    return [Source(**s) if name in override else s
-            for name in names for s in override.get(name, SOURCES[name])]
+    """The sources of the named releases, in order."""
+    return [source for name in names for source in SOURCES[name]]
 
 
-def gaussian_draws(default):
-    return test_override().get("gaussian_draws", default)
-
-
-def fetch_first(candidates, attempt, missing, by_hand, log=print):
+def fetch_first(candidates, attempt, missing, by_hand):
     """`attempt(source)` for each source in turn until one works; else one WeightsError of short lines:
     `missing`, each source with why it failed, then `by_hand` (what the user can do instead)."""
     failures = []
     for source in candidates:
-        log(f"getting the weights from {source.label}: {source.url}")
+        logger.info(f"getting the weights from {source.label}: {source.url}")
         try:
             return attempt(source)
         except (OSError, WeightsError) as e:

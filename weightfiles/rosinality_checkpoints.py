@@ -8,7 +8,7 @@ Two layouts are read, both by torch_files.read (`torch.load(weights_only=True)`)
 - the converted layout its convert_weight.py writes from NVIDIA's networks: {"g_ema", "latent_avg"}.
 PULSE uses `g_ema`; `latent_avg` (a truncation centre) is not needed, PULSE does not truncate.
 families.py's "rosinality" family recognises a torch.save file by is_checkpoint, reads it by `states`
-and builds rosinality.py's networks from them.
+and builds generators/rosinality.py's networks from them.
 """
 import argparse
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from weightfiles import torch_files
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 TRAINING_KEYS = {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}
 CONVERTED_KEYS = {"g_ema", "latent_avg"}

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 # torch.save's pre-1.6 format starts with this pickle; the current one is a zip archive.
 LEGACY_TORCH_HEADER = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)

@@ -3,7 +3,7 @@
 Without -network, a `-cache_dir` that holds no generator is filled from the first source that
 works: the 2020 link, then NVIDIA's FFHQ pickle (CDN, then Google Drive), checked by MD5 before
 it is unpickled and converted. `-network` names a cache folder (or a `.pt` file in one), a
-network file convert_weights.py reads (NVIDIA's StyleGAN-1, StyleGAN2 or StyleGAN3 pickle, a
+network file conversion.py reads (NVIDIA's StyleGAN-1, StyleGAN2 or StyleGAN3 pickle, a
 rosinality checkpoint, a DCGAN state dict), such a file's URL, or a generator that comes in a
 Python package (releases.PACKAGED: `dcgan-digiface`); a network file is converted once into
 `-cache_dir/<name>/`, and a later run finds that conversion (its generator.json) without touching
@@ -15,14 +15,16 @@ together on an empty cache do one download and one conversion between them; when
 disk is left as it was.
 """
 import hashlib
+import logging
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from weightfiles import releases, torch_files, weights
-import convert_weights
+from weightfiles import conversion, releases, torch_files, weights
 from runkit.files import file_md5, preparing
 from weightfiles.download import fetch, short_reason
-from weightfiles.errors import WeightsError
+from errors import WeightsError
+
+logger = logging.getLogger("pulse")
 
 
 def fetch_2020_file(source, cache_dir):
@@ -35,37 +37,33 @@ def fetch_2020_file(source, cache_dir):
         raise
 
 
-def gaussian_draws():
-    return releases.gaussian_draws(weights.GAUSSIAN_FIT_DRAWS)
-
-
-def fill_default_cache(cache_dir, keep_pickle=False, log=print):
+def fill_default_cache(cache_dir, keep_pickle=False):
     """Make sure `cache_dir` holds a generator, from the default source chain if need be."""
     if weights.holds_generator(cache_dir):
         return
-    with preparing(cache_dir, log):
+    with preparing(cache_dir):
         if weights.holds_generator(cache_dir):  # made by another process while this one waited
             return
-        log(f"no generator in {cache_dir}/: downloading NVIDIA's FFHQ model (about 300 MB) and converting it")
+        logger.info(f"no generator in {cache_dir}/: downloading NVIDIA's FFHQ model (about 300 MB) and converting it")
 
         def attempt(source):
             if source.file.endswith(".pt"):
                 return fetch_2020_file(source, cache_dir)
-            return convert_weights.fetch_and_convert(source, cache_dir, keep_pickle, gaussian_draws(), log)
+            return conversion.fetch_and_convert(source, cache_dir, keep_pickle)
         releases.fetch_first(releases.sources(*releases.DEFAULT_CHAIN), attempt,
-                             f"no generator weights in {cache_dir}/", releases.ways_on(cache_dir), log)
+                             f"no generator weights in {cache_dir}/", releases.ways_on(cache_dir))
 
 
-def fetch_2020_mapping(folder, log=print):
+def fetch_2020_mapping(folder):
     """The 2020 fallback for a folder of 2020 files without any gaussian fit: their mapping.pt, to fit one."""
     if weights.read_record(folder) or weights.can_fit_gaussian(folder):  # converted folders have their own
         return
-    with preparing(folder, log):
+    with preparing(folder):
         if not weights.can_fit_gaussian(folder):
             releases.fetch_first(releases.sources("2020 mapping"),
                                  lambda source: fetch(source.url, Path(folder) / source.file, source.md5, source.size),
                                  f"{folder}/ has no gaussian_fit.pt nor a mapping.pt to fit one from",
-                                 [f"Put the 2020 mapping.pt (or a gaussian_fit.pt) into {folder}/"], log)
+                                 [f"Put the 2020 mapping.pt (or a gaussian_fit.pt) into {folder}/"])
 
 
 def is_url(text):
@@ -79,10 +77,10 @@ def url_folder_name(url):
     return f"{name}-{hashlib.md5(url.encode()).hexdigest()[:8]}" if parsed.query else name
 
 
-def convert_once(folder, is_current, convert, log):
+def convert_once(folder, is_current, convert):
     """`folder` after `convert()` has written into it, unless its generator.json passes `is_current`."""
     if not is_current(weights.read_record(folder)):
-        with preparing(folder.parent, log, inside=folder):
+        with preparing(folder.parent, inside=folder):
             if not is_current(weights.read_record(folder)):  # else another process converted it meanwhile
                 convert()
     return folder
@@ -94,30 +92,30 @@ def is_checkpoint_to_convert(path):
     return torch_files.is_torch_save_file(path) and not weights.holds_generator(path.parent)
 
 
-def convert_file_once(path, folder, log):
+def convert_file_once(path, folder):
     """`folder` holding the conversion of the network file at `path`, converted unless it already is."""
     md5 = file_md5(path)
     return convert_once(folder, lambda record: record.get("md5") == md5,
-                        lambda: convert_weights.convert(path, folder, gaussian_draws(), log), log)
+                        lambda: conversion.convert(path, folder))
 
 
-def network_folder(network, cache_dir, keep_pickle=False, log=print):
+def network_folder(network, cache_dir, keep_pickle=False):
     """The folder of weight files for `-network`: a packaged generator's name, a folder as it is (a
     `.pt` file stands for its folder, unless it is a checkpoint to convert), a network file (a
     pickle, a torch.save file; a path or a URL) converted once."""
     cache_dir = Path(cache_dir)
     if network in releases.PACKAGED:
-        return convert_file_once(releases.packaged_file(network), cache_dir / network, log)
+        return convert_file_once(releases.packaged_file(network), cache_dir / network)
     if is_url(network):
         folder = cache_dir / url_folder_name(network)
         source = releases.Source(network, network, Path(unquote(urlparse(network).path)).name or "network.pkl")
 
         def convert():
             try:
-                convert_weights.fetch_and_convert(source, folder, keep_pickle, gaussian_draws(), log)
+                conversion.fetch_and_convert(source, folder, keep_pickle)
             except OSError as e:
                 raise WeightsError(f"-network {network}: {short_reason(e)}") from e
-        return convert_once(folder, lambda record: record.get("source") == network, convert, log)
+        return convert_once(folder, lambda record: record.get("source") == network, convert)
     path = Path(network)
     if path.suffix == ".pt" and path.is_file() and not is_checkpoint_to_convert(path):
         path = path.parent
@@ -127,15 +125,15 @@ def network_folder(network, cache_dir, keep_pickle=False, log=print):
         return path
     if not path.is_file():
         raise WeightsError(f"-network {network}: no such file or folder")
-    return convert_file_once(path, cache_dir / path.stem, log)
+    return convert_file_once(path, cache_dir / path.stem)
 
 
-def weights_folder(network, cache_dir, keep_pickle=False, log=print):
+def weights_folder(network, cache_dir, keep_pickle=False):
     """Where run.py loads the generator from (see the module's doc)."""
     if network:
-        folder = network_folder(network, cache_dir, keep_pickle, log)
+        folder = network_folder(network, cache_dir, keep_pickle)
     else:
-        fill_default_cache(cache_dir, keep_pickle, log)
+        fill_default_cache(cache_dir, keep_pickle)
         folder = Path(cache_dir)
-    fetch_2020_mapping(folder, log)
+    fetch_2020_mapping(folder)
     return folder

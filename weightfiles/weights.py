@@ -9,7 +9,7 @@ A cache folder holds one generator, the same names for every family:
     generator.json   {"family": "stylegan2", "attributes": {"conv_clamp": 256.0, ...},
                       "source": the pickle's path or URL, "md5": the pickle's MD5}
 
-convert_weights.py writes generator.json last, so a folder with it holds a finished conversion:
+conversion.py writes generator.json last, so a folder with it holds a finished conversion:
 `family` is a key of families.FAMILIES, `attributes` are the numbers its state dicts do not hold
 (StyleGAN2: conv_clamp, mapping_lr_multiplier). A folder without generator.json holds the 2020
 PULSE files (StyleGAN-1), also found under the 2020 cache names `<md5 of the 2020 link>_synthesis.pt`;
@@ -21,20 +21,22 @@ pickle format, CUDA storages) load on any machine and a file can never run code.
 NVIDIA's networks onto the disk is the sources' job (releases.py, weight_sources.py).
 """
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from weightfiles import families
-from weightfiles.errors import WeightsError  # also where callers have always found it: weights.WeightsError
+from errors import WeightsError  # also where callers have always found it: weights.WeightsError
 from runkit.files import atomic_path
 
 RECORD = "generator.json"
 BUNDLED_FIT = Path(__file__).resolve().parent.parent / "gaussian_fit.pt"  # at the repository root
-GAUSSIAN_FIT_DRAWS = 1_000_000
+GAUSSIAN_FIT_DRAWS = 1_000_000  # the 2020 recipe's; read when a fit is made, so that a test can lower it
 # The 2020 code cached a download as `<md5 of its link>_<the name Drive gave it>` (links in releases.py).
 LINK_MD5_2020 = {"synthesis.pt": "6b943ee69b8491ac40e8e9ced6175659", "mapping.pt": "05118276f14e736e63065765a09feb78"}
 EARLIER_STYLEGAN2 = "stylegan2-synthesis.pt"  # how the previous version stored a StyleGAN2 (with stylegan2.json)
+logger = logging.getLogger("pulse")
 
 
 def cached_file(folder, name):
@@ -125,14 +127,16 @@ def load_gaussian_fit(path, dlatent_size=512):
 
 
 @torch.no_grad()
-def fit_gaussian(mapping, draws=GAUSSIAN_FIT_DRAWS, seed=0, chunk=32768, device="cpu", log=lambda message: None):
+def fit_gaussian(mapping, draws=None, seed=0, chunk=32768, device="cpu"):
     """The 2020 recipe: mean and std of LeakyReLU(5)(mapping(z)) over `draws` z ~ N(0, I), z of the
-    mapping's `z_dim`: the statistics of generator.MappedGaussian, the StyleGAN families' prior.
+    mapping's `z_dim` (`draws` by default GAUSSIAN_FIT_DRAWS): the statistics of
+    generator.MappedGaussian, the StyleGAN families' prior.
 
     Draws come from the CPU generator seeded with `seed`, in chunks (so memory stays small)
     that continue one random stream; sums are kept in float64, std is unbiased as in 2020.
     """
-    log(f"fitting the latent gaussian ({draws:,} draws of the mapping network)")
+    draws = GAUSSIAN_FIT_DRAWS if draws is None else draws
+    logger.info(f"fitting the latent gaussian ({draws:,} draws of the mapping network)")
     generator = torch.Generator().manual_seed(seed)
     mapping = mapping.to(device)
     total = total_sq = 0  # float64 sums over the draws, per coordinate of w
@@ -159,20 +163,20 @@ def can_fit_gaussian(folder):
     return gaussian_fit_file(folder) is not None or cached_file(folder, "mapping.pt") is not None
 
 
-def gaussian_fit(folder, dlatent_size, log=print):
+def gaussian_fit(folder, dlatent_size):
     """The gaussian fit for a run of `folder` (gaussian_fit_file), else fitted from its mapping.pt and saved."""
     path = gaussian_fit_file(folder)
     if path is not None:
         return load_gaussian_fit(path, dlatent_size)
-    log(f"gaussian_fit.pt not found in {folder}/: fitting it from mapping.pt")
-    fit = fit_gaussian(load_network(folder, "mapping"), GAUSSIAN_FIT_DRAWS, log=log)
+    logger.info(f"gaussian_fit.pt not found in {folder}/: fitting it from mapping.pt")
+    fit = fit_gaussian(load_network(folder, "mapping"))
     destination = Path(folder) / "gaussian_fit.pt"
     save_tensors(fit, destination)
-    log(f"saved {destination}")
+    logger.info(f"saved {destination}")
     return fit
 
 
-def load_generator(folder, log=print):
+def load_generator(folder):
     """(synthesis network, its prior: a generator.Prior) for a run of the generator in `folder`; the
     prior of a family with a mapping network holds the folder's gaussian fit (gaussian_fit).
     weight_sources.weights_folder finds or fills the folder first; nothing is downloaded here."""
@@ -180,5 +184,5 @@ def load_generator(folder, log=print):
         raise WeightsError(f"{folder}/ holds no generator: no synthesis.pt (see docs/weights.md)")
     family = families.family(folder_family(folder))
     synthesis = load_network(folder, "synthesis")
-    fit = gaussian_fit(folder, synthesis.dlatent_size, log) if family.mapping else None
+    fit = gaussian_fit(folder, synthesis.dlatent_size) if family.mapping else None
     return synthesis, family.prior(synthesis, fit)

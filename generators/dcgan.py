@@ -15,7 +15,7 @@ import re
 import torch
 from torch import nn
 
-from weightfiles.errors import WeightsError
+from errors import WeightsError
 
 CHECKPOINT_KEY = "netG_state_dict"
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastops import FastOps, set_fast
-from stylegan2 import (LRELU_GAIN, FullyConnected, bias_act, conv_up2x, demodulation, fir_filter, normalize_2nd_moment,
+from generators.fastops import FastOps, set_fast
+from generators.stylegan2 import (LRELU_GAIN, FullyConnected, bias_act, conv_up2x, demodulation, fir_filter, normalize_2nd_moment,
                        upsample2d)
 
 MAPPING_LR_MULTIPLIER = 0.01  # its Generator's lr_mlp: train.py never sets another, no checkpoint stores it

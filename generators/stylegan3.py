@@ -14,7 +14,7 @@ tracked magnitude, demodulated except in the last, ToRGB, layer) and NVIDIA's `f
 
 What a layer does besides its tensors (its resampling factors, padding and clamp) is not in the
 state dict: `synthesis_from_state_dict` takes it as the JSON-able `attributes` that
-convert_weights.py reads from the pickle (`attributes_of_pickle`).
+the conversion (weightfiles/conversion.py) reads from the pickle (`attributes_of_pickle`).
 """
 import math
 from dataclasses import asdict, dataclass
@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastops import set_fast
-from stylegan2 import FullyConnected, LRELU_GAIN, ModulatedConv, bias_act, upfirdn2d
+from generators.fastops import set_fast
+from generators.stylegan2 import FullyConnected, LRELU_GAIN, ModulatedConv, bias_act, upfirdn2d
 
 
 @dataclass(frozen=True)

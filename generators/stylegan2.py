@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastops import FastOps, set_fast
+from generators.fastops import FastOps, set_fast
 
 LRELU_SLOPE, LRELU_GAIN = 0.2, math.sqrt(2)
 FIR_TAPS = (1, 3, 3, 1)
