@@ -42,13 +42,13 @@ def shadowing(error):
 
 
 try:
-    from runkit import inputs, runlog, speed
+    from runkit import cli, inputs, runlog, speed
     from device import pick_device
     from generator import Generator, Prior, missing_members
     from loss import LossBuilder, LossString
-    from runkit.cli import ParsedText
     from runkit.images import to_pil
     from SphericalOptimizer import SphericalOptimizer
+    from weightfiles.releases import PACKAGED
     from weightfiles.weight_sources import weights_folder
     from weightfiles.weights import load_generator
 except ImportError as e:  # from another folder: the README's Python section says how
@@ -88,7 +88,7 @@ class NoiseLayerError(ValueError):
     """The search flags name noise layers that cannot be, or that the model does not have."""
 
 
-class NoiseLayers(ParsedText):
+class NoiseLayers(cli.ParsedText):
     """A -bad_noise_layers such as "3.5.17", parsed once into the set `layers` (see cli.ParsedText)."""
 
     @staticmethod
@@ -134,24 +134,42 @@ def from_keywords(cls, keywords, what):
     return cls(**keywords)
 
 
+def option(default, help, parse=None, choices=None, metavar=None):
+    """A field of SearchConfig or ModelOptions, declared once with all that is made of it: run.py's
+    flag of its name (app.py's for a model option, sweep.py's grid, the page's box), its `help`, its
+    `choices`, and `parse`, how a flag's text becomes its value (an argparse type; none for an
+    on/off setting or one with choices). An on/off setting that is on by default is the flag
+    -no_<name>, and `help` says what that flag does (see cli.add_options)."""
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices, "metavar": metavar})
+
+
 @dataclass
 class SearchConfig:
     """The search settings: run.py's search flags and `upsample`'s keywords, with the 2020 defaults.
     The two written as text are parsed here when they come as plain text (from a run log or a
     keyword, say); run.py hands them over parsed. The one place that checks them: a value of the
     wrong type or out of range raises ValueError naming the setting and what it takes."""
-    loss_str: LossString = LossString("100*L2+0.05*GEOCROSS")
-    eps: float = 2e-3
-    noise_type: str = "trainable"
-    num_trainable_noise_layers: int = 5
-    tile_latent: bool = False
-    bad_noise_layers: NoiseLayers | None = None  # None: the generator's own (StyleGAN-1 1024x1024: 17, as in 2020)
-    opt_name: str = "adam"
-    learning_rate: float = 0.4
-    steps: int = 100
-    lr_schedule: str = "linear1cycledrop"
-    tries: int = 1              # searches per result at most: a NOT CONVERGED one is run again from a new seed
-    stop_at_eps: bool = False   # end a search at the first step whose L2 reaches eps (not in 2020)
+    loss_str: LossString = option(LossString("100*L2+0.05*GEOCROSS"), "weighted sum of L2, L1 and GEOCROSS terms",
+                                  parse=cli.parsed_by(LossString))
+    eps: float = option(2e-3, "target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED",
+                        parse=cli.positive_float)
+    noise_type: str = option("trainable", "noise inputs of the generator: zero, fixed random, or trainable",
+                             choices=NOISE_TYPES)
+    num_trainable_noise_layers: int = option(
+        5, "with -noise_type trainable, how many of the first noise layers are optimised", parse=cli.non_negative_int)
+    tile_latent: bool = option(False, "search one latent vector shared by all layers instead of one per layer")
+    bad_noise_layers: NoiseLayers | None = option(
+        None, "dot-separated noise layers set to zero (they add artifacts); by default the generator's own: the "
+              "1024x1024 StyleGAN's layer 17 as in 2020, a StyleGAN2's last", parse=cli.parsed_by(NoiseLayers))
+    opt_name: str = option("adam", "optimizer of the projected gradient descent", choices=tuple(OPTIMIZERS))
+    learning_rate: float = option(0.4, "peak learning rate", parse=cli.positive_float)
+    steps: int = option(100, "optimisation steps", parse=cli.positive_int)
+    lr_schedule: str = option("linear1cycledrop", "learning-rate schedule over the steps", choices=tuple(SCHEDULES))
+    tries: int = option(1, "searches per result at most: one that ends NOT CONVERGED is run again from a new seed "
+                           "(try t of duplicate k uses seed+k-1+(t-1)*duplicates); the first that converges is "
+                           "kept, else the one with the lowest L2", parse=cli.positive_int)
+    stop_at_eps: bool = option(False, "end a search at the first step whose L2 reaches -eps, with that step's image "
+                                      "(not in 2020, which always ran every step and kept the lowest TOTAL)")
 
     def __post_init__(self):
         if not isinstance(self.loss_str, str):
@@ -167,9 +185,7 @@ class SearchConfig:
                     setattr(self, name, parse(getattr(self, name)))
                 except ValueError as e:
                     raise type(e)(f"{name}: {e}") from None
-        for name, allowed in (("noise_type", NOISE_TYPES), ("opt_name", OPTIMIZERS), ("lr_schedule", SCHEDULES)):
-            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        check_choices(self)
         check_positive("eps", self.eps)
         check_positive("learning_rate", self.learning_rate)
         check_whole("steps", self.steps, 1)
@@ -177,6 +193,15 @@ class SearchConfig:
         check_bool("tile_latent", self.tile_latent)
         check_whole("tries", self.tries, 1)
         check_bool("stop_at_eps", self.stop_at_eps)
+
+
+def check_choices(options):
+    """ValueError naming the first field of `options` (a SearchConfig or ModelOptions) whose value
+    is not one of its declared choices."""
+    for f in fields(options):
+        allowed, value = f.metadata["choices"], getattr(options, f.name)
+        if allowed is not None and (not isinstance(value, str) or value not in allowed):
+            raise ValueError(f"{f.name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def result_settings(config, precision, compile):
@@ -461,14 +486,23 @@ def from_generator(network, prior, device=None, precision="fp32", speedups=True,
 
 @dataclass
 class ModelOptions:
-    """What `load` takes besides the device: which generator and how it computes (run.py's flags of
-    the same names; `speedups` is run.py's -no_speedups turned round)."""
-    network: str | None = None  # a converted folder, a network file or its URL, or a packaged one's name
-    cache_dir: str = "cache"    # where weights are looked up, downloaded and converted
-    keep_pickle: bool = False   # keep a downloaded pickle beside its conversion
-    precision: str = "fp32"     # fp32, fp64, bf16 or fp16 (see speed.PRECISIONS)
-    speedups: bool = True       # the fast generator ops (same results); False: the 2020 ops
-    compile: bool = False       # torch.compile the generator (results differ slightly)
+    """What `load` takes besides the device: which generator and how it computes (run.py's and
+    app.py's flags of the same names; `speedups` is their -no_speedups turned round)."""
+    network: str | None = option(
+        None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN, "
+              "StyleGAN2 or StyleGAN3 pickle, a rosinality StyleGAN2 or a DCGAN checkpoint), converted once into "
+              f"<cache_dir>/<name>/; or a packaged generator by name ({', '.join(PACKAGED)}; see docs/generators.md)",
+        metavar="PATH_OR_URL")
+    cache_dir: str = option("cache", "folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has "
+                                     "none, NVIDIA's FFHQ model is downloaded and converted into it")
+    keep_pickle: bool = option(False, "keep a downloaded network pickle next to its conversion (NVIDIA's is about "
+                                      "300 MB)")
+    precision: str = option("fp32", "float type of the model and the search (random draws are always float32); bf16 "
+                                    "and fp16 run the generator under autocast, faster and with slightly different "
+                                    "results (fp16 only on a GPU)", choices=tuple(speed.PRECISIONS))
+    speedups: bool = option(True, "run the 2020 generator ops: the same results, about 2x slower on the CPU")
+    compile: bool = option(False, "torch.compile the generator: faster steps after a compilation of a minute or "
+                                  "more (needs a C++ compiler on the CPU); results differ slightly")
 
     def __post_init__(self):
         if self.network is not None and not isinstance(self.network, (str, os.PathLike)):
@@ -477,8 +511,7 @@ class ModelOptions:
             raise ValueError(f"cache_dir must be a folder's path, got {self.cache_dir!r}")
         for name in ("keep_pickle", "speedups", "compile"):
             check_bool(name, getattr(self, name))
-        if not isinstance(self.precision, str) or self.precision not in speed.PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(speed.PRECISIONS)}, got {self.precision!r}")
+        check_choices(self)
 
 
 TINY_MODEL = HERE / "tests" / "fixtures" / "tiny_model"

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -80,19 +80,8 @@ def build_parser():
     p.add_argument("-host", "--host", default="127.0.0.1",
                    help="address to listen on; the default serves this machine only")
     p.add_argument("-port", "--port", type=positive_int, default=7860, help="port of the page")
-    w = p.add_argument_group("the generator, chosen here and never from the page (as run.py)")
-    w.add_argument("-cache_dir", "--cache_dir", default="cache",
-                   help="folder with synthesis.pt; when it has none, NVIDIA's FFHQ model is downloaded "
-                        "and converted into it")
-    w.add_argument("-network", "--network", metavar="PATH_OR_URL",
-                   help="another generator: a folder of converted weights, a network file (file or URL), or "
-                        "dcgan-digiface (a trained 64x64 DCGAN, see docs/generators.md)")
-    w.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default="fp32",
-                   help="float type of the model and the search")
-    w.add_argument("-no_speedups", "--no_speedups", action="store_true",
-                   help="run the 2020 generator ops: the same results, slower")
-    w.add_argument("-compile", "--compile", action="store_true",
-                   help="torch.compile the generator: faster steps after a long compilation; results differ slightly")
+    cli.add_options(p.add_argument_group("the generator, chosen here and never from the page (as run.py)"),
+                    PULSE.ModelOptions)
     return p
 
 
@@ -612,8 +601,7 @@ def main(argv=None):
         print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED
     try:
-        model = PULSE.load(cache_dir=args.cache_dir, network=args.network, precision=args.precision,
-                           speedups=not args.no_speedups, compile=args.compile)
+        model = PULSE.load(**asdict(cli.options_from(PULSE.ModelOptions, args)))
     except (cli.SetupError, WeightsError, speed.PrecisionError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED

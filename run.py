@@ -23,20 +23,17 @@ from tqdm import tqdm
 
 from runkit import cli, inputs, runlog, speed, visuals
 from device import DeviceError, pick_device
-from loss import LossString
-from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupError, non_negative_int, positive_float, positive_int
+from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupError, non_negative_int, positive_int
 from runkit.distributed import Launch, Team, TeamError, launch_from_environment
 from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
-from PULSE import (NOISE_TYPES, OPTIMIZERS, SCHEDULES, ModelOptions, NoiseLayerError, NoiseLayers, SearchConfig,
-                   load, result_settings)
+from PULSE import ModelOptions, NoiseLayerError, SearchConfig, load, result_settings
 from weightfiles.weights import WeightsError
 
 
 # ---- flags ---------------------------------------------------------------------------------
 
 def build_parser():
-    defaults = SearchConfig()
     p = cli.parser("PULSE: search a StyleGAN's latent space for high-resolution faces that "
                    "downscale to the low-resolution inputs (Menon et al., CVPR 2020).",
                    epilog=cli.EXIT_STATUSES)
@@ -54,62 +51,16 @@ def build_parser():
                     help="skip inputs whose output and log line already exist with the same flags and seed; "
                          "a search that was stopped runs again from its first step")
 
-    w = p.add_argument_group("the generator (see docs/weights.md)")
-    w.add_argument("-cache_dir", "--cache_dir", default=ModelOptions.cache_dir,
-                   help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
-                        "NVIDIA's FFHQ model is downloaded and converted into it")
-    w.add_argument("-network", "--network", metavar="PATH_OR_URL",
-                   help="another generator: a folder of converted weights, a network file (NVIDIA's pickle, a "
-                        "rosinality or DCGAN checkpoint; a path or URL), converted once into <cache_dir>/<name>/, "
-                        "or dcgan-digiface (the trained 64x64 DCGAN of the PyPI package gan-face-generate)")
-    w.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
-                   help="keep a downloaded network pickle next to its conversion (NVIDIA's is about 300 MB)")
-
+    cli.add_options(p.add_argument_group("the generator and how it computes (see docs/weights.md, bench.py)"),
+                    ModelOptions)
     s = p.add_argument_group("search")
     s.add_argument("-seed", "--seed", type=non_negative_int,
                    help="seed of the first duplicate (duplicate k uses seed+k-1); drawn at random and logged if not given")
-    s.add_argument("-loss_str", "--loss_str", type=cli.parsed_by(LossString), default=defaults.loss_str,
-                   help="weighted sum of L2, L1 and GEOCROSS terms")
-    s.add_argument("-eps", "--eps", type=positive_float, default=defaults.eps,
-                   help="target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED")
-    s.add_argument("-noise_type", "--noise_type", choices=NOISE_TYPES, default=defaults.noise_type,
-                   help="noise inputs of the generator: zero, fixed random, or trainable")
-    s.add_argument("-num_trainable_noise_layers", "--num_trainable_noise_layers", type=non_negative_int,
-                   default=defaults.num_trainable_noise_layers,
-                   help="with -noise_type trainable, how many of the first noise layers are optimised")
-    s.add_argument("-tile_latent", "--tile_latent", action="store_true",
-                   help="search one latent vector shared by all layers instead of one per layer")
-    s.add_argument("-bad_noise_layers", "--bad_noise_layers", type=cli.parsed_by(NoiseLayers),
-                   help="dot-separated noise layers set to zero (they add artifacts); by default the "
-                        "generator's own: the 1024x1024 StyleGAN's layer 17 as in 2020, a StyleGAN2's last")
-    s.add_argument("-opt_name", "--opt_name", choices=list(OPTIMIZERS), default=defaults.opt_name,
-                   help="optimizer of the projected gradient descent")
-    s.add_argument("-learning_rate", "--learning_rate", type=positive_float, default=defaults.learning_rate,
-                   help="peak learning rate")
-    s.add_argument("-steps", "--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
-    s.add_argument("-lr_schedule", "--lr_schedule", choices=list(SCHEDULES), default=defaults.lr_schedule,
-                   help="learning-rate schedule over the steps")
-    s.add_argument("-tries", "--tries", type=positive_int, default=defaults.tries,
-                   help="searches per result at most: one that ends NOT CONVERGED is run again from a new seed "
-                        "(try t of duplicate k uses seed+k-1+(t-1)*duplicates); the first that converges is kept, "
-                        "else the one with the lowest L2")
-    s.add_argument("-stop_at_eps", "--stop_at_eps", action="store_true",
-                   help="end a search at the first step whose L2 reaches -eps, with that step's image "
-                        "(not in 2020, which always ran every step and kept the lowest TOTAL)")
-    s.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default=ModelOptions.precision,
-                   help="float type of the model and the search (random draws are always float32); bf16 and "
-                        "fp16 run the generator under autocast, faster and with slightly different results "
-                        "(fp16 only on a GPU)")
-
-    f = p.add_argument_group("speed (see bench.py); the first two hold for the whole process, a sweep included")
-    f.add_argument("-no_speedups", "--no_speedups", action="store_true",
-                   help="run the 2020 generator ops and, on the CPU, let freed memory go back to the system: "
-                        "the same results, about 2x slower on the CPU, with less peak memory")
+    cli.add_options(s, SearchConfig)
+    f = p.add_argument_group("speed", "-threads and -no_speedups hold for the whole process, a sweep included; "
+                                      "on the CPU, -no_speedups also lets freed memory go back to the system")
     f.add_argument("-threads", "--threads", type=positive_int,
                    help="CPU threads (default: OMP_NUM_THREADS if set, else the number of physical cores)")
-    f.add_argument("-compile", "--compile", action="store_true",
-                   help="torch.compile the generator: faster steps after a compilation of a minute or more "
-                        "(needs a C++ compiler on the CPU); results differ slightly")
     visuals.add_flags(p)
     return p
 
@@ -146,9 +97,8 @@ class RunOptions:
     @classmethod
     def from_args(cls, args):
         """The options of parsed run.py flags (each option has its flag's name)."""
-        def pick(kind, **renamed):
-            return kind(**{f.name: getattr(args, f.name) for f in fields(kind) if f.name not in renamed}, **renamed)
-        return cls(pick(FolderRun), pick(ModelOptions, speedups=not args.no_speedups), pick(SearchConfig))
+        folder = FolderRun(**{f.name: getattr(args, f.name) for f in fields(FolderRun)})
+        return cls(folder, cli.options_from(ModelOptions, args), cli.options_from(SearchConfig, args))
 
     def result_settings(self):
         return result_settings(self.search, self.model.precision, self.model.compile)
