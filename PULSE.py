@@ -13,6 +13,7 @@ remember the best image, backward, optimizer step with the spherical projection,
 A network built in Python is searched through `PULSE.from_generator(network, prior)` (see
 generator.py for what it must answer, and docs/generators.md).
 """
+import inspect
 import math
 import numbers
 import os
@@ -43,6 +44,7 @@ def shadowing(error):
 
 try:
     from runkit import cli, inputs, runlog, speed
+    from runkit.inputs import Input  # noqa: F401 (the API's: upsample takes one to name its results)
     from device import pick_device
     from generator import Generator, Prior, missing_members
     from loss import LossBuilder, LossString
@@ -132,6 +134,23 @@ def from_keywords(cls, keywords, what):
     if unknown:
         raise TypeError(f"unknown {what} {', '.join(map(repr, unknown))}; the {what}s are {', '.join(known)}")
     return cls(**keywords)
+
+
+def takes_options(options):
+    """Decorator of a function whose **keywords are the fields of the dataclass `options`: its signature
+    (what help(), inspect and a notebook show) names each with its default, and its docstring lists
+    them with their help. The function still takes them as **keywords (see from_keywords)."""
+    def decorate(function):
+        signature = inspect.signature(function)
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                    for f in fields(options)]
+        function.__signature__ = signature.replace(parameters=own + declared)
+        listed = "\n".join(f"    {f.name}: {'False: ' if f.default is True else ''}{f.metadata['help']}"
+                           for f in fields(options))
+        function.__doc__ = f"{inspect.cleandoc(function.__doc__)}\n\n{options.__name__} (run.py's flags):\n{listed}"
+        return function
+    return decorate
 
 
 def option(default, help, parse=None, choices=None, metavar=None):
@@ -256,31 +275,45 @@ class Attempt:
         return self.job.seed_of_try(self.number)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Row:
+    """Whose search a row of a step's batch is: which input, duplicate and try (Step.rows)."""
+    input: str                  # the input's path, or its label ("image 2", or an Input's)
+    name: str                   # the name of the result it searches for: the input's, with _k for duplicate k
+    duplicate: int              # k, from 1
+    attempt: int                # which try of that duplicate, from 1 (see -tries)
+    seed: int                   # the seed of this try
+    step: int                   # steps this search has done (the rows of a batch may have started apart)
+
+
 class Step:
-    """What a step hook (`on_step`) is handed after a step's losses are computed: row b of the batch
-    is the search `searches[b]` (its attempt, its step count, its best so far)."""
-    losses: dict                # {loss name: device tensor [B]}, TOTAL included
-    searches: list              # the Search of each row
-    downscale: object           # the search's bicubic operator (what L2 compares with the input)
+    """What a step hook (`on_step`) is handed after a step's losses are computed. Row b of the batch
+    is `rows[b]`'s search; `losses[name][b]`, `best_im[b]` and `best_l2[b]` are that row's."""
+
+    def __init__(self, losses, rows, trackers, downscale):
+        self.losses = losses        # {loss name: device tensor [B]}, TOTAL included
+        self.rows = rows            # a Row per row of the batch
+        self._trackers = trackers   # each row's best so far
+        self._downscale = downscale  # the search's bicubic operator (what L2 compares with the input)
 
     @property
     def number(self):
-        """1-based step of the first row's search: every row's, unless stop_at_eps ended some early."""
-        return self.searches[0].step
+        """1-based step of the first row's search: every row's, unless some rows started later."""
+        return self.rows[0].step
 
     @property
     def best_im(self):
         """[B, 3, R, R]: each row's best image so far."""
-        return torch.cat([search.tracker.best_im for search in self.searches])
+        return torch.cat([tracker.best_im for tracker in self._trackers])
 
     @property
     def best_l2(self):
         """Each row's L2 at its best image so far, as floats."""
-        return torch.cat([search.tracker.best_losses["L2"] for search in self.searches]).tolist()
+        return torch.cat([tracker.best_losses["L2"] for tracker in self._trackers]).tolist()
 
     def best_downscaled(self):
-        return self.downscale(self.best_im)
+        """[B, 3, r, r]: each row's best image so far, downscaled as L2 compares it with the input."""
+        return self._downscale(self.best_im)
 
 
 def draw_start(seed, latent_shape, noise_sizes, zeroed, config):
@@ -303,8 +336,8 @@ def draw_start(seed, latent_shape, noise_sizes, zeroed, config):
 
 
 class PULSE(torch.nn.Module):
-    """Holds the frozen synthesis network and its prior; `search` runs PULSE on a batch of tensors,
-    `upsample` on images (the Python API), `render` draws a latent.
+    """Holds the frozen synthesis network and its prior; `search_jobs` runs PULSE on jobs (run.py's
+    folder), `upsample` on images (the Python API, a thin layer over it), `render` draws a latent.
 
     With `autocast_dtype` (bfloat16 or float16) the generator computes in that type under
     autocast; the search variables, the losses and the optimizer stay in the model's dtype.
@@ -391,27 +424,31 @@ class PULSE(torch.nn.Module):
         batch never computes finished searches. `on_step(Step)` is called after each step's losses.
         Ctrl-C, or a KeyboardInterrupt raised by `on_step` or `on_result`, ends the searches under
         way: every job with a step done gets the best of its tries so far, marked interrupted, and
-        then the KeyboardInterrupt goes on up.
+        then the KeyboardInterrupt goes on up. NoiseLayerError, before any search, when `config` names
+        noise layers this model does not have.
         """
+        self.check_noise_layers(config)
         settings = result_settings(config, self.precision, self.compiled)
         for group in inputs.batches(jobs, len(jobs)):  # one input size at a time
             attempts = deque(Attempt(i, job) for i, job in enumerate(group))
             BatchSearch(self, config, settings, on_result).run(attempts, batch_size, on_step)
 
+    @takes_options(SearchConfig)
     def upsample(self, images, seed=None, duplicates=1, batch_size=1, on_step=None, **settings):
         """PULSE on low-resolution faces: a list of Results, one per image and duplicate, in order.
 
-        `images`: a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor in [0, 1], or a list of
-        paths and images. `seed` is the first duplicate's (duplicate k uses seed + k - 1, and its try t
-        seed + k - 1 + (t - 1) * duplicates; drawn at random when None, and kept in each Result).
-        `settings` are SearchConfig's fields (run.py's search flags, same names and defaults, `tries`
-        and `stop_at_eps` included). An unusable image or argument raises ValueError naming it,
+        `images`: a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor in [0, 1], an Input (an
+        image with the name its results take), or a list of these. `seed` is the first duplicate's
+        (duplicate k uses seed + k - 1, and its try t seed + k - 1 + (t - 1) * duplicates; drawn at
+        random when None, and kept in each Result). `on_step(Step)` is called after each step's
+        losses. The search settings (below) are SearchConfig's fields: run.py's search flags, same
+        names and defaults. An unusable image or argument raises ValueError naming it,
         before any search; a setting name SearchConfig does not have, a TypeError listing them.
         Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the stopped
         searches' marked `interrupted`.
         """
         config = from_keywords(SearchConfig, settings, "search setting")
-        self.check_noise_layers(config)
+        self.check_noise_layers(config)  # with the other arguments, before the images are read
         check_whole("duplicates", duplicates, 1)
         check_whole("batch_size", batch_size, 1)
         if seed is not None:
@@ -446,6 +483,37 @@ class PULSE(torch.nn.Module):
         return to_pil(image[0].clamp(0, 1).cpu())
 
 
+@dataclass
+class ModelOptions:
+    """What `load` takes besides the device: which generator and how it computes (run.py's and
+    app.py's flags of the same names; `speedups` is their -no_speedups turned round)."""
+    network: str | None = option(
+        None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN, "
+              "StyleGAN2 or StyleGAN3 pickle, a rosinality StyleGAN2 or a DCGAN checkpoint), converted once into "
+              f"<cache_dir>/<name>/; or a packaged generator by name ({', '.join(PACKAGED)}; see docs/generators.md)",
+        metavar="PATH_OR_URL")
+    cache_dir: str = option("cache", "folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has "
+                                     "none, NVIDIA's FFHQ model is downloaded and converted into it")
+    keep_pickle: bool = option(False, "keep a downloaded network pickle next to its conversion (NVIDIA's is about "
+                                      "300 MB)")
+    precision: str = option("fp32", "float type of the model and the search (random draws are always float32); bf16 "
+                                    "and fp16 run the generator under autocast, faster and with slightly different "
+                                    "results (fp16 only on a GPU)", choices=tuple(speed.PRECISIONS))
+    speedups: bool = option(True, "run the 2020 generator ops: the same results, about 2x slower on the CPU")
+    compile: bool = option(False, "torch.compile the generator: faster steps after a compilation of a minute or "
+                                  "more (needs a C++ compiler on the CPU); results differ slightly")
+
+    def __post_init__(self):
+        if self.network is not None and not isinstance(self.network, (str, os.PathLike)):
+            raise ValueError(f"network must be None, a path or a URL, got {self.network!r}")
+        if not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ValueError(f"cache_dir must be a folder's path, got {self.cache_dir!r}")
+        for name in ("keep_pickle", "speedups", "compile"):
+            check_bool(name, getattr(self, name))
+        check_choices(self)
+
+
+@takes_options(ModelOptions)
 def load(device=None, log=None, **options):
     """The PULSE model of a generator, found as run.py finds it (see ModelOptions for `options`):
     `cache_dir` (filled by download and conversion when it has no generator) or `network` (a folder,
@@ -484,36 +552,6 @@ def from_generator(network, prior, device=None, precision="fp32", speedups=True,
     return PULSE.build(network, prior, device, precision, fast=speedups, compile=compile)
 
 
-@dataclass
-class ModelOptions:
-    """What `load` takes besides the device: which generator and how it computes (run.py's and
-    app.py's flags of the same names; `speedups` is their -no_speedups turned round)."""
-    network: str | None = option(
-        None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN, "
-              "StyleGAN2 or StyleGAN3 pickle, a rosinality StyleGAN2 or a DCGAN checkpoint), converted once into "
-              f"<cache_dir>/<name>/; or a packaged generator by name ({', '.join(PACKAGED)}; see docs/generators.md)",
-        metavar="PATH_OR_URL")
-    cache_dir: str = option("cache", "folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has "
-                                     "none, NVIDIA's FFHQ model is downloaded and converted into it")
-    keep_pickle: bool = option(False, "keep a downloaded network pickle next to its conversion (NVIDIA's is about "
-                                      "300 MB)")
-    precision: str = option("fp32", "float type of the model and the search (random draws are always float32); bf16 "
-                                    "and fp16 run the generator under autocast, faster and with slightly different "
-                                    "results (fp16 only on a GPU)", choices=tuple(speed.PRECISIONS))
-    speedups: bool = option(True, "run the 2020 generator ops: the same results, about 2x slower on the CPU")
-    compile: bool = option(False, "torch.compile the generator: faster steps after a compilation of a minute or "
-                                  "more (needs a C++ compiler on the CPU); results differ slightly")
-
-    def __post_init__(self):
-        if self.network is not None and not isinstance(self.network, (str, os.PathLike)):
-            raise ValueError(f"network must be None, a path or a URL, got {self.network!r}")
-        if not isinstance(self.cache_dir, (str, os.PathLike)):
-            raise ValueError(f"cache_dir must be a folder's path, got {self.cache_dir!r}")
-        for name in ("keep_pickle", "speedups", "compile"):
-            check_bool(name, getattr(self, name))
-        check_choices(self)
-
-
 TINY_MODEL = HERE / "tests" / "fixtures" / "tiny_model"
 
 
@@ -543,6 +581,10 @@ class Search:
         self.step = 0               # steps done
         self.reached_eps = False    # with stop_at_eps: whether its last step's L2 reached eps
         self.start = time.time()
+
+    def row(self):
+        job = self.attempt.job
+        return Row(job.source, job.name, job.duplicate, self.attempt.number, self.attempt.seed, self.step)
 
     def result(self, config, settings, interrupted):
         """This try as a Result (its `tries` are filled in by `kept`)."""
@@ -611,7 +653,8 @@ class BatchSearch:
             search.tracker.update(search.step, {name: value[b:b + 1] for name, value in losses.items()},
                                   gen_im[b:b + 1], keep=reached[b])
         if on_step is not None:
-            on_step(Step(losses, list(searches), self.loss_builder.downscale))
+            on_step(Step(losses, [search.row() for search in searches], [search.tracker for search in searches],
+                         self.loss_builder.downscale))
         total.sum().backward()
         for search in searches:
             search.opt.step()

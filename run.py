@@ -137,7 +137,7 @@ def list_inputs(input_dir):
 
 
 def read_inputs(paths, resolution):
-    """([(source, stem, image)] of the usable inputs, error messages of the others)."""
+    """(the inputs.Input of each usable input, error messages of the others)."""
     named, errors = [], []
     for path in paths:
         try:
@@ -168,12 +168,11 @@ def intermediate_writer(out_dir, config):
 
     def write(step):
         low = step.best_downscaled()
-        for b, (row, best) in enumerate(zip(step.searches, step.best_im)):
-            job = row.attempt.job
-            attempt = f"_try{row.attempt.number}" if config.tries > 1 else ""
-            name = f"{job.name}{attempt}_{row.step:0{digits}d}.png"
-            save_tensor_image(best, out_dir / job.name / "HR" / name)
-            save_tensor_image(low[b], out_dir / job.name / "LR" / name)
+        for b, (row, best) in enumerate(zip(step.rows, step.best_im)):
+            attempt = f"_try{row.attempt}" if config.tries > 1 else ""
+            name = f"{row.name}{attempt}_{row.step:0{digits}d}.png"
+            save_tensor_image(best, out_dir / row.name / "HR" / name)
+            save_tensor_image(low[b], out_dir / row.name / "LR" / name)
     return write
 
 
@@ -186,13 +185,13 @@ def progress_reporter(bar):
         bar.n = step.number
         if time.monotonic() - last[0] > 0.5 or step.number == bar.total:
             last[0] = time.monotonic()
-            bar.set_description(", ".join(search_label(row.attempt) for row in step.searches)[:40], refresh=False)
+            bar.set_description(", ".join(map(search_label, step.rows))[:40], refresh=False)
             bar.set_postfix({name: f"{value[0].item():.4f}" for name, value in step.losses.items()})
     return report
 
 
-def search_label(attempt):
-    return attempt.job.name + (f" try {attempt.number}" if attempt.number > 1 else "")
+def search_label(row):
+    return row.name + (f" try {row.attempt}" if row.attempt > 1 else "")
 
 
 class JobProgress:
@@ -366,10 +365,6 @@ def run_job(options, paths, out_dir, team, stop):
     """Every search of the folder once over the team: each process runs its share."""
     try:
         model = team.main_first(lambda: load(device=team.device, **asdict(options.model)))  # a download happens once
-        model.check_noise_layers(options.search)
-    except NoiseLayerError as e:
-        print(team.tag(f"run.py: error: {e}"), file=sys.stderr)
-        return EXIT_USAGE
     except (SetupError, TeamError, WeightsError, speed.PrecisionError, DeviceError) as e:
         print(team.tag(f"error: {e}"), file=sys.stderr)
         return EXIT_SETUP_FAILED
@@ -436,6 +431,9 @@ def search_share(model, options, jobs, todo, records, out_dir, team, stop):
             on_step = step_hooks(options, out_dir, bar if team.is_main else None, job_progress, gif)
             try:
                 model.search_jobs(share, options.search, keep, folder.batch_size, on_step)
+            except NoiseLayerError as e:  # a flag this model cannot take, found before any search
+                print(team.tag(f"run.py: error: {e}"), file=sys.stderr)
+                return EXIT_USAGE
             except torch.OutOfMemoryError:
                 left = [job.name for job in share if job.name not in written]
                 print(team.tag(f"error: {out_of_memory_message(folder.batch_size, team.device)}; not searched: "
