@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -223,44 +223,23 @@ def check_choices(options):
             raise ValueError(f"{f.name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
-def result_settings(config, precision, compile):
-    """The settings that decide a result besides the weights and the seed: the search's, the
-    precision and compilation. What a Result keeps and -resume compares."""
-    return {**asdict(config), "precision": precision, "compile": compile}
-
-
-@dataclass
-class Result:
+@dataclass(kw_only=True)
+class Result(runlog.Outcome):
     """The result of one input and duplicate: its kept search (the first of its tries that converged,
     else the one whose best image has the lowest L2), that search's best image (lowest TOTAL, first
-    on ties; with -stop_at_eps, the image of the step that reached eps) and how it went. What
-    run.py writes and logs for it (see runlog.Record)."""
-    input: str                  # the input's path, or its place among the images given ("image 2")
+    on ties; with -stop_at_eps, the image of the step that reached eps) and how it went: `input`,
+    `seed`, `steps`, `best_step`, `losses`, `converged`, `interrupted`, `seconds`, `trajectory`,
+    `tries`, `stopped_at`, `status` and `note`, which runlog.Outcome documents and the run log
+    keeps, field for field (runlog.Record.of)."""
     name: str                   # the result's name: the input's stem, with _k for duplicate k
-    seed: int                   # the seed of the kept search
-    base_seed: int              # the seed of the input's first duplicate
-    settings: dict              # what decides it besides weights and seed: search settings, precision, compile
     tensor: torch.Tensor        # the best image, [3, R, R] in [0, 1], on the CPU
-    best_step: int              # 1-based step of the best image
-    losses: dict                # every loss at the best step, TOTAL included
-    converged: bool             # whether L2 reached eps (only when the loss optimises L2, as in 2020)
-    interrupted: bool           # whether a stop (Ctrl-C, a signal, on_step) cut its search or its tries short
-    steps: int                  # steps the kept search did: fewer than asked when interrupted or stopped at eps
-    seconds: float              # wall time of all its tries (each beside the other searches of its batch)
-    trajectory: list            # one {step, every loss} dict per step of the kept search
     latent: torch.Tensor        # the search latent at the best step, [rows, width] (see generator.Prior), on the CPU
     noise: list                 # the noise maps at the best step, [1, r, r] each, on the CPU
-    tries: list = field(default_factory=list)  # one {seed, L2, converged, steps} per try, in order (L2: of its best image)
-    stopped_at: int | None = None  # with stop_at_eps, the step that reached eps and ended the kept search
 
     @property
     def image(self):
         """The best image as a PIL image (what run.py writes as the result PNG)."""
         return to_pil(self.tensor)
-
-    @property
-    def status(self):
-        return runlog.status(self.converged, self.interrupted, self.steps)
 
 
 @dataclass
@@ -428,10 +407,9 @@ class PULSE(torch.nn.Module):
         noise layers this model does not have.
         """
         self.check_noise_layers(config)
-        settings = result_settings(config, self.precision, self.compiled)
         for group in inputs.batches(jobs, len(jobs)):  # one input size at a time
             attempts = deque(Attempt(i, job) for i, job in enumerate(group))
-            BatchSearch(self, config, settings, on_result).run(attempts, batch_size, on_step)
+            BatchSearch(self, config, on_result).run(attempts, batch_size, on_step)
 
     @takes_options(SearchConfig)
     def upsample(self, images, seed=None, duplicates=1, batch_size=1, on_step=None, **settings):
@@ -586,12 +564,12 @@ class Search:
         job = self.attempt.job
         return Row(job.source, job.name, job.duplicate, self.attempt.number, self.attempt.seed, self.step)
 
-    def result(self, config, settings, interrupted):
+    def result(self, config, interrupted):
         """This try as a Result (its `tries` are filled in by `kept`)."""
         job = self.attempt.job
-        return Result(input=job.source, name=job.name, seed=self.attempt.seed, base_seed=job.base_seed,
-                      settings=settings, **self.tracker.result(config.eps), interrupted=interrupted,
-                      seconds=time.time() - self.start, stopped_at=self.step if self.reached_eps else None)
+        return Result(input=job.source, name=job.name, seed=self.attempt.seed, **self.tracker.result(config.eps),
+                      interrupted=interrupted, seconds=time.time() - self.start,
+                      stopped_at=self.step if self.reached_eps else None)
 
 
 def kept(tries, interrupted=False):
@@ -608,8 +586,8 @@ class BatchSearch:
     after config.steps steps (or, with stop_at_eps, at the step whose L2 reaches eps); a search that
     ends frees its row for the next attempt: its own next try first, else the next job's first."""
 
-    def __init__(self, model, config, settings, finish):
-        self.model, self.config, self.settings, self.finish = model, config, settings, finish
+    def __init__(self, model, config, finish):
+        self.model, self.config, self.finish = model, config, finish
         self.tries = {}             # job index -> (the job, the Results of its tries so far) until it is final
         self.searches = []          # the rows of the batch
         self.loss_builder = None    # for the inputs of the rows; None when the rows changed
@@ -670,7 +648,7 @@ class BatchSearch:
     def end(self, search, attempts):
         """A search ran to its end: its job is final, or its next try waits first in line."""
         _, tries = self.tries.setdefault(search.attempt.index, (search.attempt.job, []))
-        tries.append(search.result(self.config, self.settings, interrupted=False))
+        tries.append(search.result(self.config, interrupted=False))
         self.searches.remove(search)
         self.loss_builder = None
         if tries[-1].converged or len(tries) == self.config.tries:
@@ -685,7 +663,7 @@ class BatchSearch:
         for search in self.searches:
             if search.step > 0:
                 self.tries.setdefault(search.attempt.index, (search.attempt.job, []))[1].append(
-                    search.result(self.config, self.settings, interrupted=True))
+                    search.result(self.config, interrupted=True))
         self.searches = []
         for index in sorted(self.tries):
             job, tries = self.tries.pop(index)

@@ -297,11 +297,12 @@ def search_face(model, face, settings, folder, on_step):
     results = model.upsample(PULSE.Input(face.low, face.name, face.label), seed=settings.seed,
                              duplicates=settings.duplicates, on_step=film_and_report, **asdict(settings.search))
     records = []
-    flags = {"seed": settings.seed, "duplicates": settings.duplicates}
+    flags = {"seed": settings.seed, "duplicates": settings.duplicates,
+             **runlog.result_settings(settings.search, model.precision, model.compiled)}
     for result in results:
         output = folder / f"{result.name}.png"
         save_image(result.image, output)
-        records.append(runlog.Record.of(result, output, model.device, flags))
+        records.append(runlog.Record.of(result, output, model.device, settings.seed, flags))
         runlog.append(folder / runlog.LOG_NAME, records[-1])
         gif.save(folder / f"{result.name}_search.gif", result)
     return records
@@ -368,7 +369,7 @@ def outcome_summary(outcome):
         status = record.status if record.converged else (
             f"**{record.status}** (try more steps, more tries, another seed, or a larger eps)")
         lines.append(f"- {Path(record.output).name}: {status}; seed {record.seed}, best step {record.best_step}, "
-                     f"L2 {record.losses['L2']:.4g}{runlog.search_note(record)}")
+                     f"L2 {record.losses['L2']:.4g}{record.note}")
     return "\n".join(lines)
 
 

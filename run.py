@@ -27,7 +27,7 @@ from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE, SetupE
 from runkit.distributed import Launch, Team, TeamError, launch_from_environment
 from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
-from PULSE import ModelOptions, NoiseLayerError, SearchConfig, load, result_settings
+from PULSE import ModelOptions, NoiseLayerError, SearchConfig, load
 from weightfiles.weights import WeightsError
 
 
@@ -101,7 +101,8 @@ class RunOptions:
         return cls(folder, cli.options_from(ModelOptions, args), cli.options_from(SearchConfig, args))
 
     def result_settings(self):
-        return result_settings(self.search, self.model.precision, self.model.compile)
+        """What decides a result besides the weights and the seed (what -resume compares)."""
+        return runlog.result_settings(self.search, self.model.precision, self.model.compile)
 
     def with_values(self, values):
         """These options with some replaced: {option name: value}, each in the part that has it."""
@@ -113,9 +114,10 @@ class RunOptions:
                                              if name in {f.name for f in fields(part)}}) for part in parts))
 
     def flags(self):
-        """Every option by name, as the run log keeps them (with each result's own settings)."""
-        return {name: str(value) if isinstance(value, Path) else value
-                for part in (self.folder, self.model) for name, value in asdict(part).items()}
+        """Every option by name, as a log line keeps them in its args."""
+        return {**{name: str(value) if isinstance(value, Path) else value
+                   for part in (self.folder, self.model) for name, value in asdict(part).items()},
+                **self.result_settings()}
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -231,10 +233,10 @@ def step_hooks(options, out_dir, bar, job_progress, gif):
 def record_result(job, result, options, device, log_path, say=print):
     """Write and log a result, telling `say` about it; returns its log record."""
     save_tensor_image(result.tensor, job.output)
-    record = runlog.Record.of(result, job.output, device, flags=options.flags())
+    record = runlog.Record.of(result, job.output, device, job.base_seed, options.flags())
     runlog.append(log_path, record)
     losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.losses.items())
-    say(f"{job.output}  best step {result.best_step} | {losses} | {result.status}{runlog.search_note(result)}")
+    say(f"{job.output}  best step {result.best_step} | {losses} | {result.status}{result.note}")
     return record
 
 

@@ -234,10 +234,13 @@ def test_help_shows_every_setting_and_model_option_with_its_default(model64):
 def test_a_result_becomes_a_run_log_line(tmp_path, model64):
     (result,) = model64.upsample(TINY_INPUT, seed=0, steps=2)
     result.image.save(tmp_path / "target.png")
-    runlog.append(tmp_path / runlog.LOG_NAME, runlog.Record.of(result, tmp_path / "target.png", model64.device))
-    (record,) = runlog.read(tmp_path / runlog.LOG_NAME)
-    assert record.is_complete(PULSE.result_settings(PULSE.SearchConfig(steps=2), "fp64", False))
-    assert record.trajectory == result.trajectory and record.seed == 0
+    settings = runlog.result_settings(PULSE.SearchConfig(steps=2), "fp64", False)
+    record = runlog.Record.of(result, tmp_path / "target.png", model64.device, base_seed=0, args=settings)
+    runlog.append(tmp_path / runlog.LOG_NAME, record)
+    assert runlog.read(tmp_path / runlog.LOG_NAME) == [record]
+    assert record.is_complete(settings) and (record.status, record.note) == (result.status, result.note)
+    assert {f.name: getattr(record, f.name) for f in fields(runlog.Outcome)} == {
+        f.name: getattr(result, f.name) for f in fields(runlog.Outcome)} | {"seconds": round(result.seconds, 3)}
 
 
 def test_the_model_exposes_its_generator_and_fit(model64):
