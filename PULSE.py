@@ -13,6 +13,7 @@ remember the best image, backward, optimizer step with the spherical projection,
 A network built in Python is searched through `PULSE.from_generator(network, prior)` (see
 generators/generator.py for what it must answer, and docs/generators.md).
 """
+import inspect
 import logging
 import math
 import numbers
@@ -20,7 +21,7 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def shadowing(error):
 
 
 try:
-    from runkit import inputs, runlog, speed
+    from runkit import cli, inputs, runlog, speed
+    from runkit.inputs import Input  # noqa: F401 (the API's: upsample takes one to name its results)
     from device import pick_device
     from errors import UsageError
     from generators.generator import Generator, Prior, missing_members
@@ -52,6 +54,7 @@ try:
     from parsed_text import ParsedText
     from runkit.images import to_pil
     from SphericalOptimizer import SphericalOptimizer
+    from weightfiles.releases import PACKAGED
     from weightfiles.weight_sources import weights_folder
     from weightfiles.weights import load_generator
 except ImportError as e:  # from another folder: the README's Python section says how
@@ -137,24 +140,59 @@ def from_keywords(cls, keywords, what):
     return cls(**keywords)
 
 
+def takes_options(options):
+    """Decorator of a function whose **keywords are the fields of the dataclass `options`: its signature
+    (what help(), inspect and a notebook show) names each with its default, and its docstring lists
+    them with their help. The function still takes them as **keywords (see from_keywords)."""
+    def decorate(function):
+        signature = inspect.signature(function)
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                    for f in fields(options)]
+        function.__signature__ = signature.replace(parameters=own + declared)
+        listed = "\n".join(f"    {f.name}: {'False: ' if f.default is True else ''}{f.metadata['help']}"
+                           for f in fields(options))
+        function.__doc__ = f"{inspect.cleandoc(function.__doc__)}\n\n{options.__name__} (run.py's flags):\n{listed}"
+        return function
+    return decorate
+
+
+def option(default, help, parse=None, choices=None, metavar=None):
+    """A field of SearchConfig or ModelOptions, declared once with all that is made of it: run.py's
+    flag of its name (app.py's for a model option, sweep.py's grid, the page's box), its `help`, its
+    `choices`, and `parse`, how a flag's text becomes its value (an argparse type; none for an
+    on/off setting or one with choices). An on/off setting that is on by default is the flag
+    -no_<name>, and `help` says what that flag does (see cli.add_options)."""
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices, "metavar": metavar})
+
+
 @dataclass
 class SearchConfig:
     """The search settings: run.py's search flags and `upsample`'s keywords, with the 2020 defaults.
     The two written as text are parsed here when they come as plain text (from a run log or a
     keyword, say); run.py hands them over parsed. The one place that checks them: a value of the
     wrong type or out of range raises ValueError naming the setting and what it takes."""
-    loss_str: LossString = LossString("100*L2+0.05*GEOCROSS")
-    eps: float = 2e-3
-    noise_type: str = "trainable"
-    num_trainable_noise_layers: int = 5
-    tile_latent: bool = False
-    bad_noise_layers: NoiseLayers | None = None  # None: the generator's own (StyleGAN-1 1024x1024: 17, as in 2020)
-    opt_name: str = "adam"
-    learning_rate: float = 0.4
-    steps: int = 100
-    lr_schedule: str = "linear1cycledrop"
-    tries: int = 1              # searches per result at most: a NOT CONVERGED one is run again from a new seed
-    stop_at_eps: bool = False   # end a search at the first step whose L2 reaches eps (not in 2020)
+    loss_str: LossString = option(LossString("100*L2+0.05*GEOCROSS"), "weighted sum of L2, L1 and GEOCROSS terms",
+                                  parse=cli.parsed_by(LossString))
+    eps: float = option(2e-3, "target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED",
+                        parse=cli.positive_float)
+    noise_type: str = option("trainable", "noise inputs of the generator: zero, fixed random, or trainable",
+                             choices=NOISE_TYPES)
+    num_trainable_noise_layers: int = option(
+        5, "with -noise_type trainable, how many of the first noise layers are optimised", parse=cli.non_negative_int)
+    tile_latent: bool = option(False, "search one latent vector shared by all layers instead of one per layer")
+    bad_noise_layers: NoiseLayers | None = option(
+        None, "dot-separated noise layers set to zero (they add artifacts); by default the generator's own: the "
+              "1024x1024 StyleGAN's layer 17 as in 2020, a StyleGAN2's last", parse=cli.parsed_by(NoiseLayers))
+    opt_name: str = option("adam", "optimizer of the projected gradient descent", choices=tuple(OPTIMIZERS))
+    learning_rate: float = option(0.4, "peak learning rate", parse=cli.positive_float)
+    steps: int = option(100, "optimisation steps", parse=cli.positive_int)
+    lr_schedule: str = option("linear1cycledrop", "learning-rate schedule over the steps", choices=tuple(SCHEDULES))
+    tries: int = option(1, "searches per result at most: one that ends NOT CONVERGED is run again from a new seed "
+                           "(try t of duplicate k uses seed+k-1+(t-1)*duplicates); the first that converges is "
+                           "kept, else the one with the lowest L2", parse=cli.positive_int)
+    stop_at_eps: bool = option(False, "end a search at the first step whose L2 reaches -eps, with that step's image "
+                                      "(not in 2020, which always ran every step and kept the lowest TOTAL)")
 
     def __post_init__(self):
         if not isinstance(self.loss_str, str):
@@ -170,9 +208,7 @@ class SearchConfig:
                     setattr(self, name, parse(getattr(self, name)))
                 except ValueError as e:
                     raise type(e)(f"{name}: {e}") from None
-        for name, allowed in (("noise_type", NOISE_TYPES), ("opt_name", OPTIMIZERS), ("lr_schedule", SCHEDULES)):
-            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        check_choices(self)
         check_positive("eps", self.eps)
         check_positive("learning_rate", self.learning_rate)
         check_whole("steps", self.steps, 1)
@@ -182,44 +218,32 @@ class SearchConfig:
         check_bool("stop_at_eps", self.stop_at_eps)
 
 
-def result_settings(config, precision, compile):
-    """The settings that decide a result besides the weights and the seed: the search's, the
-    precision and compilation. What a Result keeps and -resume compares."""
-    return {**asdict(config), "precision": precision, "compile": compile}
+def check_choices(options):
+    """ValueError naming the first field of `options` (a SearchConfig or ModelOptions) whose value
+    is not one of its declared choices."""
+    for f in fields(options):
+        allowed, value = f.metadata["choices"], getattr(options, f.name)
+        if allowed is not None and (not isinstance(value, str) or value not in allowed):
+            raise ValueError(f"{f.name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
-@dataclass
-class Result:
+@dataclass(kw_only=True)
+class Result(runlog.Outcome):
     """The result of one input and duplicate: its kept search (the first of its tries that converged,
     else the one whose best image has the lowest L2), that search's best image (lowest TOTAL, first
-    on ties; with -stop_at_eps, the image of the step that reached eps) and how it went. What
-    run.py writes and logs for it (see runlog.Record)."""
-    input: str                  # the input's path, or its place among the images given ("image 2")
+    on ties; with -stop_at_eps, the image of the step that reached eps) and how it went: `input`,
+    `seed`, `steps`, `best_step`, `losses`, `converged`, `interrupted`, `seconds`, `trajectory`,
+    `tries`, `stopped_at`, `status` and `note`, which runlog.Outcome documents and the run log
+    keeps, field for field (runlog.Record.of)."""
     name: str                   # the result's name: the input's stem, with _k for duplicate k
-    seed: int                   # the seed of the kept search
-    base_seed: int              # the seed of the input's first duplicate
-    settings: dict              # what decides it besides weights and seed: search settings, precision, compile
     tensor: torch.Tensor        # the best image, [3, R, R] in [0, 1], on the CPU
-    best_step: int              # 1-based step of the best image
-    losses: dict                # every loss at the best step, TOTAL included
-    converged: bool             # whether L2 reached eps (only when the loss optimises L2, as in 2020)
-    interrupted: bool           # whether a stop (Ctrl-C, a signal, on_step) cut its search or its tries short
-    steps: int                  # steps the kept search did: fewer than asked when interrupted or stopped at eps
-    seconds: float              # wall time of all its tries (each beside the other searches of its batch)
-    trajectory: list            # one {step, every loss} dict per step of the kept search
     latent: torch.Tensor        # the search latent at the best step, [rows, width] (see generator.Prior), on the CPU
     noise: list                 # the noise maps at the best step, [1, r, r] each, on the CPU
-    tries: list = field(default_factory=list)  # one {seed, L2, converged, steps} per try, in order (L2: of its best image)
-    stopped_at: int | None = None  # with stop_at_eps, the step that reached eps and ended the kept search
 
     @property
     def image(self):
         """The best image as a PIL image (what run.py writes as the result PNG)."""
         return to_pil(self.tensor)
-
-    @property
-    def status(self):
-        return runlog.status(self.converged, self.interrupted, self.steps)
 
 
 @dataclass
@@ -234,31 +258,45 @@ class Attempt:
         return self.job.seed_of_try(self.number)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Row:
+    """Whose search a row of a step's batch is: which input, duplicate and try (Step.rows)."""
+    input: str                  # the input's path, or its label ("image 2", or an Input's)
+    name: str                   # the name of the result it searches for: the input's, with _k for duplicate k
+    duplicate: int              # k, from 1
+    attempt: int                # which try of that duplicate, from 1 (see -tries)
+    seed: int                   # the seed of this try
+    step: int                   # steps this search has done (the rows of a batch may have started apart)
+
+
 class Step:
-    """What a step hook (`on_step`) is handed after a step's losses are computed: row b of the batch
-    is the search `searches[b]` (its attempt, its step count, its best so far)."""
-    losses: dict                # {loss name: device tensor [B]}, TOTAL included
-    searches: list              # the Search of each row
-    downscale: object           # the search's bicubic operator (what L2 compares with the input)
+    """What a step hook (`on_step`) is handed after a step's losses are computed. Row b of the batch
+    is `rows[b]`'s search; `losses[name][b]`, `best_im[b]` and `best_l2[b]` are that row's."""
+
+    def __init__(self, losses, rows, trackers, downscale):
+        self.losses = losses        # {loss name: device tensor [B]}, TOTAL included
+        self.rows = rows            # a Row per row of the batch
+        self._trackers = trackers   # each row's best so far
+        self._downscale = downscale  # the search's bicubic operator (what L2 compares with the input)
 
     @property
     def number(self):
-        """1-based step of the first row's search: every row's, unless stop_at_eps ended some early."""
-        return self.searches[0].step
+        """1-based step of the first row's search: every row's, unless some rows started later."""
+        return self.rows[0].step
 
     @property
     def best_im(self):
         """[B, 3, R, R]: each row's best image so far."""
-        return torch.cat([search.tracker.best_im for search in self.searches])
+        return torch.cat([tracker.best_im for tracker in self._trackers])
 
     @property
     def best_l2(self):
         """Each row's L2 at its best image so far, as floats."""
-        return torch.cat([search.tracker.best_losses["L2"] for search in self.searches]).tolist()
+        return torch.cat([tracker.best_losses["L2"] for tracker in self._trackers]).tolist()
 
     def best_downscaled(self):
-        return self.downscale(self.best_im)
+        """[B, 3, r, r]: each row's best image so far, downscaled as L2 compares it with the input."""
+        return self._downscale(self.best_im)
 
 
 def draw_start(seed, latent_shape, noise_sizes, zeroed, config):
@@ -281,8 +319,8 @@ def draw_start(seed, latent_shape, noise_sizes, zeroed, config):
 
 
 class PULSE(torch.nn.Module):
-    """Holds the frozen synthesis network and its prior; `search` runs PULSE on a batch of tensors,
-    `upsample` on images (the Python API), `render` draws a latent.
+    """Holds the frozen synthesis network and its prior; `search_jobs` runs PULSE on jobs (run.py's
+    folder), `upsample` on images (the Python API, a thin layer over it), `render` draws a latent.
 
     With `autocast_dtype` (bfloat16 or float16) the generator computes in that type under
     autocast; the search variables, the losses and the optimizer stay in the model's dtype.
@@ -369,27 +407,30 @@ class PULSE(torch.nn.Module):
         batch never computes finished searches. `on_step(Step)` is called after each step's losses.
         Ctrl-C, or a KeyboardInterrupt raised by `on_step` or `on_result`, ends the searches under
         way: every job with a step done gets the best of its tries so far, marked interrupted, and
-        then the KeyboardInterrupt goes on up.
+        then the KeyboardInterrupt goes on up. NoiseLayerError, before any search, when `config` names
+        noise layers this model does not have.
         """
-        settings = result_settings(config, self.precision, self.compiled)
+        self.check_noise_layers(config)
         for group in inputs.batches(jobs, len(jobs)):  # one input size at a time
             attempts = deque(Attempt(i, job) for i, job in enumerate(group))
-            BatchSearch(self, config, settings, on_result).run(attempts, batch_size, on_step)
+            BatchSearch(self, config, on_result).run(attempts, batch_size, on_step)
 
+    @takes_options(SearchConfig)
     def upsample(self, images, seed=None, duplicates=1, batch_size=1, on_step=None, **settings):
         """PULSE on low-resolution faces: a list of Results, one per image and duplicate, in order.
 
-        `images`: a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor in [0, 1], or a list of
-        paths and images. `seed` is the first duplicate's (duplicate k uses seed + k - 1, and its try t
-        seed + k - 1 + (t - 1) * duplicates; drawn at random when None, and kept in each Result).
-        `settings` are SearchConfig's fields (run.py's search flags, same names and defaults, `tries`
-        and `stop_at_eps` included). An unusable image or argument raises ValueError naming it,
+        `images`: a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor in [0, 1], an Input (an
+        image with the name its results take), or a list of these. `seed` is the first duplicate's
+        (duplicate k uses seed + k - 1, and its try t seed + k - 1 + (t - 1) * duplicates; drawn at
+        random when None, and kept in each Result). `on_step(Step)` is called after each step's
+        losses. The search settings (below) are SearchConfig's fields: run.py's search flags, same
+        names and defaults. An unusable image or argument raises ValueError naming it,
         before any search; a setting name SearchConfig does not have, a TypeError listing them.
         Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the stopped
         searches' marked `interrupted`.
         """
         config = from_keywords(SearchConfig, settings, "search setting")
-        self.check_noise_layers(config)
+        self.check_noise_layers(config)  # with the other arguments, before the images are read
         check_whole("duplicates", duplicates, 1)
         check_whole("batch_size", batch_size, 1)
         if seed is not None:
@@ -424,6 +465,37 @@ class PULSE(torch.nn.Module):
         return to_pil(image[0].clamp(0, 1).cpu())
 
 
+@dataclass
+class ModelOptions:
+    """What `load` takes besides the device: which generator and how it computes (run.py's and
+    app.py's flags of the same names; `speedups` is their -no_speedups turned round)."""
+    network: str | None = option(
+        None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN, "
+              "StyleGAN2 or StyleGAN3 pickle, a rosinality StyleGAN2 or a DCGAN checkpoint), converted once into "
+              f"<cache_dir>/<name>/; or a packaged generator by name ({', '.join(PACKAGED)}; see docs/generators.md)",
+        metavar="PATH_OR_URL")
+    cache_dir: str = option("cache", "folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has "
+                                     "none, NVIDIA's FFHQ model is downloaded and converted into it")
+    keep_pickle: bool = option(False, "keep a downloaded network pickle next to its conversion (NVIDIA's is about "
+                                      "300 MB)")
+    precision: str = option("fp32", "float type of the model and the search (random draws are always float32); bf16 "
+                                    "and fp16 run the generator under autocast, faster and with slightly different "
+                                    "results (fp16 only on a GPU)", choices=tuple(speed.PRECISIONS))
+    speedups: bool = option(True, "run the 2020 generator ops: the same results, about 2x slower on the CPU")
+    compile: bool = option(False, "torch.compile the generator: faster steps after a compilation of a minute or "
+                                  "more (needs a C++ compiler on the CPU); results differ slightly")
+
+    def __post_init__(self):
+        if self.network is not None and not isinstance(self.network, (str, os.PathLike)):
+            raise ValueError(f"network must be None, a path or a URL, got {self.network!r}")
+        if not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ValueError(f"cache_dir must be a folder's path, got {self.cache_dir!r}")
+        for name in ("keep_pickle", "speedups", "compile"):
+            check_bool(name, getattr(self, name))
+        check_choices(self)
+
+
+@takes_options(ModelOptions)
 def load(device=None, **options):
     """The PULSE model of a generator, found as run.py finds it (see ModelOptions for `options`):
     `cache_dir` (filled by download and conversion when it has no generator) or `network` (a folder,
@@ -460,28 +532,6 @@ def from_generator(network, prior, device=None, precision="fp32", speedups=True,
     return PULSE.build(network, prior, device, precision, fast=speedups, compile=compile)
 
 
-@dataclass
-class ModelOptions:
-    """What `load` takes besides the device: which generator and how it computes (run.py's flags of
-    the same names; `speedups` is run.py's -no_speedups turned round)."""
-    network: str | None = None  # a converted folder, a network file or its URL, or a packaged one's name
-    cache_dir: str = "cache"    # where weights are looked up, downloaded and converted
-    keep_pickle: bool = False   # keep a downloaded pickle beside its conversion
-    precision: str = "fp32"     # fp32, fp64, bf16 or fp16 (see speed.PRECISIONS)
-    speedups: bool = True       # the fast generator ops (same results); False: the 2020 ops
-    compile: bool = False       # torch.compile the generator (results differ slightly)
-
-    def __post_init__(self):
-        if self.network is not None and not isinstance(self.network, (str, os.PathLike)):
-            raise ValueError(f"network must be None, a path or a URL, got {self.network!r}")
-        if not isinstance(self.cache_dir, (str, os.PathLike)):
-            raise ValueError(f"cache_dir must be a folder's path, got {self.cache_dir!r}")
-        for name in ("keep_pickle", "speedups", "compile"):
-            check_bool(name, getattr(self, name))
-        if not isinstance(self.precision, str) or self.precision not in speed.PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(speed.PRECISIONS)}, got {self.precision!r}")
-
-
 TINY_MODEL = HERE / "tests" / "fixtures" / "tiny_model"
 
 
@@ -512,12 +562,16 @@ class Search:
         self.reached_eps = False    # with stop_at_eps: whether its last step's L2 reached eps
         self.start = time.time()
 
-    def result(self, config, settings, interrupted):
+    def row(self):
+        job = self.attempt.job
+        return Row(job.source, job.name, job.duplicate, self.attempt.number, self.attempt.seed, self.step)
+
+    def result(self, config, interrupted):
         """This try as a Result (its `tries` are filled in by `kept`)."""
         job = self.attempt.job
-        return Result(input=job.source, name=job.name, seed=self.attempt.seed, base_seed=job.base_seed,
-                      settings=settings, **self.tracker.result(config.eps), interrupted=interrupted,
-                      seconds=time.time() - self.start, stopped_at=self.step if self.reached_eps else None)
+        return Result(input=job.source, name=job.name, seed=self.attempt.seed, **self.tracker.result(config.eps),
+                      interrupted=interrupted, seconds=time.time() - self.start,
+                      stopped_at=self.step if self.reached_eps else None)
 
 
 def kept(tries, interrupted=False):
@@ -534,8 +588,8 @@ class BatchSearch:
     after config.steps steps (or, with stop_at_eps, at the step whose L2 reaches eps); a search that
     ends frees its row for the next attempt: its own next try first, else the next job's first."""
 
-    def __init__(self, model, config, settings, finish):
-        self.model, self.config, self.settings, self.finish = model, config, settings, finish
+    def __init__(self, model, config, finish):
+        self.model, self.config, self.finish = model, config, finish
         self.tries = {}             # job index -> (the job, the Results of its tries so far) until it is final
         self.searches = []          # the rows of the batch
         self.loss_builder = None    # for the inputs of the rows; None when the rows changed
@@ -579,7 +633,8 @@ class BatchSearch:
             search.tracker.update(search.step, {name: value[b:b + 1] for name, value in losses.items()},
                                   gen_im[b:b + 1], keep=reached[b])
         if on_step is not None:
-            on_step(Step(losses, list(searches), self.loss_builder.downscale))
+            on_step(Step(losses, [search.row() for search in searches], [search.tracker for search in searches],
+                         self.loss_builder.downscale))
         total.sum().backward()
         for search in searches:
             search.opt.step()
@@ -595,7 +650,7 @@ class BatchSearch:
     def end(self, search, attempts):
         """A search ran to its end: its job is final, or its next try waits first in line."""
         _, tries = self.tries.setdefault(search.attempt.index, (search.attempt.job, []))
-        tries.append(search.result(self.config, self.settings, interrupted=False))
+        tries.append(search.result(self.config, interrupted=False))
         self.searches.remove(search)
         self.loss_builder = None
         if tries[-1].converged or len(tries) == self.config.tries:
@@ -610,7 +665,7 @@ class BatchSearch:
         for search in self.searches:
             if search.step > 0:
                 self.tries.setdefault(search.attempt.index, (search.attempt.job, []))[1].append(
-                    search.result(self.config, self.settings, interrupted=True))
+                    search.result(self.config, interrupted=True))
         self.searches = []
         for index in sorted(self.tries):
             job, tries = self.tries.pop(index)

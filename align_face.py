@@ -119,8 +119,8 @@ def locate_predictor(explicit, cache_dir):
             f"or pass -predictor PATH.") from e
 
 
-def load_predictor(args):
-    path = locate_predictor(args.predictor, args.cache_dir)
+def load_predictor(explicit, cache_dir):
+    path = locate_predictor(explicit, cache_dir)
     try:
         return dlib.shape_predictor(str(path))
     except RuntimeError as e:
@@ -249,11 +249,6 @@ def align_face(photo, landmarks):
 
 # ---------------------------------------------------------------- output
 
-def bicubic_downscaler(size, device):
-    """A function shrinking a 1024 face to `size` with PULSE's bicubic operator."""
-    return partial(downscale_image, BicubicDownSample(ALIGNED_SIZE // size).to(device))
-
-
 def make_output_folders(args):
     """Create -output_dir, and its hr/ folder when -keep_hr asks for one (else None)."""
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -264,18 +259,37 @@ def make_output_folders(args):
     return args.output_dir, hr_dir
 
 
-def aligned_faces(path, detector, predictor):
-    """The 1024x1024 FFHQ-aligned crop of every face in the photo at `path`, in detection order;
-    ImageReadError when it cannot be read. (app.py aligns uploads through this too.)"""
-    photo = read_rgb(path)
-    landmarks = find_landmarks(detection_pixels(path, photo), detector, predictor)
-    return [align_face(photo, lm) for lm in landmarks]
+class FaceAligner:
+    """What it takes to turn photos into PULSE's inputs, loaded once: dlib's face detector and landmark
+    model, and the device of the bicubic downscale. main() and app.py's page align through it.
+    SetupError or DeviceError when one cannot be had."""
+
+    def __init__(self, cache_dir, predictor=None):
+        self.device = pick_device()
+        self.predictor = load_predictor(predictor, Path(cache_dir))
+        self.detector = dlib.get_frontal_face_detector()
+
+    def crops(self, path):
+        """The 1024x1024 FFHQ-aligned crop of every face in the photo at `path`, in detection order;
+        ImageReadError when it cannot be read."""
+        photo = read_rgb(path)
+        landmarks = find_landmarks(detection_pixels(path, photo), self.detector, self.predictor)
+        return [align_face(photo, lm) for lm in landmarks]
+
+    def downscaler(self, size):
+        """A function shrinking a 1024 face to `size` with PULSE's bicubic operator."""
+        return partial(downscale_image, BicubicDownSample(ALIGNED_SIZE // size).to(self.device))
+
+    def faces(self, path, size):
+        """[(1024x1024 crop, its downscale to size x size)] for every face in the photo, in detection order."""
+        downscale = self.downscaler(size)
+        return [(crop, downscale(crop)) for crop in self.crops(path)]
 
 
-def process_photo(path, detector, predictor, downscale, output_dir, hr_dir):
+def process_photo(path, aligner, downscale, output_dir, hr_dir):
     """Align and write every face of one photo; returns what happened, for the summary."""
     try:
-        faces = aligned_faces(path, detector, predictor)
+        faces = aligner.crops(path)
     except ImageReadError as e:
         tqdm.write(f"{e}, skipped", file=sys.stderr)
         return Counter(unreadable=1)
@@ -294,17 +308,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         photos = list_photos(args.input_dir)
-        device = pick_device()
-        predictor = load_predictor(args)
+        aligner = FaceAligner(args.cache_dir, args.predictor)
         output_dir, hr_dir = make_output_folders(args)
     except (PulseError, OSError) as e:
         return cli.report_failure(e, "align_face.py")
-    detector = dlib.get_frontal_face_detector()
-    downscale = bicubic_downscaler(args.output_size, device)
+    downscale = aligner.downscaler(args.output_size)
 
     tally = Counter()
     for path in tqdm(photos, unit="photo", disable=None):
-        tally += process_photo(path, detector, predictor, downscale, output_dir, hr_dir)
+        tally += process_photo(path, aligner, downscale, output_dir, hr_dir)
     failures = tally["unreadable"] + tally["faceless"]
     print(f"{tally['photos']} photo(s) read, {tally['faces']} face(s) written to {args.output_dir}, "
           f"{failures} failure(s) ({tally['unreadable']} unreadable, {tally['faceless']} without a face)")

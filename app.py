@@ -22,14 +22,14 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
-from runkit import cli, inputs, runlog, speed, visuals
+from runkit import cli, inputs, runlog, visuals
 import PULSE
 from bicubic import divides_by_power_of_two
 from errors import PulseError
@@ -79,19 +79,8 @@ def build_parser():
     p.add_argument("-host", "--host", default="127.0.0.1",
                    help="address to listen on; the default serves this machine only")
     p.add_argument("-port", "--port", type=positive_int, default=7860, help="port of the page")
-    w = p.add_argument_group("the generator, chosen here and never from the page (as run.py)")
-    w.add_argument("-cache_dir", "--cache_dir", default="cache",
-                   help="folder with synthesis.pt; when it has none, NVIDIA's FFHQ model is downloaded "
-                        "and converted into it")
-    w.add_argument("-network", "--network", metavar="PATH_OR_URL",
-                   help="another generator: a folder of converted weights, a network file (file or URL), or "
-                        "dcgan-digiface (a trained 64x64 DCGAN, see docs/generators.md)")
-    w.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default="fp32",
-                   help="float type of the model and the search")
-    w.add_argument("-no_speedups", "--no_speedups", action="store_true",
-                   help="run the 2020 generator ops: the same results, slower")
-    w.add_argument("-compile", "--compile", action="store_true",
-                   help="torch.compile the generator: faster steps after a long compilation; results differ slightly")
+    cli.add_options(p.add_argument_group("the generator, chosen here and never from the page (as run.py)"),
+                    PULSE.ModelOptions)
     return p
 
 
@@ -110,29 +99,14 @@ class Face:
     crop: Image.Image = None   # the 1024x1024 aligned crop it came from (None for an aligned upload)
 
 
-class Aligner:
-    """align_face.py's detector, landmark model and bicubic downscaler, loaded once."""
-
-    def __init__(self, cache_dir):
-        self.detector = align_face.dlib.get_frontal_face_detector()
-        predictor = align_face.locate_predictor(None, Path(cache_dir))
-        self.predictor = align_face.dlib.shape_predictor(str(predictor))
-        self.device = align_face.pick_device()
-
-    @classmethod
-    def load(cls, cache_dir):
-        """(the aligner, None), or (None, why photos cannot be aligned)."""
-        if align_face is None:
-            return None, f"photos cannot be aligned here ({ALIGN_IMPORT_ERROR}); aligned faces still work"
-        try:
-            return cls(cache_dir), None
-        except (cli.SetupError, RuntimeError) as e:
-            return None, f"photos cannot be aligned here ({e}); aligned faces still work"
-
-    def faces(self, path, size):
-        """[(1024x1024 crop, its downscale to size x size)] for every face in the photo, in detection order."""
-        downscale = align_face.bicubic_downscaler(size, self.device)
-        return [(crop, downscale(crop)) for crop in align_face.aligned_faces(path, self.detector, self.predictor)]
+def load_aligner(cache_dir):
+    """(align_face.py's FaceAligner, None), or (None, why photos cannot be aligned)."""
+    if align_face is None:
+        return None, f"photos cannot be aligned here ({ALIGN_IMPORT_ERROR}); aligned faces still work"
+    try:
+        return align_face.FaceAligner(cache_dir), None
+    except (cli.SetupError, RuntimeError) as e:
+        return None, f"photos cannot be aligned here ({e}); aligned faces still work"
 
 
 def check_upload(path):
@@ -230,35 +204,35 @@ def stacked(pictures):
 
 # ---- the search ------------------------------------------------------------------------------
 
+# The page's setting boxes by name, in the order on_search takes their values: the seed and duplicates
+# of the page's loop, then every search setting as PULSE.SearchConfig declares it.
+BOXES = ("seed", "duplicates", *(f.name for f in fields(PULSE.SearchConfig)))
+IN_VIEW = ("seed", "steps", "duplicates", "tries", "eps", "learning_rate")  # the other boxes fold away
+SEED_HELP = "duplicate k uses seed + k - 1, its try t seed + k - 1 + (t - 1) * duplicates"
+
+
 @dataclass
 class Settings:
-    """The search settings of the page, with run.py's names and defaults."""
+    """What the page's boxes hold: the seed and duplicates of each face's searches, and the search
+    settings (run.py's names and defaults)."""
     seed: int = 0
-    steps: int = PULSE.SearchConfig.steps
     duplicates: int = 1
-    eps: float = PULSE.SearchConfig.eps
-    learning_rate: float = PULSE.SearchConfig.learning_rate
-    loss_str: str = str(PULSE.SearchConfig.loss_str)
-    noise_type: str = PULSE.SearchConfig.noise_type
-    num_trainable_noise_layers: int = PULSE.SearchConfig.num_trainable_noise_layers
-    tile_latent: bool = PULSE.SearchConfig.tile_latent
-    bad_noise_layers: str = ""  # blank: the model's own
-    opt_name: str = PULSE.SearchConfig.opt_name
-    lr_schedule: str = PULSE.SearchConfig.lr_schedule
-    tries: int = PULSE.SearchConfig.tries
-    stop_at_eps: bool = PULSE.SearchConfig.stop_at_eps
+    search: PULSE.SearchConfig = field(default_factory=PULSE.SearchConfig)
 
-    def __post_init__(self):
-        """ValueError naming the first setting the search cannot take (an empty box is None)."""
-        PULSE.check_whole("seed", self.seed, 0)
-        PULSE.check_whole("duplicates", self.duplicates, 1)
-        PULSE.SearchConfig(**self.search_keywords())
+    @classmethod
+    def of(cls, seed=0, duplicates=1, **search):
+        """The settings of the boxes' values by name; ValueError naming the first one the search cannot
+        take. An empty box is None; an empty text box of a setting whose default is None, that default."""
+        PULSE.check_whole("seed", seed, 0)
+        PULSE.check_whole("duplicates", duplicates, 1)
+        defaults = {f.name: f.default for f in fields(PULSE.SearchConfig)}
+        search = {name: (value.strip() or None) if isinstance(value, str) and defaults.get(name) is None else value
+                  for name, value in search.items()}
+        return cls(seed, duplicates, PULSE.SearchConfig(**search))
 
-    def search_keywords(self):
-        """model.upsample's search settings (seed and duplicates are the page's own loop)."""
-        keywords = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seed", "duplicates")}
-        keywords["bad_noise_layers"] = (self.bad_noise_layers or "").strip() or None
-        return keywords
+    def boxes(self):
+        """{box name: value}: what the page's boxes show for these settings."""
+        return {"seed": self.seed, "duplicates": self.duplicates, **asdict(self.search)}
 
 
 @dataclass
@@ -287,7 +261,7 @@ class Outcome:
 
 
 def searches(model, faces, settings, folder, stop, report=lambda snapshot: None):
-    """Search every face `settings.duplicates` times, each up to `settings.tries` tries, writing each
+    """Search every face `settings.duplicates` times, each up to `settings.search.tries` tries, writing each
     result's PNG, run-log line and search GIF into `folder`; returns one Outcome per face searched.
 
     Seeds are run.py's: duplicate k of a face uses seed + k - 1, its try t seed + k - 1 + (t - 1) *
@@ -314,41 +288,40 @@ def searches(model, faces, settings, folder, stop, report=lambda snapshot: None)
 def search_face(model, face, settings, folder, on_step):
     """The face's duplicates, as model.upsample(..., duplicates=N) finds them; writes <name>.png,
     <name>_search.gif and a line of the run log in `folder` for each, and returns those lines' records."""
-    gif = visuals.SearchGif(settings.steps)
+    gif = visuals.SearchGif(settings.search.steps)
 
     def film_and_report(step):
         gif(step)
         on_step(step)
-    results = model.upsample(face.low, seed=settings.seed, duplicates=settings.duplicates, on_step=film_and_report,
-                             **settings.search_keywords())
+    results = model.upsample(PULSE.Input(face.low, face.name, face.label), seed=settings.seed,
+                             duplicates=settings.duplicates, on_step=film_and_report, **asdict(settings.search))
     records = []
-    flags = {"seed": settings.seed, "duplicates": settings.duplicates}
-    for k, result in enumerate(results, start=1):
-        name = face.name if settings.duplicates == 1 else f"{face.name}_{k}"
-        output = folder / f"{name}.png"
+    flags = {"seed": settings.seed, "duplicates": settings.duplicates,
+             **runlog.result_settings(settings.search, model.precision, model.compiled)}
+    for result in results:
+        output = folder / f"{result.name}.png"
         save_image(result.image, output)
-        records.append(replace(runlog.Record.of(result, output, model.device, flags), input=face.label))
+        records.append(runlog.Record.of(result, output, model.device, settings.seed, flags))
         runlog.append(folder / runlog.LOG_NAME, records[-1])
-        gif.save(folder / f"{name}_search.gif", result)
+        gif.save(folder / f"{result.name}_search.gif", result)
     return records
 
 
 def step_hook(face, settings, before, count, stop, report):
     """The on_step of a face's searches: reports a Snapshot now and then (`before`: the searches of
     the faces before it, `count`: of all faces), and ends the search when `stop` is set."""
-    l2, last_shown = [], [0.0]
+    l2, last_shown, search = [], [0.0], settings.search
 
     def on_step(step):
         if step.number == 1:  # a new search: another duplicate, or another try
             l2.clear()
         l2.append(step.losses["L2"][0].item())
-        if time.monotonic() - last_shown[0] > REFRESH_SECONDS or step.number == settings.steps:
+        if time.monotonic() - last_shown[0] > REFRESH_SECONDS or step.number == search.steps:
             last_shown[0] = time.monotonic()
-            attempt = step.searches[0].attempt
-            duplicate = attempt.job.seed - attempt.job.base_seed + 1
-            tries = f", try {attempt.number} of {settings.tries}" if settings.tries > 1 else ""
-            report(Snapshot(before + duplicate, count, f"{face.label}, seed {attempt.seed}{tries}", step.number,
-                            settings.steps, to_pil(step.best_im[0]), list(l2), settings.eps))
+            row = step.rows[0]
+            tries = f", try {row.attempt} of {search.tries}" if search.tries > 1 else ""
+            report(Snapshot(before + row.duplicate, count, f"{face.label}, seed {row.seed}{tries}", step.number,
+                            search.steps, to_pil(step.best_im[0]), list(l2), search.eps))
         if stop.is_set():
             raise KeyboardInterrupt  # the API ends the search with the best so far, as on Ctrl-C
     return on_step
@@ -395,7 +368,7 @@ def outcome_summary(outcome):
         status = record.status if record.converged else (
             f"**{record.status}** (try more steps, more tries, another seed, or a larger eps)")
         lines.append(f"- {Path(record.output).name}: {status}; seed {record.seed}, best step {record.best_step}, "
-                     f"L2 {record.losses['L2']:.4g}{runlog.search_note(record)}")
+                     f"L2 {record.losses['L2']:.4g}{record.note}")
     return "\n".join(lines)
 
 
@@ -441,7 +414,7 @@ class Page:
             yield status_only("Drop a photo or an aligned face first, and tick at least one face.")
             return
         try:
-            settings = Settings(*values)
+            settings = Settings.of(**dict(zip(BOXES, values)))
         except ValueError as e:
             yield status_only(str(e))
             return
@@ -498,7 +471,7 @@ class Page:
 
     def blocks(self):
         import gradio as gr
-        defaults = Settings()
+        defaults = Settings().boxes()
         with gr.Blocks(title="PULSE", delete_cache=(3600, 3600)) as demo:
             gr.Markdown(ABOUT)
             gr.Markdown(self.notices(), elem_id="notices")
@@ -514,29 +487,9 @@ class Page:
                     pictures = gr.Image(label="faces found", format="png", interactive=False, elem_id="faces")
                     chosen = gr.CheckboxGroup(label="faces to search", elem_id="chosen")
                 with gr.Column():
-                    # No minimum on the boxes: Gradio would refuse a value with a message that names no
-                    # setting (and a traceback in the terminal); Settings says which one is wrong.
-                    seed = gr.Number(defaults.seed, label="seed (duplicate k uses seed + k - 1)", precision=0,
-                                     elem_id="seed")
-                    steps = gr.Number(defaults.steps, label="steps", precision=0, elem_id="steps")
-                    duplicates = gr.Number(defaults.duplicates, label="duplicates", precision=0)
-                    tries = gr.Number(defaults.tries, precision=0, elem_id="tries",
-                                      label="tries (a search that does not converge is run again from a new seed)")
-                    eps = gr.Number(defaults.eps, label="eps (the L2 a search must reach to converge)")
-                    learning_rate = gr.Number(defaults.learning_rate, label="learning_rate")
+                    boxes = {name: setting_box(name, defaults[name]) for name in IN_VIEW}
                     with gr.Accordion("more settings (run.py's names and defaults)", open=False):
-                        loss_str = gr.Textbox(defaults.loss_str, label="loss_str")
-                        noise_type = gr.Dropdown(list(PULSE.NOISE_TYPES), value=defaults.noise_type, label="noise_type")
-                        trainable = gr.Number(defaults.num_trainable_noise_layers, precision=0,
-                                              label="num_trainable_noise_layers")
-                        tile_latent = gr.Checkbox(defaults.tile_latent, label="tile_latent")
-                        bad_noise_layers = gr.Textbox(defaults.bad_noise_layers, placeholder="the model's own",
-                                                      label="bad_noise_layers (e.g. 17 or 3.5.17)")
-                        opt_name = gr.Dropdown(list(PULSE.OPTIMIZERS), value=defaults.opt_name, label="opt_name")
-                        lr_schedule = gr.Dropdown(list(PULSE.SCHEDULES), value=defaults.lr_schedule,
-                                                  label="lr_schedule")
-                        stop_at_eps = gr.Checkbox(defaults.stop_at_eps,
-                                                  label="stop_at_eps (end a search at the first step that reaches eps)")
+                        boxes.update({name: setting_box(name, defaults[name]) for name in BOXES if name not in boxes})
                     with gr.Row():
                         run = gr.Button("Run PULSE", variant="primary", elem_id="run")
                         stop = gr.Button("Stop (keeps the best so far)", variant="stop", elem_id="stop")
@@ -552,12 +505,31 @@ class Page:
 
             for changed in (uploads, face_size):  # a new face size cuts the photos' faces again
                 changed.change(self.on_upload, [uploads, face_size], [faces, pictures, chosen, upload_message])
-            settings = [seed, steps, duplicates, eps, learning_rate, loss_str, noise_type, trainable, tile_latent,
-                        bad_noise_layers, opt_name, lr_schedule, tries, stop_at_eps]
-            run.click(self.on_search, [faces, chosen, *settings], [live, status, plot, strips, summary, downloads],
+            run.click(self.on_search, [faces, chosen, *(boxes[name] for name in BOXES)],
+                      [live, status, plot, strips, summary, downloads],
                       concurrency_limit=1, concurrency_id="search")
             stop.click(self.on_stop, None, None, queue=False)
         return demo
+
+
+def setting_box(name, default):
+    """The page's box of a setting (elem_id: its name), as PULSE.SearchConfig declares it: a checkbox, a
+    dropdown of its choices, a number box or a text box, with its help. No minimum on the numbers:
+    Gradio would refuse a value with a message that names no setting (and a traceback in the
+    terminal); Settings.of says which one is wrong."""
+    import gradio as gr
+    declared = {f.name: f for f in fields(PULSE.SearchConfig)}.get(name)
+    if declared is None:  # the page's own: the seed and duplicates of its loop
+        return gr.Number(default, label=name, info=SEED_HELP if name == "seed" else None, precision=0, elem_id=name)
+    kind, choices, info = declared.type, declared.metadata["choices"], declared.metadata["help"]
+    if kind is bool:
+        return gr.Checkbox(default, label=name, info=info, elem_id=name)
+    if choices is not None:
+        return gr.Dropdown(list(choices), value=default, label=name, info=info, elem_id=name)
+    if kind in (int, float):
+        return gr.Number(default, label=name, info=info, precision=0 if kind is int else None, elem_id=name)
+    return gr.Textbox("" if default is None else str(default), label=name, info=info, elem_id=name,
+                      placeholder="blank: the default")
 
 
 @dataclass
@@ -612,11 +584,10 @@ def main(argv=None):
         print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED
     try:
-        model = PULSE.load(cache_dir=args.cache_dir, network=args.network, precision=args.precision,
-                           speedups=not args.no_speedups, compile=args.compile)
+        model = PULSE.load(**asdict(cli.options_from(PULSE.ModelOptions, args)))
     except PulseError as e:
         return cli.report_failure(e, "app.py")
-    aligner, problem = Aligner.load(args.cache_dir)
+    aligner, problem = load_aligner(args.cache_dir)
     if problem:
         print(f"note: {problem}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir, cli.StopSignals() as stop:

@@ -24,19 +24,16 @@ from tqdm import tqdm
 from runkit import cli, inputs, runlog, speed, visuals
 from device import pick_device
 from errors import PulseError
-from loss import LossString
-from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_float, positive_int
+from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_int
 from runkit.distributed import Launch, Team, launch_from_environment
 from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
-from PULSE import (NOISE_TYPES, OPTIMIZERS, SCHEDULES, ModelOptions, NoiseLayers, SearchConfig,
-                   load, result_settings)
+from PULSE import ModelOptions, NoiseLayerError, SearchConfig, load
 
 
 # ---- flags ---------------------------------------------------------------------------------
 
 def build_parser():
-    defaults = SearchConfig()
     p = cli.parser("PULSE: search a StyleGAN's latent space for high-resolution faces that "
                    "downscale to the low-resolution inputs (Menon et al., CVPR 2020).",
                    epilog=cli.EXIT_STATUSES)
@@ -54,62 +51,16 @@ def build_parser():
                     help="skip inputs whose output and log line already exist with the same flags and seed; "
                          "a search that was stopped runs again from its first step")
 
-    w = p.add_argument_group("the generator (see docs/weights.md)")
-    w.add_argument("-cache_dir", "--cache_dir", default=ModelOptions.cache_dir,
-                   help="folder with synthesis.pt (and mapping.pt or gaussian_fit.pt); when it has none, "
-                        "NVIDIA's FFHQ model is downloaded and converted into it")
-    w.add_argument("-network", "--network", metavar="PATH_OR_URL",
-                   help="another generator: a folder of converted weights, a network file (NVIDIA's pickle, a "
-                        "rosinality or DCGAN checkpoint; a path or URL), converted once into <cache_dir>/<name>/, "
-                        "or dcgan-digiface (the trained 64x64 DCGAN of the PyPI package gan-face-generate)")
-    w.add_argument("-keep_pickle", "--keep_pickle", action="store_true",
-                   help="keep a downloaded network pickle next to its conversion (NVIDIA's is about 300 MB)")
-
+    cli.add_options(p.add_argument_group("the generator and how it computes (see docs/weights.md, bench.py)"),
+                    ModelOptions)
     s = p.add_argument_group("search")
     s.add_argument("-seed", "--seed", type=non_negative_int,
                    help="seed of the first duplicate (duplicate k uses seed+k-1); drawn at random and logged if not given")
-    s.add_argument("-loss_str", "--loss_str", type=cli.parsed_by(LossString), default=defaults.loss_str,
-                   help="weighted sum of L2, L1 and GEOCROSS terms")
-    s.add_argument("-eps", "--eps", type=positive_float, default=defaults.eps,
-                   help="target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED")
-    s.add_argument("-noise_type", "--noise_type", choices=NOISE_TYPES, default=defaults.noise_type,
-                   help="noise inputs of the generator: zero, fixed random, or trainable")
-    s.add_argument("-num_trainable_noise_layers", "--num_trainable_noise_layers", type=non_negative_int,
-                   default=defaults.num_trainable_noise_layers,
-                   help="with -noise_type trainable, how many of the first noise layers are optimised")
-    s.add_argument("-tile_latent", "--tile_latent", action="store_true",
-                   help="search one latent vector shared by all layers instead of one per layer")
-    s.add_argument("-bad_noise_layers", "--bad_noise_layers", type=cli.parsed_by(NoiseLayers),
-                   help="dot-separated noise layers set to zero (they add artifacts); by default the "
-                        "generator's own: the 1024x1024 StyleGAN's layer 17 as in 2020, a StyleGAN2's last")
-    s.add_argument("-opt_name", "--opt_name", choices=list(OPTIMIZERS), default=defaults.opt_name,
-                   help="optimizer of the projected gradient descent")
-    s.add_argument("-learning_rate", "--learning_rate", type=positive_float, default=defaults.learning_rate,
-                   help="peak learning rate")
-    s.add_argument("-steps", "--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
-    s.add_argument("-lr_schedule", "--lr_schedule", choices=list(SCHEDULES), default=defaults.lr_schedule,
-                   help="learning-rate schedule over the steps")
-    s.add_argument("-tries", "--tries", type=positive_int, default=defaults.tries,
-                   help="searches per result at most: one that ends NOT CONVERGED is run again from a new seed "
-                        "(try t of duplicate k uses seed+k-1+(t-1)*duplicates); the first that converges is kept, "
-                        "else the one with the lowest L2")
-    s.add_argument("-stop_at_eps", "--stop_at_eps", action="store_true",
-                   help="end a search at the first step whose L2 reaches -eps, with that step's image "
-                        "(not in 2020, which always ran every step and kept the lowest TOTAL)")
-    s.add_argument("-precision", "--precision", choices=list(speed.PRECISIONS), default=ModelOptions.precision,
-                   help="float type of the model and the search (random draws are always float32); bf16 and "
-                        "fp16 run the generator under autocast, faster and with slightly different results "
-                        "(fp16 only on a GPU)")
-
-    f = p.add_argument_group("speed (see bench.py); the first two hold for the whole process, a sweep included")
-    f.add_argument("-no_speedups", "--no_speedups", action="store_true",
-                   help="run the 2020 generator ops and, on the CPU, let freed memory go back to the system: "
-                        "the same results, about 2x slower on the CPU, with less peak memory")
+    cli.add_options(s, SearchConfig)
+    f = p.add_argument_group("speed", "-threads and -no_speedups hold for the whole process, a sweep included; "
+                                      "on the CPU, -no_speedups also lets freed memory go back to the system")
     f.add_argument("-threads", "--threads", type=positive_int,
                    help="CPU threads (default: OMP_NUM_THREADS if set, else the number of physical cores)")
-    f.add_argument("-compile", "--compile", action="store_true",
-                   help="torch.compile the generator: faster steps after a compilation of a minute or more "
-                        "(needs a C++ compiler on the CPU); results differ slightly")
     visuals.add_flags(p)
     return p
 
@@ -146,12 +97,12 @@ class RunOptions:
     @classmethod
     def from_args(cls, args):
         """The options of parsed run.py flags (each option has its flag's name)."""
-        def pick(kind, **renamed):
-            return kind(**{f.name: getattr(args, f.name) for f in fields(kind) if f.name not in renamed}, **renamed)
-        return cls(pick(FolderRun), pick(ModelOptions, speedups=not args.no_speedups), pick(SearchConfig))
+        folder = FolderRun(**{f.name: getattr(args, f.name) for f in fields(FolderRun)})
+        return cls(folder, cli.options_from(ModelOptions, args), cli.options_from(SearchConfig, args))
 
     def result_settings(self):
-        return result_settings(self.search, self.model.precision, self.model.compile)
+        """What decides a result besides the weights and the seed (what -resume compares)."""
+        return runlog.result_settings(self.search, self.model.precision, self.model.compile)
 
     def with_values(self, values):
         """These options with some replaced: {option name: value}, each in the part that has it."""
@@ -163,9 +114,10 @@ class RunOptions:
                                              if name in {f.name for f in fields(part)}}) for part in parts))
 
     def flags(self):
-        """Every option by name, as the run log keeps them (with each result's own settings)."""
-        return {name: str(value) if isinstance(value, Path) else value
-                for part in (self.folder, self.model) for name, value in asdict(part).items()}
+        """Every option by name, as a log line keeps them in its args."""
+        return {**{name: str(value) if isinstance(value, Path) else value
+                   for part in (self.folder, self.model) for name, value in asdict(part).items()},
+                **self.result_settings()}
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -187,7 +139,7 @@ def list_inputs(input_dir):
 
 
 def read_inputs(paths, resolution):
-    """([(source, stem, image)] of the usable inputs, error messages of the others)."""
+    """(the inputs.Input of each usable input, error messages of the others)."""
     named, errors = [], []
     for path in paths:
         try:
@@ -218,12 +170,11 @@ def intermediate_writer(out_dir, config):
 
     def write(step):
         low = step.best_downscaled()
-        for b, (row, best) in enumerate(zip(step.searches, step.best_im)):
-            job = row.attempt.job
-            attempt = f"_try{row.attempt.number}" if config.tries > 1 else ""
-            name = f"{job.name}{attempt}_{row.step:0{digits}d}.png"
-            save_tensor_image(best, out_dir / job.name / "HR" / name)
-            save_tensor_image(low[b], out_dir / job.name / "LR" / name)
+        for b, (row, best) in enumerate(zip(step.rows, step.best_im)):
+            attempt = f"_try{row.attempt}" if config.tries > 1 else ""
+            name = f"{row.name}{attempt}_{row.step:0{digits}d}.png"
+            save_tensor_image(best, out_dir / row.name / "HR" / name)
+            save_tensor_image(low[b], out_dir / row.name / "LR" / name)
     return write
 
 
@@ -236,13 +187,13 @@ def progress_reporter(bar):
         bar.n = step.number
         if time.monotonic() - last[0] > 0.5 or step.number == bar.total:
             last[0] = time.monotonic()
-            bar.set_description(", ".join(search_label(row.attempt) for row in step.searches)[:40], refresh=False)
+            bar.set_description(", ".join(map(search_label, step.rows))[:40], refresh=False)
             bar.set_postfix({name: f"{value[0].item():.4f}" for name, value in step.losses.items()})
     return report
 
 
-def search_label(attempt):
-    return attempt.job.name + (f" try {attempt.number}" if attempt.number > 1 else "")
+def search_label(row):
+    return row.name + (f" try {row.attempt}" if row.attempt > 1 else "")
 
 
 class JobProgress:
@@ -282,10 +233,10 @@ def step_hooks(options, out_dir, bar, job_progress, gif):
 def record_result(job, result, options, device, log_path, say=print):
     """Write and log a result, telling `say` about it; returns its log record."""
     save_tensor_image(result.tensor, job.output)
-    record = runlog.Record.of(result, job.output, device, flags=options.flags())
+    record = runlog.Record.of(result, job.output, device, job.base_seed, options.flags())
     runlog.append(log_path, record)
     losses = " | ".join(f"{k}: {v:.4f}" for k, v in result.losses.items())
-    say(f"{job.output}  best step {result.best_step} | {losses} | {result.status}{runlog.search_note(result)}")
+    say(f"{job.output}  best step {result.best_step} | {losses} | {result.status}{result.note}")
     return record
 
 
@@ -412,7 +363,6 @@ def run_job(options, paths, out_dir, team, stop):
     """Every search of the folder once over the team: each process runs its share."""
     try:
         model = team.main_first(lambda: load(device=team.device, **asdict(options.model)))  # a download happens once
-        model.check_noise_layers(options.search)
     except PulseError as e:
         return cli.report_failure(e, "run.py", team.tag)
     except KeyboardInterrupt:
@@ -478,6 +428,8 @@ def search_share(model, options, jobs, todo, records, out_dir, team, stop):
             on_step = step_hooks(options, out_dir, bar if team.is_main else None, job_progress, gif)
             try:
                 model.search_jobs(share, options.search, keep, folder.batch_size, on_step)
+            except NoiseLayerError as e:  # a flag this model cannot take, found before any search
+                return cli.report_failure(e, "run.py", team.tag)
             except torch.OutOfMemoryError:
                 left = [job.name for job in share if job.name not in written]
                 print(team.tag(f"error: {out_of_memory_message(folder.batch_size, team.device)}; not searched: "

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from contextlib import contextmanager
+from dataclasses import fields
 
 from errors import PulseError, UsageError
 from runkit.quiet_stop import STOP_SIGNALS
@@ -84,6 +85,38 @@ class OneDefaultFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def parser(description=None, **kwargs):
     """An argument parser that shows every flag's default in --help, once, as all the scripts do."""
     return Parser(description=description, formatter_class=OneDefaultFormatter, **kwargs)
+
+
+# ---- flags made from declared options -------------------------------------------------------
+
+def switched_off(option):
+    """The flag of an on/off option that is on by default: -no_<name>."""
+    return option.default is True
+
+
+def flag_name(option):
+    return f"no_{option.name}" if switched_off(option) else option.name
+
+
+def add_options(group, options):
+    """One -name/--name flag per field of the dataclass `options` (PULSE.SearchConfig, ModelOptions),
+    in field order, each with the default, help, choices and argparse type its field declares
+    (see PULSE.option): an on/off option is a switch, -no_<name> when it is on by default."""
+    for option in fields(options):
+        name, declared = flag_name(option), option.metadata
+        names = (f"-{name}", f"--{name}")
+        if isinstance(option.default, bool):
+            group.add_argument(*names, action="store_true", help=declared["help"])
+            continue
+        choices = list(declared["choices"]) if declared["choices"] is not None else None
+        group.add_argument(*names, type=declared["parse"], choices=choices, metavar=declared["metavar"],
+                           default=option.default, help=declared["help"])
+
+
+def options_from(options, args):
+    """The dataclass `options` of parsed flags that add_options made."""
+    return options(**{option.name: not getattr(args, flag_name(option)) if switched_off(option)
+                      else getattr(args, option.name) for option in fields(options)})
 
 
 # ---- flag types ----------------------------------------------------------------------------

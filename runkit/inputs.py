@@ -16,19 +16,33 @@ from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb, rgb, to_tens
 
 
 @dataclass
+class Input:
+    """An image to search, the name its results take (with _k for duplicate k) and the label their
+    `input` gets. Give one to `PULSE.upsample` to name the results; its other forms are named here."""
+    image: object               # a path, a PIL image, or a [3, r, r] tensor in [0, 1] (checked: a float32 CPU tensor)
+    name: str
+    label: str
+
+
+@dataclass
 class Job:
-    """One result to search for: an input image, the name of the result and its seed."""
+    """One result to search for: duplicate k of an input, and the seeds of its tries."""
     source: str                 # the input's path, or its place among the images given ("image 2")
     name: str                   # the result's name: the input's stem, with _k for duplicate k
-    seed: int                   # of its first try
-    base_seed: int              # the seed of the first duplicate
+    base_seed: int              # the seed of the input's first duplicate
+    duplicate: int              # k, from 1
     image: torch.Tensor         # [3, r, r] in [0, 1]
     output: Path | None = None  # where run.py writes the result
     duplicates: int = 1         # of its input: tries of one duplicate are that many seeds apart
 
     def seed_of_try(self, number):
         """Try t of duplicate k: base_seed + (k - 1) + (t - 1) * duplicates, so no two searches share a seed."""
-        return self.seed + (number - 1) * self.duplicates
+        return self.base_seed + self.duplicate - 1 + (number - 1) * self.duplicates
+
+    @property
+    def seed(self):
+        """The seed of its first try."""
+        return self.seed_of_try(1)
 
 
 def draw_seed():
@@ -66,8 +80,8 @@ def read_input(path, resolution):
 
 
 def path_input(path, resolution):
-    """(source, stem, [3, r, r] tensor) of an image file; ImageReadError when PULSE cannot use it."""
-    return str(path), Path(path).stem, read_input(path, resolution)
+    """The Input of an image file, read and checked; ImageReadError when PULSE cannot use it."""
+    return Input(read_input(path, resolution), Path(path).stem, str(path))
 
 
 def tensor_input(label, tensor, resolution):
@@ -83,43 +97,49 @@ def tensor_input(label, tensor, resolution):
     return tensor
 
 
+def image_tensor(image, label, resolution):
+    """A path, a PIL image or a tensor as a checked [3, r, r] tensor; ImageReadError naming `label`
+    (or the path) when PULSE cannot use it."""
+    if isinstance(image, (str, Path)):
+        return read_input(image, resolution)
+    if isinstance(image, Image.Image):
+        check_size(label, *image.size, resolution)
+        return to_tensor(rgb(image))
+    if isinstance(image, torch.Tensor):
+        return tensor_input(label, image, resolution)
+    raise ImageReadError(f"{label}: a {type(image).__name__} is not an image; give a path, a PIL image or a tensor")
+
+
 def named_inputs(images, resolution):
-    """[(source, stem, [3, r, r] tensor)] for what `PULSE.upsample` accepts: a path, a PIL image,
-    a [3, r, r] or [B, 3, r, r] tensor in [0, 1], or a list of paths and images."""
+    """[Input with a checked tensor] for what `PULSE.upsample` accepts: a path, a PIL image, a
+    [3, r, r] or [B, 3, r, r] tensor in [0, 1], an Input, or a list of these. A path is named by its
+    stem, the image at place i of the others "image<i>" (labelled "image i")."""
     if isinstance(images, torch.Tensor):
         images = list(images) if images.dim() == 4 else [images]
-    elif isinstance(images, (str, Path, Image.Image)):
+    elif isinstance(images, (str, Path, Image.Image, Input)):
         images = [images]
     elif not isinstance(images, (list, tuple)):
         raise ImageReadError(f"images must be a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor, or a "
                              f"list of paths and images; got {images!r}")
     named = []
     for i, item in enumerate(images):
-        if isinstance(item, (str, Path)):
-            named.append(path_input(item, resolution))
-            continue
-        label = f"image {i}"
-        if isinstance(item, Image.Image):
-            check_size(label, *item.size, resolution)
-            tensor = to_tensor(rgb(item))
-        elif isinstance(item, torch.Tensor):
-            tensor = tensor_input(label, item, resolution)
-        else:
-            raise ImageReadError(f"{label}: a {type(item).__name__} is not an image; give a path, a PIL image or a tensor")
-        named.append((label, f"image{i}", tensor))
+        if not isinstance(item, Input):
+            item = Input(item, Path(item).stem, str(item)) if isinstance(item, (str, Path)) else \
+                Input(item, f"image{i}", f"image {i}")
+        named.append(Input(image_tensor(item.image, item.label, resolution), item.name, item.label))
     if not named:
         raise ImageReadError("no images given")
     return named
 
 
 def make_jobs(named, base_seed, duplicates, out_dir=None):
-    """One job per input and duplicate, in order; duplicate k of an input uses base_seed + k - 1."""
+    """One job per Input and duplicate, in order; duplicate k of an input uses base_seed + k - 1."""
     jobs = []
-    for source, stem, image in named:
+    for item in named:
         for k in range(1, duplicates + 1):
-            name = stem if duplicates == 1 else f"{stem}_{k}"
+            name = item.name if duplicates == 1 else f"{item.name}_{k}"
             output = Path(out_dir) / f"{name}.png" if out_dir is not None else None
-            jobs.append(Job(source, name, base_seed + k - 1, base_seed, image, output, duplicates))
+            jobs.append(Job(item.label, name, base_seed, k, item.image, output, duplicates))
     return jobs
 
 

@@ -24,22 +24,6 @@ except ImportError:  # Windows: no POSIX locks, and no multi-process runs either
 LOG_NAME = "pulse_log.jsonl"
 
 
-def status(converged, interrupted, steps):
-    """'converged' or 'NOT CONVERGED', with ', interrupted after N steps' when a stop cut it short."""
-    return ("converged" if converged else "NOT CONVERGED") + (f", interrupted after {steps} steps" if interrupted else "")
-
-
-def search_note(result):
-    """What a result's line adds about -stop_at_eps and -tries (a PULSE.Result or a Record): the
-    step that reached eps, and which of several tries was kept, with the best L2 of each."""
-    note = f" | reached eps at step {result.stopped_at}" if result.stopped_at else ""
-    if len(result.tries) > 1:
-        kept = next(i for i, t in enumerate(result.tries, start=1) if t["seed"] == result.seed)
-        l2 = ", ".join(f"{t['L2']:.4g}" for t in result.tries)
-        note += f" | try {kept} of {len(result.tries)} kept (seed {result.seed}); best L2 of each: {l2}"
-    return note
-
-
 # Logs before the generator's own default existed wrote run.py's default -bad_noise_layers as "17",
 # which then stood for that default too: read it as today's None, so -resume reuses those results.
 LEGACY_DEFAULTS = {"bad_noise_layers": ("17", None)}
@@ -47,36 +31,64 @@ LEGACY_DEFAULTS = {"bad_noise_layers": ("17", None)}
 ADDED_SETTINGS = {"tries": 1, "stop_at_eps": False}
 
 
-@dataclass
-class Record:
-    """One result as the log keeps it (README, "The run log", says the same to users)."""
-    input: str          # the input file (or the image's place in an API call)
-    output: str         # the result image written for it
+def result_settings(search, precision, compile):
+    """The settings that decide a result besides the weights and the seed: the search's (a
+    PULSE.SearchConfig), the precision and compilation. A log line keeps them in its args, and
+    -resume compares them."""
+    return {**asdict(search), "precision": precision, "compile": compile}
+
+
+@dataclass(kw_only=True)
+class Outcome:
+    """How the search for one result went, as the log keeps it. What the API returns (PULSE.Result)
+    is an Outcome with its name and tensors; a line of the log (Record), the same Outcome with the
+    run's own fields (README, "The run log", says the same to users)."""
+    input: str          # the input file (or the image's label in an API call)
     seed: int           # the seed of the kept search (-seed with -tries 1 alone gives the same image)
-    base_seed: int      # the -seed of the run (duplicate k: base_seed + k - 1; its try t: + (t - 1) * duplicates)
-    device: str         # where it ran
-    threads: int        # with this many CPU threads
     steps: int          # steps done by the kept search (fewer than -steps when interrupted or stopped at eps)
     best_step: int      # 1-based step of the best image (lowest TOTAL, first on ties)
     losses: dict        # every loss at the best step: the terms of -loss_str, L2 always, and TOTAL
     converged: bool     # whether L2 reached -eps (only when the loss optimises L2, as in 2020)
     interrupted: bool   # whether a stop ended the search, or its tries, early
     seconds: float      # the wall time of all its tries (each beside the other searches of its batch)
-    args: dict          # every setting of the run: run.py's flags by name
     trajectory: list    # one {step, every loss} dict per step of the kept search
     tries: list = field(default_factory=list)  # one {seed, L2, converged, steps} per try (L2: of its best image)
     stopped_at: int | None = None  # with -stop_at_eps: the step whose L2 reached eps, where the search ended
 
+    @property
+    def status(self):
+        """'converged' or 'NOT CONVERGED', with ', interrupted after N steps' when a stop cut it short."""
+        return (("converged" if self.converged else "NOT CONVERGED")
+                + (f", interrupted after {self.steps} steps" if self.interrupted else ""))
+
+    @property
+    def note(self):
+        """What a result's line adds about -stop_at_eps and -tries: the step that reached eps, and
+        which of several tries was kept, with the best L2 of each."""
+        note = f" | reached eps at step {self.stopped_at}" if self.stopped_at else ""
+        if len(self.tries) > 1:
+            kept = next(i for i, t in enumerate(self.tries, start=1) if t["seed"] == self.seed)
+            l2 = ", ".join(f"{t['L2']:.4g}" for t in self.tries)
+            note += f" | try {kept} of {len(self.tries)} kept (seed {self.seed}); best L2 of each: {l2}"
+        return note
+
+
+@dataclass(kw_only=True)
+class Record(Outcome):
+    """One line of the log: a result's Outcome, and the run's own fields."""
+    output: str         # the result image written for it
+    base_seed: int      # the -seed of the run (duplicate k: base_seed + k - 1; its try t: + (t - 1) * duplicates)
+    device: str         # where it ran
+    threads: int        # with this many CPU threads
+    args: dict          # every setting of the run: run.py's flags by name
+
     @classmethod
-    def of(cls, result, output, device, flags=None):
-        """The record of a PULSE.Result written to `output`, made on `device`; its args are the
-        result's settings, plus `flags` (the rest of a run's options, e.g. run.py's)."""
-        return cls(input=str(result.input), output=str(output), seed=result.seed, base_seed=result.base_seed,
-                   device=str(device), threads=torch.get_num_threads(), steps=result.steps,
-                   best_step=result.best_step, losses=result.losses, converged=result.converged,
-                   interrupted=result.interrupted, seconds=round(result.seconds, 3),
-                   args={**(flags or {}), **result.settings},
-                   trajectory=result.trajectory, tries=result.tries, stopped_at=result.stopped_at)
+    def of(cls, result, output, device, base_seed, args):
+        """The line of `result` (a PULSE.Result: its Outcome, seconds rounded to ms), written to
+        `output` by a run on `device` whose first duplicate's seed is `base_seed`, with settings `args`."""
+        outcome = {f.name: getattr(result, f.name) for f in fields(Outcome)}
+        return cls(**{**outcome, "seconds": round(result.seconds, 3)}, output=str(output), base_seed=base_seed,
+                   device=str(device), threads=torch.get_num_threads(), args=args)
 
     def to_json(self):
         return json.dumps(asdict(self))
@@ -89,10 +101,6 @@ class Record:
             if record.args.get(name) == legacy:
                 record.args = {**record.args, name: today}
         return record
-
-    @property
-    def status(self):
-        return status(self.converged, self.interrupted, self.steps)
 
     @property
     def first_seed(self):

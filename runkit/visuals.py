@@ -217,9 +217,8 @@ class SearchGif:
         best_im = step.best_im
         if best_im.shape[-1] > PANEL:
             best_im = F.interpolate(best_im, size=(PANEL, PANEL), mode="area")
-        for search, best_l2, image in zip(step.searches, step.best_l2, best_im):
-            key = (search.attempt.job.name, search.attempt.seed)
-            self.frames.setdefault(key, []).append((search.step, best_l2, to_pil(image)))
+        for row, best_l2, image in zip(step.rows, step.best_l2, best_im):
+            self.frames.setdefault((row.name, row.seed), []).append((row.step, best_l2, to_pil(image)))
 
     def save(self, path, result):
         frames = self.frames[(result.name, result.seed)]

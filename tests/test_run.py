@@ -66,6 +66,39 @@ def test_log_record_holds_the_whole_search(tmp_path):
     assert set(record["losses"]) == {"L2", "GEOCROSS", "TOTAL"}
 
 
+# The keys of a log line and of its args, as run.py wrote them before the API's Result became what
+# the log writes (plot_log.py, sweep.py and -resume read them, from old logs too).
+LOG_KEYS = ["input", "output", "seed", "base_seed", "device", "threads", "steps", "best_step", "losses", "converged",
+            "interrupted", "seconds", "args", "trajectory", "tries", "stopped_at"]
+ARGS_KEYS = ["input_dir", "output_dir", "seed", "duplicates", "batch_size", "save_intermediate", "resume", "strip",
+             "gif", "hr_dir", "network", "cache_dir", "keep_pickle", "precision", "speedups", "compile", "loss_str",
+             "eps", "noise_type", "num_trainable_noise_layers", "tile_latent", "bad_noise_layers", "opt_name",
+             "learning_rate", "steps", "lr_schedule", "tries", "stop_at_eps"]
+
+
+def test_a_log_line_is_the_apis_result_with_the_runs_own_fields(tmp_path):
+    """Every key a line always had, each value the API's Result's, or the run's (its output, seed,
+    device, threads and flags)."""
+    import torch
+    import PULSE
+    from conftest import TINY_MODEL
+    flags = ["-seed", "3", "-steps", "2", "-duplicates", "2", "-tries", "2", "-eps", "1e-9", "-precision", "fp64"]
+    _, out_dir = run_cli(tmp_path, *flags)
+    lines = log_records(out_dir)
+    model = PULSE.load(cache_dir=TINY_MODEL, precision="fp64")
+    results = model.upsample(tmp_path / "in" / "face0.png", seed=3, steps=2, duplicates=2, tries=2, eps=1e-9)
+    for k, (line, result) in enumerate(zip(lines, results), start=1):
+        assert sorted(line) == sorted(LOG_KEYS) and list(line["args"]) == ARGS_KEYS
+        assert line["output"] == str(out_dir / f"face0_{k}.png") and line["base_seed"] == 3
+        assert (line["device"], line["threads"]) == ("cpu", torch.get_num_threads())
+        assert line["args"] == {**line["args"], "seed": 3, "duplicates": 2, "steps": 2, "tries": 2, "eps": 1e-9,
+                                "precision": "fp64", "loss_str": "100*L2+0.05*GEOCROSS", "speedups": True}
+        for key in ("input", "seed", "steps", "best_step", "losses", "converged", "interrupted", "trajectory",
+                    "tries", "stopped_at"):
+            assert line[key] == getattr(result, key), key
+        assert line["input"] == str(tmp_path / "in" / "face0.png") and line["tries"][0]["seed"] == 3 + k - 1
+
+
 def test_l2_is_reported_even_when_the_loss_leaves_it_out(tmp_path):
     _, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "2", "-loss_str", "1*L1")
     (record,) = log_records(out_dir)

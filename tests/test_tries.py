@@ -110,7 +110,7 @@ def test_in_a_batch_a_finished_search_leaves_its_row_to_the_next_try(model64, al
     rows = []
 
     def watch(step):
-        rows.append([(search.attempt.job.name, search.attempt.number, search.step) for search in step.searches])
+        rows.append([(row.name, row.attempt, row.step) for row in step.rows])
     results = model64.upsample(TINY_INPUT, seed=0, steps=STEPS, duplicates=3, tries=3, eps=eps,
                                stop_at_eps=True, batch_size=2, on_step=watch)
     searched = set()
@@ -134,7 +134,7 @@ def test_in_a_batch_a_finished_search_leaves_its_row_to_the_next_try(model64, al
 
 def test_a_stop_during_a_later_try_keeps_the_best_so_far(model64):
     def stop_in_try_2(step):
-        if step.searches[0].attempt.number == 2 and step.number == 2:
+        if step.rows[0].attempt == 2 and step.number == 2:
             raise KeyboardInterrupt
     (result,) = model64.upsample(TINY_INPUT, seed=7, steps=4, tries=3, eps=1e-9, on_step=stop_in_try_2)
     assert result.interrupted and "interrupted" in result.status

@@ -9,7 +9,7 @@ from PIL import Image, ImageSequence
 from runkit import visuals
 import run
 from conftest import TINY_INPUT, make_record, run_on_tiny_model
-from PULSE import BestTracker, Step
+from PULSE import BestTracker, Row, Step
 from runkit.visuals import LABEL_HEIGHT, PANEL, RED
 
 STEPS = 3
@@ -73,23 +73,18 @@ def test_gif_has_one_frame_per_step_for_every_sample_of_every_batch(pictured_run
             assert sum(1 for _ in ImageSequence.Iterator(gif)) == STEPS
 
 
-def fake_search(name, seed):
-    """What a step hook sees of a search: its attempt, its step count, its best so far."""
-    attempt = SimpleNamespace(job=SimpleNamespace(name=name), seed=seed)
-    return SimpleNamespace(attempt=attempt, step=0, tracker=BestTracker([(100.0, "L2")], [torch.zeros(1, 1, 4)]))
-
-
 def test_gif_frames_are_small_and_show_the_best_so_far(tmp_path):
     gif = visuals.SearchGif(steps=3)
-    searches = [fake_search("a", 0), fake_search("b", 0), fake_search("b", 1)]  # b: two tries
+    searches = [("a", 0), ("b", 0), ("b", 1)]  # (name, seed); b: two tries
+    trackers = [BestTracker([(100.0, "L2")], [torch.zeros(1, 1, 4)]) for _ in searches]
     totals, l2s = [[3.0, 1.0, 1.0], [2.0, 1.0, 1.0], [2.0, 0.5, 0.9]], [[0.3, 0.1, 0.1], [0.2, 0.2, 0.2], [0.1, 0.05, 0.1]]
     for step, (total, l2) in enumerate(zip(totals, l2s), start=1):
         losses = {"L2": torch.tensor(l2), "TOTAL": torch.tensor(total)}
         image = torch.rand(3, 3, 512, 512)
-        for b, search in enumerate(searches):
-            search.step = step
-            search.tracker.update(step, {k: v[b:b + 1] for k, v in losses.items()}, image[b:b + 1])
-        gif(Step(losses, searches, downscale=None))
+        for b, tracker in enumerate(trackers):
+            tracker.update(step, {k: v[b:b + 1] for k, v in losses.items()}, image[b:b + 1])
+        rows = [Row(f"{name}.png", name, 1, seed + 1, seed, step) for name, seed in searches]
+        gif(Step(losses, rows, trackers, downscale=None))
     # search a: step 3 ties step 2's TOTAL, so the best stays step 2's (the search keeps the first)
     assert [l2 for _, l2, _ in gif.frames[("a", 0)]] == pytest.approx([0.3, 0.2, 0.2])
     assert [l2 for _, l2, _ in gif.frames[("b", 0)]] == pytest.approx([0.1, 0.1, 0.05])
