@@ -90,30 +90,32 @@ def parse_args(argv=None):
     return args
 
 
-MODEL_SETTINGS = {"precision": PULSE.ModelOptions.precision}  # -rows may change these besides the search's
+MODEL_SETTINGS = ("precision",)  # -rows may change these model options besides the search settings
+ROW_SETTINGS = {option.name: option for option in fields(PULSE.SearchConfig)} | {
+    option.name: option for option in fields(PULSE.ModelOptions) if option.name in MODEL_SETTINGS}
 
 
-def setting_value(name, text):
-    """A -rows value as its setting takes it, read by the type of the setting's default."""
-    default = MODEL_SETTINGS[name] if name in MODEL_SETTINGS else getattr(PULSE.SearchConfig, name, "")
-    if isinstance(default, bool):
-        if text.lower() not in ("on", "off", "true", "false"):
-            raise ValueError(f"{name} is on or off, got {text!r}")
-        return text.lower() in ("on", "true")
-    return type(default)(text) if isinstance(default, (int, float)) else text
+def setting_value(option, text):
+    """A -rows value read as run.py reads the flag of that setting (its declared parse); on/off for a switch."""
+    if isinstance(option.default, bool):
+        if text.lower() not in ("on", "off"):
+            raise argparse.ArgumentTypeError(f"is on or off, got {text!r}")
+        return text.lower() == "on"
+    parse = option.metadata["parse"]
+    return parse(text) if parse else text
 
 
 def settings_row(text):
     """-rows' argument type: 'name=value,name=value' -> {name: value}, checked as upsample checks them."""
-    names = [f.name for f in fields(PULSE.SearchConfig)] + list(MODEL_SETTINGS)
     row = {}
     for assignment in text.split(","):
         name, _, value = assignment.partition("=")
-        if name not in names or not value:
-            raise argparse.ArgumentTypeError(f"{assignment!r} is not NAME=VALUE with a NAME among {', '.join(names)}")
+        if name not in ROW_SETTINGS or not value:
+            raise argparse.ArgumentTypeError(f"{assignment!r} is not NAME=VALUE with a NAME among "
+                                             f"{', '.join(ROW_SETTINGS)}")
         try:
-            row[name] = setting_value(name, value)
-        except ValueError as e:
+            row[name] = setting_value(ROW_SETTINGS[name], value)
+        except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentTypeError(f"{assignment!r}: {e}") from None
     try:
         PULSE.SearchConfig(**{k: v for k, v in row.items() if k not in MODEL_SETTINGS})
