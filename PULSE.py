@@ -120,10 +120,13 @@ def check_whole(name, value, least, most=None):
         raise ValueError(f"{name} must be a whole number {within}, got {value!r}")
 
 
-def check_positive(name, value):
-    """ValueError naming `name` unless `value` is a finite number above 0 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number above 0, got {value!r}")
+def check_finite(name, value, above_zero=True):
+    """ValueError naming `name` unless `value` is a finite number above 0 (or, unless `above_zero`, 0
+    itself; not a bool)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or not (value > 0 if above_zero else value >= 0)):
+        raise ValueError(f"{name} must be a finite number {'above 0' if above_zero else 'of 0 or more'}, "
+                         f"got {value!r}")
 
 
 def check_bool(name, value):
@@ -174,8 +177,8 @@ class SearchConfig:
     wrong type or out of range raises ValueError naming the setting and what it takes."""
     loss_str: LossString = option(LossString("100*L2+0.05*GEOCROSS"), "weighted sum of L2, L1 and GEOCROSS terms",
                                   parse=cli.parsed_by(LossString))
-    eps: float = option(2e-3, "target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED",
-                        parse=cli.positive_float)
+    eps: float = option(2e-3, "target for the downscaling loss L2; a search that never reaches it is NOT CONVERGED "
+                              "(with 0, L2 is not clamped and no search converges)", parse=cli.non_negative_float)
     noise_type: str = option("trainable", "noise inputs of the generator: zero, fixed random, or trainable",
                              choices=NOISE_TYPES)
     num_trainable_noise_layers: int = option(
@@ -209,8 +212,8 @@ class SearchConfig:
                 except ValueError as e:
                     raise type(e)(f"{name}: {e}") from None
         check_choices(self)
-        check_positive("eps", self.eps)
-        check_positive("learning_rate", self.learning_rate)
+        check_finite("eps", self.eps, above_zero=False)
+        check_finite("learning_rate", self.learning_rate)
         check_whole("steps", self.steps, 1)
         check_whole("num_trainable_noise_layers", self.num_trainable_noise_layers, 0)
         check_bool("tile_latent", self.tile_latent)
@@ -411,6 +414,8 @@ class PULSE(torch.nn.Module):
         noise layers this model does not have.
         """
         self.check_noise_layers(config)
+        if config.stop_at_eps and config.eps == 0:
+            logger.info("note: with eps 0, stop_at_eps never stops a search early (its L2 would have to be exactly 0)")
         for group in inputs.batches(jobs, len(jobs)):  # one input size at a time
             attempts = deque(Attempt(i, job) for i, job in enumerate(group))
             BatchSearch(self, config, on_result).run(attempts, batch_size, on_step)

@@ -155,14 +155,23 @@ def parsed_by(parse):
     return parse_flag
 
 
-def positive_float(text):
+def finite_float(text, above_zero):
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    if not (math.isfinite(value) and (value > 0 if above_zero else value >= 0)):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number {'above 0' if above_zero else 'of 0 or more'}, "
+                                         f"got {text}")
     return value
+
+
+def positive_float(text):
+    return finite_float(text, above_zero=True)
+
+
+def non_negative_float(text):
+    return finite_float(text, above_zero=False)
 
 
 # ---- stopping on a signal ------------------------------------------------------------------

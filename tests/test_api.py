@@ -106,8 +106,9 @@ def test_an_unusable_image_is_refused_by_name_before_any_search(tmp_path, model6
 
 
 @pytest.mark.parametrize("arguments, reason", [
-    ({"eps": 0}, "eps must be a finite number above 0, got 0"),
-    ({"eps": "1"}, "eps must be a finite number above 0, got '1'"),
+    ({"eps": -1e-3}, "eps must be a finite number of 0 or more, got -0.001"),
+    ({"eps": float("inf")}, "eps must be a finite number of 0 or more, got inf"),
+    ({"eps": "1"}, "eps must be a finite number of 0 or more, got '1'"),
     ({"learning_rate": float("nan")}, "learning_rate must be a finite number above 0"),
     ({"opt_name": "lbfgs"}, "opt_name must be one of sgd, adam, sgdm, adamax, got 'lbfgs'"),
     ({"noise_type": ["zero"]}, "noise_type must be one of zero, fixed, trainable"),

@@ -232,7 +232,7 @@ def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
             ([0], dict(steps=0), "steps must be a whole number of at least 1, got 0"),
             ([0], dict(steps=None), "steps must be a whole number of at least 1, got None"),
             ([0], dict(duplicates=0), "duplicates must be a whole number of at least 1, got 0"),
-            ([0], dict(eps=None), "eps must be a finite number above 0, got None"),
+            ([0], dict(eps=None), "eps must be a finite number of 0 or more, got None"),
             ([0], dict(loss_str="100*L3"), "loss_str: unknown loss 'L3'"),
             ([0], dict(bad_noise_layers="99"), "this model's noise layers are 0..13, not 99")]:
         settings = values(**settings) if isinstance(settings, dict) else values(settings)

@@ -54,6 +54,16 @@ def test_positive_float_takes_small_numbers():
     assert cli.positive_float("1e-12") == 1e-12
 
 
+@pytest.mark.parametrize("text", ["-1e-12", "inf", "nan", "zero"])
+def test_non_negative_float_refuses_what_cannot_be_a_target(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.non_negative_float(text)
+
+
+def test_non_negative_float_takes_zero():
+    assert cli.non_negative_float("0") == 0 and cli.non_negative_float("2e-3") == 2e-3
+
+
 def test_a_stop_signal_interrupts_unless_deferred_and_a_second_one_leaves_at_once(monkeypatch):
     def leave(status):
         raise SystemExit(status)  # os._exit, without ending the test process

@@ -16,7 +16,7 @@ from runkit import cli
 # (flag, default, what it takes: an argparse type, a list of choices, or "switch").
 FLAGS_2020 = [
     ("loss_str", "100*L2+0.05*GEOCROSS", LossString),
-    ("eps", 2e-3, cli.positive_float),
+    ("eps", 2e-3, cli.non_negative_float),
     ("noise_type", "trainable", ["zero", "fixed", "trainable"]),
     ("num_trainable_noise_layers", 5, cli.non_negative_int),
     ("tile_latent", False, "switch"),

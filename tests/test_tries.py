@@ -4,6 +4,7 @@ What a try finds is checked against a search run alone from the try's seed: the 
 are chosen from those lone searches here, not written down, since the draws of a seed depend on
 the CPU's kernels."""
 import json
+import logging
 
 import pytest
 import torch
@@ -167,6 +168,24 @@ def test_run_py_logs_one_line_per_result_with_its_tries_and_resume_keeps_them(tm
     assert run_on_tiny_model(out_dir, *flags, "-resume") == 0
     assert "2 result(s) already done, 0 to go" in capsys.readouterr().out
     assert len(log_records(out_dir)) == 2
+
+
+def test_eps_0_leaves_l2_unclamped_and_converges_nothing(model64, alone, caplog):
+    caplog.set_level(logging.INFO, logger="pulse")
+    (result,) = model64.upsample(TINY_INPUT, seed=0, steps=STEPS, eps=0)
+    assert [row["L2"] for row in result.trajectory] == alone[0]  # the default eps is below every L2 here
+    assert not result.converged and caplog.messages == []  # without stop_at_eps, nothing to say
+
+
+def test_stop_at_eps_with_eps_0_runs_every_step_and_says_so_once(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    flags = ["-seed", "0", "-steps", "3", "-duplicates", "2", "-tries", "2", "-eps", "0", "-stop_at_eps",
+             "-precision", "fp64"]
+    assert run_on_tiny_model(out_dir, *flags) == 0
+    assert capsys.readouterr().err.count("with eps 0, stop_at_eps never stops a search early") == 1
+    for record in log_records(out_dir):
+        assert record["stopped_at"] is None and not record["converged"]
+        assert [t["steps"] for t in record["tries"]] == [3, 3]
 
 
 def test_results_of_older_logs_count_as_one_try_without_stop_at_eps(tmp_path):
