@@ -18,6 +18,8 @@ import sys
 from contextlib import contextmanager
 from dataclasses import fields
 
+from tqdm import tqdm
+
 from errors import PulseError, UsageError
 from runkit.quiet_stop import STOP_SIGNALS
 
@@ -41,16 +43,15 @@ def report_failure(error, script, tag=str):
     return EXIT_USAGE if usage else EXIT_SETUP_FAILED
 
 
-class StderrLines(logging.StreamHandler):
-    """Each record as its message alone, on the sys.stderr of the moment (tqdm's, a test's capture)."""
-
-    def __init__(self):
-        super().__init__()
-        self.setFormatter(logging.Formatter("%(message)s"))
+class StderrLines(logging.Handler):
+    """Each record as its message alone, on the sys.stderr of the moment (a test's capture), above
+    the progress bars: a note that comes during a search does not land in the middle of a bar."""
 
     def emit(self, record):
-        self.stream = sys.stderr
-        super().emit(record)
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # as logging.StreamHandler does: a handler that fails reports and goes on
+            self.handleError(record)
 
 
 def show_messages():
