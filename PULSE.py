@@ -22,7 +22,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import torch
@@ -120,6 +120,13 @@ def check_whole(name, value, least, most=None):
         raise ValueError(f"{name} must be a whole number {within}, got {value!r}")
 
 
+@cache
+def note_once(message):
+    """Tell the pulse logger `message` the first time this process meets it: a note on settings is
+    said once, however many searches take them (evaluate.py's faces, the page's searches)."""
+    logger.info(message)
+
+
 def check_finite(name, value, above_zero=True):
     """ValueError naming `name` unless `value` is a finite number above 0 (or, unless `above_zero`, 0
     itself; not a bool)."""
@@ -153,7 +160,7 @@ def takes_options(options):
         declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
                     for f in fields(options)]
         function.__signature__ = signature.replace(parameters=own + declared)
-        listed = "\n".join(f"    {f.name}: {'False: ' if f.default is True else ''}{f.metadata['help']}"
+        listed = "\n".join(f"    {f.name}: {'False: ' if cli.switched_off(f) else ''}{f.metadata['help']}"
                            for f in fields(options))
         function.__doc__ = f"{inspect.cleandoc(function.__doc__)}\n\n{options.__name__} (run.py's flags):\n{listed}"
         return function
@@ -234,11 +241,9 @@ def check_choices(options):
 class Result(runlog.Outcome):
     """The result of one input and duplicate: its kept search (the first of its tries that converged,
     else the one whose best image has the lowest L2), that search's best image (lowest TOTAL, first
-    on ties; with -stop_at_eps, the image of the step that reached eps) and how it went: `input`,
-    `seed`, `steps`, `best_step`, `losses`, `converged`, `interrupted`, `seconds`, `trajectory`,
-    `tries`, `stopped_at`, `status` and `note`, which runlog.Outcome documents and the run log
-    keeps, field for field (runlog.Record.of)."""
-    name: str                   # the result's name: the input's stem, with _k for duplicate k
+    on ties; with -stop_at_eps, the image of the step that reached eps) and how it went: the fields
+    and properties of runlog.Outcome, which the run log keeps field for field (runlog.Record.of)."""
+    name: str                   # the result's name: the input's name (a path's stem), with _k for duplicate k
     tensor: torch.Tensor        # the best image, [3, R, R] in [0, 1], on the CPU
     latent: torch.Tensor        # the search latent at the best step, [rows, width] (see generator.Prior), on the CPU
     noise: list                 # the noise maps at the best step, [1, r, r] each, on the CPU
@@ -415,7 +420,7 @@ class PULSE(torch.nn.Module):
         """
         self.check_noise_layers(config)
         if config.stop_at_eps and config.eps == 0:
-            logger.info("note: with eps 0, stop_at_eps never stops a search early (its L2 would have to be exactly 0)")
+            note_once("note: with eps 0, stop_at_eps never stops a search early (its L2 would have to be exactly 0)")
         for group in inputs.batches(jobs, len(jobs)):  # one input size at a time
             attempts = deque(Attempt(i, job) for i, job in enumerate(group))
             BatchSearch(self, config, on_result).run(attempts, batch_size, on_step)

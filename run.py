@@ -28,7 +28,7 @@ from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_ne
 from runkit.distributed import Launch, Team, launch_from_environment
 from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
-from PULSE import ModelOptions, NoiseLayerError, SearchConfig, load
+from PULSE import ModelOptions, SearchConfig, load
 
 
 # ---- flags ---------------------------------------------------------------------------------
@@ -363,6 +363,7 @@ def run_job(options, paths, out_dir, team, stop):
     """Every search of the folder once over the team: each process runs its share."""
     try:
         model = team.main_first(lambda: load(device=team.device, **asdict(options.model)))  # a download happens once
+        model.check_noise_layers(options.search)  # a flag this model cannot take: before the inputs are read
     except PulseError as e:
         return cli.report_failure(e, "run.py", team.tag)
     except KeyboardInterrupt:
@@ -428,8 +429,6 @@ def search_share(model, options, jobs, todo, records, out_dir, team, stop):
             on_step = step_hooks(options, out_dir, bar if team.is_main else None, job_progress, gif)
             try:
                 model.search_jobs(share, options.search, keep, folder.batch_size, on_step)
-            except NoiseLayerError as e:  # a flag this model cannot take, found before any search
-                return cli.report_failure(e, "run.py", team.tag)
             except torch.OutOfMemoryError:
                 left = [job.name for job in share if job.name not in written]
                 print(team.tag(f"error: {out_of_memory_message(folder.batch_size, team.device)}; not searched: "

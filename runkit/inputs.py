@@ -27,8 +27,8 @@ class Input:
 @dataclass
 class Job:
     """One result to search for: duplicate k of an input, and the seeds of its tries."""
-    source: str                 # the input's path, or its place among the images given ("image 2")
-    name: str                   # the result's name: the input's stem, with _k for duplicate k
+    source: str                 # the input's label: its path, its place among the images given ("image 2"), or an Input's
+    name: str                   # the result's name: the input's name (a path's stem), with _k for duplicate k
     base_seed: int              # the seed of the input's first duplicate
     duplicate: int              # k, from 1
     image: torch.Tensor         # [3, r, r] in [0, 1]
@@ -123,9 +123,11 @@ def named_inputs(images, resolution):
                              f"list of paths and images; got {images!r}")
     named = []
     for i, item in enumerate(images):
+        if isinstance(item, (str, Path)):
+            named.append(path_input(item, resolution))
+            continue
         if not isinstance(item, Input):
-            item = Input(item, Path(item).stem, str(item)) if isinstance(item, (str, Path)) else \
-                Input(item, f"image{i}", f"image {i}")
+            item = Input(item, f"image{i}", f"image {i}")
         named.append(Input(image_tensor(item.image, item.label, resolution), item.name, item.label))
     if not named:
         raise ImageReadError("no images given")

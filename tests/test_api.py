@@ -313,3 +313,5 @@ def test_the_readmes_python_example_runs_as_written(tmp_path):
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["pulse_log.jsonl", "target_1.png", "target_2.png"]
+    settings = runlog.result_settings(PULSE.SearchConfig(steps=20), "fp64", False)
+    assert all(record.is_complete(settings) for record in runlog.read(tmp_path / "runs" / runlog.LOG_NAME))

@@ -181,8 +181,9 @@ def test_bad_flag_values_are_rejected_with_the_reason(tmp_path, capsys, flag, va
     except SystemExit as exit_info:
         code = exit_info.code
     assert code == 2
-    err = capsys.readouterr().err
-    assert message in err and flag in err
+    printed = capsys.readouterr()
+    assert message in printed.err and flag in printed.err
+    assert printed.out == ""  # refused before the run starts: no seed line, no input read
     assert not (tmp_path / "out").exists()  # nothing written, not even the output folder
 
 

@@ -177,7 +177,17 @@ def test_eps_0_leaves_l2_unclamped_and_converges_nothing(model64, alone, caplog)
     assert not result.converged and caplog.messages == []  # without stop_at_eps, nothing to say
 
 
+def test_stop_at_eps_with_eps_0_is_noted_once_however_many_searches(model64, caplog):
+    PULSE.note_once.cache_clear()  # a note is said once a process: this test's process starts afresh
+    caplog.set_level(logging.INFO, logger="pulse")
+    for seed in (0, 1):
+        model64.upsample(TINY_INPUT, seed=seed, steps=1, eps=0, stop_at_eps=True)
+    assert caplog.messages == ["note: with eps 0, stop_at_eps never stops a search early (its L2 would have to "
+                               "be exactly 0)"]
+
+
 def test_stop_at_eps_with_eps_0_runs_every_step_and_says_so_once(tmp_path, capsys):
+    PULSE.note_once.cache_clear()
     out_dir = tmp_path / "out"
     flags = ["-seed", "0", "-steps", "3", "-duplicates", "2", "-tries", "2", "-eps", "0", "-stop_at_eps",
              "-precision", "fp64"]
