@@ -340,7 +340,7 @@ def row_label(changes):
 
 
 class Models:
-    """The generator at each precision a row asks for, loaded once; None where the machine refuses it."""
+    """The generator at each precision a row asks for, loaded once; the PrecisionError where the machine refuses it."""
 
     def __init__(self, args):
         self.args, self.loaded = args, {}
