@@ -45,7 +45,7 @@ def shadowing(error):
 
 
 try:
-    from runkit import cli, inputs, runlog, speed
+    from runkit import cli, cpu_threads, inputs, runlog, speed
     from runkit.inputs import Input  # noqa: F401 (the API's: upsample takes one to name its results)
     from device import pick_device
     from errors import UsageError
@@ -350,11 +350,13 @@ class PULSE(torch.nn.Module):
     @classmethod
     def build(cls, synthesis, prior, device, precision="fp32", fast=True, compile=False):
         """The model for a search: the one place that decides its device, dtype, autocast, fast path
-        and compilation (`load`, `from_generator`, run.py and bench.py all build through it).
+        and compilation (`load`, `from_generator`, run.py and bench.py all build through it), and the
+        CPU threads where the process has not chosen them (cpu_threads.set_default).
 
         `fast` computes the tensors derived from the frozen weights once, on the device, in the
         model's dtype (see stylegan.FastOps); `compile` runs torch.compile on either path."""
         model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
+        cpu_threads.set_default()
         model = cls(synthesis, prior, autocast_dtype).to(device, model_dtype)
         model.precision, model.compiled = precision, compile
         model.synthesis.set_fast(fast)
@@ -621,6 +623,7 @@ class BatchSearch:
             self.loss_builder = None
         if self.loss_builder is not None:
             return
+        cpu_threads.follow_free_cores()  # a search runs with the thread count it starts with
         ref_im = torch.stack([search.attempt.job.image for search in self.searches])
         ref_im = ref_im.to(self.model.anchor.device, self.model.anchor.dtype)
         self.loss_builder = LossBuilder(ref_im, self.config.loss_str.terms, self.config.eps, self.model.resolution)

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
-from runkit import cli, inputs, runlog, visuals
+from runkit import cli, cpu_threads, inputs, runlog, visuals
 import PULSE
 from bicubic import divides_by_power_of_two
 from errors import PulseError
@@ -81,6 +81,7 @@ def build_parser():
     p.add_argument("-port", "--port", type=positive_int, default=7860, help="port of the page")
     cli.add_options(p.add_argument_group("the generator, chosen here and never from the page (as run.py)"),
                     PULSE.ModelOptions)
+    cpu_threads.add_flag(p)
     return p
 
 
@@ -583,6 +584,7 @@ def main(argv=None):
     if importlib.util.find_spec("gradio") is None:
         print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
         return cli.EXIT_SETUP_FAILED
+    cpu_threads.set_threads(args.threads)
     try:
         model = PULSE.load(**asdict(cli.options_from(PULSE.ModelOptions, args)))
     except PulseError as e:

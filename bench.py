@@ -10,6 +10,10 @@ default handling of freed memory), measured first, in the same process. For the 
 (bf16, fp16, -compile) it also runs the tiny fixture model for 40 steps and reports how far the
 best losses drift from the default float32 search.
 
+With -busy it then times every configuration again while a process of its own keeps one core
+busy, with the threads the default gives it (one per core other processes leave free) and with
+them fixed at the physical cores (the default before), each against its idle figure.
+
 With -processes it also times several processes searching at once (as `torchrun
 --nproc_per_node N run.py` would run them: one GPU each, or the CPU threads split among them) and
 reports the searches per hour of the whole machine for each process count and batch size.
@@ -24,15 +28,17 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.multiprocessing
 
-from runkit import cli, quiet_stop, roof, speed
+from runkit import cli, cpu_threads, quiet_stop, roof, speed
 from device import pick_device
 from errors import PulseError
 from PULSE import PULSE, SearchConfig
@@ -64,6 +70,7 @@ class Timing:
     seconds_per_step: float
     warmup_seconds: float  # the warm-up steps, with any compilation
     peak_memory_mb: float
+    threads: int           # the CPU threads its search ran with
 
     @property
     def images_per_second(self):
@@ -82,7 +89,7 @@ class Timing:
                 "seconds_per_face": round(STEPS_PER_FACE / self.images_per_second, 2),
                 "searches_per_hour": round(self.searches_per_hour, 2),
                 "warmup_seconds": round(self.warmup_seconds, 2),
-                "peak_memory_mb": round(self.peak_memory_mb),
+                "peak_memory_mb": round(self.peak_memory_mb), "threads": self.threads,
                 "speedup": round(self.images_per_second / baseline.images_per_second, 3),
                 "roof_share": None if share is None else round(share, 3)}
 
@@ -185,7 +192,7 @@ def measure(setting, family, synthesis, device, steps):
     model = model_for(setting, family, synthesis, device)
     reset_peak_memory(device)
     seconds, warmup = time_steps(model, setting.batch, steps, device)
-    return Timing(setting, seconds, warmup, peak_memory_mb(device))
+    return Timing(setting, seconds, warmup, peak_memory_mb(device), torch.get_num_threads())
 
 
 def searches_per_hour(seconds_per_step, batch):
@@ -204,7 +211,7 @@ def device_of_process(rank):
 def time_in_process(rank, generator, batch_sizes, steps, resolution, threads, start_together, results):
     """One of several processes searching at once: its seconds per step at each batch size."""
     device = device_of_process(rank)
-    speed.set_threads(threads)
+    cpu_threads.set_threads(threads)
     setting = default_setting(device)
     if setting.keep_freed_memory:
         speed.keep_freed_memory()
@@ -254,6 +261,45 @@ def throughput(timings, args, threads, device):
              "speedup": round(row["searches_per_hour"] / base, 3)} for row in rows]
 
 
+# ---- beside a busy core ----------------------------------------------------------------------
+
+@contextmanager
+def busy_core():
+    """A process of our own spinning on the last CPU this one may use while the block runs; yields
+    that CPU. Its own session: a Ctrl-C reaches bench.py alone, which ends it on the way out."""
+    cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+    try:
+        if cpu is not None:
+            os.sched_setaffinity(busy.pid, {cpu})
+        time.sleep(2 * cpu_threads.CHECK_SECONDS)  # long enough for the next look at the free cores
+        yield cpu
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def beside_a_busy_core(idle_timings, args, synthesis, device):
+    """{"busy": rows, "busy_cpu": cpu}: each timed configuration again with one core busy, and the
+    default with its threads fixed at the physical cores, each against its idle timing."""
+    idle = {t.setting.name: t for t in idle_timings}
+    fixed = replace(idle["default"].setting, name=f"default, threads fixed at {cpu_threads.physical_cores()} (before)")
+    rows = []
+    with busy_core() as cpu:
+        for setting in [t.setting for t in idle_timings] + [fixed]:
+            print(f"timing beside a busy core: {setting.name} ...", file=sys.stderr, flush=True)
+            if setting is fixed:
+                cpu_threads.set_threads(cpu_threads.physical_cores())
+            timing = measure(setting, args.generator, synthesis, device, args.steps)
+            before = idle["default" if setting is fixed else setting.name]
+            rows.append({"name": setting.name, "batch": setting.batch, "threads": timing.threads,
+                         "seconds_per_step": round(timing.seconds_per_step, 4),
+                         "idle_seconds_per_step": round(before.seconds_per_step, 4),
+                         "busy_over_idle": round(timing.seconds_per_step / before.seconds_per_step, 3)})
+    cpu_threads.set_threads(args.threads)
+    return {"busy": rows, "busy_cpu": cpu}
+
+
 # ---- drift of the configurations that change results ----------------------------------------
 
 def fixture_search(device, precision="fp32", compile=False):
@@ -283,17 +329,18 @@ def print_report(report):
     print(f"\nPULSE search, {report['generator']} {report['resolution']}x{report['resolution']} generator "
           f"(random weights), "
           f"{report['device']} ({report['cpu']}, {report['physical_cores']} physical cores), "
-          f"{report['threads']} thread(s), torch {report['torch']}, "
-          f"median of {report['steps']} steps")
+          f"torch {report['torch']}, median of {report['steps']} steps")
+    print(f"threads: {report['thread_rule']}")
     print(f"kernels: {report['kernels']}")
     matmul = ", ".join(f"{name} {value:.0f}" for name, value in report["roof"]["matmul_gflops"].items())
     print(f"this machine's roof, measured now: matrix products {matmul} GFLOP/s; memory copy "
           f"{report['roof']['memory_gb_per_s']:.1f} GB/s. A batch-1 step is {report['step_gflops']:.1f} GFLOP.")
-    print(f"{'configuration':36} {'batch':>5} {'s/step':>8} {'img/s':>7} {'s/face':>8} {'warm-up s':>9} "
-          f"{'peak MB':>8} {'speed':>7} {'roof':>6}")
+    print(f"{'configuration':36} {'batch':>5} {'threads':>7} {'s/step':>8} {'img/s':>7} {'s/face':>8} "
+          f"{'warm-up s':>9} {'peak MB':>8} {'speed':>7} {'roof':>6}")
     for r in report["timings"]:
-        print(f"{r['name']:36} {r['batch']:5d} {r['seconds_per_step']:8.3f} {r['images_per_second']:7.2f} "
-              f"{r['seconds_per_face']:8.1f} {r['warmup_seconds']:9.1f} {r['peak_memory_mb']:8d} {r['speedup']:6.2f}x "
+        print(f"{r['name']:36} {r['batch']:5d} {r['threads']:7d} {r['seconds_per_step']:8.3f} "
+              f"{r['images_per_second']:7.2f} {r['seconds_per_face']:8.1f} {r['warmup_seconds']:9.1f} "
+              f"{r['peak_memory_mb']:8d} {r['speedup']:6.2f}x "
               f"{'' if r['roof_share'] is None else format(r['roof_share'], '6.0%')}")
     for r in report["unsupported"]:
         print(f"{r['name']:36} not run: {r['reason']}")
@@ -308,6 +355,13 @@ def print_report(report):
     for r in report["throughput"]:
         print(f"{r['processes']:9d} {r['batch']:5d} {r['threads_per_process']:12d} {r['searches_per_hour']:10.1f} "
               f"{r['speedup']:6.2f}x")
+    if report["busy"]:
+        print(f"\nBeside a busy core (another process spinning on CPU {report['busy_cpu']}), against the same "
+              f"configuration on the idle machine above:")
+        print(f"{'configuration':46} {'threads':>7} {'s/step':>8} {'idle s/step':>11} {'busy/idle':>9}")
+        for r in report["busy"]:
+            print(f"{r['name']:46} {r['threads']:7d} {r['seconds_per_step']:8.3f} {r['idle_seconds_per_step']:11.3f} "
+                  f"{r['busy_over_idle']:8.2f}x")
     if report["drift"]:
         print(f"\nDrift on the tiny fixture model (seed {DRIFT_SEED}, {DRIFT_STEPS} steps), best losses "
               f"against the float32 default:")
@@ -332,14 +386,17 @@ def build_parser():
     p.add_argument("-processes", "--processes", type=cli.positive_int, nargs="+", default=default_process_counts(),
                    help="process counts to compare (as torchrun --nproc_per_node): each process gets a GPU "
                         "of its own, or on the CPU its share of the threads")
-    p.add_argument("-threads", "--threads", type=cli.positive_int,
-                   help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)")
+    cpu_threads.add_flag(p)
     p.add_argument("-compile", "--compile", action="store_true",
                    help="also time torch.compile of the generator (compiling takes about a minute on 2 CPU cores)")
     p.add_argument("-generator", "--generator", choices=TIMED_FAMILIES, default="stylegan1",
                    help="the generator family to time (the drift runs use the StyleGAN-1 tiny model, so they "
                         "are skipped for the others)")
     p.add_argument("-no_drift", "--no_drift", action="store_true", help="skip the drift runs on the tiny model")
+    p.add_argument("-busy", "--busy", action="store_true",
+                   help="then time each configuration again while a process of bench.py's own keeps one core "
+                        "busy, and the default with its threads fixed at the physical cores (the default before "
+                        "the threads followed the free cores), each against its idle figure")
     p.add_argument("-json", "--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("-resolution", "--resolution", type=cli.positive_int, help=argparse.SUPPRESS)  # tests
     return p
@@ -351,7 +408,7 @@ def main(argv=None):
         device = pick_device()
     except PulseError as e:
         return cli.report_failure(e, "bench.py")
-    threads = speed.set_threads(args.threads)
+    threads = cpu_threads.set_threads(args.threads)
     torch.manual_seed(0)
     synthesis = untrained(args.generator, args.resolution)
 
@@ -376,15 +433,16 @@ def main(argv=None):
     flops = step_flops(args.generator, synthesis, device)
     with_drift = not args.no_drift and args.generator == "stylegan1"
     report = {"device": str(device), "generator": args.generator, "threads": threads, "torch": torch.__version__,
-              "cpu": roof.cpu_name(), "kernels": roof.kernel_set(), "physical_cores": speed.physical_cores(),
+              "cpu": roof.cpu_name(), "kernels": roof.kernel_set(), "physical_cores": cpu_threads.physical_cores(),
               "resolution": synthesis.resolution, "steps": args.steps,
               "roof": {"matmul_gflops": {name: round(value, 1) for name, value in machine_roof.gflops.items()},
                        "memory_gb_per_s": round(machine_roof.memory_gb_per_s, 1)},
               "step_gflops": round(flops / 1e9, 2),
               "timings": [t.row(timings[0], flops, machine_roof) for t in timings],
-              "unsupported": unsupported,
+              "thread_rule": cpu_threads.rule(), "unsupported": unsupported,
               "throughput": throughput(timings, args, threads, device),
-              "drift": drift(result_changing, device) if with_drift else []}
+              "drift": drift(result_changing, device) if with_drift else [],
+              **(beside_a_busy_core(timings, args, synthesis, device) if args.busy else {"busy": []})}
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runkit import cli
+from runkit import cli, cpu_threads
 import PULSE
 from align_face import packaged_predictor
 from bicubic import BicubicDownSample, divides_by_power_of_two
@@ -75,6 +75,7 @@ def build_parser():
                                "tries=4,stop_at_eps=on (names: upsample's search settings, and precision)")
     held_out.add_argument("-write", "--write", type=Path, metavar="DIR",
                           help="also write the faces as PNGs: DIR/truth/, and DIR/x<factor>/input/ and pulse/")
+    cpu_threads.add_flag(held_out)
     return parser
 
 
@@ -426,6 +427,7 @@ def evaluate_held_out(args):
 def main(argv=None):
     args = parse_args(argv)
     cli.show_messages()
+    cpu_threads.set_threads(args.threads)
     try:
         check_folders(args)
         if args.generated:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from runkit import cli, inputs, runlog, speed, visuals
+from runkit import cli, cpu_threads, inputs, runlog, speed, visuals
 from device import pick_device
 from errors import PulseError
 from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_int
@@ -59,8 +59,7 @@ def build_parser():
     cli.add_options(s, SearchConfig)
     f = p.add_argument_group("speed", "-threads and -no_speedups hold for the whole process, a sweep included; "
                                       "on the CPU, -no_speedups also lets freed memory go back to the system")
-    f.add_argument("-threads", "--threads", type=positive_int,
-                   help="CPU threads (default: OMP_NUM_THREADS if set, else the number of physical cores)")
+    cpu_threads.add_flag(f)
     visuals.add_flags(p)
     return p
 
@@ -310,7 +309,7 @@ def start_process(threads=None, speedups=True):
     device = pick_device(local_rank=launch.local_rank)
     if device.type == "cpu" and speedups:
         speed.keep_freed_memory()
-    speed.set_threads(threads)
+    cpu_threads.set_threads(threads)
     return Process(launch, device)
 
 

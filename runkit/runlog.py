@@ -16,6 +16,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
 
+from runkit import cpu_threads
+
 try:
     import fcntl
 except ImportError:  # Windows: no POSIX locks, and no multi-process runs either
@@ -79,8 +81,9 @@ class Record(Outcome):
     output: str         # the result image written for it
     base_seed: int      # the -seed of the run (duplicate k: base_seed + k - 1; its try t: + (t - 1) * duplicates)
     device: str         # where it ran
-    threads: int        # with this many CPU threads
+    threads: int        # with this many CPU threads at its end
     args: dict          # every setting of the run: run.py's flags by name
+    thread_rule: str = ""  # how the threads were chosen and how idle ones wait (none in logs before it)
 
     @classmethod
     def of(cls, result, output, device, base_seed, args):
@@ -88,7 +91,8 @@ class Record(Outcome):
         `output` by a run on `device` whose first duplicate's seed is `base_seed`, with settings `args`."""
         outcome = {f.name: getattr(result, f.name) for f in fields(Outcome)}
         return cls(**{**outcome, "seconds": round(result.seconds, 3)}, output=str(output), base_seed=base_seed,
-                   device=str(device), threads=torch.get_num_threads(), args=args)
+                   device=str(device), threads=torch.get_num_threads(), args=args,
+                   thread_rule=cpu_threads.rule())
 
     def to_json(self):
         return json.dumps(asdict(self))

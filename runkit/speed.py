@@ -1,12 +1,10 @@
-"""Speed settings: float precision of the generator, CPU threads, reuse of freed memory.
+"""Speed settings: float precision of the generator, reuse of freed memory (CPU threads: threads.py).
 
 Only `-precision bf16|fp16` (autocast) and `-compile` change results; the rest give the same
 bits, faster. See bench.py for what each one is worth.
 """
 import ctypes
-import os
 import platform
-from pathlib import Path
 
 import torch
 
@@ -49,25 +47,6 @@ def precision_dtypes(name, device):
         raise PrecisionError("-precision fp64 is not supported on Apple MPS (it has no float64); "
                              "use fp32, or run on the CPU with PULSE_DEVICE=cpu")
     return model_dtype, autocast_dtype
-
-
-def physical_cores():
-    """Physical cores this process may run on (extra hyper-threads do not speed up convolutions)."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    try:
-        cores = {tuple(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/{name}").read_text().strip()
-                       for name in ("physical_package_id", "core_id")) for cpu in allowed}
-    except OSError:  # not Linux, or no topology in sysfs
-        return len(allowed)
-    return len(cores)
-
-
-def set_threads(requested=None):
-    """Set torch's CPU threads: `requested`, else OMP_NUM_THREADS if set, else the physical cores."""
-    if requested is None:
-        requested = torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else physical_cores()
-    torch.set_num_threads(requested)
-    return torch.get_num_threads()
 
 
 def keep_freed_memory():

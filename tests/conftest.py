@@ -1,9 +1,11 @@
 import http.server
 import json
 import logging
+import os
 import sys
 import threading
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,31 @@ def pytest_addoption(parser):
 @pytest.fixture
 def fixtures():
     return FIXTURES
+
+
+THREADS_FROM_OUTSIDE = bool(os.environ.get("OMP_NUM_THREADS"))
+
+
+@cache
+def suite_free_cores():
+    from runkit import cpu_threads
+    return cpu_threads.FreeCores(cpu_threads.physical_cores())
+
+
+@pytest.fixture(autouse=True)
+def threads_fixed_for_each_test(monkeypatch):
+    """Each test runs with one thread count, the one the default would choose now (the cores other
+    processes leave free), fixed for the test and the scripts it starts: two searches a test
+    compares run with the same count, and a busy machine still gets fewer threads. A thread count
+    set from outside (OMP_NUM_THREADS, as CI's run with another CPU's kernels) is kept."""
+    if THREADS_FROM_OUTSIDE:
+        return
+    import torch
+    from runkit import cpu_threads
+    count = suite_free_cores().threads_now() or torch.get_num_threads()
+    suite_free_cores().note()
+    monkeypatch.setenv("OMP_NUM_THREADS", str(count))
+    cpu_threads.set_threads(count)
 
 
 def load_fixture(name):

@@ -41,7 +41,7 @@ def test_help_shows_each_default_once_and_none_that_says_nothing(script, capsys)
 def test_help_shows_the_defaults(capsys):
     entries = help_entries("run", capsys)
     assert entries["-steps"].endswith("(default: 100)")
-    assert entries["-threads"].endswith("(default: OMP_NUM_THREADS if set, else the number of physical cores)")
+    assert "(default: one per physical core that other processes leave free" in entries["-threads"]
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "inf", "-inf", "nan"])

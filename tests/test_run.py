@@ -67,9 +67,9 @@ def test_log_record_holds_the_whole_search(tmp_path):
 
 
 # The keys of a log line and of its args, as run.py wrote them before the API's Result became what
-# the log writes (plot_log.py, sweep.py and -resume read them, from old logs too).
+# the log writes (plot_log.py, sweep.py and -resume read them, from old logs too), and thread_rule since.
 LOG_KEYS = ["input", "output", "seed", "base_seed", "device", "threads", "steps", "best_step", "losses", "converged",
-            "interrupted", "seconds", "args", "trajectory", "tries", "stopped_at"]
+            "interrupted", "seconds", "args", "trajectory", "tries", "stopped_at", "thread_rule"]
 ARGS_KEYS = ["input_dir", "output_dir", "seed", "duplicates", "batch_size", "save_intermediate", "resume", "strip",
              "gif", "hr_dir", "network", "cache_dir", "keep_pickle", "precision", "speedups", "compile", "loss_str",
              "eps", "noise_type", "num_trainable_noise_layers", "tile_latent", "bad_noise_layers", "opt_name",

@@ -143,15 +143,6 @@ def test_no_speedups_gives_the_same_search(tmp_path):
     assert fast["trajectory"] == slow["trajectory"]
 
 
-def test_threads_default_to_physical_cores_unless_omp_num_threads_is_set(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert speed.set_threads() == speed.physical_cores() >= 1
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert speed.set_threads() == 1
-    assert speed.set_threads(2) == 2
-
-
 def test_fp16_is_refused_on_the_cpu_with_a_pointer_to_bf16_where_it_is_fast(monkeypatch):
     monkeypatch.setattr(speed, "cpu_has_fast_bfloat16", lambda: True)
     with pytest.raises(speed.PrecisionError, match="use -precision bf16"):

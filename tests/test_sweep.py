@@ -46,9 +46,9 @@ def test_sweep_rejects_a_grid_key_that_is_not_a_run_flag(capsys, tmp_path):
 
 
 def test_speed_settings_are_made_once_for_the_whole_sweep(tmp_path, monkeypatch):
-    from runkit import speed
+    from runkit import cpu_threads
     thread_settings = []
-    monkeypatch.setattr(speed, "set_threads", lambda requested=None: thread_settings.append(requested))
+    monkeypatch.setattr(cpu_threads, "set_threads", lambda requested=None: thread_settings.append(requested))
     argv = ["-input_dir", str(TINY_INPUT.parent), "-grid", "learning_rate=0.2,0.4", "-output_dir", str(tmp_path),
             "--", "-cache_dir", str(TINY_MODEL), "-steps", "2", "-threads", "1"]
     assert sweep.main(argv) == 0
