@@ -152,3 +152,20 @@ def test_a_real_busy_process_takes_a_core(tmp_path):
     finally:
         busy.kill()
         busy.wait()
+
+
+@pytest.mark.slow  # 13 s
+@pytest.mark.skipif(not os.path.exists("/proc/stat") or cpu_threads.physical_cores() < 2,
+                    reason="needs Linux's /proc/stat and two cores")
+def test_bench_busy_times_each_configuration_beside_its_own_busy_core(tmp_path):
+    import bench
+    out = tmp_path / "bench.json"
+    assert bench.main(["-generator", "dcgan", "-steps", "1", "-batch_sizes", "1", "-no_drift", "-busy",
+                       "-json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    cores = cpu_threads.physical_cores()
+    busy = {row["name"]: row for row in report["busy"]}
+    assert set(busy) == {t["name"] for t in report["timings"]} | {f"default, threads fixed at {cores} (before)"}
+    assert busy["default"]["threads"] <= cores - 1 and busy[f"default, threads fixed at {cores} (before)"]["threads"] == cores
+    assert all(row["busy_over_idle"] > 0 for row in busy.values())
+    assert "free core" in report["thread_rule"]
