@@ -3,24 +3,25 @@ looked at again as each search starts.
 
 Why: torch splits an operation evenly among its threads and waits for the last one to finish.
 When another process holds a core, the thread that shares that core runs only in the time slices
-the scheduler gives it, so every operation waits for it, thousands of times a step; the other
-threads spin meanwhile. With one of two cores busy, 2 threads made a search 2.4 times slower than
-on an idle machine where 1 thread made it 1.8 times slower (docs/speed.md, "A busy machine").
+the scheduler gives it, so every operation waits for it, thousands of times a step, while the
+other threads spin. Beside a process spinning on one of two cores, the README's first command
+searched for 60.6 s with 2 threads and 6.8 s with 1 (docs/speed.md, "A busy machine").
 
-The default follows the free cores: as a search starts, the load of the other processes on the
-cores this process may use in the last quarter to half second is read from /proc/stat (their busy time, less
-this process's own and its finished children's), and the threads set to the physical cores less
-the ones they take. A search keeps its thread count to its end (with -batch_size above 1, until
-another row starts), because float32 and float64 sums split among threads round differently: the
-run log records each result's count, and `-threads N` gives the same bits again. Fixed instead
-with `-threads N`, `set_threads(N)` or `OMP_NUM_THREADS`; elsewhere than Linux (no /proc/stat)
-the default is the physical cores, as torch's own.
+The default follows the free cores: as a search starts, the busy time of the other processes on
+the cores this process may use over the last quarter to half second is read from /proc/stat (all
+busy time less this process's own, its ended children's, and niced processes' where they yield
+to it), and the threads are set to the physical cores less the ones they take. A search keeps its
+count to its end (with -batch_size above 1, until another row starts or ends), because sums split
+among threads round differently, in float32 and float64: the run log records each result's count,
+and `-threads N` gives the same bits again. Fixed instead by `-threads N`, `set_threads(N)` or
+OMP_NUM_THREADS; elsewhere than Linux (no /proc/stat) the default is the physical cores, as torch's.
 """
 import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ CHECK_SECONDS = 0.25  # the shortest look at the others' load (25 ticks of /proc
                       # how often the clocks are read
 TAKEN_LOAD = 0.5     # the others' load that takes a core: a process busy half the time or more
 PROC_STAT = Path("/proc/stat")
+AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
 
 
 def add_flag(parser):
@@ -51,6 +53,18 @@ def physical_cores():
     return len(cores)
 
 
+@cache
+def niced_processes_yield():
+    """Whether a niced process gives its core to ours at once: where ours is not niced itself and
+    the kernel does not group processes by session (autogroup, on in many desktop kernels, weighs
+    sessions against each other, so that a niced process in another terminal takes its share)."""
+    try:
+        autogroup = AUTOGROUP.read_text().strip() == "1"
+    except OSError:
+        autogroup = False
+    return os.nice(0) == 0 and not autogroup
+
+
 @dataclass(frozen=True)
 class CpuTimes:
     """A reading of the clocks: wall seconds, the busy seconds of the CPUs this process may use, and
@@ -67,9 +81,9 @@ class CpuTimes:
         except OSError:
             return None
         allowed = {f"cpu{cpu}" for cpu in os.sched_getaffinity(0)}
-        # Columns: user nice system idle iowait irq softirq steal. Idle and iowait leave a CPU to us;
-        # so does the time of niced processes (nice), which yield to ours, unless we are niced too.
-        free = {3, 4} if os.nice(0) > 0 else {1, 3, 4}
+        # Columns: user nice system idle iowait irq softirq steal. Idle and iowait leave a CPU to us,
+        # and so does the time of niced processes (nice) where they yield to ours.
+        free = {1, 3, 4} if niced_processes_yield() else {3, 4}
         ticks = sum(sum(int(v) for i, v in enumerate(line.split()[1:9]) if i not in free)
                     for line in lines if line.split(maxsplit=1)[0] in allowed)
         own = os.times()
@@ -112,7 +126,7 @@ class FreeCores:
 
 _free_cores = None  # the FreeCores the threads follow; None when fixed (or not yet set)
 _rule = None        # how the process's thread count was chosen; None until set
-_sampling = threading.Lock()  # held by the thread that reads the clocks, once it runs
+_sampler = None     # the daemon thread that reads the clocks, once started
 
 
 def sample_forever():
@@ -126,7 +140,7 @@ def sample_forever():
 def set_threads(requested=None):
     """Choose torch's CPU threads for this process: `requested` fixes them; None fixes them at
     OMP_NUM_THREADS where that is set, and otherwise follows the free cores. Returns the count now."""
-    global _free_cores, _rule
+    global _free_cores, _rule, _sampler
     _free_cores = None
     if requested is not None:
         torch.set_num_threads(requested)
@@ -138,8 +152,9 @@ def set_threads(requested=None):
         torch.set_num_threads(cores)
         _free_cores = FreeCores(cores)
         _rule = f"one per free core of {cores}" if _free_cores.readings[0] else f"one per core ({cores})"
-        if _free_cores.readings[0] and _sampling.acquire(blocking=False):
-            threading.Thread(target=sample_forever, daemon=True, name="pulse-cpu-load").start()
+        if _free_cores.readings[0] and _sampler is None:
+            _sampler = threading.Thread(target=sample_forever, daemon=True, name="pulse-cpu-load")
+            _sampler.start()
     return torch.get_num_threads()
 
 

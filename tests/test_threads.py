@@ -36,6 +36,7 @@ class FakeMachine:
         self.ticks = {cpu: [0] * 8 for cpu in cpus}  # user nice system idle iowait irq softirq steal
         self.own = 0.0
         monkeypatch.setattr(cpu_threads, "PROC_STAT", self.stat)
+        monkeypatch.setattr(cpu_threads, "niced_processes_yield", lambda: True)
         monkeypatch.setattr(cpu_threads.os, "sched_getaffinity", lambda pid: set(cpus))
         monkeypatch.setattr(cpu_threads.time, "monotonic", lambda: self.wall)
         monkeypatch.setattr(cpu_threads.os, "times", lambda: os.times_result((self.own, 0, 0, 0, 0)))
@@ -75,6 +76,26 @@ def test_the_threads_follow_the_cores_that_other_processes_leave_free(monkeypatc
     assert look_after(free, machine, dict(seconds=0.3, own_busy=[0, 1, 2, 3])) == 4
     assert look_after(free, machine, dict(seconds=0.3, niced_busy=[0, 1, 2])) == 4
     assert look_after(free, machine, dict(seconds=0.3, others_busy=[0, 1, 2, 3])) == 1  # one at least
+
+
+def test_niced_processes_take_cores_where_they_do_not_yield(monkeypatch, tmp_path):
+    machine = FakeMachine(monkeypatch, tmp_path, cpus=[0, 1])
+    monkeypatch.setattr(cpu_threads, "niced_processes_yield", lambda: False)
+    free = cpu_threads.FreeCores(2)
+    assert look_after(free, machine, dict(seconds=0.3, niced_busy=[1])) == 1
+
+
+@pytest.mark.parametrize("autogroup, niceness, yields", [("0", 0, True), ("1", 0, False), ("0", 5, False)])
+def test_niced_processes_yield_to_a_process_not_niced_without_autogroup(monkeypatch, tmp_path, autogroup,
+                                                                        niceness, yields):
+    (tmp_path / "autogroup").write_text(autogroup + "\n")
+    monkeypatch.setattr(cpu_threads, "AUTOGROUP", tmp_path / "autogroup")
+    monkeypatch.setattr(cpu_threads.os, "nice", lambda increment: niceness)
+    cpu_threads.niced_processes_yield.cache_clear()
+    try:
+        assert cpu_threads.niced_processes_yield() is yields
+    finally:
+        cpu_threads.niced_processes_yield.cache_clear()
 
 
 def test_a_process_busy_less_than_half_the_time_takes_no_core(monkeypatch, tmp_path):
@@ -166,6 +187,7 @@ def test_bench_busy_times_each_configuration_beside_its_own_busy_core(tmp_path):
     cores = cpu_threads.physical_cores()
     busy = {row["name"]: row for row in report["busy"]}
     assert set(busy) == {t["name"] for t in report["timings"]} | {f"default, threads fixed at {cores} (before)"}
-    assert busy["default"]["threads"] <= cores - 1 and busy[f"default, threads fixed at {cores} (before)"]["threads"] == cores
+    assert busy["default"]["threads"] <= cores - 1
+    assert busy[f"default, threads fixed at {cores} (before)"]["threads"] == cores
     assert all(row["busy_over_idle"] > 0 for row in busy.values())
     assert "free core" in report["thread_rule"]
