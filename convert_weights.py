@@ -7,9 +7,9 @@
     python convert_weights.py netG.pth -cache_dir cache/my-dcgan
 
 The network file (of any family in weightfiles/families.py: its format told from its content,
-nothing in it ever run) becomes a cache folder (weights.py), after which run.py needs nothing else. `python convert_weights.py
---download ffhq` (or `celebahq`) first downloads NVIDIA's StyleGAN-1 pickle and checks its MD5
-(releases.py). The work is weightfiles/conversion.py's; this is its command line.
+nothing in it ever run) becomes a cache folder (weights.py), after which run.py needs nothing
+else. `python convert_weights.py --download ffhq` (or `celebahq`) first downloads NVIDIA's
+StyleGAN-1 pickle and checks its MD5 (releases.py). The work is weightfiles/conversion.py's; this is its command line.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
     from runkit import quiet_stop

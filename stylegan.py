@@ -8,8 +8,8 @@ PULSE search in float32 is sensitive to the last bit.
 The fast path (`set_fast(True)` on frozen weights, generators/fastops.py; PULSE.build turns it
 on): tensors derived from the weights (weight * w_mul, the fused upscale kernel, the expanded blur
 kernel) are computed once instead of every call, and results that autograd does not keep are
-updated in place instead of copied. Both give bit-identical outputs and gradients; `set_fast(False)` (the default of a new
-module) runs the 2020 ops (see bench.py).
+updated in place instead of copied. Both give bit-identical outputs and gradients;
+`set_fast(False)` (the default of a new module) runs the 2020 ops (see bench.py).
 """
 import math
 import re

@@ -226,7 +226,8 @@ def test_search_brings_l2_down_on_a_stylegan3(tmp_path, sg3_run_setup):
 def test_noise_flags_do_nothing_by_default_and_naming_a_layer_is_refused(tmp_path, sg3_run_setup, capsys):
     default, _ = run_search(tmp_path, sg3_run_setup, "default", "-seed", "1", "-steps", "2")
     for noise_type in ("zero", "fixed"):  # nothing to draw or hold: the same search as the default
-        records, _ = run_search(tmp_path, sg3_run_setup, noise_type, "-seed", "1", "-steps", "2", "-noise_type", noise_type)
+        records, _ = run_search(tmp_path, sg3_run_setup, noise_type, "-seed", "1", "-steps", "2",
+                                "-noise_type", noise_type)
         assert [r["trajectory"] for r in records] == [r["trajectory"] for r in default]
     assert_refused(tmp_path, sg3_run_setup, capsys, [("-bad_noise_layers", "0", "this model's noise layers are none, not 0"),
                                                      ("-num_trainable_noise_layers", "1", "has 0 layers with noise")])

@@ -106,7 +106,8 @@ def test_the_family_is_decided_by_generator_json_alone(tmp_path, monkeypatch):
         calls.append(attributes)
         return stylegan.synthesis_from_state_dict(state)
     monkeypatch.setitem(families.FAMILIES, "test family", families.Family(
-        "Test", "test files", lambda data: False, None, synthesis, lambda state, attributes: G_mapping(), families.mapped_gaussian))
+        "Test", "test files", lambda data: False, None, synthesis, lambda state, attributes: G_mapping(),
+        families.mapped_gaussian))
     shutil.copy(TINY_MODEL / "synthesis.pt", tmp_path / "synthesis.pt")
     shutil.copy(TINY_MODEL / "gaussian_fit.pt", tmp_path / "gaussian_fit.pt")
     (tmp_path / weights.RECORD).write_text(json.dumps({"family": "test family", "attributes": {"x": 1}}))

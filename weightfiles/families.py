@@ -79,7 +79,8 @@ def mapped_gaussian(synthesis, fit):
 
 
 FAMILIES = {
-    "stylegan1": Family("StyleGAN-1", "NVIDIA's StyleGAN-1 (TensorFlow) pickle, (G, D, Gs) (karras2019stylegan-ffhq-1024x1024.pkl)",
+    "stylegan1": Family("StyleGAN-1",
+                        "NVIDIA's StyleGAN-1 (TensorFlow) pickle, (G, D, Gs) (karras2019stylegan-ffhq-1024x1024.pkl)",
                         nvidia_layouts.is_stylegan1_pickle, nvidia_layouts.stylegan1_states,
                         synthesis=lambda state, attributes: stylegan.synthesis_from_state_dict(state),
                         mapping=lambda state, attributes: stylegan.G_mapping(),
@@ -88,8 +89,9 @@ FAMILIES = {
                         # The bundled file is the 2020 fit of exactly this network: with its bits,
                         # runs reproduce the 2020 results instead of a fit that differs in the last digits.
                         bundled_fits={"ffhq": BUNDLED_FIT}),
-    "stylegan2": Family("StyleGAN2", "a stylegan2-ada-pytorch pickle, or a StyleGAN2 of stylegan3's code: a dict with G_ema "
-                        "(ffhq.pkl)", nvidia_pickles.is_stylegan2_pickle, nvidia_layouts.stylegan2_states,
+    "stylegan2": Family("StyleGAN2",
+                        "a stylegan2-ada-pytorch pickle or stylegan3's StyleGAN2, a dict with G_ema (ffhq.pkl)",
+                        nvidia_pickles.is_stylegan2_pickle, nvidia_layouts.stylegan2_states,
                         synthesis=lambda state, attributes: stylegan2.synthesis_from_state_dict(
                             state, attributes["conv_clamp"]),
                         mapping=lambda state, attributes: stylegan2.mapping_from_state_dict(
@@ -97,21 +99,24 @@ FAMILIES = {
                         prior=mapped_gaussian,
                         untrained=lambda resolution: stylegan2.SynthesisNetwork(
                             stylegan2.nvidia_block_channels(resolution or 1024))),
-    "stylegan3": Family("StyleGAN3", "a stylegan3 pickle of config T or R, a dict with G_ema (stylegan3-t-ffhq-1024x1024.pkl)",
+    "stylegan3": Family("StyleGAN3",
+                        "a stylegan3 pickle of config T or R, a dict with G_ema (stylegan3-t-ffhq-1024x1024.pkl)",
                         nvidia_pickles.is_stylegan3_pickle, nvidia_layouts.stylegan3_states,
                         synthesis=lambda state, attributes: stylegan3.synthesis_from_state_dict(
                             state, attributes["synthesis"]),
                         mapping=lambda state, attributes: stylegan2.mapping_from_state_dict(  # StyleGAN2's
                             state, attributes["mapping_lr_multiplier"]),
                         prior=mapped_gaussian),
-    "rosinality": Family("rosinality StyleGAN2", "a rosinality/stylegan2-pytorch checkpoint, with g_ema (550000.pt)",
-                         in_torch_file(rosinality_checkpoints.is_checkpoint),
-                         rosinality_checkpoints.states,
+    "rosinality": Family("rosinality StyleGAN2",
+                         "a rosinality/stylegan2-pytorch checkpoint, with g_ema (550000.pt)",
+                         in_torch_file(rosinality_checkpoints.is_checkpoint), rosinality_checkpoints.states,
                          synthesis=lambda state, attributes: rosinality.synthesis_from_state_dict(state),
                          mapping=lambda state, attributes: rosinality.mapping_from_state_dict(state),
                          prior=mapped_gaussian),
-    "dcgan": Family("DCGAN", "a torch.save file (.pt, .pth, .tar) of the PyTorch DCGAN tutorial's generator state dict, "
-                    "main.N.*, bare or as netG_state_dict (netG.pth)", in_torch_file(dcgan.is_dcgan_file), dcgan.states,
+    "dcgan": Family("DCGAN",
+                    "a torch.save file (.pt, .pth, .tar) of the PyTorch DCGAN tutorial's generator state dict, "
+                    "main.N.*, bare or as netG_state_dict (netG.pth)",
+                    in_torch_file(dcgan.is_dcgan_file), dcgan.states,
                     synthesis=lambda state, attributes: dcgan.synthesis_from_state_dict(state),
                     mapping=None,
                     prior=lambda synthesis, fit: SphereOfZ(synthesis.dlatent_size),
