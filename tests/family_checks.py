@@ -11,10 +11,15 @@ import run
 from bicubic import BicubicDownSample
 from conftest import convert_quickly, relative_error
 from runkit.images import save_tensor_image
-from stylegan2_pickles import noise_for
 from weightfiles import conversion, families, weights
 
 TARGET_SIZE = 8  # the side of the inputs searched
+
+
+def noise_for(synthesis, batch=2, seed=1):
+    """Seeded random maps for each of `synthesis`'s noise layers (none for a network without)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 1, r, r, generator=generator) for r in synthesis.noise_sizes]
 
 
 def search_inputs(cache, inputs):

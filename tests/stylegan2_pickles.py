@@ -111,7 +111,3 @@ def random_stylegan2(resolution=16, channels=16, architecture="skip", conv_clamp
                 tensor.add_(0.2 * torch.randn_like(tensor))
     return synthesis.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
 
-
-def noise_for(synthesis, batch=2, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, 1, r, r, generator=generator) for r in synthesis.noise_sizes]

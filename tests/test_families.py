@@ -16,10 +16,9 @@ import torch
 import generators
 import run
 from conftest import QUICK_FIT_DRAWS, ROOT, convert_quickly
-from family_checks import run_search, search_inputs
+from family_checks import noise_for, run_search, search_inputs
 from generators.generator import Generator, Prior, missing_members
 from network_files import SAMPLES
-from stylegan2_pickles import noise_for
 from weightfiles import conversion, families, weights
 
 CASES = [pytest.param((family, name), id=f"{family}-{name}") for family, samples in SAMPLES.items()

@@ -20,10 +20,10 @@ import convert_weights
 import run
 from generators import stylegan2
 from conftest import QUICK_FIT_DRAWS, ROOT, TINY_MODEL, Payload, convert_quickly, relative_error
-from family_checks import (DRAWS, assert_gaussian_fit_reproduced, assert_refused, convert_bytes, run_search,
-                           search_inputs)
+from family_checks import (DRAWS, assert_gaussian_fit_reproduced, assert_refused, convert_bytes, noise_for,
+                           run_search, search_inputs)
 from runkit.files import file_md5
-from stylegan2_pickles import noise_for, nvidia_pickle, random_stylegan2
+from stylegan2_pickles import nvidia_pickle, random_stylegan2
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan2"
 needs_shared = pytest.mark.skipif(not (SHARED / "network-snapshot-64.pkl").is_file(),
