@@ -354,7 +354,7 @@ class PULSE(torch.nn.Module):
         CPU threads where the process has not chosen them (cpu_threads.set_default).
 
         `fast` computes the tensors derived from the frozen weights once, on the device, in the
-        model's dtype (see stylegan.FastOps); `compile` runs torch.compile on either path."""
+        model's dtype (see generators/fastops.py); `compile` runs torch.compile on either path."""
         model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
         cpu_threads.set_default()
         model = cls(synthesis, prior, autocast_dtype).to(device, model_dtype)
@@ -482,7 +482,7 @@ class ModelOptions:
     """What `load` takes besides the device: which generator and how it computes (run.py's and
     app.py's flags of the same names; `speedups` is their -no_speedups turned round)."""
     network: str | None = option(
-        None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN, "
+        None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN-1, "
               "StyleGAN2 or StyleGAN3 pickle, a rosinality StyleGAN2 or a DCGAN checkpoint), converted once into "
               f"<cache_dir>/<name>/; or a packaged generator by name ({', '.join(PACKAGED)}; see docs/generators.md)",
         metavar="PATH_OR_URL")

@@ -43,7 +43,7 @@ from device import pick_device
 from errors import PulseError
 from PULSE import PULSE, SearchConfig
 from runkit.images import read_rgb, to_tensor
-from weightfiles.families import FAMILIES
+from weightfiles.families import DEFAULT, FAMILIES
 from weightfiles.weights import load_generator
 
 FIXTURES = Path(__file__).resolve().parent / "tests" / "fixtures"
@@ -154,9 +154,10 @@ def untrained(family, resolution):
 
 
 def model_for(setting, family, synthesis, device):
-    """The search model of a random `synthesis` under its family's prior, a unit gaussian fit where it takes one."""
+    """The search model of a random `synthesis` under its family's prior, a unit gaussian fit where it needs one."""
     width = synthesis.dlatent_size
-    prior = FAMILIES[family].prior(synthesis, {"mean": torch.zeros(width), "std": torch.ones(width)})
+    fit = {"mean": torch.zeros(width), "std": torch.ones(width)} if FAMILIES[family].needs_fit else None
+    prior = FAMILIES[family].prior(synthesis, fit)
     return PULSE.build(synthesis, prior, device, setting.precision, fast=setting.fast_ops, compile=setting.compile)
 
 
@@ -389,7 +390,7 @@ def build_parser():
     cpu_threads.add_flag(p)
     p.add_argument("-compile", "--compile", action="store_true",
                    help="also time torch.compile of the generator (compiling takes about a minute on 2 CPU cores)")
-    p.add_argument("-generator", "--generator", choices=TIMED_FAMILIES, default="stylegan1",
+    p.add_argument("-generator", "--generator", choices=TIMED_FAMILIES, default=DEFAULT,
                    help="the generator family to time (the drift runs use the StyleGAN-1 tiny model, so they "
                         "are skipped for the others)")
     p.add_argument("-no_drift", "--no_drift", action="store_true", help="skip the drift runs on the tiny model")
@@ -431,7 +432,7 @@ def main(argv=None):
     print("measuring this machine's roof ...", file=sys.stderr, flush=True)
     machine_roof = roof.measure(device, [t.setting.precision for t in timings])
     flops = step_flops(args.generator, synthesis, device)
-    with_drift = not args.no_drift and args.generator == "stylegan1"
+    with_drift = not args.no_drift and args.generator == DEFAULT
     report = {"device": str(device), "generator": args.generator, "threads": threads, "torch": torch.__version__,
               "cpu": roof.cpu_name(), "kernels": roof.kernel_set(), "physical_cores": cpu_threads.physical_cores(),
               "resolution": synthesis.resolution, "steps": args.steps,

@@ -6,11 +6,10 @@
     python convert_weights.py checkpoint/550000.pt -cache_dir cache/mine
     python convert_weights.py netG.pth -cache_dir cache/my-dcgan
 
-The network file (a StyleGAN-1, StyleGAN2 or StyleGAN3 pickle of NVIDIA's, a rosinality
-checkpoint, a DCGAN state dict: its format told from its content, nothing in it ever run) becomes
-a cache folder (weights.py), after which run.py needs nothing else. `python convert_weights.py
---download ffhq` (or `celebahq`) first downloads NVIDIA's StyleGAN-1 pickle and checks its MD5
-(releases.py). The work is weightfiles/conversion.py's; this is its command line.
+The network file (of any family in weightfiles/families.py: its format told from its content,
+nothing in it ever run) becomes a cache folder (weights.py), after which run.py needs nothing
+else. `python convert_weights.py --download ffhq` (or `celebahq`) first downloads NVIDIA's
+StyleGAN-1 pickle and checks its MD5 (releases.py). The work is weightfiles/conversion.py's; this is its command line.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
     from runkit import quiet_stop
@@ -20,22 +19,17 @@ import sys
 from pathlib import Path
 
 from runkit import cli
-from weightfiles import conversion, releases
+from weightfiles import conversion, families, releases
 from errors import PulseError
 
 
 def build_parser():
     parser = cli.parser(
-        "Convert NVIDIA's StyleGAN-1 pickle (e.g. karras2019stylegan-ffhq-1024x1024.pkl), stylegan2-ada-pytorch "
-        "or stylegan3 pickle (e.g. ffhq.pkl, stylegan3-t-ffhq-1024x1024.pkl), a rosinality/stylegan2-pytorch "
-        "checkpoint (e.g. 550000.pt) or a PyTorch DCGAN tutorial generator (e.g. netG.pth) into the weight files "
-        "(and gaussian_fit.pt) for PULSE. Neither TensorFlow nor their authors' code is needed, and the file is "
-        "read without running any code from it.")
+        f"Convert a generator network ({', '.join(f.title for f in families.FAMILIES.values())}) into the weight "
+        "files (and gaussian_fit.pt) for PULSE. Neither TensorFlow nor their authors' code is needed, and the file "
+        "is read without running any code from it.")
     parser.add_argument("pickle", type=Path, nargs="?", metavar="PICKLE",
-                        help="the network file, its format told from its content: NVIDIA's .pkl (StyleGAN-1's "
-                             "(G, D, Gs), or a dict with G_ema from stylegan2-ada-pytorch or stylegan3), "
-                             "rosinality's .pt (with g_ema), or a torch.save file (.pt, .pth, .tar) of a DCGAN "
-                             "state dict (main.N.*, bare or as netG_state_dict)")
+                        help=f"the network file, its format told from its content: {families.files_in_words()}")
     parser.add_argument("-download", "--download", choices=releases.DOWNLOADABLE,
                         help="instead of PICKLE: download NVIDIA's pickle of this model, check its MD5 and convert it")
     parser.add_argument("-keep_pickle", "--keep_pickle", action="store_true",

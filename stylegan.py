@@ -5,11 +5,11 @@ load with `load_state_dict(strict=True)`. The arithmetic follows the 2020 module
 (weight scaling, noise, style modulation, fused upscale-conv from 128x128 on), because the
 PULSE search in float32 is sensitive to the last bit.
 
-Speed (`set_fast(True)` on frozen weights; PULSE.build turns it on): tensors derived from the
-weights (weight * w_mul, the fused upscale kernel, the expanded blur kernel) are computed once
-instead of every call, and results that autograd does not keep are updated in place instead of
-copied. Both give bit-identical outputs and gradients; `set_fast(False)` (the default of a new
-module) runs the 2020 ops (see bench.py).
+The fast path (`set_fast(True)` on frozen weights, generators/fastops.py; PULSE.build turns it
+on): tensors derived from the weights (weight * w_mul, the fused upscale kernel, the expanded blur
+kernel) are computed once instead of every call, and results that autograd does not keep are
+updated in place instead of copied. Both give bit-identical outputs and gradients;
+`set_fast(False)` (the default of a new module) runs the 2020 ops (see bench.py).
 """
 import math
 import re

@@ -8,5 +8,5 @@
     dcgan.py       the PyTorch tutorial's DCGAN, with its reader
 
 StyleGAN-1, the generator of the 2020 design, stays beside PULSE.py (stylegan.py);
-weightfiles/families.py lists all five families and how each is read, built and searched.
+weightfiles/families.py is the registry of the families: how each is read, built and searched.
 """

@@ -1,9 +1,9 @@
 """What PULSE asks of a generator, written down once: its synthesis network and its prior.
 
-stylegan.G_synthesis (StyleGAN-1), stylegan2.SynthesisNetwork, stylegan3.SynthesisNetwork,
-rosinality.SynthesisNetwork and dcgan.DCGAN implement Generator; weightfiles/families.py lists
-the generators there are, how each is built from its weight files, and which prior it searches
-under. A network built in Python searches the same way: PULSE.from_generator(network, prior).
+The synthesis network of every family in weightfiles/families.py implements Generator (its
+contract test, tests/test_families.py, checks it), and the family says how it is built from its
+weight files and which prior it searches under. A network built in Python searches the same way:
+PULSE.from_generator(network, prior).
 """
 import math
 from typing import Protocol, runtime_checkable

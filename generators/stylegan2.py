@@ -9,7 +9,7 @@ upsampling by a transposed convolution and the [1,3,3,1] FIR filter, noise * str
 leaky ReLU times sqrt(2), clamping to `conv_clamp`, and the `skip`, `resnet` or `orig` toRGB
 architecture.
 
-Speed (`set_fast(True)` on frozen weights, as in stylegan.py): the tensors derived from the weights
+The fast path (`set_fast(True)` on frozen weights, fastops.py): the tensors derived from the weights
 (the squared weight sums of the demodulation, the scaled dense weights) are computed once; the
 outputs are bit-identical. `set_fast(False)` recomputes them every call.
 """

@@ -207,3 +207,28 @@ def log_records(out_dir):
 
 def pixels(path):
     return np.asarray(Image.open(path), dtype=int)
+
+
+def relative_error(got, want):
+    """Largest absolute error over the largest absolute value: float32 kernels differ between
+    CPUs (oneDNN picks them by instruction set), so float32 is compared to a tolerance."""
+    return ((got.double() - want.double()).abs().max() / want.double().abs().max()).item()
+
+
+class Payload:
+    """Unpickling it calls `func(arg)`: what a malicious network file would carry."""
+
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+def wait_for(condition, timeout=120):
+    """Until `condition()` holds, looking every 0.05 s; a failure after `timeout` seconds."""
+    import time
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

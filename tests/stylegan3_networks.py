@@ -19,9 +19,10 @@ import scipy.special
 import torch
 
 from generators import stylegan2, stylegan3
-from test_stylegan2 import nvidia_pickle, stylegan2_description
+from stylegan2_pickles import nvidia_pickle, stylegan2_description
 
 FILTER_TAPS_PER_FACTOR, LRELU_UPSAMPLING = 6, 2
+SMALL = dict(img_resolution=16, channel_base=128, channel_max=8, num_layers=4)  # 16x16, 6 ws: quick searches
 
 
 def lowpass_filter(taps, cutoff, width, sampling_rate, radial=False):
@@ -125,7 +126,7 @@ def random_stylegan3(config="t", seed=0, w_dim=512, **design_kwargs):
 
 
 def stylegan3_description(module):
-    """describe(module) for test_stylegan2.persistent: NVIDIA's class names (stylegan3.py uses the
+    """describe(module) for stylegan2_pickles.persistent: NVIDIA's class names (stylegan3.py uses the
     same) and the attributes random_stylegan3 noted on the module."""
     if hasattr(module, "nvidia_attributes"):
         return type(module).__name__, module.nvidia_attributes

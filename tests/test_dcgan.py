@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 
 import convert_weights
-from generators import dcgan
 import evaluate
 import PULSE
 import run
 from bicubic import BicubicDownSample
 from conftest import FIXTURES, pixels
+from network_files import random_dcgan
 from generators.generator import SphereOfZ
 from loss import geocross_loss
 from runkit.images import read_rgb, to_tensor
@@ -30,17 +30,6 @@ from errors import WeightsError
 
 FACES = FIXTURES / "digiface"
 EPS = PULSE.SearchConfig.eps
-
-
-def random_dcgan(resolution=16, nz=8, ngf=4, seed=0):
-    """A small DCGAN of the tutorial's layout with random weights and BatchNorm statistics."""
-    torch.manual_seed(seed)
-    network = dcgan.tutorial(resolution, nz=nz, ngf=ngf)
-    for module in network.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return network.eval()
 
 
 # ---- the family: its files, told apart by content --------------------------------------------------------

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from runkit import distributed
-from conftest import ROOT, TINY_MODEL
-from test_robustness import wait_for
-from test_run import log_records, make_inputs, pixels
+from conftest import ROOT, TINY_MODEL, log_records, make_inputs, pixels, wait_for
 
 INPUTS, DUPLICATES = 5, 2
 FLAGS = ["-seed", "3", "-duplicates", str(DUPLICATES), "-precision", "fp64", "-steps", "12", "-threads", "1"]

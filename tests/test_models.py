@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bicubic import BicubicDownSample
-from conftest import FIXTURES, ROOT, load_fixture
+from conftest import FIXTURES, ROOT, load_fixture, relative_error
 from stylegan import G_mapping, G_synthesis, synthesis_from_state_dict
 
 
@@ -25,12 +25,6 @@ def test_tiny_model_is_rebuilt_from_its_state_dict_alone():
     model.load_state_dict(state, strict=True)
     assert model.resolution == 256 and model.num_layers == 14
     assert [b.epi2.noise.weight.numel() for b in model.blocks.values()] == [64, 64, 32, 16, 8, 4, 2]
-
-
-def relative_error(got, want):
-    """Largest absolute error over the largest absolute value: float32 kernels differ between
-    CPUs (oneDNN picks them by instruction set), so float32 is compared to a tolerance."""
-    return ((got.double() - want.double()).abs().max() / want.double().abs().max()).item()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

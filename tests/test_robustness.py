@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image
 from runkit import files
 import PULSE
 import run
-from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli
+from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli, wait_for
 
 
 def test_missing_input_folder_stops_at_once_saying_what_to_run(tmp_path, capsys):
@@ -174,13 +173,6 @@ def start_run(tmp_path, inputs, out_dir, *flags, cwd=ROOT):
          "-cache_dir", str(TINY_MODEL), *flags],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def wait_for(condition, timeout=120):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("signum, status", [

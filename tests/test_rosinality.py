@@ -1,7 +1,9 @@
 """rosinality/stylegan2-pytorch checkpoints: read safely (both layouts), the generator, PULSE on it.
 
 The shared reference (checkpoints made by rosinality's code and what it computed from them) is
-used when ../shared is there; the other tests save their own small checkpoints.
+used when ../shared is there; the other tests save their own small checkpoints (tests/network_files.py).
+What every family keeps (batches, the fast path, the gaussian fit) is tested once for all in
+tests/test_families.py.
 """
 import argparse
 import json
@@ -10,39 +12,18 @@ import os
 import pytest
 import torch
 
-from weightfiles import rosinality_checkpoints, weights
+from weightfiles import rosinality_checkpoints, torch_files, weights
 import convert_weights
 import PULSE
-from generators import rosinality
 import run
-from conftest import QUICK_FIT_DRAWS, ROOT, convert_quickly, quick_fits
-from test_stylegan2 import (Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
-                            nvidia_pickle, random_stylegan2, relative_error, search_inputs)
-from test_stylegan3 import DRAWS, assert_gaussian_fit_reproduced, networks_of_file
+from conftest import QUICK_FIT_DRAWS, ROOT, Payload, convert_quickly, quick_fits, relative_error
+from family_checks import DRAWS, assert_gaussian_fit_reproduced, assert_refused, networks_of_file, search_inputs
+from network_files import random_rosinality, training_checkpoint
+from stylegan2_pickles import nvidia_pickle, random_stylegan2
 
 SHARED = ROOT.parent / "shared" / "reference" / "rosinality"
 needs_shared = pytest.mark.skipif(not (SHARED / "rosinality-64.pt").is_file(),
                                   reason="../shared/reference/rosinality is not here")
-
-
-def random_rosinality(resolution=32, channels=16, seed=0):
-    """A small generator as rosinality's code initialises one, then every bias and noise weight
-    made non-zero; its g_ema state dict."""
-    torch.manual_seed(seed)
-    synthesis = rosinality.SynthesisNetwork([channels] * (resolution.bit_length() - 2))
-    mapping = rosinality.MappingNetwork(n_mlp=2)
-    state = {**mapping.state_dict(), **synthesis.state_dict()}
-    return {key: value + 0.2 * torch.randn_like(value) if key.endswith(("bias", "noise.weight")) else value
-            for key, value in state.items()}
-
-
-def training_checkpoint(g_ema, args=None):
-    """What its train.py saves (g and d stand in small here: PULSE reads only g_ema)."""
-    args = argparse.Namespace(size=32, latent=512, n_mlp=2, channel_multiplier=2, iter=10, batch=4,
-                              r1=10.0, path="lmdb", wandb=False) if args is None else args
-    return {"g": g_ema, "d": {"convs.0.0.weight": torch.zeros(1)}, "g_ema": g_ema,
-            "g_optim": {"state": {}, "param_groups": [{"lr": 0.002, "betas": (0, 0.99), "params": [0, 1]}]},
-            "d_optim": {"state": {}, "param_groups": []}, "args": args, "ada_aug_p": 0.0}
 
 
 # ---- rosinality's own reference ---------------------------------------------------------------
@@ -87,8 +68,7 @@ def test_mapping_matches_rosinality(shared_networks, reference):
 
 @needs_shared
 def test_converted_layout_holds_the_same_generator():
-    training = rosinality_checkpoints.read_checkpoint(SHARED / "rosinality-64.pt").g_ema
-    converted = rosinality_checkpoints.read_checkpoint(SHARED / "rosinality-64-converted.pt").g_ema
+    training, converted = (read_g_ema(SHARED / name) for name in ("rosinality-64.pt", "rosinality-64-converted.pt"))
     assert training.keys() == converted.keys() and all(torch.equal(training[k], converted[k]) for k in training)
 
 
@@ -114,15 +94,19 @@ def test_own_checkpoint_round_trips_exactly(tmp_path, layout):
     assert not torch.equal(synthesis(ws, noise), synthesis(ws, synthesis.noise_const()))
 
 
-def test_float64_agrees_with_float32_and_fast_path_gives_the_same_bits(tmp_path):
+def test_float64_agrees_with_float32(tmp_path):
     torch.save(training_checkpoint(random_rosinality()), tmp_path / "net.pt")
     synthesis, _ = networks_of_file(tmp_path / "net.pt", "rosinality")
     ws = torch.randn(2, synthesis.num_ws, 512)
     noise = [torch.randn(2, 1, r, r) for r in synthesis.noise_sizes]
     out = synthesis(ws, noise)
-    assert torch.equal(synthesis.set_fast(True)(ws, noise), out)
-    out64 = synthesis.set_fast(False).double()(ws.double(), [n.double() for n in noise])
+    out64 = synthesis.double()(ws.double(), [n.double() for n in noise])
     assert relative_error(out, out64) < 1e-5
+
+
+def read_g_ema(path):
+    """The g_ema state dict the conversion takes from the checkpoint at `path`; WeightsError as it refuses."""
+    return rosinality_checkpoints.g_ema_of(torch_files.read(path).data, path)
 
 
 class MarkerWriter:
@@ -143,7 +127,7 @@ def test_args_carrying_a_payload_are_refused_and_never_run(tmp_path, payload):
             "namespace": lambda: argparse.Namespace(size=32, hook=Payload(os.system, f"touch {marker}"))}[payload]()
     torch.save(training_checkpoint(random_rosinality(), args=evil), tmp_path / "evil.pt")
     with pytest.raises(weights.WeightsError, match="not a PyTorch file this port reads safely"):
-        rosinality_checkpoints.read_checkpoint(tmp_path / "evil.pt")
+        read_g_ema(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -152,13 +136,13 @@ def test_args_carrying_a_payload_are_refused_and_never_run(tmp_path, payload):
 def test_args_that_weights_only_takes_but_are_not_plain_flags_are_refused(tmp_path, args):
     torch.save(training_checkpoint(random_rosinality(), args=args), tmp_path / "odd.pt")
     with pytest.raises(weights.WeightsError, match="'args' is not a Namespace of plain values"):
-        rosinality_checkpoints.read_checkpoint(tmp_path / "odd.pt")
+        read_g_ema(tmp_path / "odd.pt")
 
 
 def test_other_layouts_are_refused(tmp_path):
     torch.save({"g_ema": random_rosinality(), "extra": 1}, tmp_path / "other.pt")
     with pytest.raises(weights.WeightsError, match="not a rosinality/stylegan2-pytorch checkpoint"):
-        rosinality_checkpoints.read_checkpoint(tmp_path / "other.pt")
+        read_g_ema(tmp_path / "other.pt")
 
 
 # ---- the cache folder, run.py and PULSE --------------------------------------------------------
@@ -185,10 +169,6 @@ def rosinality_run_setup(tmp_path_factory):
     cache = folder / "cache"
     convert_quickly(folder / "net.pt", cache)
     return cache, search_inputs(cache, folder / "in")
-
-
-def test_rosinality_batch_of_two_equals_two_batches_of_one(tmp_path, rosinality_run_setup):
-    assert_batch_of_two_equals_two_batches_of_one(tmp_path, rosinality_run_setup)
 
 
 def test_noise_layers_beyond_a_rosinality_generator_are_refused(tmp_path, rosinality_run_setup, capsys):

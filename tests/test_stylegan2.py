@@ -1,19 +1,14 @@
 """StyleGAN2: NVIDIA's stylegan2-ada-pytorch pickles read safely, the generator, and PULSE on it.
 
 The shared reference (a pickle made by NVIDIA's code, and what that code computed from it) is
-used when ../shared is there. The fresh-clone tests build their own small pickles here, in
-NVIDIA's format, from this port's own generator with a seeded random init: every network is a
-`torch_utils.persistence._reconstruct_persistent_obj(meta)` record holding the module's state,
-and tensors pickle as PyTorch pickles them (`_rebuild_tensor_v2` of a `_load_from_bytes` storage).
+used when ../shared is there. The fresh-clone tests build their own small pickles, in NVIDIA's
+format, with tests/stylegan2_pickles.py. What every family keeps (batches, the fast path, the
+gaussian fit) is tested once for all in tests/test_families.py.
 """
 import json
-import math
 import os
-import pickle
 import shutil
 import sys
-import types
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -24,120 +19,15 @@ from weightfiles import nvidia_pickles, weights
 import convert_weights
 import run
 from generators import stylegan2
-from bicubic import BicubicDownSample
-from conftest import QUICK_FIT_DRAWS, ROOT, TINY_MODEL, convert_quickly
+from conftest import QUICK_FIT_DRAWS, ROOT, TINY_MODEL, Payload, convert_quickly, relative_error
+from family_checks import (DRAWS, assert_gaussian_fit_reproduced, assert_refused, convert_bytes, noise_for,
+                           run_search, search_inputs)
 from runkit.files import file_md5
-from runkit.images import save_tensor_image
+from stylegan2_pickles import nvidia_pickle, random_stylegan2
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan2"
 needs_shared = pytest.mark.skipif(not (SHARED / "network-snapshot-64.pkl").is_file(),
                                   reason="../shared/reference/stylegan2 is not here")
-
-def relative_error(got, want):
-    return ((got.double() - want.double()).abs().max() / want.double().abs().max()).item()
-
-
-# ---- a tiny pickler in NVIDIA's format ------------------------------------------------------
-
-NVIDIA_CLASS_NAMES = {
-    stylegan2.FullyConnected: "FullyConnectedLayer", stylegan2.SynthesisLayer: "SynthesisLayer",
-    stylegan2.ToRGB: "ToRGBLayer", stylegan2.SkipUp: "Conv2dLayer", stylegan2.SynthesisBlock: "SynthesisBlock",
-    stylegan2.SynthesisNetwork: "SynthesisNetwork", stylegan2.MappingNetwork: "MappingNetwork",
-}
-
-
-def _reconstruct_persistent_obj(meta):  # only named in the pickle, never called
-    raise AssertionError("the test pickler's stand-in must not run")
-
-
-_reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-
-
-class Persistent:
-    """Pickles as NVIDIA's persistent objects do: `_reconstruct_persistent_obj(meta)`."""
-
-    def __init__(self, class_name, state, module_src):
-        self.meta = dict(type="class", version=6, module_src=module_src, class_name=class_name, state=state)
-
-    def __reduce__(self):
-        return _reconstruct_persistent_obj, (self.meta,)
-
-
-class EasyDict(dict):
-    __module__ = "dnnlib.util"
-
-
-def nvidia_attributes(module):
-    """The plain attributes NVIDIA's modules carry that a converter may read (numbers as numpy)."""
-    if isinstance(module, stylegan2.FullyConnected):
-        return dict(activation="lrelu" if module.lrelu else "linear", weight_gain=np.float64(module.weight_gain),
-                    bias_gain=module.bias_gain)
-    if isinstance(module, stylegan2.SynthesisLayer):
-        return dict(activation="lrelu", conv_clamp=module.conv_clamp, act_gain=np.float64(math.sqrt(2)),
-                    resolution=module.resolution, up=2 if module.up else 1, use_noise=True)
-    if isinstance(module, stylegan2.ToRGB):
-        return dict(conv_clamp=module.conv_clamp, weight_gain=np.float64(module.weight_gain))
-    if isinstance(module, stylegan2.SkipUp):
-        return dict(activation="linear", conv_clamp=None, up=2)
-    if isinstance(module, stylegan2.SynthesisBlock):
-        return dict(architecture=module.architecture, is_last=module.is_last, use_fp16=False)
-    return {}
-
-
-def stylegan2_description(module):
-    """(NVIDIA's class name, its plain attributes) for a module of stylegan2.py."""
-    return NVIDIA_CLASS_NAMES.get(type(module), "Generator"), nvidia_attributes(module)
-
-
-def persistent(module, module_src, extra=None, describe=stylegan2_description):
-    """`module` as NVIDIA pickles it: its parameters, buffers, submodules and the attributes
-    `describe(module)` gives with its class name."""
-    class_name, attributes = describe(module)
-    state = {"training": False,
-             "_parameters": {name: p for name, p in module._parameters.items()},
-             "_buffers": {name: b for name, b in module._buffers.items()},
-             "_non_persistent_buffers_set": set(),
-             "_modules": {name: persistent(child, module_src, describe=describe)
-                          for name, child in module._modules.items()},
-             **attributes, **(extra or {})}
-    return Persistent(class_name, state, module_src)
-
-
-def nvidia_pickle(synthesis, mapping, module_src="", protocol=4, extra_state=None, describe=stylegan2_description):
-    """Bytes of a network snapshot as NVIDIA's training loop writes it, for these networks."""
-    generator = torch.nn.Module()
-    generator.synthesis, generator.mapping = synthesis, mapping
-    g_ema = persistent(generator, module_src,
-                       {**dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=synthesis.resolution, img_channels=3,
-                               num_ws=synthesis.num_ws), **(extra_state or {})}, describe)
-    snapshot = dict(G=g_ema, D=None, G_ema=g_ema, augment_pipe=None,
-                    training_set_kwargs=EasyDict(class_name="training.dataset.ImageFolderDataset"))
-    modules = {"torch_utils": types.ModuleType("torch_utils"),
-               "torch_utils.persistence": types.ModuleType("torch_utils.persistence"),
-               "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": types.ModuleType("dnnlib.util")}
-    modules["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    modules["dnnlib.util"].EasyDict = EasyDict
-    with mock.patch.dict(sys.modules, modules):
-        return pickle.dumps(snapshot, protocol=protocol)
-
-
-def random_stylegan2(resolution=16, channels=16, architecture="skip", conv_clamp=None, seed=0):
-    """A small StyleGAN2 with NVIDIA's init, then every bias and noise strength made non-zero."""
-    torch.manual_seed(seed)
-    synthesis = stylegan2.SynthesisNetwork([channels] * (int(math.log2(resolution)) - 1),
-                                           architecture=architecture, conv_clamp=conv_clamp)
-    mapping = stylegan2.MappingNetwork(num_layers=2)
-    with torch.no_grad():
-        for name, tensor in [*synthesis.named_parameters(), *mapping.named_parameters()]:
-            if name.endswith("bias") or name.endswith("noise_strength"):
-                tensor.add_(0.2 * torch.randn_like(tensor))
-    return synthesis.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
-
-
-def noise_for(synthesis, batch=2, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, 1, r, r, generator=generator) for r in synthesis.noise_sizes]
-
 
 # ---- the generator itself ------------------------------------------------------------------
 
@@ -166,18 +56,6 @@ def test_conv_clamp_limits_every_layer_output():
     ws = torch.randn(2, free.num_ws, 512)
     assert not torch.equal(free(ws, noise_for(free)), clamped(ws, noise_for(clamped)))
     assert clamped.b16.torgb(torch.randn(2, 16, 16, 16) * 100, ws[:, 0]).abs().max() <= 0.05
-
-
-def test_fast_path_gives_the_same_bits_and_gradients():
-    synthesis, _ = random_stylegan2(architecture="resnet")
-    ws = torch.randn(2, synthesis.num_ws, 512, requires_grad=True)
-    outputs, grads = [], []
-    for fast in (False, True, True):  # the second fast call reuses the stored tensors
-        out = synthesis.set_fast(fast)(ws, noise_for(synthesis))
-        (grad,) = torch.autograd.grad(out.square().sum(), ws)
-        outputs.append(out)
-        grads.append(grad)
-    assert all(torch.equal(outputs[0], o) for o in outputs) and all(torch.equal(grads[0], g) for g in grads)
 
 
 def test_float64_agrees_with_float32():
@@ -248,30 +126,10 @@ def test_mapping_matches_nvidia(shared_cache, reference):
     assert relative_error(w[:, None].expand_as(reference["w"]), reference["w"]) < 1e-5
 
 
-FIT_DRAWS = 100_000
-
-
 @needs_shared
-def test_gaussian_fit_agrees_with_the_shared_one_within_sampling_error(shared_cache):
-    """The recipe's first FIT_DRAWS draws against NVIDIA-side 1,000,000: means within 6 standard
-    errors, standard deviations within 6 of theirs (kurtosis allowed up to 10)."""
-    _, mapping = load_both(shared_cache)
-    fit = weights.fit_gaussian(mapping, draws=FIT_DRAWS)
-    want = weights.load_gaussian_fit(SHARED / "gaussian_fit.pt")
-    standard_error = want["std"] / math.sqrt(FIT_DRAWS)
-    assert ((fit["mean"] - want["mean"]).abs() < 6 * standard_error).all()
-    assert ((fit["std"] - want["std"]).abs() < 6 * 1.5 * standard_error).all()
-    assert (fit["std"] - want["std"]).abs().max() < 0.05 * want["std"].min()
-
-
-@needs_shared
-@pytest.mark.slow
-def test_gaussian_fit_with_all_draws_reproduces_the_shared_one(shared_cache):
-    _, mapping = load_both(shared_cache)
-    fit = weights.fit_gaussian(mapping)
-    want = weights.load_gaussian_fit(SHARED / "gaussian_fit.pt")
-    for name in ("mean", "std"):
-        assert relative_error(fit[name], want[name]) < 1e-4
+@pytest.mark.parametrize("draws", DRAWS)
+def test_gaussian_fit_reproduces_the_shared_one(shared_cache, draws):
+    assert_gaussian_fit_reproduced(load_both(shared_cache)[1], SHARED / "gaussian_fit.pt", draws)
 
 
 @needs_shared
@@ -283,14 +141,6 @@ def test_shared_pickle_runs_none_of_its_source(tmp_path):
 
 
 # ---- fresh clone: own pickles in NVIDIA's format -------------------------------------------
-
-def convert_bytes(tmp_path, data, name="net", cache=None):
-    path = tmp_path / f"{name}.pkl"
-    path.write_bytes(data)
-    cache = cache or tmp_path / f"{name}-cache"
-    convert_quickly(path, cache)
-    return cache
-
 
 @pytest.mark.parametrize("architecture, conv_clamp, protocol", [
     ("skip", None, 4), ("resnet", 0.5, 4), ("orig", 256.0, 3), ("skip", 0.5, 3)])
@@ -343,14 +193,6 @@ def test_conditional_generators_are_refused(tmp_path):
         convert_bytes(tmp_path, nvidia_pickle(*random_stylegan2(), extra_state=dict(c_dim=10)))
 
 
-class Payload:
-    def __init__(self, func, arg):
-        self.func, self.arg = func, arg
-
-    def __reduce__(self):
-        return self.func, (self.arg,)
-
-
 @pytest.mark.parametrize("payload", ["os.system", "eval"])
 def test_payload_in_a_persistent_object_is_refused_and_never_runs(tmp_path, capsys, payload):
     marker = tmp_path / "PAYLOAD_RAN"
@@ -376,7 +218,7 @@ def test_unknown_torch_global_is_refused(tmp_path):
 
 # ---- PULSE on a StyleGAN2 --------------------------------------------------------------------
 
-FIXTURE_RESOLUTION, TARGET_SIZE = 32, 8
+FIXTURE_RESOLUTION = 32
 
 
 @pytest.fixture(scope="module")
@@ -388,33 +230,10 @@ def sg2_run_setup(tmp_path_factory):
     return cache, search_inputs(cache, folder / "in")
 
 
-def search_inputs(cache, inputs):
-    """Two inputs (one shifted) made of an image the generator in `cache` draws, at TARGET_SIZE."""
-    synthesis, prior = weights.load_generator(cache)
-    fit = prior.fit
-    generator = torch.Generator().manual_seed(11)
-    latent = torch.randn(1, synthesis.num_ws, 512, generator=generator)
-    latent_in = torch.nn.functional.leaky_relu(latent * fit["std"] + fit["mean"], 0.2)
-    with torch.no_grad():
-        image = (synthesis(latent_in, noise_for(synthesis, batch=1, seed=12)) + 1) / 2
-        target = BicubicDownSample(synthesis.resolution // TARGET_SIZE)(image.clamp(0, 1))
-    for i in range(2):
-        save_tensor_image(target[0].roll(i, dims=-1), inputs / f"face{i}.png")
-    return inputs
-
-
-def run_sg2(tmp_path, setup, out, *flags):
-    cache, inputs = setup
-    out_dir = tmp_path / out
-    code = run.main(["-input_dir", str(inputs), "-output_dir", str(out_dir), "-cache_dir", str(cache), *flags])
-    assert code == 0
-    return [json.loads(line) for line in (out_dir / "pulse_log.jsonl").read_text().splitlines()], out_dir
-
-
 @pytest.mark.parametrize("precision", ["fp64", "fp32"])
 def test_search_brings_l2_down_on_a_stylegan2(tmp_path, sg2_run_setup, precision):
-    records, out_dir = run_sg2(tmp_path, sg2_run_setup, "out", "-seed", "0", "-steps", "40",
-                               "-precision", precision)
+    records, out_dir = run_search(tmp_path, sg2_run_setup, "out", "-seed", "0", "-steps", "40",
+                                  "-precision", precision)
     for record in records:
         l2 = [t["L2"] for t in record["trajectory"]]
         assert record["converged"] or min(l2) <= l2[0] / 10, l2
@@ -422,37 +241,11 @@ def test_search_brings_l2_down_on_a_stylegan2(tmp_path, sg2_run_setup, precision
     assert image.shape == (FIXTURE_RESOLUTION, FIXTURE_RESOLUTION, 3)
 
 
-def test_stylegan2_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setup):
-    assert_batch_of_two_equals_two_batches_of_one(tmp_path, sg2_run_setup)
-
-
-def assert_batch_of_two_equals_two_batches_of_one(tmp_path, setup, *extra_flags):
-    """A float64 search of the two inputs in one batch follows the same trajectories as two searches."""
-    flags = ["-seed", "7", "-steps", "6", "-precision", "fp64", *extra_flags]
-    batched, _ = run_sg2(tmp_path, setup, "b2", *flags, "-batch_size", "2")
-    alone, _ = run_sg2(tmp_path, setup, "b1", *flags, "-batch_size", "1")
-    assert len(batched) == len(alone) == 2
-    for got, want in zip(batched, alone):
-        assert got["best_step"] == want["best_step"]
-        for g, w in zip(got["trajectory"], want["trajectory"]):
-            assert g == pytest.approx(w, rel=1e-9)
-
-
 def test_noise_layers_beyond_a_stylegan2_are_refused(tmp_path, sg2_run_setup, capsys):
     assert_refused(tmp_path, sg2_run_setup, capsys, [
         ("-bad_noise_layers", "3.9", "noise layers are 0..6, not 9"),
         ("-bad_noise_layers", "17", "noise layers are 0..6, not 17"),  # 2020's, said aloud
         ("-num_trainable_noise_layers", "8", "has 7 layers with noise")])
-
-
-def assert_refused(tmp_path, setup, capsys, cases):
-    """run.py exits with usage error 2 and the message of each (flag, value, message), writing nothing."""
-    cache, inputs = setup
-    for flag, value, message in cases:
-        code = run.main(["-input_dir", str(inputs), "-output_dir", str(tmp_path / "refused"), "-cache_dir", str(cache),
-                         flag, value])
-        assert code == 2 and message in capsys.readouterr().err
-        assert not (tmp_path / "refused").exists()
 
 
 def test_network_flag_converts_a_stylegan2_pickle_once_and_takes_its_folder(tmp_path, sg2_run_setup, monkeypatch):

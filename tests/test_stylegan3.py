@@ -3,7 +3,8 @@
 Config T is checked against ../shared/reference/stylegan3 (a pickle made by NVIDIA's code and what
 that code computed from it) when it is there. Config R has no reference made by NVIDIA's code: its
 tests build R networks with tests/stylegan3_networks.py (NVIDIA's layout, this project's code) and
-check what can be checked without NVIDIA's numbers.
+check what can be checked without NVIDIA's numbers. What every family keeps (batches, the fast
+path, the gaussian fit) is tested once for all in tests/test_families.py.
 """
 import json
 import math
@@ -15,52 +16,25 @@ import pytest
 import scipy.special
 import torch
 
-from weightfiles import conversion, families, nvidia_pickles, weights
+from weightfiles import nvidia_pickles, weights
 import convert_weights
 import PULSE
 import run
-from conftest import QUICK_FIT_DRAWS, ROOT, quick_fits
-from stylegan3_networks import design, lowpass_filter, random_stylegan3, stylegan3_pickle
-from test_stylegan2 import (Payload, assert_batch_of_two_equals_two_batches_of_one, assert_refused,
-                            convert_bytes, relative_error, run_sg2, search_inputs)
+from conftest import QUICK_FIT_DRAWS, ROOT, Payload, quick_fits, relative_error
+from family_checks import (DRAWS, assert_gaussian_fit_reproduced, assert_refused, convert_bytes, networks_of_file,
+                           run_search, search_inputs)
+from stylegan3_networks import SMALL, design, lowpass_filter, random_stylegan3, stylegan3_pickle
 
 SHARED = ROOT.parent / "shared" / "reference" / "stylegan3"
 PICKLE = SHARED / "stylegan3-t-tiny-64x64.pkl"
 needs_shared = pytest.mark.skipif(not PICKLE.is_file(), reason="../shared/reference/stylegan3 is not here")
-FIT_DRAWS = 100_000
-
-
-def networks_of_file(path, family="stylegan3"):
-    """(synthesis, mapping) of the network file at `path`, read as the converter reads it, which
-    must find it of `family`."""
-    network_file = conversion.read_network(path)
-    assert families.family_of(network_file) == family
-    synthesis_state, mapping_state, attributes = families.FAMILIES[family].read(network_file, str(path))
-    return (families.build(family, "synthesis", synthesis_state, attributes, path),
-            families.build(family, "mapping", mapping_state, attributes, path))
-
-
-DRAWS = [FIT_DRAWS, pytest.param(weights.GAUSSIAN_FIT_DRAWS, marks=pytest.mark.slow)]
-
-
-def assert_gaussian_fit_reproduced(mapping, fit_path, draws):
-    """PULSE's recipe on `mapping` with `draws` draws against the authors' side 1,000,000 in
-    `fit_path`: with all draws equal but for rounding; with fewer, means within 6 standard errors,
-    standard deviations within 6 of theirs (kurtosis allowed up to 10)."""
-    fit, want = weights.fit_gaussian(mapping, draws=draws), weights.load_gaussian_fit(fit_path)
-    if draws == weights.GAUSSIAN_FIT_DRAWS:
-        assert all(relative_error(fit[name], want[name]) < 1e-4 for name in ("mean", "std"))
-        return
-    standard_error = want["std"] / math.sqrt(draws)
-    assert ((fit["mean"] - want["mean"]).abs() < 6 * standard_error).all()
-    assert ((fit["std"] - want["std"]).abs() < 6 * 1.5 * standard_error).all()
 
 
 # ---- NVIDIA's own reference (config T) -------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def shared_networks():
-    return networks_of_file(PICKLE)
+    return networks_of_file(PICKLE, "stylegan3")
 
 
 @pytest.fixture(scope="module")
@@ -188,25 +162,13 @@ def test_noise_maps_are_refused():
         synthesis(torch.randn(1, synthesis.num_ws, 512), [torch.zeros(1, 1, 4, 4)])
 
 
-def test_fast_path_gives_the_same_bits_and_gradients():
-    synthesis, _ = random_stylegan3("t")
-    ws = torch.randn(2, synthesis.num_ws, 512, requires_grad=True)
-    outputs, grads = [], []
-    for fast in (False, True, True):
-        out = synthesis.set_fast(fast)(ws, [])
-        (grad,) = torch.autograd.grad(out.square().sum(), ws)
-        outputs.append(out)
-        grads.append(grad)
-    assert all(torch.equal(outputs[0], o) for o in outputs) and all(torch.equal(grads[0], g) for g in grads)
-
-
 @pytest.mark.parametrize("config", ["t", "r"])
 def test_own_pickle_round_trips_exactly_and_runs_none_of_its_source(tmp_path, config):
     marker = tmp_path / "MODULE_SRC_RAN"
     synthesis, mapping = random_stylegan3(config, seed=1)
     path = tmp_path / "net.pkl"
     path.write_bytes(stylegan3_pickle(synthesis, mapping, module_src=f"open({str(marker)!r}, 'w').close()"))
-    got, got_mapping = networks_of_file(path)
+    got, got_mapping = networks_of_file(path, "stylegan3")
     assert not marker.exists()
     ws = torch.randn(2, synthesis.num_ws, 512)
     assert torch.equal(got(ws, []), synthesis(ws, []))
@@ -227,9 +189,6 @@ def test_payload_in_a_stylegan3_pickle_is_refused_and_never_runs(tmp_path, paylo
 
 
 # ---- the cache folder, run.py and PULSE --------------------------------------------------------
-
-SMALL = dict(img_resolution=16, channel_base=128, channel_max=8, num_layers=4)  # 16x16, 6 ws: quick searches
-
 
 @needs_shared
 def test_shared_pickle_converts_into_a_cache_that_loads_the_same_generator(tmp_path, shared_networks, reference):
@@ -255,13 +214,9 @@ def sg3_run_setup(request, tmp_path_factory):
     return cache, search_inputs(cache, folder / "in")
 
 
-def test_stylegan3_batch_of_two_equals_two_batches_of_one(tmp_path, sg3_run_setup):
-    assert_batch_of_two_equals_two_batches_of_one(tmp_path, sg3_run_setup, "-eps", "1e-12")
-
-
 def test_search_brings_l2_down_on_a_stylegan3(tmp_path, sg3_run_setup):
     # A tiny random StyleGAN3's images vary little: an eps far below the 2020 one keeps L2 unclamped.
-    records, _ = run_sg2(tmp_path, sg3_run_setup, "out", "-seed", "0", "-steps", "30", "-precision", "fp64",
+    records, _ = run_search(tmp_path, sg3_run_setup, "out", "-seed", "0", "-steps", "30", "-precision", "fp64",
                          "-eps", "1e-12")
     for record in records:
         l2 = [t["L2"] for t in record["trajectory"]]
@@ -269,9 +224,10 @@ def test_search_brings_l2_down_on_a_stylegan3(tmp_path, sg3_run_setup):
 
 
 def test_noise_flags_do_nothing_by_default_and_naming_a_layer_is_refused(tmp_path, sg3_run_setup, capsys):
-    default, _ = run_sg2(tmp_path, sg3_run_setup, "default", "-seed", "1", "-steps", "2")
+    default, _ = run_search(tmp_path, sg3_run_setup, "default", "-seed", "1", "-steps", "2")
     for noise_type in ("zero", "fixed"):  # nothing to draw or hold: the same search as the default
-        records, _ = run_sg2(tmp_path, sg3_run_setup, noise_type, "-seed", "1", "-steps", "2", "-noise_type", noise_type)
+        records, _ = run_search(tmp_path, sg3_run_setup, noise_type, "-seed", "1", "-steps", "2",
+                                "-noise_type", noise_type)
         assert [r["trajectory"] for r in records] == [r["trajectory"] for r in default]
     assert_refused(tmp_path, sg3_run_setup, capsys, [("-bad_noise_layers", "0", "this model's noise layers are none, not 0"),
                                                      ("-num_trainable_noise_layers", "1", "has 0 layers with noise")])

@@ -12,17 +12,16 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import asdict
 
 import pytest
 import torch
 
 from runkit import runlog
-from weightfiles import releases, weight_sources, weights
+from weightfiles import families, releases, weight_sources, weights
 import convert_weights
 import run
-from conftest import QUICK_FIT_DRAWS, ROOT, TINY_INPUT, TINY_MODEL, convert_quickly
+from conftest import QUICK_FIT_DRAWS, ROOT, TINY_INPUT, TINY_MODEL, Payload, convert_quickly, wait_for
 from runkit.files import file_md5, folder_lock, preparing
 from stylegan1_pickles import Network, dumps, tiny_pickle_bytes
 
@@ -112,7 +111,7 @@ def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_2020_files_without_any_gaussian_fit_get_the_2020_mapping(tmp_path, http_server, monkeypatch):
-    monkeypatch.setattr(weights, "BUNDLED_FIT", tmp_path / "no_bundled_fit.pt")
+    monkeypatch.setattr(families, "BUNDLED_FIT", tmp_path / "no_bundled_fit.pt")
     folder = tmp_path / "files_2020"
     folder.mkdir()
     shutil.copy(TINY_MODEL / "synthesis.pt", folder)
@@ -120,7 +119,7 @@ def test_2020_files_without_any_gaussian_fit_get_the_2020_mapping(tmp_path, http
     use_sources(monkeypatch, {"2020 mapping": [
         source("the 2020 link", http_server.url("/gone.pt"), "mapping.pt"), source("a mirror", mapping, "mapping.pt")]})
     assert weight_sources.weights_folder(folder, tmp_path / "cache") == folder
-    assert (folder / "mapping.pt").is_file() and weights.can_fit_gaussian(folder)
+    assert (folder / "mapping.pt").is_file() and not weights.lacks_gaussian_fit(folder)
 
     (folder / "mapping.pt").unlink()
     use_sources(monkeypatch, {"2020 mapping": [
@@ -156,7 +155,7 @@ def test_the_default_chain_fetches_verifies_and_converts(tmp_path, http_server, 
 
 def test_when_every_source_fails_one_message_names_each(tmp_path, http_server, tiny_pickle, monkeypatch, capsys):
     marker = tmp_path / "MARKER"
-    malicious = dumps((Network("Gs", [("lod", PayloadSystem(f"touch {marker}"))]),) * 3)
+    malicious = dumps((Network("Gs", [("lod", Payload(os.system, f"touch {marker}"))]),) * 3)
     md5 = hashlib.md5(tiny_pickle).hexdigest()
     use_sources(monkeypatch, {
         "2020": [source("the 2020 link", http_server.add("/synthesis.pt", b"not a torch file" * 100), "synthesis.pt")],
@@ -212,14 +211,6 @@ def test_a_failed_network_url_leaves_the_cache_as_it_was(tmp_path, http_server, 
     assert list(cache.iterdir()) == []  # the folder the user made stays, without a lock file
 
 
-class PayloadSystem:
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
 def test_convert_weights_downloads_a_release(tmp_path, http_server, tiny_pickle, monkeypatch):
     md5 = hashlib.md5(tiny_pickle).hexdigest()
     use_sources(monkeypatch, {
@@ -233,13 +224,6 @@ def test_convert_weights_downloads_a_release(tmp_path, http_server, tiny_pickle,
 def test_every_source_of_an_nvidia_release_is_checked_by_its_md5():
     for name in releases.DOWNLOADABLE:
         assert {s.md5 for s in releases.SOURCES[name]} == {releases.NVIDIA_PICKLES[name].md5}
-
-
-def wait_for(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_the_folder_lock_makes_a_second_holder_wait_and_says_so(tmp_path, caplog):

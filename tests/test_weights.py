@@ -53,7 +53,7 @@ def test_full_regeneration_reproduces_the_2020_fidelity_fit():
 
 
 def test_missing_gaussian_fit_is_rebuilt_from_mapping_and_saved(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, "BUNDLED_FIT", tmp_path / "no_bundled_fit.pt")
+    monkeypatch.setattr(families, "BUNDLED_FIT", tmp_path / "no_bundled_fit.pt")
     monkeypatch.setattr(weights, "GAUSSIAN_FIT_DRAWS", 2048)
     mapping = random_mapping()
     shutil.copy(TINY_MODEL / "synthesis.pt", tmp_path / "synthesis.pt")
@@ -106,7 +106,8 @@ def test_the_family_is_decided_by_generator_json_alone(tmp_path, monkeypatch):
         calls.append(attributes)
         return stylegan.synthesis_from_state_dict(state)
     monkeypatch.setitem(families.FAMILIES, "test family", families.Family(
-        "Test", lambda data: False, None, synthesis, lambda state, attributes: G_mapping(), families.mapped_gaussian))
+        "Test", "test files", lambda data: False, None, synthesis, lambda state, attributes: G_mapping(),
+        families.mapped_gaussian))
     shutil.copy(TINY_MODEL / "synthesis.pt", tmp_path / "synthesis.pt")
     shutil.copy(TINY_MODEL / "gaussian_fit.pt", tmp_path / "gaussian_fit.pt")
     (tmp_path / weights.RECORD).write_text(json.dumps({"family": "test family", "attributes": {"x": 1}}))

@@ -1,15 +1,14 @@
 """Network files -> a cache folder PULSE loads: the library under convert_weights.py and -network.
 
-A StyleGAN-1 (TensorFlow) pickle, a stylegan2-ada-pytorch or stylegan3 pickle (its `G_ema`), a
-rosinality/stylegan2-pytorch checkpoint (its `g_ema`; training or converted layout) or a state
-dict of the PyTorch DCGAN tutorial's generator becomes the cache folder weights.py describes:
-synthesis.pt, mapping.pt, gaussian_fit.pt (the last two where the family has a mapping network)
-and generator.json.
+A network file of any family in families.FAMILIES becomes the cache folder weights.py describes:
+synthesis.pt, mapping.pt, gaussian_fit.pt (the last two where the family needs a fit) and
+generator.json.
 
 The format is told from the file's content (read_network). NVIDIA's pickles are read by
 nvidia_pickles.py's allowlist unpickler, torch.save files (rosinality's, the DCGAN's) by
 torch_files.py (weights_only): nothing stored in either (NVIDIA's network source code included)
-is ever executed. Which family a file is, and how its weights are read, is families.py's answer.
+is ever executed. Which family a file is, how its weights are read and whether it needs a fit is
+families.py's answer.
 """
 import logging
 from pathlib import Path
@@ -34,12 +33,13 @@ def report_network(path):
     return md5
 
 
-def gaussian_fit_of(mapping, md5):
-    if md5 == releases.NVIDIA_PICKLES["ffhq"].md5:
-        # The bundled file is the 2020 fit of exactly this network: keep its bits, so runs
-        # reproduce the 2020 results instead of a fit that differs in the last digits.
-        logger.info("taking the bundled 2020 gaussian_fit.pt of the FFHQ model")
-        return weights.load_gaussian_fit(weights.BUNDLED_FIT)
+def gaussian_fit_of(family, mapping, md5):
+    """The gaussian fit of the network file whose MD5 is `md5`: the one its family ships for that very
+    file (Family.bundled_fit), else fitted from its `mapping` network."""
+    bundled = family.bundled_fit(md5)
+    if bundled:
+        logger.info(f"taking the bundled {bundled.name} of this network: the 2020 fit")
+        return weights.load_gaussian_fit(bundled)
     return weights.fit_gaussian(mapping)
 
 
@@ -59,23 +59,23 @@ def read_network(path):
     return nvidia_pickles.read(path)
 
 
-def convert(pickle_path, cache_dir, source=None):
-    """Write the cache folder (weights.py) of the network file at `pickle_path` into `cache_dir`;
-    `source` (default: the pickle's path) is recorded in generator.json. Returns the pickle's MD5."""
-    md5 = report_network(pickle_path)
-    network_file = read_network(pickle_path)
+def convert(network_path, cache_dir, source=None):
+    """Write the cache folder (weights.py) of the network file at `network_path` into `cache_dir`;
+    `source` (default: the file's path) is recorded in generator.json. Returns the file's MD5."""
+    md5 = report_network(network_path)
+    network_file = read_network(network_path)
     cache_dir = Path(cache_dir)
     name = families.family_of(network_file)
     check_cache_family(cache_dir, name)
     family = families.FAMILIES[name]
-    synthesis_state, mapping_state, attributes = family.read(network_file, str(pickle_path))
-    where = f"the network in {pickle_path}"
+    synthesis_state, mapping_state, attributes = family.read(network_file, str(network_path))
+    where = f"the network in {network_path}"
     synthesis = families.build(name, "synthesis", synthesis_state, attributes, where)
-    mapping = families.build(name, "mapping", mapping_state, attributes, where) if family.mapping else None
+    mapping = families.build(name, "mapping", mapping_state, attributes, where) if family.needs_fit else None
     logger.info(f"converted a {synthesis.resolution}x{synthesis.resolution} generator ({family.title}: "
                 f"{synthesis.num_ws} ws of {synthesis.dlatent_size}, {len(synthesis.noise_sizes)} noise layers)")
-    fit = gaussian_fit_of(mapping, md5) if mapping else None
-    record = {"family": name, "attributes": attributes, "source": source or str(Path(pickle_path).resolve()),
+    fit = gaussian_fit_of(family, mapping, md5) if family.needs_fit else None
+    record = {"family": name, "attributes": attributes, "source": source or str(Path(network_path).resolve()),
               "md5": md5}
     weights.save_generator(cache_dir, record, synthesis, mapping, fit)
     logger.info(f"saved the generator to {cache_dir}/")
@@ -83,14 +83,14 @@ def convert(pickle_path, cache_dir, source=None):
 
 
 def fetch_and_convert(source, cache_dir, keep_pickle=False):
-    """Download `source`'s pickle into `cache_dir` (verified before it is unpickled), convert it there
-    and delete it unless `keep_pickle`; returns its MD5. A pickle kept earlier is reused."""
-    pickle_path = Path(cache_dir) / source.file
-    if not (pickle_path.is_file() and source.md5 in (None, file_md5(pickle_path))):
-        fetch(source.url, pickle_path, source.md5, source.size)
-    md5 = convert(pickle_path, cache_dir, source=source.url)
+    """Download `source`'s network file into `cache_dir` (verified before it is read), convert it there
+    and delete it unless `keep_pickle`; returns its MD5. A file kept earlier is reused."""
+    network_path = Path(cache_dir) / source.file
+    if not (network_path.is_file() and source.md5 in (None, file_md5(network_path))):
+        fetch(source.url, network_path, source.md5, source.size)
+    md5 = convert(network_path, cache_dir, source=source.url)
     if not keep_pickle:
-        pickle_path.unlink()
+        network_path.unlink()
     return md5
 
 

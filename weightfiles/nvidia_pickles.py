@@ -117,13 +117,6 @@ class AllowlistUnpickler(pickle.Unpickler):
             ) from None
 
 
-class StyleGANUnpickler(AllowlistUnpickler):
-    """The StyleGAN-1 (TensorFlow) pickle's allowlist."""
-
-    def __init__(self, file, **kwargs):
-        super().__init__(file, STYLEGAN1_GLOBALS, **kwargs)
-
-
 def read(path):
     """The object in the network pickle at `path` (either format), with stand-ins; WeightsError otherwise."""
     with open(path, "rb") as f:

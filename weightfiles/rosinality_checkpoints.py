@@ -11,11 +11,9 @@ families.py's "rosinality" family recognises a torch.save file by is_checkpoint,
 and builds generators/rosinality.py's networks from them.
 """
 import argparse
-from dataclasses import dataclass
 
 import torch
 
-from weightfiles import torch_files
 from errors import WeightsError
 
 TRAINING_KEYS = {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}
@@ -33,34 +31,24 @@ def is_checkpoint(data):
             and isinstance(data["g_ema"], dict))
 
 
-@dataclass
-class Checkpoint:
-    """What PULSE takes from a rosinality checkpoint: its `g_ema` state dict, float32."""
-    g_ema: dict
-
-
-def read_checkpoint(path):
-    """The Checkpoint in a rosinality file of either layout; WeightsError otherwise."""
-    return checkpoint(torch_files.read(path).data, path)
-
-
-def checkpoint(data, path):
-    """The Checkpoint in what a torch.save file holds (torch_files.read) of either layout; WeightsError otherwise."""
+def g_ema_of(data, source):
+    """The `g_ema` state dict (float32) in what a torch.save file holds (torch_files.read) of either
+    layout; WeightsError naming `source` otherwise."""
     if not is_checkpoint(data):
-        raise WeightsError(f"{path} is not a rosinality/stylegan2-pytorch checkpoint: expected a dict with keys "
+        raise WeightsError(f"{source} is not a rosinality/stylegan2-pytorch checkpoint: expected a dict with keys "
                            f"{sorted(TRAINING_KEYS)} or {sorted(CONVERTED_KEYS)}")
     args = data.get("args")
     if args is not None and not (isinstance(args, argparse.Namespace) and all(map(is_plain, vars(args).values()))):
-        raise WeightsError(f"{path}: its 'args' is not a Namespace of plain values; refusing the checkpoint")
+        raise WeightsError(f"{source}: its 'args' is not a Namespace of plain values; refusing the checkpoint")
     g_ema = data["g_ema"]
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in g_ema.items()):
-        raise WeightsError(f"{path}: its 'g_ema' is not a dict of tensors")
-    return Checkpoint({key: value.float() for key, value in g_ema.items()})
+        raise WeightsError(f"{source}: its 'g_ema' is not a dict of tensors")
+    return {key: value.float() for key, value in g_ema.items()}
 
 
 def states(torch_file, source):
     """(synthesis state, mapping state, attributes) of a checkpoint's TorchFile: the mapping is
     `style.*`; no attribute is needed beyond the tensors."""
-    g_ema = checkpoint(torch_file.data, source).g_ema
+    g_ema = g_ema_of(torch_file.data, source)
     mapping = {key: value for key, value in g_ema.items() if key.startswith("style.")}
     return {key: value for key, value in g_ema.items() if key not in mapping}, mapping, {}

@@ -3,8 +3,7 @@
 Without -network, a `-cache_dir` that holds no generator is filled from the first source that
 works: the 2020 link, then NVIDIA's FFHQ pickle (CDN, then Google Drive), checked by MD5 before
 it is unpickled and converted. `-network` names a cache folder (or a `.pt` file in one), a
-network file conversion.py reads (NVIDIA's StyleGAN-1, StyleGAN2 or StyleGAN3 pickle, a
-rosinality checkpoint, a DCGAN state dict), such a file's URL, or a generator that comes in a
+network file of any family in families.FAMILIES, such a file's URL, or a generator that comes in a
 Python package (releases.PACKAGED: `dcgan-digiface`); a network file is converted once into
 `-cache_dir/<name>/`, and a later run finds that conversion (its generator.json) without touching
 the network. A folder of 2020 files with no gaussian fit anywhere gets the 2020 mapping.pt, to
@@ -56,10 +55,10 @@ def fill_default_cache(cache_dir, keep_pickle=False):
 
 def fetch_2020_mapping(folder):
     """The 2020 fallback for a folder of 2020 files without any gaussian fit: their mapping.pt, to fit one."""
-    if weights.read_record(folder) or weights.can_fit_gaussian(folder):  # converted folders have their own
+    if weights.read_record(folder) or not weights.lacks_gaussian_fit(folder):  # converted folders have their own
         return
     with preparing(folder):
-        if not weights.can_fit_gaussian(folder):
+        if weights.lacks_gaussian_fit(folder):
             releases.fetch_first(releases.sources("2020 mapping"),
                                  lambda source: fetch(source.url, Path(folder) / source.file, source.md5, source.size),
                                  f"{folder}/ has no gaussian_fit.pt nor a mapping.pt to fit one from",

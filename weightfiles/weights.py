@@ -5,7 +5,7 @@ A cache folder holds one generator, the same names for every family:
     synthesis.pt     the synthesis network's state dict, under its family's own parameter names
     mapping.pt       the mapping network's state dict (needed only to fit gaussian_fit.pt)
     gaussian_fit.pt  {"mean": [w_dim], "std": [w_dim]} of LeakyReLU(5)(mapping(z)), z ~ N(0, I)
-                     (the two only for a family with a mapping network: not the DCGAN)
+                     (the two only for a family that needs a fit: families.Family.needs_fit)
     generator.json   {"family": "stylegan2", "attributes": {"conv_clamp": 256.0, ...},
                       "source": the pickle's path or URL, "md5": the pickle's MD5}
 
@@ -13,8 +13,9 @@ conversion.py writes generator.json last, so a folder with it holds a finished c
 `family` is a key of families.FAMILIES, `attributes` are the numbers its state dicts do not hold
 (StyleGAN2: conv_clamp, mapping_lr_multiplier). A folder without generator.json holds the 2020
 PULSE files (StyleGAN-1), also found under the 2020 cache names `<md5 of the 2020 link>_synthesis.pt`;
-when it has no gaussian_fit.pt, the one bundled beside the scripts (the 2020 fit of FFHQ) is used.
-Any other folder without gaussian_fit.pt gets one fitted from its mapping.pt and saved.
+when it has no gaussian_fit.pt, the one bundled beside the scripts (families.BUNDLED_FIT, the 2020
+fit of FFHQ) is used. Any other folder of a family that needs a fit and has no gaussian_fit.pt gets
+one fitted from its mapping.pt and saved.
 
 Every `.pt` is read with `weights_only=True` and `map_location="cpu"`, so the 2020 files (old
 pickle format, CUDA storages) load on any machine and a file can never run code. Getting
@@ -31,7 +32,6 @@ from errors import WeightsError  # also where callers have always found it: weig
 from runkit.files import atomic_path
 
 RECORD = "generator.json"
-BUNDLED_FIT = Path(__file__).resolve().parent.parent / "gaussian_fit.pt"  # at the repository root
 GAUSSIAN_FIT_DRAWS = 1_000_000  # the 2020 recipe's; read when a fit is made, so that a test can lower it
 # The 2020 code cached a download as `<md5 of its link>_<the name Drive gave it>` (links in releases.py).
 LINK_MD5_2020 = {"synthesis.pt": "6b943ee69b8491ac40e8e9ced6175659", "mapping.pt": "05118276f14e736e63065765a09feb78"}
@@ -109,7 +109,7 @@ def load_network(folder, part):
 
 def save_generator(folder, record, synthesis, mapping=None, fit=None):
     """Write a cache folder (see the module's doc): the `.pt` files (mapping and fit where the family
-    has them), then `record` as generator.json."""
+    needs a fit), then `record` as generator.json."""
     folder = Path(folder)
     save_tensors(synthesis.state_dict(), folder / "synthesis.pt")
     if mapping is not None:
@@ -155,12 +155,16 @@ def gaussian_fit_file(folder):
     own = Path(folder) / "gaussian_fit.pt"
     if own.is_file():
         return own
-    return BUNDLED_FIT if not read_record(folder) and BUNDLED_FIT.is_file() else None
+    bundled = families.BUNDLED_FIT
+    return bundled if not read_record(folder) and bundled.is_file() else None
 
 
-def can_fit_gaussian(folder):
-    """Whether `folder` has a gaussian fit for a run, or a mapping.pt to fit one from."""
-    return gaussian_fit_file(folder) is not None or cached_file(folder, "mapping.pt") is not None
+def lacks_gaussian_fit(folder):
+    """Whether the generator in `folder` needs a gaussian fit (its family's answer) and has neither
+    one for a run nor a mapping.pt to fit one from."""
+    name = folder_family(folder)
+    return (name is not None and families.family(name).needs_fit and gaussian_fit_file(folder) is None
+            and cached_file(folder, "mapping.pt") is None)
 
 
 def gaussian_fit(folder, dlatent_size):
@@ -178,11 +182,11 @@ def gaussian_fit(folder, dlatent_size):
 
 def load_generator(folder):
     """(synthesis network, its prior: a generator.Prior) for a run of the generator in `folder`; the
-    prior of a family with a mapping network holds the folder's gaussian fit (gaussian_fit).
+    prior of a family that needs a fit holds the folder's gaussian fit (gaussian_fit).
     weight_sources.weights_folder finds or fills the folder first; nothing is downloaded here."""
     if not holds_generator(folder):
         raise WeightsError(f"{folder}/ holds no generator: no synthesis.pt (see docs/weights.md)")
     family = families.family(folder_family(folder))
     synthesis = load_network(folder, "synthesis")
-    fit = gaussian_fit(folder, synthesis.dlatent_size) if family.mapping else None
+    fit = gaussian_fit(folder, synthesis.dlatent_size) if family.needs_fit else None
     return synthesis, family.prior(synthesis, fit)
