@@ -515,7 +515,7 @@ class ModelOptions:
     """What `load` takes besides the device: which generator and how it computes (run.py's and
     app.py's flags of the same names; `speedups` is their -no_speedups turned round)."""
     network: str | None = option(
-        None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN, "
+        None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN-1, "
               "StyleGAN2 or StyleGAN3 pickle, a rosinality StyleGAN2 or a DCGAN checkpoint), converted once into "
               f"<cache_dir>/<name>/; or a packaged generator by name ({', '.join(PACKAGED)}; see docs/generators.md)",
         metavar="PATH_OR_URL")
