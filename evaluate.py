@@ -45,8 +45,9 @@ def build_parser():
     parser = cli.parser(
         "NIQE (MATLAB's no-reference quality score; lower is better) of images, "
                     "or the PULSE paper's comparison for a run.",
-        epilog="Folders are read non-recursively (png, jpg, jpeg, webp). Images that cannot be "
-               "scored are named on stderr and skipped, and the exit status is then 1.")
+        epilog="Folders are read non-recursively (png, jpg, jpeg, webp). Images that cannot be read or "
+               "scored are named on stderr (one line per reason) and skipped, and the exit status is then 1; "
+               "-paper gives images too small for NIQE (under 96x96) their PSNR and a note.")
     parser.add_argument("folders", nargs="*", metavar="DIR",
                         help="score every image in each folder; prints count, mean and median per folder")
     parser.add_argument("-paper", "--paper", nargs=2, metavar=("INPUT_DIR", "RESULT_DIR"),
