@@ -13,6 +13,7 @@ remember the best image, backward, optimizer step with the spherical projection,
 A network built in Python is searched through `PULSE.from_generator(network, prior)` (see
 generators/generator.py for what it must answer, and docs/generators.md).
 """
+import importlib.machinery
 import inspect
 import logging
 import math
@@ -20,6 +21,7 @@ import numbers
 import os
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from functools import cache, partial
@@ -29,6 +31,14 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("pulse")
+
+
+def on_sys_path(folder):
+    return any(Path(entry or ".").resolve() == folder for entry in sys.path if isinstance(entry, str))
+
+
+if __name__ != "PULSE" and not on_sys_path(HERE):  # vendored: imported as a package's module (gitmodules.pulse.PULSE)
+    sys.path.append(str(HERE))  # for its own modules' plain names; last, so that a module they would hide is named
 
 
 def shadowing(error):
@@ -61,6 +71,31 @@ except ImportError as e:  # from another folder: the README's Python section say
     if shadowing(e) is None:
         raise
     raise ImportError(shadowing(e)) from e
+
+
+def own_modules():
+    """(name, where) of each of the project's top-level modules imported so far: a file or package at its root."""
+    for name, module in list(sys.modules.items()):
+        path = Path(getattr(module, "__file__", None) or "/").resolve()
+        where = path.parent if path.name == "__init__.py" else path
+        if "." not in name and where.parent == HERE:
+            yield name, where
+
+
+def hidden_modules():
+    """What to say of each module of someone else's that one of the project's hides: one of the same
+    name further along sys.path (a folder of no Python aside), which `import <name>` no longer reaches:
+    its owner's code gets PULSE's module instead."""
+    others = [entry for entry in sys.path if isinstance(entry, str) and Path(entry or ".").resolve() != HERE]
+    for name, ours in own_modules():
+        theirs = importlib.machinery.PathFinder.find_spec(name, others)
+        if theirs is not None and theirs.origin and not Path(theirs.origin).resolve().is_relative_to(ours):
+            yield (f"PULSE's {ours} hides {theirs.origin}: Python allows one module named {name!r}, so "
+                   f"`import {name}` gives PULSE's in this session. Rename yours to use it beside PULSE")
+
+
+for clash in hidden_modules():
+    warnings.warn(clash, stacklevel=2)
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,

@@ -422,7 +422,7 @@ def main(argv=None):
         try:
             speed.precision_dtypes(setting.precision, device)
         except speed.PrecisionError as e:
-            unsupported.append({"name": setting.name, "reason": str(e)})
+            unsupported.append({"name": setting.name, "reason": cli.script_message(e)})
             continue
         print(f"timing: {setting.name} ...", file=sys.stderr, flush=True)
         timings.append(measure(setting, args.generator, synthesis, device, args.steps))

@@ -11,6 +11,16 @@ any other means setup failed (status 3).
 class PulseError(Exception):
     """An error this project raises on purpose, with a message meant for its user."""
 
+    script_words = None  # the message as the scripts say it, where it differs (see about_setting)
+
+
+def about_setting(error_class, name, words):
+    """An error_class whose message `words(named)` names the setting `name` through named(value): as the
+    API's argument, name='value'; in its script_words, which the scripts print, as the flag, -name value."""
+    error = error_class(words(lambda value: f"{name}={str(value)!r}"))
+    error.script_words = words(lambda value: f"-{name} {value}")
+    return error
+
 
 class UsageError(PulseError):
     """A value given to a script or the API that cannot be taken, found only after the flags were

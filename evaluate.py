@@ -16,12 +16,14 @@ import re
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from runkit import cli, cpu_threads
 import PULSE
@@ -43,8 +45,9 @@ def build_parser():
     parser = cli.parser(
         "NIQE (MATLAB's no-reference quality score; lower is better) of images, "
                     "or the PULSE paper's comparison for a run.",
-        epilog="Folders are read non-recursively (png, jpg, jpeg, webp). Images that cannot be "
-               "scored are named on stderr and skipped, and the exit status is then 1.")
+        epilog="Folders are read non-recursively (png, jpg, jpeg, webp). Images that cannot be read or "
+               "scored are named on stderr (one line per reason) and skipped, and the exit status is then 1; "
+               "-paper gives images too small for NIQE (under 96x96) their PSNR and a note.")
     parser.add_argument("folders", nargs="*", metavar="DIR",
                         help="score every image in each folder; prints count, mean and median per folder")
     parser.add_argument("-paper", "--paper", nargs=2, metavar=("INPUT_DIR", "RESULT_DIR"),
@@ -152,16 +155,23 @@ def report_failure(path, error):
     print(f"skipped {path}: {error}", file=sys.stderr)
 
 
+def report_skipped(folder, skipped):
+    """One line per reason on stderr for the images of `folder` that were skipped ({reason: [path]}):
+    the file's name for one, the count for several (all too small for NIQE, say)."""
+    for reason, paths in skipped.items():
+        print(f"skipped {paths[0] if len(paths) == 1 else f'{len(paths)} images of {folder}'}: {reason}",
+              file=sys.stderr)
+
+
 def score_folder(folder):
-    """{image name: NIQE} for the images that could be scored, and the number that failed."""
-    scores, failed = {}, 0
+    """{image name: NIQE} for the images that could be scored, and {reason: [path]} for the others."""
+    scores, skipped = {}, {}
     for path in list_images(folder):
         try:
             scores[path.name] = niqe(load_rgb(path))
         except (OSError, ValueError) as error:  # PIL raises OSError subclasses for corrupt files
-            report_failure(path, error)
-            failed += 1
-    return scores, failed
+            skipped.setdefault(str(error), []).append(path)
+    return scores, skipped
 
 
 def summarise(values):
@@ -180,9 +190,14 @@ def evaluate_folders(folders):
     report, failures = {}, 0
     print(f"{'folder':40} {'images':>6} {'mean':>9} {'median':>9}")
     for folder in folders:
-        scores, failed = score_folder(folder)
+        scores, skipped = score_folder(folder)
+        report_skipped(folder, skipped)
         summary = summarise(scores.values())
-        print(f"{folder:40} {summary['count']:6d} {fmt(summary['mean'])} {fmt(summary['median'])}")
+        if scores:
+            print(f"{folder:40} {summary['count']:6d} {fmt(summary['mean'])} {fmt(summary['median'])}")
+        else:  # the reason, not a row of nothing
+            print(f"{folder:40} none scored: {next(iter(skipped)) if len(skipped) == 1 else 'see the lines above'}")
+        failed = sum(map(len, skipped.values()))
         report[folder] = {"images": scores, "failed": failed, **summary}
         failures += failed
     return {"metric": "NIQE", "folders": report}, failures
@@ -223,16 +238,25 @@ def downscale_psnr(result, low):
     return 10 * np.log10(1 / mse) if mse > 0 else float("inf")
 
 
-def compare_input(input_path, result_paths):
-    """NIQE of the nearest and bicubic upscales of one input, and NIQE and PSNR of its results."""
+def compare_input(input_path, result_paths, unscored):
+    """NIQE of the nearest and bicubic upscales of one input, and NIQE and PSNR of its results. Where
+    NIQE cannot be had (an image smaller than its 96x96 blocks) it is None, and `unscored` (a Counter)
+    counts the reason; PSNR needs no NIQE."""
+    def niqe_if_possible(image):
+        try:
+            return niqe(image)
+        except ValueError as error:
+            unscored[str(error)] += 1
+            return None
+
     low = load_rgb(input_path)
     results = {path.name: load_rgb(path) for path in result_paths}
     size = next(iter(results.values())).shape[:2]
     if any(result.shape[:2] != size for result in results.values()):
         raise ValueError("its results differ in size")
-    return {"nearest": niqe(upscale(low, size, Image.NEAREST)),
-            "bicubic": niqe(upscale(low, size, Image.BICUBIC)),
-            "results": {name: {"niqe": niqe(result), "psnr": downscale_psnr(result, low)}
+    return {"nearest": niqe_if_possible(upscale(low, size, Image.NEAREST)),
+            "bicubic": niqe_if_possible(upscale(low, size, Image.BICUBIC)),
+            "results": {name: {"niqe": niqe_if_possible(result), "psnr": downscale_psnr(result, low)}
                         for name, result in results.items()}}
 
 
@@ -250,23 +274,27 @@ def evaluate_paper(input_dir, result_dir):
     """The paper's NIQE comparison for a PULSE run; returns the JSON report and the number of failures."""
     inputs = list_images(input_dir)
     stems = {path.stem for path in inputs}
-    report, failures = {}, 0
+    report, failures, unscored = {}, 0, Counter()
     for input_path in inputs:
         result_paths = find_results(input_path, result_dir, stems)
         try:
             if not result_paths:
                 raise ValueError(f"no {input_path.stem}.png or {input_path.stem}_<k>.png in {result_dir}")
-            report[input_path.name] = compare_input(input_path, result_paths)
+            report[input_path.name] = compare_input(input_path, result_paths, unscored)
         except (OSError, ValueError) as error:
             report_failure(input_path, error)
             failures += 1
     results = [r for entry in report.values() for r in entry["results"].values()]
+
+    def mean(values):
+        return summarise(value for value in values if value is not None)["mean"]
     summary = {"inputs": len(report), "results": len(results),
-               "nearest": summarise(e["nearest"] for e in report.values())["mean"],
-               "bicubic": summarise(e["bicubic"] for e in report.values())["mean"],
-               "pulse": summarise(r["niqe"] for r in results)["mean"],
-               "psnr": summarise(r["psnr"] for r in results)["mean"]}
+               "nearest": mean(e["nearest"] for e in report.values()),
+               "bicubic": mean(e["bicubic"] for e in report.values()),
+               "pulse": mean(r["niqe"] for r in results), "psnr": mean(r["psnr"] for r in results)}
     print_paper_table(summary)
+    for reason, count in unscored.items():
+        print(f"note: no NIQE for {count} image(s): {reason}")
     return {"metric": "NIQE", "inputs": report, "summary": summary, "paper_x64": PAPER_NIQE_X64}, failures
 
 
@@ -312,12 +340,13 @@ def finds_face(detector, image):
     return len(detector(enlarged, 0)) > 0
 
 
-def search_held_out(model, low, seed, settings):
+def search_held_out(model, low, seed, settings, label):
     """PULSE's results (uint8 arrays) for the inputs `low` (uint8 arrays), face i searched alone from seed + i,
-    with their Results and the seconds the searches took."""
+    with their Results and the seconds the searches took; a bar (on a terminal) counts the faces of the row `label`."""
     start = time.perf_counter()
+    faces = tqdm(low, desc=label, unit="face", leave=False, disable=None)  # None: no bar where stderr is a file
     found = [model.upsample(to_tensor(Image.fromarray(image)), seed=seed + i, **settings)[0]
-             for i, image in enumerate(low)]
+             for i, image in enumerate(faces)]
     return as_uint8(torch.stack([result.tensor for result in found])), found, time.perf_counter() - start
 
 
@@ -362,7 +391,8 @@ def measure_row(models, low, truths, changes, seed, detector):
     if isinstance(model, PrecisionError):
         return {"method": row_label(changes), "changes": changes, "refused": str(model)}, None
     settings = {name: value for name, value in changes.items() if name not in MODEL_SETTINGS}
-    results, found, seconds = search_held_out(model, low, seed, settings)
+    label = f"x{truths[0].shape[0] // low[0].shape[0]} {row_label(changes)}"
+    results, found, seconds = search_held_out(model, low, seed, settings, label)
     return {"method": row_label(changes), "changes": changes, "converged": statistics.fmean(r.converged for r in found),
             "median_l2": statistics.median(r.losses["L2"] for r in found), **image_scores(results, truths, detector),
             "seconds_per_face": seconds / len(found),

@@ -178,14 +178,18 @@ def intermediate_writer(out_dir, config):
 
 
 def progress_reporter(bar):
-    """Shows the first row's search: its step, its name (and try); reads loss values back from the
-    device at most twice a second."""
-    last = [0.0]
+    """Shows the first row's search: its step, its name (and try), its time from its own first step;
+    reads loss values back from the device at most twice a second."""
+    last, shown = 0.0, None
 
     def report(step):
+        nonlocal last, shown
+        if (step.rows[0].name, step.rows[0].attempt) != shown:  # another search: its own clock
+            shown = (step.rows[0].name, step.rows[0].attempt)
+            bar.reset()
         bar.n = step.number
-        if time.monotonic() - last[0] > 0.5 or step.number == bar.total:
-            last[0] = time.monotonic()
+        if time.monotonic() - last > 0.5 or step.number == bar.total:
+            last = time.monotonic()
             bar.set_description(", ".join(map(search_label, step.rows))[:40], refresh=False)
             bar.set_postfix({name: f"{value[0].item():.4f}" for name, value in step.losses.items()})
     return report
@@ -200,10 +204,11 @@ class JobProgress:
 
     def __init__(self, team, total):
         self.team, self.last = team, 0.0
-        self.bar = tqdm(total=total, desc=f"searches on {team.size} processes", unit="search", position=0)
+        self.bar = tqdm(total=total, desc=f"results on {team.size} processes", unit="result", position=0,
+                        disable=None)  # None: no bar where stderr is not a terminal (a file's endless line)
 
     def refresh(self):
-        counts = self.team.done_counts()
+        counts = self.team.counts("results")
         self.bar.n = sum(counts)
         self.bar.set_postfix_str(" ".join(f"r{rank}:{count}" for rank, count in enumerate(counts)))
 
@@ -389,8 +394,8 @@ def run_job(options, paths, out_dir, team, stop):
     if team.is_main:
         if folder.strip and team.is_multi:  # every rank's results are logged now
             visuals.StripWriter(jobs, [], runlog.read(log_path), out_dir, folder.hr_dir)
-        print(f"{len(paths)} input(s), {sum(team.done_counts())} search(es) run{processes and ' on ' + processes}, "
-              f"{len(errors)} input(s) failed")
+        print(f"{len(paths)} input(s), {sum(team.counts('results'))} result(s) from {sum(team.counts('searches'))} "
+              f"search(es){processes and ' on ' + processes}, {len(errors)} input(s) failed")
     return EXIT_INPUTS_FAILED if errors and team.is_main else 0
 
 
@@ -410,7 +415,8 @@ def search_share(model, options, jobs, todo, records, out_dir, team, stop):
         with stop.deferred():
             recorded = record_result(job, result, options, team.device, out_dir / runlog.LOG_NAME, say)
         written.add(job.name)
-        team.count_done(1)
+        team.count("results", 1)
+        team.count("searches", len(result.tries))  # with -tries, a result's searches
         if result.interrupted:  # a stop is under way: the searches' best so far come one after another
             tally.stopped += 1
             return
@@ -423,7 +429,10 @@ def search_share(model, options, jobs, todo, records, out_dir, team, stop):
             strips.add([recorded])
 
     try:
-        with tqdm(total=options.search.steps, unit="step", leave=False, disable=not team.is_main,
+        # No bar without a search, nor where stderr is not a terminal (tqdm's disable=None): a file would get
+        # every refresh on one endless line.
+        bar_off = None if team.is_main and share else True
+        with tqdm(total=options.search.steps, unit="step", leave=False, disable=bar_off,
                   position=1 if job_progress else None) as bar:
             on_step = step_hooks(options, out_dir, bar if team.is_main else None, job_progress, gif)
             try:

@@ -38,9 +38,14 @@ def report_failure(error, script, tag=str):
     OSError where the script expects one) and return its exit status: a UsageError is worded as
     argparse words a bad flag (`run.py: error: ...`, status 2); anything else means setup failed
     (`error: ...`, status 3). `tag` marks the line with its process in a torchrun job."""
-    usage = isinstance(error, UsageError)
-    print(tag(f"{script}: error: {error}" if usage else f"error: {error}"), file=sys.stderr)
+    usage, message = isinstance(error, UsageError), script_message(error)
+    print(tag(f"{script}: error: {message}" if usage else f"error: {message}"), file=sys.stderr)
     return EXIT_USAGE if usage else EXIT_SETUP_FAILED
+
+
+def script_message(error):
+    """An error's message as a script says it: a setting named by its flag (see errors.about_setting)."""
+    return getattr(error, "script_words", None) or str(error)
 
 
 class StderrLines(logging.Handler):

@@ -69,7 +69,7 @@ class Team:
         self.launch, self.rank, self.size = launch, launch.rank, launch.world_size
         self.device = device
         self.store = None
-        self.done = 0  # searches finished by this process
+        self.counted = {}  # what this process has done: {"results": n, "searches": n}
 
     @property
     def is_main(self):
@@ -143,16 +143,17 @@ class Team:
 
     # ---- progress ----------------------------------------------------------------------------
 
-    def count_done(self, searches):
-        self.done += searches
+    def count(self, what, amount):
+        """Add `amount` to this rank's count of `what` (run.py counts "results" and "searches")."""
+        self.counted[what] = self.counted.get(what, 0) + amount
         if self.store is not None:
-            self.store.add(f"done/{self.rank}", searches)
+            self.store.add(f"{what}/{self.rank}", amount)
 
-    def done_counts(self):
-        """Searches finished so far by each rank."""
+    def counts(self, what):
+        """Each rank's count of `what` so far."""
         if self.store is None:
-            return [self.done]
-        return [self.store.add(f"done/{rank}", 0) for rank in range(self.size)]
+            return [self.counted.get(what, 0)]
+        return [self.store.add(f"{what}/{rank}", 0) for rank in range(self.size)]
 
     def finish(self, while_waiting=None):
         """Wait until every rank has finished its share, so that the launcher stops no rank early

@@ -64,10 +64,24 @@ class Outcome:
                 + (f", interrupted after {self.steps} steps" if self.interrupted else ""))
 
     @property
+    def eps_step(self):
+        """The first step whose L2 reached eps, for a search that converged: L2 is clamped below at eps, so
+        those steps hold the lowest L2 of the trajectory. None for one that did not."""
+        if not self.converged:
+            return None
+        lowest = min(step["L2"] for step in self.trajectory)
+        return next(step["step"] for step in self.trajectory if step["L2"] == lowest)
+
+    @property
     def note(self):
-        """What a result's line adds about -stop_at_eps and -tries: the step that reached eps, and
-        which of several tries was kept, with the best L2 of each."""
+        """What a result's line adds: the step that reached eps, and, for a converged search whose image
+        (the lowest TOTAL) is not one of those steps', that its L2 is above eps; with -tries, which of
+        several tries was kept, with the best L2 of each."""
         note = f" | reached eps at step {self.stopped_at}" if self.stopped_at else ""
+        eps_step = self.eps_step
+        if eps_step and not self.stopped_at and self.losses["L2"] > self.trajectory[eps_step - 1]["L2"]:
+            note += (f" | L2 reached eps at step {eps_step}; the image kept is the lowest TOTAL (step "
+                     f"{self.best_step}), whose L2 is above eps")
         if len(self.tries) > 1:
             kept = next(i for i, t in enumerate(self.tries, start=1) if t["seed"] == self.seed)
             l2 = ", ".join(f"{t['L2']:.4g}" for t in self.tries)

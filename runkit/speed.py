@@ -8,7 +8,7 @@ import platform
 
 import torch
 
-from errors import PulseError
+from errors import PulseError, about_setting
 
 # name: (dtype of the model and the search variables, dtype the generator computes in under autocast)
 PRECISIONS = {
@@ -37,15 +37,19 @@ def precision_dtypes(name, device):
     # on a CPU without AVX-512: a 3x3 convolution of 256 channels at 64x64 took 41 s against
     # float32's 0.18 s (AMD EPYC, AVX2, 2 cores).
     if autocast_dtype == torch.float16 and device.type == "cpu":
-        bf16_here = "use -precision bf16 there" if cpu_has_fast_bfloat16() else "use fp32 on this CPU"
-        raise PrecisionError(f"-precision fp16 is not supported on the CPU (torch has no fast float16 "
-                             f"CPU kernels); {bf16_here}, fp16 on a GPU")
+        def words(named):
+            bf16_here = f"use {named('bf16')} there" if cpu_has_fast_bfloat16() else "use fp32 on this CPU"
+            return (f"{named('fp16')} is not supported on the CPU (torch has no fast float16 CPU kernels); "
+                    f"{bf16_here}, fp16 on a GPU")
+        raise about_setting(PrecisionError, "precision", words)
     if autocast_dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_fast_bfloat16():
-        raise PrecisionError("-precision bf16 needs a CPU with AVX-512 (oneDNN's bfloat16 kernels); on this "
-                             "one bfloat16 convolutions run hundreds of times slower than float32: use fp32")
+        raise about_setting(PrecisionError, "precision", lambda named: (
+            f"{named('bf16')} needs a CPU with AVX-512 (oneDNN's bfloat16 kernels); on this one bfloat16 "
+            f"convolutions run hundreds of times slower than float32: use fp32"))
     if model_dtype == torch.float64 and device.type == "mps":
-        raise PrecisionError("-precision fp64 is not supported on Apple MPS (it has no float64); "
-                             "use fp32, or run on the CPU with PULSE_DEVICE=cpu")
+        raise about_setting(PrecisionError, "precision", lambda named: (
+            f"{named('fp64')} is not supported on Apple MPS (it has no float64); use fp32, or run on the CPU "
+            f"with PULSE_DEVICE=cpu"))
     return model_dtype, autocast_dtype
 
 

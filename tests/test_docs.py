@@ -41,3 +41,15 @@ def test_every_relative_link_leads_to_a_file_and_heading_that_exist(page):
         assert linked.exists(), f"{page.name}: {target}"
         if anchor:
             assert anchor in anchors(linked), f"{page.name}: {target}"
+
+
+def test_running_md_names_every_kind_of_network_that_the_help_names():
+    """docs/running.md's -network row and run.py's --help both name every family of generator and every
+    packaged generator."""
+    import PULSE
+    from weightfiles.families import FAMILIES
+    from weightfiles.releases import PACKAGED
+    row = next(line for line in (ROOT / "docs" / "running.md").read_text().splitlines() if line.startswith("| `-network"))
+    help_text = PULSE.ModelOptions.__dataclass_fields__["network"].metadata["help"]
+    for name in [family.title for family in FAMILIES.values()] + list(PACKAGED):
+        assert name in row and name in help_text, name

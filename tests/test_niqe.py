@@ -1,4 +1,5 @@
 """NIQE against MATLAB's reference score, its building blocks, and the evaluate.py CLI."""
+import io
 import json
 import math
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, TINY_MODEL
 from evaluate import downscale_psnr, find_results, main as evaluate_main
 from niqe import cubic, matlab_imresize_half, niqe, rgb_to_y
 
@@ -150,3 +151,53 @@ def test_folder_scores_leave_out_comparison_strips(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "face.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "face_strip.png")
     assert [p.name for p in evaluate.list_images(tmp_path)] == ["face.png"]
+
+
+def small_run(folder, count=2):
+    """`count` 8x8 inputs in folder/input and their 32x32 nearest upscales in folder/runs: too small for NIQE."""
+    inputs, results = folder / "input", folder / "runs"
+    inputs.mkdir(), results.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(count):
+        low = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+        low.save(inputs / f"face_{i}.png")
+        low.resize((32, 32), Image.NEAREST).save(results / f"face_{i}.png")
+    return inputs, results
+
+
+def test_paper_comparison_of_faces_too_small_for_niqe_gives_their_psnr_and_a_note(tmp_path):
+    inputs, results = small_run(tmp_path)
+    proc = run_evaluate("-paper", inputs, results, "-json", tmp_path / "paper.json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "paper.json").read_text())["summary"]
+    psnrs = [downscale_psnr(np.asarray(Image.open(results / name)), np.asarray(Image.open(inputs / name)))
+             for name in ("face_0.png", "face_1.png")]
+    assert summary["pulse"] is None and summary["results"] == 2 and summary["psnr"] == pytest.approx(np.mean(psnrs))
+    assert "mean PSNR" in proc.stdout and "over 2 result(s) of 2 input(s)" in proc.stdout
+    assert ("note: no NIQE for 6 image(s): NIQE needs an image of at least 96x96 pixels, got 32x32 (width x height)"
+            in proc.stdout.splitlines())  # each input's nearest and bicubic upscales and its result
+
+
+def test_a_folder_with_nothing_niqe_can_score_says_why_in_one_line(tmp_path):
+    _, results = small_run(tmp_path, count=3)
+    proc = run_evaluate(results)
+    assert proc.returncode == 1
+    reason = "NIQE needs an image of at least 96x96 pixels, got 32x32 (width x height)"
+    assert proc.stderr.splitlines() == [f"skipped 3 images of {results}: {reason}"]
+    assert proc.stdout.splitlines()[-1].split() == [str(results), "none", "scored:", *reason.split()]
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_held_out_faces_are_counted_on_a_bar_inside_their_row(monkeypatch):
+    import PULSE
+    import evaluate
+    model = PULSE.load(cache_dir=TINY_MODEL, precision="fp64")
+    low = [np.zeros((16, 16, 3), np.uint8)] * 2
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    evaluate.search_held_out(model, low, 0, {"steps": 1}, "x16 steps=1")
+    shown = sys.stderr.getvalue()
+    assert "x16 steps=1:" in shown and "1/2 [" in shown and "2/2 [" in shown

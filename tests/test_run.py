@@ -1,10 +1,25 @@
 """run.py end to end on the tiny model: seeds, duplicates, batches, outputs and the run log."""
+import io
+import os
+import struct
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from tqdm import tqdm
 
-from conftest import TINY_INPUT, log_records, make_inputs, pixels, run_cli
+import run
+from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # Windows
+    termios = None
 
 
 def test_seed_zero_is_a_seed(tmp_path):
@@ -191,3 +206,61 @@ def test_choices_are_listed_for_a_bad_choice(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli(tmp_path, "-opt_name", "lbfgs")
     assert "'sgd', 'adam', 'sgdm', 'adamax'" in capsys.readouterr().err
+
+
+def test_the_bar_shows_each_search_with_its_own_clock():
+    bar = tqdm(total=3, file=io.StringIO())
+    report = run.progress_reporter(bar)
+
+    def step(name, attempt, number):  # what the bar reads of a step: its first row's search and the losses
+        return SimpleNamespace(number=number, rows=[SimpleNamespace(name=name, attempt=attempt)],
+                               losses={"L2": torch.tensor([0.1])})
+    report(step("face0", 1, 1))
+    bar.start_t = 0  # as if the search had started long ago
+    report(step("face0", 1, 2))
+    assert bar.start_t == 0 and bar.n == 2
+    report(step("face0", 2, 1))  # its next try
+    assert bar.start_t > 0 and bar.n == 1
+    bar.start_t = 0
+    report(step("face1", 1, 1))  # the next face
+    assert bar.start_t > 0
+
+
+def run_on_a_terminal(tmp_path, input_dir, *flags):
+    """run.py in a process whose stderr is a terminal (a pseudo-terminal): what the terminal showed."""
+    terminal, its_end = os.openpty()
+    fcntl.ioctl(its_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a window's size: tqdm draws in it
+    process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-cache_dir", str(TINY_MODEL), "-input_dir",
+                                str(input_dir), "-output_dir", str(tmp_path / "out"), "-seed", "0", *flags],
+                               stdout=subprocess.DEVNULL, stderr=its_end)
+    os.close(its_end)
+    shown = b""
+    while True:  # read as it comes (a terminal holds little), until the process closes its end
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # Linux: EIO once no process holds the other end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert process.wait(timeout=300) in (0, 1)
+    return shown.decode().replace("\r\n", "\n")  # a terminal ends its lines with \r\n
+
+
+@pytest.mark.skipif(termios is None, reason="needs a pseudo-terminal (POSIX)")
+def test_a_bar_is_drawn_on_a_terminal_for_a_search_and_not_for_a_run_without_one(tmp_path):
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "face.png").write_bytes(b"not a png")
+    shown = run_on_a_terminal(tmp_path, unreadable)
+    assert "error:" in shown and "\r" not in shown  # no bar drawn and erased
+    assert "\r" in run_on_a_terminal(tmp_path, TINY_INPUT.parent, "-steps", "2")
+
+
+def test_a_redirected_run_draws_no_bar_and_counts_its_searches(tmp_path, capsys):
+    inputs = make_inputs(tmp_path / "in", count=2)
+    assert run_cli(tmp_path, "-seed", "0", "-steps", "2", "-tries", "3", "-eps", "1e-9", inputs=inputs)[0] == 0
+    out, err = capsys.readouterr()
+    assert "2 input(s), 2 result(s) from 6 search(es), 0 input(s) failed" in out
+    assert "\r" not in err  # captured, as a file: no bar, no line of refreshes

@@ -89,3 +89,17 @@ def test_a_log_of_the_previous_version_is_read_with_the_default_noise_layers_of_
     assert record.is_complete(settings)
     assert not make_record(args={"eps": 0.002, "bad_noise_layers": "3.5"}).is_complete(settings)
     assert not make_record(args=settings, interrupted=True).is_complete(settings)
+
+
+def test_a_converged_result_whose_kept_image_is_above_eps_says_where_l2_reached_eps():
+    """Converged means some step's L2 reached eps (where it is clamped); the image kept is the lowest
+    TOTAL (2020), which GEOCROSS can put at a later step whose L2 is above eps: the line says so."""
+    trajectory = [{"step": 1, "L2": 0.003, "TOTAL": 0.9}, {"step": 2, "L2": 0.002, "TOTAL": 0.8},
+                  {"step": 3, "L2": 0.0021, "TOTAL": 0.7}]
+    above = make_record(steps=3, best_step=3, losses=dict(trajectory[2]), converged=True, trajectory=trajectory)
+    assert above.status == "converged" and above.eps_step == 2
+    assert above.note == (" | L2 reached eps at step 2; the image kept is the lowest TOTAL (step 3), whose L2 "
+                          "is above eps")
+    at_eps = make_record(steps=3, best_step=2, losses=dict(trajectory[1]), converged=True, trajectory=trajectory)
+    not_converged = make_record(steps=3, best_step=3, losses=dict(trajectory[2]), trajectory=trajectory)
+    assert at_eps.note == not_converged.note == "" and not_converged.eps_step is None

@@ -145,8 +145,10 @@ def test_no_speedups_gives_the_same_search(tmp_path):
 
 def test_fp16_is_refused_on_the_cpu_with_a_pointer_to_bf16_where_it_is_fast(monkeypatch):
     monkeypatch.setattr(speed, "cpu_has_fast_bfloat16", lambda: True)
-    with pytest.raises(speed.PrecisionError, match="use -precision bf16"):
+    with pytest.raises(speed.PrecisionError, match="^precision='fp16' is not .* use precision='bf16' there") as fp16:
         speed.precision_dtypes("fp16", torch.device("cpu"))
+    assert fp16.value.script_words.startswith("-precision fp16 is not") and "use -precision bf16 there" in \
+        fp16.value.script_words  # as run.py says it
     assert speed.precision_dtypes("fp16", torch.device("cuda")) == (torch.float32, torch.float16)
     assert speed.precision_dtypes("bf16", torch.device("cpu")) == (torch.float32, torch.bfloat16)
 

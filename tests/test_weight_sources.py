@@ -110,6 +110,25 @@ def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: -network {tmp_path / 'nothing.pkl'}: no such file or folder\n"
 
 
+def test_a_typo_of_a_packaged_generators_name_is_answered_with_the_packaged_names(tmp_path, capsys):
+    packaged = "no such file or folder, nor a packaged generator (dcgan-digiface)"
+    code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"),
+                     "-network", "dcgan_digiface", "-cache_dir", str(tmp_path / "cache")])
+    assert code == run.EXIT_SETUP_FAILED
+    assert capsys.readouterr().err == f"error: -network dcgan_digiface: {packaged}: did you mean dcgan-digiface?\n"
+    with pytest.raises(weights.WeightsError) as far:
+        weight_sources.network_folder("vgg19", tmp_path / "cache")
+    assert str(far.value) == f"network='vgg19': {packaged}"  # nothing close to suggest
+
+
+def test_the_api_names_the_argument_where_a_script_names_the_flag(tmp_path):
+    import PULSE
+    with pytest.raises(weights.WeightsError) as missing:
+        PULSE.load(network=tmp_path / "nothing.pkl", cache_dir=tmp_path / "cache")
+    assert str(missing.value) == f"network={str(tmp_path / 'nothing.pkl')!r}: no such file or folder"
+    assert missing.value.script_words == f"-network {tmp_path / 'nothing.pkl'}: no such file or folder"
+
+
 def test_2020_files_without_any_gaussian_fit_get_the_2020_mapping(tmp_path, http_server, monkeypatch):
     monkeypatch.setattr(families, "BUNDLED_FIT", tmp_path / "no_bundled_fit.pt")
     folder = tmp_path / "files_2020"

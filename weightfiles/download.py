@@ -170,7 +170,8 @@ def stream(response, partial, offset, total, label):
         if not offset and looks_like_html(first):
             raise DownloadError("the server sent a web page instead of the file; nothing was saved")
         with open(partial, "ab" if offset else "wb") as f, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=f"downloading {label}") as bar:
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=f"downloading {label}",
+                     disable=None) as bar:  # None: no bar where stderr is not a terminal (a log file)
             for chunk in itertools.chain([first], chunks):
                 f.write(chunk)
                 bar.update(len(chunk))

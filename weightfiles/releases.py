@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runkit.files import file_digest
 from weightfiles.download import short_reason
-from errors import WeightsError
+from errors import WeightsError, about_setting
 
 logger = logging.getLogger("pulse")
 
@@ -90,6 +90,12 @@ PACKAGED = {
 }
 
 
+def network_error(network, rest):
+    """A WeightsError about the network `network` (its name, path or URL), with `rest` after it: the API
+    names the argument (network='...'), the scripts the flag (-network ...)."""
+    return about_setting(WeightsError, "network", lambda named: named(network) + rest)
+
+
 def packaged_file(name):
     """The installed weight file of PACKAGED[name], its SHA-256 checked; WeightsError in one line
     saying what to install when the package is missing, or refusing a file whose hash differs."""
@@ -97,16 +103,16 @@ def packaged_file(name):
     try:
         distribution = importlib.metadata.distribution(packaged.distribution)
     except importlib.metadata.PackageNotFoundError:
-        raise WeightsError(f"-network {name} needs the weights of the PyPI package {packaged.distribution}: "
-                           f"{packaged.install}") from None
+        raise network_error(name, f" needs the weights of the PyPI package {packaged.distribution}: "
+                                  f"{packaged.install}") from None
     found = [f for f in distribution.files or () if f.as_posix() == packaged.file]
     path = Path(distribution.locate_file(found[0])) if found else None
     if path is None or not path.is_file():
-        raise WeightsError(f"-network {name}: the installed {packaged.distribution} has no {packaged.file}; "
-                           f"reinstall it: {packaged.install}")
+        raise network_error(name, f": the installed {packaged.distribution} has no {packaged.file}; "
+                                  f"reinstall it: {packaged.install}")
     if file_digest(path, "sha256") != packaged.sha256:
-        raise WeightsError(f"-network {name}: {path} is not {packaged.distribution} {packaged.version}'s "
-                           f"{Path(packaged.file).name} (its SHA-256 differs); refusing it: {packaged.install}")
+        raise network_error(name, f": {path} is not {packaged.distribution} {packaged.version}'s "
+                                  f"{Path(packaged.file).name} (its SHA-256 differs); refusing it: {packaged.install}")
     return path
 
 

@@ -13,6 +13,7 @@ All of this happens under the cache folder's lock (files.preparing), so processe
 together on an empty cache do one download and one conversion between them; when it fails, the
 disk is left as it was.
 """
+import difflib
 import hashlib
 import logging
 from pathlib import Path
@@ -98,6 +99,16 @@ def convert_file_once(path, folder):
                         lambda: conversion.convert(path, folder))
 
 
+def packaged_hint(path):
+    """For a -network that is a bare name (no folder, no suffix) and no file: the packaged generators' names,
+    and the closest one (a typo of one, such as dcgan_digiface)."""
+    if path.suffix or len(path.parts) != 1:
+        return ""
+    close = difflib.get_close_matches(path.name, releases.PACKAGED, n=1)
+    return (f", nor a packaged generator ({', '.join(releases.PACKAGED)})"
+            + (f": did you mean {close[0]}?" if close else ""))
+
+
 def network_folder(network, cache_dir, keep_pickle=False):
     """The folder of weight files for `-network`: a packaged generator's name, a folder as it is (a
     `.pt` file stands for its folder, unless it is a checkpoint to convert), a network file (a
@@ -113,17 +124,17 @@ def network_folder(network, cache_dir, keep_pickle=False):
             try:
                 conversion.fetch_and_convert(source, folder, keep_pickle)
             except OSError as e:
-                raise WeightsError(f"-network {network}: {short_reason(e)}") from e
+                raise releases.network_error(network, f": {short_reason(e)}") from e
         return convert_once(folder, lambda record: record.get("source") == network, convert)
     path = Path(network)
     if path.suffix == ".pt" and path.is_file() and not is_checkpoint_to_convert(path):
         path = path.parent
     if path.is_dir():
         if not weights.holds_generator(path):
-            raise WeightsError(f"-network {network}: {path} holds no generator (no synthesis.pt)")
+            raise releases.network_error(network, f": {path} holds no generator (no synthesis.pt)")
         return path
     if not path.is_file():
-        raise WeightsError(f"-network {network}: no such file or folder")
+        raise releases.network_error(network, f": no such file or folder{packaged_hint(path)}")
     return convert_file_once(path, cache_dir / path.stem)
 
 
