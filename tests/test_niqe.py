@@ -1,4 +1,5 @@
 """NIQE against MATLAB's reference score, its building blocks, and the evaluate.py CLI."""
+import functools
 import io
 import json
 import math
@@ -198,6 +199,8 @@ def test_held_out_faces_are_counted_on_a_bar_inside_their_row(monkeypatch):
     model = PULSE.load(cache_dir=TINY_MODEL, precision="fp64")
     low = [np.zeros((16, 16, 3), np.uint8)] * 2
     monkeypatch.setattr(sys, "stderr", Terminal())
+    # every count drawn: tqdm otherwise redraws at most every 0.1 s, and a 1-step face takes less
+    monkeypatch.setattr(evaluate, "tqdm", functools.partial(evaluate.tqdm, mininterval=0, miniters=1))
     evaluate.search_held_out(model, low, 0, {"steps": 1}, "x16 steps=1")
     shown = sys.stderr.getvalue()
     assert "x16 steps=1:" in shown and "1/2 [" in shown and "2/2 [" in shown
