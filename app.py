@@ -355,7 +355,8 @@ def l2_chart(snapshot):
     for name, layer in layers.items():  # one legend: each layer's colour by its name
         layer["encoding"]["color"] = {"datum": name, "scale": colours, "legend": {"title": None, "orient": "top-right"}}
     chart = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "layer": list(layers.values()),
-             "width": "container", "height": 220, "autosize": {"type": "fit", "contains": "padding"}}
+             "width": 280, "height": 250, "autosize": {"type": "fit", "contains": "padding"},  # axes included
+             "padding": {"top": 36, "left": 5, "right": 10, "bottom": 5}}  # the top clear of Gradio's label
     return gr.components.plot.PlotData(type="altair", plot=json.dumps(chart))
 
 
