@@ -15,8 +15,9 @@ if __name__ == "__main__":  # before the slow imports below: a stop while they l
     quiet_stop.install()
 
 import importlib.util
+import json
+import math
 import os
-import queue
 import sys
 import tempfile
 import threading
@@ -25,8 +26,6 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
 from runkit import cli, cpu_threads, inputs, runlog, visuals
@@ -50,7 +49,9 @@ MAX_ALIGNED_SIDE = 128           # a square upload this small is taken as an ali
 FACE_SIZES = (8, 16, 32, 64, 128)
 DEFAULT_FACE_SIZE = 32           # align_face.py's -output_size default
 REFRESH_SECONDS = 0.5            # the live image and curve are refreshed at most this often
+PLOT_POINTS = 500                # the L2 curve sent to the page has at most about this many points
 PAGE_GRACE_SECONDS = 5           # how long a stopping server waits for a stopped search's page to get its results
+DELIVERY_SECONDS = 2             # then how long it keeps serving, for those pages to load the pictures
 
 ABOUT = """
 # PULSE: a face that fits the pixels
@@ -64,7 +65,7 @@ what PULSE finds reflects the generator's training data and its biases. Do not u
 identify anyone.
 
 One search runs at a time on this machine: while someone else's runs, yours waits in the queue
-and the live panel shows your place. A setting the search cannot take is named under the Run
+and the status line shows your place. A setting the search cannot take is named under the Run
 button, and nothing runs. Uploads up to {max_mb} MB and {max_mp} megapixels; they and the results
 are kept in a temporary folder that is removed when the server stops (a search running then ends
 with its best image so far, shown here: download what you want to keep).
@@ -73,9 +74,15 @@ with its best image so far, shown here: download what you want to keep).
 
 # ---- flags -----------------------------------------------------------------------------------
 
+EXIT_STATUSES = ("exit status: 0 the server closed on its own; 2 bad flags; 3 setup failed (the page's extra, "
+                 "device, weights, port), nothing was served; 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, "
+                 "129 SIGHUP): a running search ends with its best image so far, shown on its page, and the "
+                 "temporary folder of uploads and results is removed")
+
+
 def build_parser():
     p = cli.parser("A local web page over PULSE: drop photos, watch the search, download the results.",
-                   epilog=cli.EXIT_STATUSES)
+                   epilog=EXIT_STATUSES)
     p.add_argument("-host", "--host", default="127.0.0.1",
                    help="address to listen on; the default serves this machine only")
     p.add_argument("-port", "--port", type=positive_int, default=7860, help="port of the page")
@@ -328,38 +335,30 @@ def step_hook(face, settings, before, count, stop, report):
     return on_step
 
 
-def in_background(work, show):
-    """Run work(report) on a thread; yield show(each report), as they come, and return its result."""
-    reports, outcome, done = queue.Queue(), {}, object()
-
-    def run():
-        try:
-            outcome["value"] = work(reports.put)
-        except BaseException as e:  # handed to the caller's thread
-            outcome["error"] = e
-        finally:
-            reports.put(done)
-
-    threading.Thread(target=run, daemon=True).start()
-    while (item := reports.get()) is not done:
-        yield show(item)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def l2_plot(snapshot):
-    """L2 at every step against eps, on a log scale."""
-    figure = Figure(figsize=(4, 3), layout="constrained")
-    axes = figure.add_subplot()
-    steps = range(1, len(snapshot.l2) + 1)
-    axes.semilogy(steps, snapshot.l2, label="L2")
-    axes.axhline(snapshot.eps, color="red", linestyle="--", label=f"eps = {snapshot.eps:g}")
-    axes.set_xlim(1, max(snapshot.steps, 2))
-    axes.set_xlabel("step")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.legend()
-    return figure
+def l2_chart(snapshot):
+    """L2 at every step against eps, on a log scale: a Vega-Lite chart that the browser draws (Gradio's
+    altair plot type takes the chart's JSON; altair itself is not needed). The server only writes
+    the JSON, so drawing costs the search nothing; a long search's curve is thinned to about
+    PLOT_POINTS points."""
+    import gradio as gr
+    stride = math.ceil(len(snapshot.l2) / PLOT_POINTS)
+    shown = sorted({*range(0, len(snapshot.l2), stride), len(snapshot.l2) - 1})
+    layers = {"L2": {"mark": {"type": "line", "clip": True},
+                     "data": {"values": [{"step": i + 1, "L2": snapshot.l2[i]} for i in shown]},
+                     "encoding": {"x": {"field": "step", "type": "quantitative", "title": "step",
+                                        "scale": {"domain": [1, max(snapshot.steps, 2)]}},
+                                  "y": {"field": "L2", "type": "quantitative", "title": "L2",
+                                        "scale": {"type": "log"}}}}}
+    if snapshot.eps > 0:  # 0 has no place on a log scale
+        layers[f"eps = {snapshot.eps:g}"] = {"mark": {"type": "rule", "strokeDash": [6, 4]},
+                                             "encoding": {"y": {"datum": snapshot.eps}}}
+    colours = {"domain": list(layers), "range": ["#1f77b4", "#d62728"][:len(layers)]}
+    for name, layer in layers.items():  # one legend: each layer's colour by its name
+        layer["encoding"]["color"] = {"datum": name, "scale": colours, "legend": {"title": None, "orient": "top-right"}}
+    chart = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "layer": list(layers.values()),
+             "width": 280, "height": 250, "autosize": {"type": "fit", "contains": "padding"},  # axes included
+             "padding": {"top": 36, "left": 5, "right": 10, "bottom": 5}}  # the top clear of Gradio's label
+    return gr.components.plot.PlotData(type="altair", plot=json.dumps(chart))
 
 
 def outcome_summary(outcome):
@@ -381,9 +380,12 @@ class Page:
     def __init__(self, model, aligner, aligner_problem, workdir):
         self.model, self.aligner, self.aligner_problem = model, aligner, aligner_problem
         self.workdir = Path(workdir)
-        self.running = {}  # session -> its Running search, until its page has had the last view
+        # session -> its Running search, from Run until its page has had the last view, in the order they
+        # came: the first runs, the others wait for their turn (one search at a time)
+        self.running = {}
         self.threads = []  # every Running whose thread may not have ended (its page may be gone)
         self.lock = threading.Lock()  # guards these and `closing`
+        self.turn = threading.Condition(self.lock)  # notified when the line moves, or the server stops
         self.closing = False  # the server is stopping: no new search starts
 
     def face_sizes(self):
@@ -420,14 +422,18 @@ class Page:
             yield status_only(str(e))
             return
         folder = Path(tempfile.mkdtemp(prefix="search_", dir=self.workdir))
-        running = self.start(session_of(request))
+        running = self.join(session_of(request))
         if running is None:
             yield status_only("The server is stopping; no new search starts.")
             return
         try:
+            if not (yield from self.wait_for_turn(running)):
+                yield status_only("The server is stopping; no new search starts." if self.closing
+                                  else "Stopped before it started.")
+                return
             try:
-                outcomes = yield from in_background(running.work(
-                    lambda report: searches(self.model, picked, settings, folder, running.stop, report)), live_view)
+                outcomes = yield from running.run(
+                    lambda report: searches(self.model, picked, settings, folder, running.stop, report), live_view)
             except ValueError as e:  # a setting this model cannot take (noise layers): raised before any search
                 yield status_only(str(e))
                 return
@@ -436,30 +442,59 @@ class Page:
             running.stop.set()  # ends the search if the page went away
             self.finish(session_of(request))
 
-    def start(self, session):
-        """The Running search of a session, or None when the server is stopping."""
+    def join(self, session):
+        """A new Running search of the session, last in line; None when the server is stopping."""
         with self.lock:
             if self.closing:
                 return None
             running = self.running[session] = Running()
-            self.threads = [other for other in self.threads if not other.ended.is_set()] + [running]
             return running
+
+    def wait_for_turn(self, running):
+        """Wait while other pages' searches are ahead in line, yielding the status line (its place, how far
+        the running search is) when it changes. Whether its turn came: False when Stop was pressed or
+        the server began stopping first."""
+        shown = None
+        while True:
+            with self.lock:
+                self.turn.wait_for(lambda: self.closing or running.stop.is_set() or self.line()[0] is running,
+                                   REFRESH_SECONDS)
+                if self.closing or running.stop.is_set():
+                    return False
+                line = self.line()
+                if line[0] is running:
+                    self.threads = [other for other in self.threads if not other.ended.is_set()] + [running]
+                    return True
+                status = waiting_status(line.index(running), line[0].latest.peek())
+            if status != shown:
+                shown = status
+                yield status_view(status)
+
+    def line(self):
+        """The Running searches in the order they came: the first runs, the others wait."""
+        return list(self.running.values())
 
     def finish(self, session):
         with self.lock:
             self.running.pop(session)
+            self.turn.notify_all()
 
     def on_stop(self, request=None):
-        running = self.running.get(session_of(request))
-        if running is not None:
-            running.stop.set()
+        with self.lock:
+            running = self.running.get(session_of(request))
+            if running is not None:
+                running.stop.set()
+                self.turn.notify_all()
 
-    def end_searches(self, grace=PAGE_GRACE_SECONDS):
+    def end_searches(self, grace=PAGE_GRACE_SECONDS, delivery=DELIVERY_SECONDS):
         """Stop every running search and wait until it has ended (a search keeps its best image so far,
         written where the page keeps results, as on Stop); its page gets that last view if it comes
-        within `grace` seconds. No search starts after this. Whether any search was running."""
+        within `grace` seconds, and `delivery` seconds more to load its pictures (closing Gradio's
+        queue drops the messages it has not sent). The searches waiting in line leave it; no search
+        starts after this. Whether any search was running."""
         with self.lock:
             self.closing = True
+            self.turn.notify_all()  # the searches waiting in line leave it
             running = [search for search in self.threads if not search.ended.is_set()]
         for search in running:
             search.stop.set()
@@ -468,6 +503,8 @@ class Page:
         deadline = time.monotonic() + grace
         while self.running and time.monotonic() < deadline:
             time.sleep(0.05)
+        if running:
+            time.sleep(delivery)
         return bool(running)
 
     def blocks(self):
@@ -506,10 +543,19 @@ class Page:
 
             for changed in (uploads, face_size):  # a new face size cuts the photos' faces again
                 changed.change(self.on_upload, [uploads, face_size], [faces, pictures, chosen, upload_message])
-            run.click(self.on_search, [faces, chosen, *(boxes[name] for name in BOXES)],
+
+            # Gradio hands its request (whose session says which page asks) only to a positional
+            # parameter annotated gr.Request, an annotation that needs Gradio imported
+            def on_search(request: gr.Request, faces, chosen, *values):
+                yield from self.on_search(faces, chosen, *values, request=request)
+
+            def on_stop(request: gr.Request):
+                self.on_stop(request)
+
+            run.click(on_search, [faces, chosen, *(boxes[name] for name in BOXES)],
                       [live, status, plot, strips, summary, downloads],
-                      concurrency_limit=1, concurrency_id="search")
-            stop.click(self.on_stop, None, None, queue=False)
+                      concurrency_limit=None)  # the page's own line runs one search at a time, and says so
+            stop.click(on_stop, None, None, queue=False)
         return demo
 
 
@@ -533,27 +579,86 @@ def setting_box(name, default):
                       placeholder="blank: the default")
 
 
+class Latest:
+    """A one-place mailbox: put() replaces what is there, read or not; take() waits for something new.
+    The live view takes the search's snapshots from it, so it shows the newest and never falls behind."""
+    CLOSED = object()  # what take() gives once the mailbox is closed and its last item taken
+
+    def __init__(self):
+        self.changed = threading.Condition()
+        self.item, self.unread, self.closed = None, False, False
+
+    def put(self, item):
+        with self.changed:
+            self.item, self.unread = item, True
+            self.changed.notify_all()
+
+    def close(self):
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+    def take(self):
+        with self.changed:
+            self.changed.wait_for(lambda: self.unread or self.closed)
+            if not self.unread:
+                return Latest.CLOSED
+            self.unread = False
+            return self.item
+
+    def peek(self):
+        """The newest item, taken or not (None before the first)."""
+        return self.item
+
+
 @dataclass
 class Running:
-    """A session's search on its thread: `stop` ends it with its best so far; `ended` is set once its
-    thread is done."""
+    """A session's search, from Run: `stop` ends it with its best so far (or before it starts), `latest`
+    holds its newest Snapshot, `ended` is set once its thread is done."""
     stop: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
+    latest: Latest = field(default_factory=Latest)
 
-    def work(self, task):
-        """`task(report)`, setting `ended` when it returns or raises."""
-        def run(report):
+    def run(self, task, show):
+        """Run `task(report)` on a thread, `report` putting a Snapshot in `latest`; yield show(the newest
+        snapshot) as they come, skipping those the page had no time for, and return the task's result
+        (or raise its error)."""
+        outcome = {}
+
+        def work():
             try:
-                return task(report)
+                outcome["value"] = task(self.latest.put)
+            except BaseException as e:  # handed to the caller's thread
+                outcome["error"] = e
             finally:
+                self.latest.close()
                 self.ended.set()
-        return run
+
+        threading.Thread(target=work, daemon=True).start()
+        while (snapshot := self.latest.take()) is not Latest.CLOSED:
+            yield show(snapshot)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
 
 def status_only(message):
     """The page's outputs for a mistake: the message in the status line, the rest as they are."""
+    return status_view(f"**{message}**")
+
+
+def status_view(status):
+    """The page's outputs with a new status line, the rest as they are."""
     import gradio as gr
-    return gr.update(), f"**{message}**", gr.update(), gr.update(), gr.update(), gr.update()
+    return gr.update(), status, gr.update(), gr.update(), gr.update(), gr.update()
+
+
+def waiting_status(place, ahead):
+    """The status line of a search waiting in line at `place` (1: next), while the search `ahead`
+    runs (its newest Snapshot, None before its first)."""
+    progress = "starting" if ahead is None else (
+        f"search {ahead.search} of {ahead.searches}, step {ahead.step} of {ahead.steps}")
+    return f"waiting in the queue, place {place}: another page's search runs now ({progress})"
 
 
 def final_view(outcomes, folder, server_stopping):
@@ -571,7 +676,7 @@ def live_view(snap):
     """The page's outputs during a search: the live image, status and curve; the rest as they are."""
     import gradio as gr
     status = f"search {snap.search} of {snap.searches} ({snap.label}): step {snap.step} of {snap.steps}"
-    return snap.best, status, l2_plot(snap), gr.update(), gr.update(), gr.update()
+    return snap.best, status, l2_chart(snap), gr.update(), gr.update(), gr.update()
 
 
 def session_of(request):
