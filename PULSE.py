@@ -180,8 +180,8 @@ def option(default, help, parse=None, choices=None, metavar=None):
 # SearchConfig's own defaults; "converge"'s values were chosen from the measurements in docs/tuning.md.
 RECIPES = {
     "2020": {},
-    "converge": {"learning_rate": 0.8, "lr_schedule": "fixed", "steps": 100, "patience": 20, "max_steps": 300,
-                 "tries": 4, "stop_at_eps": True},
+    "converge": {"learning_rate": 0.8, "lr_schedule": "fixed", "steps": 100, "patience": 40, "max_steps": 200,
+                 "tries": 8, "stop_at_eps": True},
 }
 
 

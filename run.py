@@ -118,7 +118,7 @@ class RunOptions:
     def with_values(self, values):
         """These options with some replaced: {option name: value}, each in the part that has it (a search
         setting, the recipe among them, is then given explicitly)."""
-        folder, model, search = ({name: value for name, value in values.items() if name in {f.name for f in fields(part)}}
+        folder, model, search = ({name: value for name, value in values.items() if name in part.__dataclass_fields__}
                                  for part in (FolderRun, ModelOptions, SearchConfig))
         unknown = set(values) - set(folder) - set(model) - set(search)
         if unknown:
