@@ -128,16 +128,17 @@ def options_from(options, args):
 
 def given_flags(parser, argv=None):
     """The destinations of the flags that `argv` (by default the command line's) gives, whatever their
-    values: what a flag equal to its default tells apart from one left out. `argv` must parse."""
+    values: what a flag equal to its default tells apart from one left out. `argv` must parse; its
+    values are not parsed again (a flag's text is parsed once)."""
     actions = list(parser.flags().values())
-    defaults = [action.default for action in actions]
+    declared = [(action.default, action.type, action.choices) for action in actions]
     try:
-        for action in actions:
-            action.default = argparse.SUPPRESS  # a flag left out then stays out of the namespace
+        for action in actions:  # a flag left out then stays out of the namespace; a given one, as text
+            action.default, action.type, action.choices = argparse.SUPPRESS, None, None
         return set(vars(parser.parse_known_args(argv)[0]))
     finally:
-        for action, default in zip(actions, defaults):
-            action.default = default
+        for action, (default, type_, choices) in zip(actions, declared):
+            action.default, action.type, action.choices = default, type_, choices
 
 
 # ---- flag types ----------------------------------------------------------------------------
