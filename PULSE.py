@@ -211,9 +211,20 @@ def option(default, help, parse=None, choices=None, metavar=None):
     return field(default=default, metadata={"help": help, "parse": parse, "choices": choices, "metavar": metavar})
 
 
+# Named sets of search settings, applied under the settings given explicitly (recipe_config). "2020" is
+# SearchConfig's own defaults; "converge"'s values were chosen from the measurements in docs/tuning.md.
+RECIPES = {
+    "2020": {},
+    "converge": {"learning_rate": 0.8, "lr_schedule": "fixed", "steps": 100, "patience": 40, "max_steps": 200,
+                 "tries": 8, "stop_at_eps": True},
+}
+
+
 @dataclass
 class SearchConfig:
     """The search settings: run.py's search flags and `upsample`'s keywords, with the 2020 defaults.
+    `recipe` names the recipe the values started from: recipe_config, which the scripts and `upsample`
+    build a SearchConfig with, applies it (SearchConfig itself takes every value as given).
     The two written as text are parsed here when they come as plain text (from a run log or a
     keyword, say); run.py hands them over parsed. The one place that checks them: a value of the
     wrong type or out of range raises ValueError naming the setting and what it takes."""
@@ -238,6 +249,15 @@ class SearchConfig:
                            "kept, else the one with the lowest L2", parse=cli.positive_int)
     stop_at_eps: bool = option(False, "end a search at the first step whose L2 reaches -eps, with that step's image "
                                       "(not in 2020, which always ran every step and kept the lowest TOTAL)")
+    patience: int = option(0, "adaptive budget: end a search whose best L2 has not improved for this many steps "
+                              "(stalled) and start its next try at once; 0: never", parse=cli.non_negative_int)
+    max_steps: int = option(0, "adaptive budget: a search still improving at -steps (not stalled, see -patience, "
+                               "which it needs) goes on, up to this many steps; the learning-rate schedule runs over "
+                               "them; 0: every search ends at -steps", parse=cli.non_negative_int)
+    recipe: str = option("2020", "named search settings applied before the ones given: 2020 (the defaults) or "
+                                 "converge (the adaptive budget and levers measured in docs/tuning.md to converge "
+                                 "nearly every face); a setting given explicitly beats the recipe's",
+                         choices=tuple(RECIPES))
 
     def __post_init__(self):
         if not isinstance(self.loss_str, str):
@@ -261,6 +281,37 @@ class SearchConfig:
         check_bool("tile_latent", self.tile_latent)
         check_whole("tries", self.tries, 1)
         check_bool("stop_at_eps", self.stop_at_eps)
+        check_whole("patience", self.patience, 0)
+        if self.max_steps != 0:
+            check_whole("max_steps", self.max_steps, self.steps)
+            if not self.patience:
+                raise ValueError("max_steps needs patience: past steps, a search goes on while it improves, "
+                                 "which patience measures")
+
+    @property
+    def last_step(self):
+        """The step at which every search ends at the latest: max_steps with the adaptive budget, else steps."""
+        return self.max_steps or self.steps
+
+    def ending(self, step, since_best_l2, reached_eps):
+        """Why a search ends after its `step`-th step, or None while it goes on: "converged" (`reached_eps`:
+        stop_at_eps stops it at this step), "stalled" (`since_best_l2`, the steps since its best L2 so
+        far, has come to patience), "ceiling" (max_steps done), "steps" (steps done, without max_steps).
+        A search that a stop cuts short ends "interrupted" (Search.result)."""
+        if reached_eps:
+            return "converged"
+        if self.patience and since_best_l2 >= self.patience:
+            return "stalled"
+        if step == self.last_step:
+            return "ceiling" if self.max_steps else "steps"
+        return None
+
+
+def recipe_config(recipe=SearchConfig.recipe, **given):
+    """The SearchConfig of `recipe`'s settings (RECIPES) with the settings `given` over them; ValueError
+    for a recipe that is not one, TypeError listing the settings for a name SearchConfig lacks."""
+    recipe_settings = RECIPES.get(recipe, {}) if isinstance(recipe, str) else {}  # SearchConfig refuses another
+    return from_keywords(SearchConfig, {**recipe_settings, **given, "recipe": recipe}, "search setting")
 
 
 def check_choices(options):
@@ -471,12 +522,13 @@ class PULSE(torch.nn.Module):
         (duplicate k uses seed + k - 1, and its try t seed + k - 1 + (t - 1) * duplicates; drawn at
         random when None, and kept in each Result). `on_step(Step)` is called after each step's
         losses. The search settings (below) are SearchConfig's fields: run.py's search flags, same
-        names and defaults. An unusable image or argument raises ValueError naming it,
+        names and defaults; `recipe` ("2020" or "converge", see RECIPES) sets some of them first, and
+        those given here beat its values. An unusable image or argument raises ValueError naming it,
         before any search; a setting name SearchConfig does not have, a TypeError listing them.
         Ctrl-C (or a KeyboardInterrupt from `on_step`) returns the results so far, the stopped
         searches' marked `interrupted`.
         """
-        config = from_keywords(SearchConfig, settings, "search setting")
+        config = recipe_config(**settings)
         self.check_noise_layers(config)  # with the other arguments, before the images are read
         check_whole("duplicates", duplicates, 1)
         check_whole("batch_size", batch_size, 1)
@@ -595,19 +647,29 @@ def model_note(folder, resolution):
 
 class Search:
     """One try under way in a row of a batch, with its own search variables, optimizer, learning-rate
-    schedule, step count and best so far: it can end, and leave its row to another search, while the
-    other rows go on. The rows are stacked for the generator, which runs on the whole batch."""
+    schedule, best so far and budget (its step count, best L2 and that step, why it ended): it can end,
+    and leave its row to another search, while the other rows go on. The rows are stacked for the
+    generator, which runs on the whole batch."""
 
     def __init__(self, model, attempt, config):
         self.attempt = attempt
         self.latent, self.noise, noise_vars = model.start_point([attempt.seed], config)
         self.opt = SphericalOptimizer(OPTIMIZERS[config.opt_name], [self.latent] + noise_vars, lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.opt.opt, partial(SCHEDULES[config.lr_schedule], steps=config.steps))
+            self.opt.opt, partial(SCHEDULES[config.lr_schedule], steps=config.last_step))
         self.tracker = BestTracker(config.loss_str.terms, [self.latent] + self.noise)
         self.step = 0               # steps done
-        self.reached_eps = False    # with stop_at_eps: whether its last step's L2 reached eps
+        self.best_l2, self.best_l2_step = math.inf, 0  # with patience: its lowest L2 so far, and that step
+        self.ended = None           # why it ended (SearchConfig.ending), once it has
         self.start = time.time()
+
+    def count_step(self, config, l2, reached_eps):
+        """After a step: count it, and end the search if the budget says so (`l2`: the step's L2 as a
+        float, None when nothing needs it)."""
+        self.step += 1
+        if l2 is not None and l2 < self.best_l2:
+            self.best_l2, self.best_l2_step = l2, self.step
+        self.ended = config.ending(self.step, self.step - self.best_l2_step, reached_eps)
 
     def row(self):
         job = self.attempt.job
@@ -618,7 +680,8 @@ class Search:
         job = self.attempt.job
         return Result(input=job.source, name=job.name, seed=self.attempt.seed, **self.tracker.result(config.eps),
                       interrupted=interrupted, seconds=time.time() - self.start,
-                      stopped_at=self.step if self.reached_eps else None)
+                      stopped_at=self.step if self.ended == "converged" else None,
+                      ended="interrupted" if interrupted else self.ended)
 
 
 def kept(tries, interrupted=False):
@@ -626,14 +689,14 @@ def kept(tries, interrupted=False):
     (the first on ties), with every try's summary."""
     best = next((r for r in tries if r.converged), None) or min(tries, key=lambda r: r.losses["L2"])
     return replace(best, interrupted=interrupted or best.interrupted, seconds=sum(r.seconds for r in tries),
-                   tries=[{"seed": r.seed, "L2": r.losses["L2"], "converged": r.converged, "steps": r.steps}
-                          for r in tries])
+                   tries=[{"seed": r.seed, "L2": r.losses["L2"], "converged": r.converged, "steps": r.steps,
+                           "ended": r.ended} for r in tries])
 
 
 class BatchSearch:
     """Runs attempts of jobs whose inputs share one size, `batch_size` searches at a time, each ending
-    after config.steps steps (or, with stop_at_eps, at the step whose L2 reaches eps); a search that
-    ends frees its row for the next attempt: its own next try first, else the next job's first."""
+    when its budget says (SearchConfig.ending: after config.steps steps in 2020); a search that ends
+    frees its row for the next attempt: its own next try first, else the next job's first."""
 
     def __init__(self, model, config, finish):
         self.model, self.config, self.finish = model, config, finish
@@ -646,7 +709,7 @@ class BatchSearch:
             while attempts or self.searches:
                 self.fill(attempts, batch_size)
                 self.step(on_step)
-                for search in [s for s in self.searches if s.reached_eps or s.step == self.config.steps]:
+                for search in [s for s in self.searches if s.ended]:
                     self.end(search, attempts)
         except KeyboardInterrupt:
             self.keep_best_so_far()
@@ -674,10 +737,9 @@ class BatchSearch:
         latent_in, gen_im = self.model.generate(latent, noise)
         total, losses = self.loss_builder(latent_in, gen_im)
         losses["TOTAL"] = total
-        reached = self.reached_eps(losses["L2"])
+        reached, l2 = self.reached_eps(losses["L2"]), self.l2_for_budget(losses["L2"])
         for b, search in enumerate(searches):
-            search.step += 1
-            search.reached_eps = reached[b]
+            search.count_step(self.config, l2[b], reached[b])
             search.tracker.update(search.step, {name: value[b:b + 1] for name, value in losses.items()},
                                   gen_im[b:b + 1], keep=reached[b])
         if on_step is not None:
@@ -694,6 +756,10 @@ class BatchSearch:
         if not (self.config.stop_at_eps and targets_l2(self.config.loss_str.terms)):
             return [False] * len(l2)
         return (l2 <= self.config.eps).tolist()
+
+    def l2_for_budget(self, l2):
+        """Per row, the step's L2 as a float where patience needs it (one more read a step), else None."""
+        return l2.tolist() if self.config.patience else [None] * len(l2)
 
     def end(self, search, attempts):
         """A search ran to its end: its job is final, or its next try waits first in line."""

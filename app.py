@@ -215,7 +215,9 @@ def stacked(pictures):
 # The page's setting boxes by name, in the order on_search takes their values: the seed and duplicates
 # of the page's loop, then every search setting as PULSE.SearchConfig declares it.
 BOXES = ("seed", "duplicates", *(f.name for f in fields(PULSE.SearchConfig)))
-IN_VIEW = ("seed", "steps", "duplicates", "tries", "eps", "learning_rate")  # the other boxes fold away
+# The boxes some recipe sets: choosing a recipe shows its values there (on_recipe), and leaves the others.
+RECIPE_BOXES = tuple(name for name in BOXES if any(name in recipe for recipe in PULSE.RECIPES.values()))
+IN_VIEW = ("seed", "recipe", "steps", "duplicates", "tries", "eps", "learning_rate")  # the other boxes fold away
 SEED_HELP = "duplicate k uses seed + k - 1, its try t seed + k - 1 + (t - 1) * duplicates"
 
 
@@ -229,14 +231,15 @@ class Settings:
 
     @classmethod
     def of(cls, seed=0, duplicates=1, **search):
-        """The settings of the boxes' values by name; ValueError naming the first one the search cannot
-        take. An empty box is None; an empty text box of a setting whose default is None, that default."""
+        """The settings of the boxes' values by name: the recipe's, with the settings given over them;
+        ValueError naming the first one the search cannot take. An empty box is None; an empty text box
+        of a setting whose default is None, that default."""
         PULSE.check_whole("seed", seed, 0)
         PULSE.check_whole("duplicates", duplicates, 1)
         defaults = {f.name: f.default for f in fields(PULSE.SearchConfig)}
         search = {name: (value.strip() or None) if isinstance(value, str) and defaults.get(name) is None else value
                   for name, value in search.items()}
-        return cls(seed, duplicates, PULSE.SearchConfig(**search))
+        return cls(seed, duplicates, PULSE.recipe_config(**search))
 
     def boxes(self):
         """{box name: value}: what the page's boxes show for these settings."""
@@ -296,7 +299,7 @@ def searches(model, faces, settings, folder, stop, report=lambda snapshot: None)
 def search_face(model, face, settings, folder, on_step):
     """The face's duplicates, as model.upsample(..., duplicates=N) finds them; writes <name>.png,
     <name>_search.gif and a line of the run log in `folder` for each, and returns those lines' records."""
-    gif = visuals.SearchGif(settings.search.steps)
+    gif = visuals.SearchGif(settings.search.last_step)
 
     def film_and_report(step):
         gif(step)
@@ -324,12 +327,12 @@ def step_hook(face, settings, before, count, stop, report):
         if step.number == 1:  # a new search: another duplicate, or another try
             l2.clear()
         l2.append(step.losses["L2"][0].item())
-        if time.monotonic() - last_shown[0] > REFRESH_SECONDS or step.number == search.steps:
+        if time.monotonic() - last_shown[0] > REFRESH_SECONDS or step.number == search.last_step:
             last_shown[0] = time.monotonic()
             row = step.rows[0]
             tries = f", try {row.attempt} of {search.tries}" if search.tries > 1 else ""
             report(Snapshot(before + row.duplicate, count, f"{face.label}, seed {row.seed}{tries}", step.number,
-                            search.steps, to_pil(step.best_im[0]), list(l2), search.eps))
+                            search.last_step, to_pil(step.best_im[0]), list(l2), search.eps))
         if stop.is_set():
             raise KeyboardInterrupt  # the API ends the search with the best so far, as on Ctrl-C
     return on_step
@@ -366,7 +369,7 @@ def outcome_summary(outcome):
     lines = []
     for record in outcome.records:
         status = record.status if record.converged else (
-            f"**{record.status}** (try more steps, more tries, another seed, or a larger eps)")
+            f"**{record.status}** (try the converge recipe, more steps, more tries, another seed, or a larger eps)")
         lines.append(f"- {Path(record.output).name}: {status}; seed {record.seed}, best step {record.best_step}, "
                      f"L2 {record.losses['L2']:.4g}{record.note}")
     return "\n".join(lines)
@@ -541,6 +544,7 @@ class Page:
             downloads = gr.File(label="results, run log (JSON lines) and search GIFs", file_count="multiple",
                                 elem_id="downloads")
 
+            boxes["recipe"].input(on_recipe, boxes["recipe"], [boxes[name] for name in RECIPE_BOXES])
             for changed in (uploads, face_size):  # a new face size cuts the photos' faces again
                 changed.change(self.on_upload, [uploads, face_size], [faces, pictures, chosen, upload_message])
 
@@ -557,6 +561,12 @@ class Page:
                       concurrency_limit=None)  # the page's own line runs one search at a time, and says so
             stop.click(on_stop, None, None, queue=False)
         return demo
+
+
+def on_recipe(recipe):
+    """The values of the RECIPE_BOXES when a recipe is chosen: its settings (those it leaves, the defaults)."""
+    shown = Settings.of(recipe=recipe).boxes()
+    return [shown[name] for name in RECIPE_BOXES]
 
 
 def setting_box(name, default):

@@ -4,7 +4,7 @@ does, or measure PULSE on held-out faces drawn from a generator, against their t
     python evaluate.py runs/a runs/b -json scores.json
     python evaluate.py -paper input runs/a
     python evaluate.py -generated 64 -network dcgan-digiface
-    python evaluate.py -generated 32 -rows steps=200 learning_rate=0.8 tries=4,stop_at_eps=on
+    python evaluate.py -generated 32 -rows steps=200 learning_rate=0.8 tries=4,stop_at_eps=on recipe=converge
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
     from runkit import quiet_stop
@@ -74,8 +74,9 @@ def build_parser():
     held_out.add_argument("-factors", "--factors", type=cli.positive_int, nargs="+", default=[4, 8],
                           help="downscaling factors (powers of two)")
     held_out.add_argument("-rows", "--rows", type=settings_row, nargs="+", default=[], metavar="NAME=VALUE[,...]",
-                          help="more rows: the defaults with these settings changed, e.g. steps=200 or "
-                               "tries=4,stop_at_eps=on (names: upsample's search settings, and precision)")
+                          help="more rows: the defaults with these settings changed, e.g. steps=200, "
+                               "tries=4,stop_at_eps=on or recipe=converge (names: upsample's recipe and search "
+                               "settings, and precision)")
     held_out.add_argument("-write", "--write", type=Path, metavar="DIR",
                           help="also write the faces as PNGs: DIR/truth/, and DIR/x<factor>/input/ and pulse/")
     cpu_threads.add_flag(held_out)
@@ -87,7 +88,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if sum(map(bool, (args.folders, args.paper, args.generated))) != 1:
         parser.error("give either one or more folders, -paper INPUT_DIR RESULT_DIR, or -generated N")
-    most_tries = max([row.get("tries", PULSE.SearchConfig.tries) for row in args.rows], default=1)
+    most_tries = max([PULSE.recipe_config(**search_settings(row)).tries for row in args.rows], default=1)
     if args.generated and args.faces_seed in range(args.seed, args.seed + args.generated + most_tries - 1):
         parser.error("-faces_seed must not be one of the searches' seeds (-seed .. -seed + N - 1, and the seeds of "
                      "more -tries): a face drawn from a search's seed would be its starting point")
@@ -97,6 +98,11 @@ def parse_args(argv=None):
 MODEL_SETTINGS = ("precision",)  # -rows may change these model options besides the search settings
 ROW_SETTINGS = {option.name: option for option in fields(PULSE.SearchConfig)} | {
     option.name: option for option in fields(PULSE.ModelOptions) if option.name in MODEL_SETTINGS}
+
+
+def search_settings(row):
+    """What a row changes of the search: upsample's keywords (the search settings, the recipe among them)."""
+    return {name: value for name, value in row.items() if name not in MODEL_SETTINGS}
 
 
 def setting_value(option, text):
@@ -122,7 +128,7 @@ def settings_row(text):
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentTypeError(f"{assignment!r}: {e}") from None
     try:
-        PULSE.SearchConfig(**{k: v for k, v in row.items() if k not in MODEL_SETTINGS})
+        PULSE.recipe_config(**search_settings(row))
         PULSE.ModelOptions(**{k: v for k, v in row.items() if k in MODEL_SETTINGS})
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
@@ -390,9 +396,8 @@ def measure_row(models, low, truths, changes, seed, detector):
     model = models.get(changes.get("precision", PULSE.ModelOptions.precision))
     if isinstance(model, PrecisionError):
         return {"method": row_label(changes), "changes": changes, "refused": str(model)}, None
-    settings = {name: value for name, value in changes.items() if name not in MODEL_SETTINGS}
     label = f"x{truths[0].shape[0] // low[0].shape[0]} {row_label(changes)}"
-    results, found, seconds = search_held_out(model, low, seed, settings, label)
+    results, found, seconds = search_held_out(model, low, seed, search_settings(changes), label)
     return {"method": row_label(changes), "changes": changes, "converged": statistics.fmean(r.converged for r in found),
             "median_l2": statistics.median(r.losses["L2"] for r in found), **image_scores(results, truths, detector),
             "seconds_per_face": seconds / len(found),

@@ -15,7 +15,7 @@ if __name__ == "__main__":  # before the slow imports below: a stop while they l
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_ne
 from runkit.distributed import Launch, Team, launch_from_environment
 from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
-from PULSE import ModelOptions, SearchConfig, load
+from PULSE import ModelOptions, SearchConfig, load, recipe_config
 
 
 # ---- flags ---------------------------------------------------------------------------------
@@ -65,9 +65,15 @@ def build_parser():
 
 
 def parse_args(argv=None):
+    """run.py's flags, with `given`: the destinations of those on the command line (which beat -recipe)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.given = cli.given_flags(parser, argv)
     visuals.check_flags(parser, args)
+    try:
+        RunOptions.from_args(args)
+    except ValueError as e:  # settings that do not go together, e.g. -max_steps without -patience
+        parser.error(str(e))
     return args
 
 
@@ -88,32 +94,38 @@ class FolderRun:
 
 @dataclass
 class RunOptions:
-    """Everything a folder run needs from the flags: the folder run, the model, the search."""
+    """Everything a folder run needs from the flags: the folder run, the model, and the search: the
+    recipe's settings with those given explicitly over them. ValueError for settings that cannot be."""
     folder: FolderRun
     model: ModelOptions
-    search: SearchConfig
+    given: dict = field(default_factory=dict)   # {search setting: value} given explicitly, -recipe among them
+    search: SearchConfig = field(init=False)
+
+    def __post_init__(self):
+        self.search = recipe_config(**self.given)
 
     @classmethod
     def from_args(cls, args):
         """The options of parsed run.py flags (each option has its flag's name)."""
         folder = FolderRun(**{f.name: getattr(args, f.name) for f in fields(FolderRun)})
-        return cls(folder, cli.options_from(ModelOptions, args), cli.options_from(SearchConfig, args))
+        return cls(folder, cli.options_from(ModelOptions, args), cli.option_values(SearchConfig, args, args.given))
 
     def result_settings(self):
         """What decides a result besides the weights and the seed (what -resume compares)."""
         return runlog.result_settings(self.search, self.model.precision, self.model.compile)
 
     def with_values(self, values):
-        """These options with some replaced: {option name: value}, each in the part that has it."""
-        parts = (self.folder, self.model, self.search)
-        unknown = set(values) - {f.name for part in parts for f in fields(part)}
+        """These options with some replaced: {option name: value}, each in the part that has it (a search
+        setting, the recipe among them, is then given explicitly)."""
+        folder, model, search = ({name: value for name, value in values.items() if name in part.__dataclass_fields__}
+                                 for part in (FolderRun, ModelOptions, SearchConfig))
+        unknown = set(values) - set(folder) - set(model) - set(search)
         if unknown:
             raise ValueError(f"no such option: {', '.join(sorted(unknown))}")
-        return RunOptions(*(replace(part, **{name: value for name, value in values.items()
-                                             if name in {f.name for f in fields(part)}}) for part in parts))
+        return RunOptions(replace(self.folder, **folder), replace(self.model, **model), {**self.given, **search})
 
     def flags(self):
-        """Every option by name, as a log line keeps them in its args."""
+        """Every option by name, as a log line keeps them in its args: the search settings as used."""
         return {**{name: str(value) if isinstance(value, Path) else value
                    for part in (self.folder, self.model) for name, value in asdict(part).items()},
                 **self.result_settings()}
@@ -165,7 +177,7 @@ def base_seed_for(folder, records):
 
 def intermediate_writer(out_dir, config):
     """Writes each row's best image so far and its downscale, named by its step (and try, with -tries)."""
-    digits = len(str(config.steps))
+    digits = len(str(config.last_step))
 
     def write(step):
         low = step.best_downscaled()
@@ -407,7 +419,7 @@ def search_share(model, options, jobs, todo, records, out_dir, team, stop):
     strips = visuals.StripWriter(jobs, todo, records, out_dir, folder.hr_dir) if folder.strip and not team.is_multi else None
     job_progress = JobProgress(team, len(todo)) if team.is_multi and team.is_main else None
     say = (tqdm.write if job_progress else print) if team.is_main else (lambda line: None)
-    gif = visuals.SearchGif(options.search.steps) if folder.gif else None
+    gif = visuals.SearchGif(options.search.last_step) if folder.gif else None
     share, written = team.share(todo), set()
 
     def keep(job, result):
@@ -432,7 +444,7 @@ def search_share(model, options, jobs, todo, records, out_dir, team, stop):
         # No bar without a search, nor where stderr is not a terminal (tqdm's disable=None): a file would get
         # every refresh on one endless line.
         bar_off = None if team.is_main and share else True
-        with tqdm(total=options.search.steps, unit="step", leave=False, disable=bar_off,
+        with tqdm(total=options.search.last_step, unit="step", leave=False, disable=bar_off,
                   position=1 if job_progress else None) as bar:
             on_step = step_hooks(options, out_dir, bar if team.is_main else None, job_progress, gif)
             try:

@@ -119,10 +119,31 @@ def add_options(group, options):
                            default=option.default, help=declared["help"])
 
 
+def option_values(options, args, given=None):
+    """{field name: value} of the parsed flags that add_options made for the dataclass `options`; with
+    `given` (the destinations of the flags on the command line, see given_flags), only those flags'."""
+    return {option.name: not getattr(args, flag_name(option)) if switched_off(option) else getattr(args, option.name)
+            for option in fields(options) if given is None or flag_name(option) in given}
+
+
 def options_from(options, args):
     """The dataclass `options` of parsed flags that add_options made."""
-    return options(**{option.name: not getattr(args, flag_name(option)) if switched_off(option)
-                      else getattr(args, option.name) for option in fields(options)})
+    return options(**option_values(options, args))
+
+
+def given_flags(parser, argv=None):
+    """The destinations of the flags that `argv` (by default the command line's) gives, whatever their
+    values: what a flag equal to its default tells apart from one left out. `argv` must parse; its
+    values are not parsed again (a flag's text is parsed once)."""
+    actions = list(parser.flags().values())
+    declared = [(action.default, action.type, action.choices) for action in actions]
+    try:
+        for action in actions:  # a flag left out then stays out of the namespace; a given one, as text
+            action.default, action.type, action.choices = argparse.SUPPRESS, None, None
+        return set(vars(parser.parse_known_args(argv)[0]))
+    finally:
+        for action, (default, type_, choices) in zip(actions, declared):
+            action.default, action.type, action.choices = default, type_, choices
 
 
 # ---- flag types ----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ LOG_NAME = "pulse_log.jsonl"
 # which then stood for that default too: read it as today's None, so -resume reuses those results.
 LEGACY_DEFAULTS = {"bad_noise_layers": ("17", None)}
 # Settings added since, with the value that the results of older logs (which lack them) were made with.
-ADDED_SETTINGS = {"tries": 1, "stop_at_eps": False}
+ADDED_SETTINGS = {"tries": 1, "stop_at_eps": False, "patience": 0, "max_steps": 0}
 
 
 def result_settings(search, precision, compile):
@@ -54,8 +54,9 @@ class Outcome:
     interrupted: bool   # whether a stop ended the search, or its tries, early
     seconds: float      # the wall time of all its tries (each beside the other searches of its batch)
     trajectory: list    # one {step, every loss} dict per step of the kept search
-    tries: list = field(default_factory=list)  # one {seed, L2, converged, steps} per try (L2: of its best image)
+    tries: list = field(default_factory=list)  # one {seed, L2, converged, steps, ended} per try (L2: of its best image)
     stopped_at: int | None = None  # with -stop_at_eps: the step whose L2 reached eps, where the search ended
+    ended: str | None = None  # why the kept search ended: converged, stalled, ceiling, steps or interrupted
 
     @property
     def status(self):
@@ -76,7 +77,8 @@ class Outcome:
     def note(self):
         """What a result's line adds: the step that reached eps, and, for a converged search whose image
         (the lowest TOTAL) is not one of those steps', that its L2 is above eps; with -tries, which of
-        several tries was kept, with the best L2 of each."""
+        several tries was kept, with the best L2 of each and how it ended; and why a lone search ended
+        when the adaptive budget ended it."""
         note = f" | reached eps at step {self.stopped_at}" if self.stopped_at else ""
         eps_step = self.eps_step
         if eps_step and not self.stopped_at and self.losses["L2"] > self.trajectory[eps_step - 1]["L2"]:
@@ -84,9 +86,16 @@ class Outcome:
                      f"{self.best_step}), whose L2 is above eps")
         if len(self.tries) > 1:
             kept = next(i for i, t in enumerate(self.tries, start=1) if t["seed"] == self.seed)
-            l2 = ", ".join(f"{t['L2']:.4g}" for t in self.tries)
+            l2 = ", ".join(f"{t['L2']:.4g}{how_it_ended(t)}" for t in self.tries)
             note += f" | try {kept} of {len(self.tries)} kept (seed {self.seed}); best L2 of each: {l2}"
+        elif self.ended in ("stalled", "ceiling"):
+            note += f" | {self.ended} after {self.steps} steps"
         return note
+
+
+def how_it_ended(attempt):
+    """' (stalled after 55 steps)' for a try's summary; nothing for one logged before tries said it."""
+    return f" ({attempt['ended']} after {attempt['steps']} steps)" if attempt.get("ended") else ""
 
 
 @dataclass(kw_only=True)

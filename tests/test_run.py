@@ -82,13 +82,13 @@ def test_log_record_holds_the_whole_search(tmp_path):
 
 
 # The keys of a log line and of its args, as run.py wrote them before the API's Result became what
-# the log writes (plot_log.py, sweep.py and -resume read them, from old logs too), and thread_rule since.
+# the log writes (plot_log.py, sweep.py and -resume read them, from old logs too), and ended and thread_rule since.
 LOG_KEYS = ["input", "output", "seed", "base_seed", "device", "threads", "steps", "best_step", "losses", "converged",
-            "interrupted", "seconds", "args", "trajectory", "tries", "stopped_at", "thread_rule"]
+            "interrupted", "seconds", "args", "trajectory", "tries", "stopped_at", "ended", "thread_rule"]
 ARGS_KEYS = ["input_dir", "output_dir", "seed", "duplicates", "batch_size", "save_intermediate", "resume", "strip",
              "gif", "hr_dir", "network", "cache_dir", "keep_pickle", "precision", "speedups", "compile", "loss_str",
              "eps", "noise_type", "num_trainable_noise_layers", "tile_latent", "bad_noise_layers", "opt_name",
-             "learning_rate", "steps", "lr_schedule", "tries", "stop_at_eps"]
+             "learning_rate", "steps", "lr_schedule", "tries", "stop_at_eps", "patience", "max_steps", "recipe"]
 
 
 def test_a_log_line_is_the_apis_result_with_the_runs_own_fields(tmp_path):
@@ -109,7 +109,7 @@ def test_a_log_line_is_the_apis_result_with_the_runs_own_fields(tmp_path):
         assert line["args"] == {**line["args"], "seed": 3, "duplicates": 2, "steps": 2, "tries": 2, "eps": 1e-9,
                                 "precision": "fp64", "loss_str": "100*L2+0.05*GEOCROSS", "speedups": True}
         for key in ("input", "seed", "steps", "best_step", "losses", "converged", "interrupted", "trajectory",
-                    "tries", "stopped_at"):
+                    "tries", "stopped_at", "ended"):
             assert line[key] == getattr(result, key), key
         assert line["input"] == str(tmp_path / "in" / "face0.png") and line["tries"][0]["seed"] == 3 + k - 1
 

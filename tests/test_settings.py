@@ -27,6 +27,9 @@ FLAGS_2020 = [
     ("lr_schedule", "linear1cycledrop", ["fixed", "linear1cycle", "linear1cycledrop"]),
     ("tries", 1, cli.positive_int),
     ("stop_at_eps", False, "switch"),
+    ("patience", 0, cli.non_negative_int),
+    ("max_steps", 0, cli.non_negative_int),
+    ("recipe", "2020", ["2020", "converge"]),
 ]
 MODEL_FLAGS = [
     ("network", None, None),

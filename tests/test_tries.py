@@ -44,7 +44,8 @@ def first_reach(l2s, eps):
 
 def test_default_is_one_try_and_says_so(model64):
     (result,) = model64.upsample(TINY_INPUT, seed=4, steps=2)
-    assert result.tries == [{"seed": 4, "L2": result.losses["L2"], "converged": result.converged, "steps": 2}]
+    assert result.tries == [{"seed": 4, "L2": result.losses["L2"], "converged": result.converged, "steps": 2,
+                             "ended": "steps"}]
     assert result.stopped_at is None
 
 
@@ -73,7 +74,8 @@ def test_a_search_that_does_not_converge_is_run_again_from_the_next_seed(model64
 def test_without_a_converged_try_the_one_with_the_lowest_l2_is_kept(model64):
     (result,) = model64.upsample(TINY_INPUT, seed=2, steps=3, tries=3, eps=1e-9)
     singles = [model64.upsample(TINY_INPUT, seed=s, steps=3, eps=1e-9)[0] for s in (2, 3, 4)]
-    assert result.tries == [{"seed": s.seed, "L2": s.losses["L2"], "converged": False, "steps": 3} for s in singles]
+    assert result.tries == [{"seed": s.seed, "L2": s.losses["L2"], "converged": False, "steps": 3, "ended": "steps"}
+                            for s in singles]
     best = min(singles, key=lambda s: s.losses["L2"])
     assert result.seed == best.seed and torch.equal(result.tensor, best.tensor)
     assert not result.converged and not result.interrupted
