@@ -352,24 +352,38 @@ def print_report(report):
           f"of this machine's matrix-product roof in the float type it computes in")
     print(f"\nSearches per hour of the machine ({STEPS_PER_FACE} steps each, default search), by process "
           f"count (torchrun --nproc_per_node) and -batch_size:")
-    print(f"{'processes':>9} {'batch':>5} {'threads each':>12} {'searches/h':>10} {'speed':>7}")
-    for r in report["throughput"]:
-        print(f"{r['processes']:9d} {r['batch']:5d} {r['threads_per_process']:12d} {r['searches_per_hour']:10.1f} "
-              f"{r['speedup']:6.2f}x")
+    print_table([("processes", "processes", 9, "d"), ("batch", "batch", 5, "d"),
+                 ("threads each", "threads_per_process", 12, "d"), ("searches/h", "searches_per_hour", 10, ".1f"),
+                 ("speed", "speedup", 7, times)], report["throughput"])
     if report["busy"]:
         print(f"\nBeside a busy core (another process spinning on CPU {report['busy_cpu']}), against the same "
               f"configuration on the idle machine above:")
-        print(f"{'configuration':46} {'threads':>7} {'s/step':>8} {'idle s/step':>11} {'busy/idle':>9}")
-        for r in report["busy"]:
-            print(f"{r['name']:46} {r['threads']:7d} {r['seconds_per_step']:8.3f} {r['idle_seconds_per_step']:11.3f} "
-                  f"{r['busy_over_idle']:8.2f}x")
+        print_table([("configuration", "name", -46, ""), ("threads", "threads", 7, "d"),
+                     ("s/step", "seconds_per_step", 8, ".3f"), ("idle s/step", "idle_seconds_per_step", 11, ".3f"),
+                     ("busy/idle", "busy_over_idle", 9, times)], report["busy"])
     if report["drift"]:
         print(f"\nDrift on the tiny fixture model (seed {DRIFT_SEED}, {DRIFT_STEPS} steps), best losses "
               f"against the float32 default:")
-        print(f"{'configuration':36} {'TOTAL':>10} {'rel diff':>9} {'L2':>10} {'rel diff':>9} {'best step':>9} converged")
-        for r in report["drift"]:
-            print(f"{r['name']:36} {r['best_total']:10.5f} {r['total_rel_diff']:9.2e} {r['best_l2']:10.5f} "
-                  f"{r['l2_rel_diff']:9.2e} {r['best_step']:9d} {r['converged']}")
+        print_table([("configuration", "name", -36, ""), ("TOTAL", "best_total", 10, ".5f"),
+                     ("rel diff", "total_rel_diff", 9, ".2e"), ("L2", "best_l2", 10, ".5f"),
+                     ("rel diff", "l2_rel_diff", 9, ".2e"), ("best step", "best_step", 9, "d"),
+                     ("converged", "converged", 10, "")], report["drift"])
+
+
+def times(ratio):
+    return f"{ratio:.2f}x"
+
+
+def print_table(columns, rows):
+    """A heading line, then a line a row. `columns`: (heading, key of the row, width (negative: aligned
+    left), format spec or a function of the value)."""
+    def cell(text, width):
+        return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
+
+    print(" ".join(cell(heading, width) for heading, _, width, _ in columns))
+    for row in rows:
+        print(" ".join(cell(spec(row[key]) if callable(spec) else format(row[key], spec), width)
+                       for _, key, width, spec in columns))
 
 
 def default_process_counts():

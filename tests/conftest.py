@@ -37,20 +37,36 @@ def suite_free_cores():
     return cpu_threads.FreeCores(cpu_threads.physical_cores())
 
 
-@pytest.fixture(autouse=True)
-def threads_fixed_for_each_test(monkeypatch):
-    """Each test runs with one thread count, the one the default would choose now (the cores other
-    processes leave free), fixed for the test and the scripts it starts: two searches a test
-    compares run with the same count, and a busy machine still gets fewer threads. A thread count
-    set from outside (OMP_NUM_THREADS, as CI's run with another CPU's kernels) is kept."""
-    if THREADS_FROM_OUTSIDE:
-        return
-    import torch
+def fix_threads(monkeypatch, count):
+    """torch's thread count, and that of the scripts a test starts (OMP_NUM_THREADS), fixed at `count`."""
     from runkit import cpu_threads
-    count = suite_free_cores().threads_now() or torch.get_num_threads()
-    suite_free_cores().note()
     monkeypatch.setenv("OMP_NUM_THREADS", str(count))
     cpu_threads.set_threads(count)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_threads():
+    """The thread count of a test module: what the default would choose as the module starts (the
+    cores other processes leave free), set before the module's own fixtures run (autouse comes first
+    in its scope). One count a module, so that a search its fixtures made and one its tests make,
+    compared bit for bit, sum alike; a busy machine still gets fewer threads. A count set from
+    outside (OMP_NUM_THREADS, as CI's run with another CPU's kernels) is kept: None."""
+    if THREADS_FROM_OUTSIDE:
+        yield None
+        return
+    import torch
+    count = suite_free_cores().threads_now() or torch.get_num_threads()
+    suite_free_cores().note()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fix_threads(monkeypatch, count)
+        yield count
+
+
+@pytest.fixture(autouse=True)
+def threads_fixed_for_each_test(module_threads, monkeypatch):
+    """Each test runs with its module's thread count, set again before it (a test before may have changed it)."""
+    if module_threads is not None:
+        fix_threads(monkeypatch, module_threads)
 
 
 def load_fixture(name):
