@@ -23,11 +23,11 @@ import scipy.ndimage
 from PIL import Image
 from tqdm import tqdm
 
-from runkit import cli
+from runkit import exits, flags
 from bicubic import BicubicDownSample, is_power_of_two
 from device import pick_device
 from errors import PulseError
-from runkit.cli import SetupError
+from runkit.exits import SetupError
 from runkit.files import save_image, stem_clashes
 from runkit.images import ImageReadError, downscale_image, read_rgb
 from weightfiles.download import fetch
@@ -57,10 +57,10 @@ def output_size(text):
 
 
 def build_parser():
-    parser = cli.parser(
+    parser = flags.parser(
         "Align every face in -input_dir the FFHQ way (1024x1024) and downscale it "
         "to -output_size for PULSE. Face i of photo.jpg becomes <output_dir>/photo_<i>.png.",
-        epilog=cli.EXIT_STATUSES)
+        epilog=exits.EXIT_STATUSES)
     parser.add_argument("-input_dir", "--input_dir", type=Path, default=Path("realpics"),
                         help="folder of photos: JPEG, PNG, WebP, ...")
     parser.add_argument("-output_dir", "--output_dir", type=Path, default=Path("input"),
@@ -311,7 +311,7 @@ def main(argv=None):
         aligner = FaceAligner(args.cache_dir, args.predictor)
         output_dir, hr_dir = make_output_folders(args)
     except (PulseError, OSError) as e:
-        return cli.report_failure(e, "align_face.py")
+        return exits.report_failure(e, "align_face.py")
     downscale = aligner.downscaler(args.output_size)
 
     tally = Counter()
@@ -320,7 +320,7 @@ def main(argv=None):
     failures = tally["unreadable"] + tally["faceless"]
     print(f"{tally['photos']} photo(s) read, {tally['faces']} face(s) written to {args.output_dir}, "
           f"{failures} failure(s) ({tally['unreadable']} unreadable, {tally['faceless']} without a face)")
-    return cli.EXIT_INPUTS_FAILED if failures else cli.EXIT_OK
+    return exits.EXIT_INPUTS_FAILED if failures else exits.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from runkit import cli, cpu_threads, inputs, runlog, visuals
+from runkit import cpu_threads, exits, flags, inputs, messages, quiet_stop, runlog, visuals
 import PULSE
+from settings import JobSettings, ModelOptions, RECIPES, SearchConfig, recipe_config, result_settings
 from bicubic import divides_by_power_of_two
 from errors import PulseError
-from runkit.cli import positive_int
+from runkit.flags import positive_int
 from runkit.files import save_image
 from runkit.images import ImageReadError, read_rgb, to_pil
 
@@ -81,14 +82,14 @@ EXIT_STATUSES = ("exit status: 0 the server closed on its own; 2 bad flags; 3 se
 
 
 def build_parser():
-    p = cli.parser("A local web page over PULSE: drop photos, watch the search, download the results.",
+    p = flags.parser("A local web page over PULSE: drop photos, watch the search, download the results.",
                    epilog=EXIT_STATUSES)
     p.add_argument("-host", "--host", default="127.0.0.1",
                    help="address to listen on; the default serves this machine only")
     p.add_argument("-port", "--port", type=positive_int, default=7860, help="port of the page")
-    cli.add_options(p.add_argument_group("the generator, chosen here and never from the page (as run.py)"),
-                    PULSE.ModelOptions)
-    cpu_threads.add_flag(p)
+    flags.add_options(p.add_argument_group("the generator, chosen here and never from the page (as run.py)"),
+                    ModelOptions)
+    flags.add_threads_flag(p)
     return p
 
 
@@ -113,7 +114,7 @@ def load_aligner(cache_dir):
         return None, f"photos cannot be aligned here ({ALIGN_IMPORT_ERROR}); aligned faces still work"
     try:
         return align_face.FaceAligner(cache_dir), None
-    except (cli.SetupError, RuntimeError) as e:
+    except (exits.SetupError, RuntimeError) as e:
         return None, f"photos cannot be aligned here ({e}); aligned faces still work"
 
 
@@ -213,37 +214,36 @@ def stacked(pictures):
 # ---- the search ------------------------------------------------------------------------------
 
 # The page's setting boxes by name, in the order on_search takes their values: the seed and duplicates
-# of the page's loop, then every search setting as PULSE.SearchConfig declares it.
-BOXES = ("seed", "duplicates", *(f.name for f in fields(PULSE.SearchConfig)))
+# of the page's loop (JobSettings's; a page searches one at a time), then every search setting as
+# SearchConfig declares it.
+BOXES = ("seed", "duplicates", *(f.name for f in fields(SearchConfig)))
 # The boxes some recipe sets: choosing a recipe shows its values there (on_recipe), and leaves the others.
-RECIPE_BOXES = tuple(name for name in BOXES if any(name in recipe for recipe in PULSE.RECIPES.values()))
+RECIPE_BOXES = tuple(name for name in BOXES if any(name in recipe for recipe in RECIPES.values()))
 IN_VIEW = ("seed", "recipe", "steps", "duplicates", "tries", "eps", "learning_rate")  # the other boxes fold away
 SEED_HELP = "duplicate k uses seed + k - 1, its try t seed + k - 1 + (t - 1) * duplicates"
 
 
 @dataclass
 class Settings:
-    """What the page's boxes hold: the seed and duplicates of each face's searches, and the search
-    settings (run.py's names and defaults)."""
-    seed: int = 0
-    duplicates: int = 1
-    search: PULSE.SearchConfig = field(default_factory=PULSE.SearchConfig)
+    """What the page's boxes hold: the seed and duplicates of each face's searches (the seed box
+    starts at 0), and the search settings (run.py's names and defaults)."""
+    jobs: JobSettings = field(default_factory=lambda: JobSettings(seed=0))
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @classmethod
     def of(cls, seed=0, duplicates=1, **search):
         """The settings of the boxes' values by name: the recipe's, with the settings given over them;
         ValueError naming the first one the search cannot take. An empty box is None; an empty text box
         of a setting whose default is None, that default."""
-        PULSE.check_whole("seed", seed, 0)
-        PULSE.check_whole("duplicates", duplicates, 1)
-        defaults = {f.name: f.default for f in fields(PULSE.SearchConfig)}
+        jobs = JobSettings(seed=seed, duplicates=duplicates)
+        defaults = {f.name: f.default for f in fields(SearchConfig)}
         search = {name: (value.strip() or None) if isinstance(value, str) and defaults.get(name) is None else value
                   for name, value in search.items()}
-        return cls(seed, duplicates, PULSE.recipe_config(**search))
+        return cls(jobs, recipe_config(**search))
 
     def boxes(self):
         """{box name: value}: what the page's boxes show for these settings."""
-        return {"seed": self.seed, "duplicates": self.duplicates, **asdict(self.search)}
+        return {"seed": self.jobs.seed, "duplicates": self.jobs.duplicates, **asdict(self.search)}
 
 
 @dataclass
@@ -272,7 +272,7 @@ class Outcome:
 
 
 def searches(model, faces, settings, folder, stop, report=lambda snapshot: None):
-    """Search every face `settings.duplicates` times, each up to `settings.search.tries` tries, writing each
+    """Search every face `settings.jobs.duplicates` times, each up to `settings.search.tries` tries, writing each
     result's PNG, run-log line and search GIF into `folder`; returns one Outcome per face searched.
 
     Seeds are run.py's: duplicate k of a face uses seed + k - 1, its try t seed + k - 1 + (t - 1) *
@@ -281,12 +281,12 @@ def searches(model, faces, settings, folder, stop, report=lambda snapshot: None)
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    count = len(faces) * settings.duplicates
+    count = len(faces) * settings.jobs.duplicates
     outcomes = []
     for face in faces:
         outcome = Outcome(face)
         outcomes.append(outcome)
-        before = (len(outcomes) - 1) * settings.duplicates
+        before = (len(outcomes) - 1) * settings.jobs.duplicates
         outcome.records = search_face(model, face, settings, folder,
                                       step_hook(face, settings, before, count, stop, report))
         outcome.strip = visuals.draw_strip(visuals.input_panels(face.low) + [
@@ -304,15 +304,14 @@ def search_face(model, face, settings, folder, on_step):
     def film_and_report(step):
         gif(step)
         on_step(step)
-    results = model.upsample(PULSE.Input(face.low, face.name, face.label), seed=settings.seed,
-                             duplicates=settings.duplicates, on_step=film_and_report, **asdict(settings.search))
+    results = model.upsample(PULSE.Input(face.low, face.name, face.label), on_step=film_and_report,
+                             **asdict(settings.jobs), **asdict(settings.search))
     records = []
-    flags = {"seed": settings.seed, "duplicates": settings.duplicates,
-             **runlog.result_settings(settings.search, model.precision, model.compiled)}
+    log_args = {**asdict(settings.jobs), **result_settings(settings.search, model.precision, model.compiled)}
     for result in results:
         output = folder / f"{result.name}.png"
         save_image(result.image, output)
-        records.append(runlog.Record.of(result, output, model.device, settings.seed, flags))
+        records.append(runlog.Record.of(result, output, model.device, settings.jobs.seed, log_args))
         runlog.append(folder / runlog.LOG_NAME, records[-1])
         gif.save(folder / f"{result.name}_search.gif", result)
     return records
@@ -570,12 +569,12 @@ def on_recipe(recipe):
 
 
 def setting_box(name, default):
-    """The page's box of a setting (elem_id: its name), as PULSE.SearchConfig declares it: a checkbox, a
+    """The page's box of a setting (elem_id: its name), as SearchConfig declares it: a checkbox, a
     dropdown of its choices, a number box or a text box, with its help. No minimum on the numbers:
     Gradio would refuse a value with a message that names no setting (and a traceback in the
     terminal); Settings.of says which one is wrong."""
     import gradio as gr
-    declared = {f.name: f for f in fields(PULSE.SearchConfig)}.get(name)
+    declared = {f.name: f for f in fields(SearchConfig)}.get(name)
     if declared is None:  # the page's own: the seed and duplicates of its loop
         return gr.Number(default, label=name, info=SEED_HELP if name == "seed" else None, precision=0, elem_id=name)
     kind, choices, info = declared.type, declared.metadata["choices"], declared.metadata["help"]
@@ -695,32 +694,32 @@ def session_of(request):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    cli.show_messages()
+    messages.show_messages()
     if importlib.util.find_spec("gradio") is None:
         print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+        return exits.EXIT_SETUP_FAILED
     cpu_threads.set_threads(args.threads)
     try:
-        model = PULSE.load(**asdict(cli.options_from(PULSE.ModelOptions, args)))
+        model = PULSE.load(**asdict(flags.options_from(ModelOptions, args)))
     except PulseError as e:
-        return cli.report_failure(e, "app.py")
+        return exits.report_failure(e, "app.py")
     aligner, problem = load_aligner(args.cache_dir)
     if problem:
         print(f"note: {problem}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir, cli.StopSignals() as stop:
+    with tempfile.TemporaryDirectory(prefix="pulse_app_") as workdir, quiet_stop.StopSignals() as stop:
         os.environ["GRADIO_TEMP_DIR"] = str(Path(workdir) / "gradio")  # uploads and served files
         try:
             searching = serve(Page(model, aligner, problem, workdir), args)
         except PulseError as e:
-            return cli.report_failure(e, "app.py")
+            return exits.report_failure(e, "app.py")
     if stop.requested:
         print("interrupted" + (": the running search ended with its best image so far, shown on its page"
                                if searching else ""), file=sys.stderr)
-    return stop.exit_status if stop.requested else cli.EXIT_OK
+    return stop.exit_status if stop.requested else exits.EXIT_OK
 
 
 def serve(page, args):
-    """Serve the page until Ctrl-C, SIGTERM or SIGHUP (cli.StopSignals's KeyboardInterrupt), then end the
+    """Serve the page until Ctrl-C, SIGTERM or SIGHUP (quiet_stop.StopSignals's KeyboardInterrupt), then end the
     running searches and close the server; whether a search was running. SetupError when the port
     cannot be had. Gradio's own wait for Ctrl-C
     would leave a search on its thread while Python exits, and the C++ runtime aborts the process
@@ -733,7 +732,7 @@ def serve(page, args):
                 server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
                 allowed_paths=[str(page.workdir)], prevent_thread_lock=True, quiet=True)
         except OSError:  # Gradio's message speaks of its launch() arguments
-            raise cli.SetupError(f"cannot serve on {args.host}, port {args.port} (taken?); "
+            raise exits.SetupError(f"cannot serve on {args.host}, port {args.port} (taken?); "
                                  f"choose another with -port or -host") from None
         print(f"the page is at {demo.local_url} (Ctrl-C stops the server)", file=sys.stderr, flush=True)
         while demo.is_running:

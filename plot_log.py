@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from errors import PulseError
-from runkit import cli, runlog
+from runkit import exits, flags, runlog
 from runkit.files import atomic_path
 
 
@@ -27,7 +27,7 @@ class LogError(PulseError, ValueError):
 
 
 def build_parser():
-    parser = cli.parser(
+    parser = flags.parser(
         "Plot the losses per step of every result in a run.py log, one PNG per result "
                     "(<name>_losses.png). If a result was logged more than once, its latest record is plotted.")
     parser.add_argument("log", type=Path, help="the pulse_log.jsonl that run.py wrote")
@@ -89,13 +89,13 @@ def main(argv=None):
     try:
         records, problems = read_log(args.log)
     except PulseError as e:
-        return cli.report_failure(e, "plot_log.py")
+        return exits.report_failure(e, "plot_log.py")
     for problem in problems:
         print(f"error: {problem}: cannot be plotted", file=sys.stderr)
     if not records:  # damaged lines are failed inputs; no lines at all, nothing to plot from
         print(f"error: {args.log} holds no log records: it is empty or not a JSON-lines log of run.py",
               file=sys.stderr)
-        return cli.EXIT_INPUTS_FAILED if problems else cli.EXIT_SETUP_FAILED
+        return exits.EXIT_INPUTS_FAILED if problems else exits.EXIT_SETUP_FAILED
     usable = []
     for number, record in enumerate(records, start=1):
         problem = record_problem(record)
@@ -112,11 +112,11 @@ def main(argv=None):
             print(path)
     except OSError as e:
         print(f"error: cannot write the plots to {out_dir}: {e}", file=sys.stderr)
-        return cli.EXIT_SETUP_FAILED
+        return exits.EXIT_SETUP_FAILED
     if len(latest) < len(usable):
         print(f"note: {len(usable) - len(latest)} earlier record(s) of the same results were superseded "
               f"by later ones", file=sys.stderr)
-    return cli.EXIT_INPUTS_FAILED if problems or len(usable) < len(records) else cli.EXIT_OK
+    return exits.EXIT_INPUTS_FAILED if problems or len(usable) < len(records) else exits.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runkit import cli, runlog
-import run
+from runkit import exits, flags, quiet_stop, run_options, runlog
 from errors import PulseError
 from niqe import niqe
 from runkit.files import atomic_path
 from runkit.images import read_rgb
+from settings import JobSettings
 
 SWEEP_OWNED = ("input_dir", "output_dir", "resume")  # the sweep sets these for every combination
 SWITCHES = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -38,13 +38,13 @@ DEFAULT_SEED = 0
 class Combination:
     values: dict            # {run.py flag name: value as given}
     folder: Path            # its run.py -output_dir
-    options: run.RunOptions  # what run.py runs for it
+    options: run_options.RunOptions  # what run.py runs for it
 
 
 # ---- command line --------------------------------------------------------------------------
 
 def build_parser():
-    parser = cli.parser(
+    parser = flags.parser(
         usage="%(prog)s [-input_dir DIR] -grid NAME=V1,V2,... [-grid ...] [-output_dir DIR] [-seed N] "
               "[-- RUN_FLAGS ...]",
         description="Run run.py for every combination of the -grid values, one output folder each, "
@@ -58,7 +58,7 @@ def build_parser():
                         help="a run.py flag name and the comma-separated values to try; repeat for more flags")
     parser.add_argument("-output_dir", "--output_dir", type=Path, default=Path("sweeps"),
                         help="one folder per combination goes here, and the table")
-    parser.add_argument("-seed", "--seed", type=cli.non_negative_int,
+    parser.add_argument("-seed", "--seed", type=flags.declared_type(JobSettings, "seed"),
                         help=f"seed of every combination (default {DEFAULT_SEED}); to vary it, use -grid seed=0,1,2")
     return parser
 
@@ -73,11 +73,11 @@ def split_argv(argv):
 
 def run_flags():
     """{name: argparse action} of the run.py flags a grid may vary."""
-    return {name: action for name, action in run.build_parser().flags().items()
+    return {name: action for name, action in run_options.build_parser().flags().items()
             if name not in SWEEP_OWNED + ("help",)}
 
 
-def parse_grid(texts, flags, parser):
+def parse_grid(texts, actions, parser):
     """{flag name: [values]} from NAME=V1,V2 texts; argparse errors for anything else."""
     grid = {}
     for text in texts:
@@ -86,15 +86,15 @@ def parse_grid(texts, flags, parser):
         values = [value.strip() for value in values.split(",")]
         if not equals or not all(values):
             parser.error(f"argument -grid: {text!r} should be NAME=V1,V2,..., e.g. learning_rate=0.2,0.4")
-        if name not in flags:
+        if name not in actions:
             parser.error(f"argument -grid: {name!r} is not a run.py flag that a sweep can vary; "
-                         f"valid names: {', '.join(sorted(flags))}")
-        if name in run.PROCESS_FLAGS:
+                         f"valid names: {', '.join(sorted(actions))}")
+        if name in run_options.PROCESS_FLAGS:
             parser.error(f"argument -grid: -{name} holds for the whole process, so a sweep cannot vary it; "
                          f"give it after --")
         if name in grid:
             parser.error(f"argument -grid: {name} is given twice; list all its values in one -grid")
-        if flags[name].nargs == 0 and not all(value.lower() in SWITCHES for value in values):
+        if actions[name].nargs == 0 and not all(value.lower() in SWITCHES for value in values):
             parser.error(f"argument -grid: {name} is an on/off flag; its values must be true or false")
         grid[name] = values
     return grid
@@ -116,9 +116,9 @@ def folder_name(values):
     return re.sub(r"[^\w.,=+-]", "_", ",".join(f"{name}={value}" for name, value in values.items()))
 
 
-def flag_value(name, text, flags, parser):
+def flag_value(name, text, actions, parser):
     """A grid value as run.py's parser would take it (its type and choices); a usage error if it would not."""
-    action = flags[name]
+    action = actions[name]
     if action.nargs == 0:  # an on/off flag is there or not
         return SWITCHES[text.lower()]
     try:
@@ -130,14 +130,14 @@ def flag_value(name, text, flags, parser):
     return value
 
 
-def plan(args, grid, base, flags, parser):
+def plan(args, grid, base, actions, parser):
     """One Combination per choice of grid values: the options after -- with those values set."""
     seed = {} if "seed" in grid else {"seed": DEFAULT_SEED if args.seed is None else args.seed}
     combinations = []
     for chosen in itertools.product(*grid.values()):
         values = dict(zip(grid, chosen))
         folder = args.output_dir / folder_name(values)
-        typed = {name: flag_value(name, text, flags, parser) for name, text in values.items()}
+        typed = {name: flag_value(name, text, actions, parser) for name, text in values.items()}
         try:
             options = base.with_values({**typed, **seed, "input_dir": Path(args.input_dir), "output_dir": folder,
                                         "resume": True})
@@ -163,7 +163,7 @@ def finished_records(combination):
     """The latest complete record of each result made with this combination's flags and seed."""
     settings = combination.options.result_settings()
     records = [r for r in runlog.read(combination.folder / runlog.LOG_NAME)
-               if r.is_complete(settings) and r.base_seed == combination.options.folder.seed]
+               if r.is_complete(settings) and r.base_seed == combination.options.jobs.seed]
     return list(runlog.latest_by_output(records).values())
 
 
@@ -206,31 +206,32 @@ def main(argv=None):
     own, run_argv = split_argv(argv)
     parser = build_parser()
     args = parser.parse_args(own)
-    flags = run_flags()
-    grid = parse_grid(args.grid, flags, parser)
+    actions = run_flags()
+    grid = parse_grid(args.grid, actions, parser)
     check_run_flags(run_argv, grid, parser)
     if "seed" in grid and args.seed is not None:
         parser.error("argument -seed: the seed is already varied by -grid seed=...")
     try:  # the flags after -- once, by run.py's own parser; the grid's values go into copies
-        run_args = run.parse_args(run_argv)
+        run_args = run_options.parse_args(run_argv)
     except SystemExit as e:
-        if e.code != cli.EXIT_USAGE:  # a stop meanwhile, not run.py's parser
+        if e.code != exits.EXIT_USAGE:  # a stop meanwhile, not run.py's parser
             raise
         parser.exit(2, f"{parser.prog}: error: run.py rejects the flags after -- (see above)\n")
-    combinations = plan(args, grid, run.RunOptions.from_args(run_args), flags, parser)
+    combinations = plan(args, grid, run_options.RunOptions.from_args(run_args), actions, parser)
+    from runkit import folder_run  # torch and the model's code: after the flags, so --help needs neither
     try:  # the process flags are the same in every combination (they cannot be in -grid)
-        run.list_inputs(args.input_dir)  # a missing or empty folder would fail every combination alike
-        process = run.start_process(run_args.threads, speedups=not run_args.no_speedups)
+        folder_run.list_inputs(args.input_dir)  # a missing or empty folder would fail every combination alike
+        process = folder_run.start_process(run_args.threads, speedups=not run_args.no_speedups)
     except PulseError as e:
-        return cli.report_failure(e, "sweep.py")
+        return exits.report_failure(e, "sweep.py")
 
     exit_codes = {}
-    with cli.StopSignals() as stop:
+    with quiet_stop.StopSignals() as stop:
         for number, combination in enumerate(combinations, start=1):
             print(f"== {number}/{len(combinations)}: {combination.folder}")
             # In-process rather than a subprocess per combination: torch and the code load once, and
             # the results are the same, since every search draws from its own seeded generator.
-            exit_codes[combination.folder] = run.run_folder(combination.options, process, stop)
+            exit_codes[combination.folder] = folder_run.run_folder(combination.options, process, stop)
             if stop.requested:
                 break
 

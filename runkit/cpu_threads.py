@@ -26,20 +26,11 @@ from pathlib import Path
 
 import torch
 
-from runkit.cli import positive_int
-
 CHECK_SECONDS = 0.25  # the shortest look at the others' load (25 ticks of /proc/stat a core), and
                       # how often the clocks are read
 TAKEN_LOAD = 0.5     # the others' load that takes a core: a process busy half the time or more
 PROC_STAT = Path("/proc/stat")
 AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
-
-
-def add_flag(parser):
-    """The -threads flag, as every script that searches takes it (None: the default of set_threads)."""
-    parser.add_argument("-threads", "--threads", type=positive_int,
-                        help="CPU threads (default: one per physical core that other processes leave free, "
-                             "looked at again as each search starts; OMP_NUM_THREADS when set)")
 
 
 def physical_cores():

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from runkit.speed import PRECISIONS
+from runkit.speed import DTYPES
 
 MATMUL_SIDES = (256, 512, 1024, 2048)  # grown until a product is long enough to time (BLAS peaks on large ones)
 MATMUL_LONG_ENOUGH = 0.05   # seconds: a product this long is timed well; slow types stop at smaller sides
@@ -77,10 +77,10 @@ def copy_gb_per_s(device):
 
 def measure(device, precisions=()):
     """The roof of `device` for float32, bfloat16 and the float types of `precisions` (names as in
-    speed.PRECISIONS)."""
+    speed.DTYPES)."""
     gflops = {}
     for name in dict.fromkeys(("fp32", "bf16", *precisions)):
-        dtype = PRECISIONS[name][1] or PRECISIONS[name][0]  # autocast's type where there is one
+        dtype = DTYPES[name][1] or DTYPES[name][0]  # autocast's type where there is one
         if dtype == torch.float16 and device.type == "cpu":
             continue  # no fast float16 CPU kernels: speed.precision_dtypes refuses it there
         if dtype == torch.float64 and device.type == "mps":

@@ -33,13 +33,6 @@ LEGACY_DEFAULTS = {"bad_noise_layers": ("17", None)}
 ADDED_SETTINGS = {"tries": 1, "stop_at_eps": False, "patience": 0, "max_steps": 0}
 
 
-def result_settings(search, precision, compile):
-    """The settings that decide a result besides the weights and the seed: the search's (a
-    PULSE.SearchConfig), the precision and compilation. A log line keeps them in its args, and
-    -resume compares them."""
-    return {**asdict(search), "precision": precision, "compile": compile}
-
-
 @dataclass(kw_only=True)
 class Outcome:
     """How the search for one result went, as the log keeps it. What the API returns (PULSE.Result)

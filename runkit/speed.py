@@ -10,8 +10,9 @@ import torch
 
 from errors import PulseError, about_setting
 
-# name: (dtype of the model and the search variables, dtype the generator computes in under autocast)
-PRECISIONS = {
+# precision (settings.PRECISIONS): (dtype of the model and the search variables, dtype the generator computes
+# in under autocast)
+DTYPES = {
     "fp32": (torch.float32, None),
     "fp64": (torch.float64, None),
     "bf16": (torch.float32, torch.bfloat16),
@@ -31,7 +32,7 @@ def cpu_has_fast_bfloat16():
 
 def precision_dtypes(name, device):
     """(model dtype, autocast dtype or None) of precision `name` on `device`."""
-    model_dtype, autocast_dtype = PRECISIONS[name]
+    model_dtype, autocast_dtype = DTYPES[name]
     # Where torch has no fast kernels for a type, its reference kernels crawl: refuse rather than
     # crawl. float16 on any CPU: about 60x slower than float32 (2-core AVX-512 machine); bfloat16
     # on a CPU without AVX-512: a 3x3 convolution of 256 channels at 64x64 took 41 s against

@@ -157,7 +157,7 @@ def tiny_pickle():
 
 @pytest.fixture(autouse=True)
 def pulse_logger_as_found():
-    """A script's main shows the `pulse` logger's messages on stderr (cli.show_messages): each test
+    """A script's main shows the `pulse` logger's messages on stderr (messages.show_messages): each test
     finds the logger as Python leaves it, whatever the tests before it ran."""
     logger = logging.getLogger("pulse")
     handlers, level = list(logger.handlers), logger.level

@@ -14,8 +14,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import PULSE  # noqa: E402
 import run  # noqa: E402
+import search  # noqa: E402
 from runkit.distributed import Team, launch_from_environment  # noqa: E402
 
 
@@ -23,7 +23,7 @@ def oom_on_rank_1(argv):
     if os.environ["RANK"] == "1":
         def no_memory(*args, **kwargs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        PULSE.BatchSearch.step = no_memory
+        search.BatchSearch.step = no_memory
     return run.main(argv)
 
 

@@ -20,6 +20,7 @@ import PULSE
 from device import DeviceError
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, pixels, run_on_tiny_model
 from runkit.images import read_rgb, to_tensor
+from settings import result_settings
 from weightfiles.weights import WeightsError
 
 STEPS = 4
@@ -96,7 +97,7 @@ def test_a_batch_tensor_gives_one_result_per_image_in_order(model64):
 ])
 def test_an_unusable_image_is_refused_by_name_before_any_search(tmp_path, model64, monkeypatch, make_bad, reason):
     (tmp_path / "notes.txt").write_text("hello")
-    monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
+    monkeypatch.setattr(PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     bad = make_bad(tmp_path)
     with pytest.raises(ValueError) as refused:
         model64.upsample([TINY_INPUT, bad], seed=0, steps=2)
@@ -133,14 +134,14 @@ def test_an_unusable_image_is_refused_by_name_before_any_search(tmp_path, model6
     ({"images": None}, "images must be a path, a PIL image, a [3, r, r] or [B, 3, r, r] tensor, or a list"),
 ])
 def test_a_bad_argument_is_refused_by_name_before_any_search(model64, monkeypatch, arguments, reason):
-    monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
+    monkeypatch.setattr(PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     arguments = {"images": TINY_INPUT, **arguments}
     with pytest.raises(ValueError, match=re.escape(reason)):
         model64.upsample(**arguments)
 
 
 def test_an_unknown_name_is_a_type_error_listing_the_known_ones(model64, monkeypatch):
-    monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
+    monkeypatch.setattr(PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     with pytest.raises(TypeError, match="unknown search setting 'stepz'; the search settings are loss_str, eps, "):
         model64.upsample(TINY_INPUT, stepz=3)
     with pytest.raises(TypeError, match="unknown model option 'precison'; the model options are network, cache_dir"):
@@ -236,12 +237,14 @@ def test_help_shows_every_setting_and_model_option_with_its_default(model64):
         for f in fields(options):
             assert f"{f.name}: " in shown and f.metadata["help"][:40] in " ".join(shown.split())
     assert "learning_rate: float = 0.4" in pydoc.render_doc(model64.upsample, renderer=pydoc.plaintext)
+    upsample = inspect.signature(model64.upsample).parameters  # its own arguments, as JobSettings declares them
+    assert all(upsample[f.name].default == f.default for f in fields(PULSE.JobSettings))
 
 
 def test_a_result_becomes_a_run_log_line(tmp_path, model64):
     (result,) = model64.upsample(TINY_INPUT, seed=0, steps=2)
     result.image.save(tmp_path / "target.png")
-    settings = runlog.result_settings(PULSE.SearchConfig(steps=2), "fp64", False)
+    settings = result_settings(PULSE.SearchConfig(steps=2), "fp64", False)
     record = runlog.Record.of(result, tmp_path / "target.png", model64.device, base_seed=0, args=settings)
     runlog.append(tmp_path / runlog.LOG_NAME, record)
     assert runlog.read(tmp_path / runlog.LOG_NAME) == [record]
@@ -313,5 +316,5 @@ def test_the_readmes_python_example_runs_as_written(tmp_path):
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["pulse_log.jsonl", "target_1.png", "target_2.png"]
-    settings = runlog.result_settings(PULSE.SearchConfig(steps=20), "fp64", False)
+    settings = result_settings(PULSE.SearchConfig(steps=20), "fp64", False)
     assert all(record.is_complete(settings) for record in runlog.read(tmp_path / "runs" / runlog.LOG_NAME))

@@ -226,7 +226,7 @@ def test_page_upload_then_search(page, tmp_path):
 def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
     """A mistake is one message in the status line, replacing the last (no toast, no error badges, no
     traceback in the terminal), and nothing is searched."""
-    monkeypatch.setattr(PULSE.PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
+    monkeypatch.setattr(PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     faces = aligned_faces([TINY_INPUT])
     for chosen, settings, message in [
             ([], app.Settings.of(), "Drop a photo or an aligned face first, and tick at least one face."),
@@ -360,7 +360,7 @@ def test_the_boxes_are_bound_to_the_settings_by_name(page):
     chosen = dict(zip(app.BOXES, values(seed=4, duplicates=2, steps=7, learning_rate=0.1, opt_name="sgd", tries=3,
                                         bad_noise_layers=" 3.5 ")))
     settings = app.Settings.of(**chosen)
-    assert (settings.seed, settings.duplicates) == (4, 2)
+    assert (settings.jobs.seed, settings.jobs.duplicates) == (4, 2)
     assert settings.search == PULSE.SearchConfig(steps=7, learning_rate=0.1, opt_name="sgd", tries=3,
                                                  bad_noise_layers="3.5")
     assert app.Settings.of(**{**chosen, "bad_noise_layers": ""}).search.bad_noise_layers is None

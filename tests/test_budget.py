@@ -97,7 +97,7 @@ def test_a_stalled_try_hands_over_to_the_next_seed(model64, lone, patience):
 @pytest.mark.parametrize("flags, message", [
     (["-max_steps", "200"], "max_steps needs patience"),
     (["-max_steps", "50", "-patience", "5"], "max_steps must be a whole number of at least 100, got 50"),
-    (["-patience", "-1"], "argument -patience/--patience: must be 0 or more"),
+    (["-patience", "-1"], "argument -patience/--patience: must be a whole number of at least 0, got -1"),
     (["-recipe", "fast"], "argument -recipe/--recipe: invalid choice"),
 ])
 def test_budget_settings_that_cannot_be_are_usage_errors(flags, message, capsys):

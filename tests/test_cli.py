@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from runkit import cli
+from runkit import exits, flags, quiet_stop
 
 SCRIPTS = ["run", "align_face", "convert_weights", "evaluate", "plot_log", "sweep", "bench", "app"]
 
@@ -47,28 +47,28 @@ def test_help_shows_the_defaults(capsys):
 @pytest.mark.parametrize("text", ["0", "-1", "inf", "-inf", "nan"])
 def test_positive_float_refuses_what_cannot_be_a_rate_or_a_target(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.positive_float(text)
+        flags.positive_float(text)
 
 
 def test_positive_float_takes_small_numbers():
-    assert cli.positive_float("1e-12") == 1e-12
+    assert flags.positive_float("1e-12") == 1e-12
 
 
 @pytest.mark.parametrize("text", ["-1e-12", "inf", "nan", "zero"])
 def test_non_negative_float_refuses_what_cannot_be_a_target(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.non_negative_float(text)
+        flags.non_negative_float(text)
 
 
 def test_non_negative_float_takes_zero():
-    assert cli.non_negative_float("0") == 0 and cli.non_negative_float("2e-3") == 2e-3
+    assert flags.non_negative_float("0") == 0 and flags.non_negative_float("2e-3") == 2e-3
 
 
 def test_a_stop_signal_interrupts_unless_deferred_and_a_second_one_leaves_at_once(monkeypatch):
     def leave(status):
         raise SystemExit(status)  # os._exit, without ending the test process
-    monkeypatch.setattr(cli.os, "_exit", leave)
-    with cli.StopSignals() as stop:
+    monkeypatch.setattr(quiet_stop.os, "_exit", leave)
+    with quiet_stop.StopSignals() as stop:
         assert signal.getsignal(signal.SIGTERM) == stop._handle
         with stop.deferred():
             stop._handle(signal.SIGTERM, None)  # noted, not raised
@@ -80,7 +80,7 @@ def test_a_stop_signal_interrupts_unless_deferred_and_a_second_one_leaves_at_onc
 
 
 def test_the_first_stop_signal_raises_keyboard_interrupt():
-    with cli.StopSignals() as stop:
+    with quiet_stop.StopSignals() as stop:
         with pytest.raises(KeyboardInterrupt):
             stop._handle(signal.SIGHUP, None)
         assert stop.exit_status == 129
@@ -88,8 +88,8 @@ def test_the_first_stop_signal_raises_keyboard_interrupt():
 
 # ---- the project's errors ------------------------------------------------------------------------
 
-PROJECT_MODULES = [*SCRIPTS, "errors", "PULSE", "device", "loss", "generators.dcgan", "runkit.cli", "runkit.speed", "runkit.images",
-                   "runkit.distributed", "weightfiles.download"]
+PROJECT_MODULES = [*SCRIPTS, "errors", "PULSE", "device", "parsed_text", "generators.dcgan", "runkit.exits",
+                   "runkit.speed", "runkit.images", "runkit.distributed", "weightfiles.download"]
 KEPT_BASES = {"SetupError": RuntimeError, "PrecisionError": ValueError, "ImageReadError": ValueError,
               "TeamError": RuntimeError, "NoiseLayerError": ValueError, "WeightsError": RuntimeError,
               "DownloadError": OSError, "UploadError": ValueError, "LossStringError": ValueError,
@@ -110,9 +110,9 @@ def test_every_error_of_the_project_derives_from_one_base_and_keeps_its_own():
 
 
 def test_a_usage_error_ends_a_script_as_a_bad_flag_does_any_other_as_setup_failed(capsys):
-    from PULSE import NoiseLayerError
+    from parsed_text import NoiseLayerError
     from weightfiles.weights import WeightsError
-    assert cli.report_failure(NoiseLayerError("no layer 9"), "run.py") == cli.EXIT_USAGE
-    assert cli.report_failure(WeightsError("no weights"), "run.py", tag=lambda line: f"[rank 1] {line}") == 3
-    assert cli.report_failure(OSError("disk full"), "convert_weights.py") == cli.EXIT_SETUP_FAILED
+    assert exits.report_failure(NoiseLayerError("no layer 9"), "run.py") == exits.EXIT_USAGE
+    assert exits.report_failure(WeightsError("no weights"), "run.py", tag=lambda line: f"[rank 1] {line}") == 3
+    assert exits.report_failure(OSError("disk full"), "convert_weights.py") == exits.EXIT_SETUP_FAILED
     assert capsys.readouterr().err == "run.py: error: no layer 9\n[rank 1] error: no weights\nerror: disk full\n"

@@ -19,6 +19,8 @@ import convert_weights
 import evaluate
 import PULSE
 import run
+import search
+from parsed_text import NoiseLayerError
 from bicubic import BicubicDownSample
 from conftest import FIXTURES, pixels
 from network_files import random_dcgan
@@ -85,7 +87,7 @@ def test_a_dcgan_whose_layers_do_not_fit_the_tutorials_is_refused(tmp_path, caps
 
 def test_the_search_latent_is_z_itself_on_the_sphere_of_radius_sqrt_nz():
     model = PULSE.from_generator(random_dcgan(), SphereOfZ(8), device="cpu")
-    latent, noise, noise_vars = model.start_point([0, 1], PULSE.SearchConfig(tile_latent=True))
+    latent, noise, noise_vars = search.start_point(model, [0, 1], PULSE.SearchConfig(tile_latent=True))
     assert latent.shape == (2, 1, 8) and noise == [] and noise_vars == []
     latent_in = model.prior(latent)
     assert torch.allclose(latent_in.norm(dim=-1), torch.full((2, 1), 8 ** 0.5))
@@ -97,7 +99,7 @@ def test_the_search_latent_is_z_itself_on_the_sphere_of_radius_sqrt_nz():
 def test_noise_flags_are_refused_and_tile_latent_changes_nothing():
     model = PULSE.from_generator(random_dcgan(), SphereOfZ(8), device="cpu", precision="fp64")
     for settings in ({"bad_noise_layers": "0"}, {"num_trainable_noise_layers": 2}):
-        with pytest.raises(PULSE.NoiseLayerError, match="noise layers are none|has 0 layers with noise"):
+        with pytest.raises(NoiseLayerError, match="noise layers are none|has 0 layers with noise"):
             model.upsample(torch.rand(3, 4, 4), seed=0, steps=2, **settings)
     image = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0))
     plain, tiled = (model.upsample(image, seed=3, steps=5, tile_latent=tile)[0] for tile in (False, True))

@@ -249,8 +249,8 @@ def test_a_stopped_job_writes_every_ranks_best_so_far(inputs, tmp_path, signal_n
 
 
 def test_in_a_job_a_repeated_stop_signal_does_not_cut_the_saving_short():
-    from runkit import cli
-    with cli.StopSignals(repeat_leaves=False) as stop:
+    from runkit import quiet_stop
+    with quiet_stop.StopSignals(repeat_leaves=False) as stop:
         with pytest.raises(KeyboardInterrupt):
             stop._handle(signal.SIGTERM, None)  # from Slurm: the search ends with its best so far
         stop._handle(signal.SIGTERM, None)  # the same stop, passed on by torchrun: ignored, no exit

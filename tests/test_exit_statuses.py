@@ -1,4 +1,4 @@
-"""Every script's failure modes end with the status of cli.py's table: 1 some inputs failed,
+"""Every script's failure modes end with the status of runkit/exits.py's table: 1 some inputs failed,
 2 a usage error, 3 setup failed (a missing input, device or weights, an output that cannot be
 written). Each case calls the script's main in-process: none needs a process of its own."""
 import importlib
@@ -10,7 +10,7 @@ from PIL import Image
 
 import align_face
 from conftest import TINY_MODEL, make_inputs, make_record
-from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE
+from runkit.exits import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE
 
 
 def a_file(path, text="not what it should be\n"):

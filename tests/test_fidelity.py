@@ -17,6 +17,7 @@ from PIL import Image
 
 import PULSE
 import run
+import search
 from conftest import FIXTURES, TINY_INPUT, TINY_MODEL, load_fixture
 from stylegan import G_synthesis
 
@@ -33,7 +34,7 @@ def use_stored_draws(monkeypatch, variant):
         assert seed == DRAWS["seed"]
         start = DRAWS["variants"][variant]
         return start["latent"].clone(), [n.clone() for n in start["noise"]]
-    monkeypatch.setattr(PULSE, "draw_start", stored_start)
+    monkeypatch.setattr(search, "draw_start", stored_start)
 
 
 def flags(args):
@@ -70,7 +71,7 @@ def test_a_seed_gives_the_draws_of_the_2020_reference(variant):
     sizes = [2 ** (i // 2 + 2) for i in range(layers)]  # the 2020 rule: two layers per resolution
     zeroed = config.bad_noise_layers.layers if config.bad_noise_layers else G_synthesis.default_bad_noise_layers
     latent_shape = (1 if config.tile_latent else layers, 512)  # a StyleGAN's rows (generator.MappedGaussian)
-    latent, noise = PULSE.draw_start(DRAWS["seed"], latent_shape, sizes, zeroed, config)
+    latent, noise = search.draw_start(DRAWS["seed"], latent_shape, sizes, zeroed, config)
     stored = DRAWS["variants"][variant]
     assert torch.equal(latent, stored["latent"])
     assert len(noise) == len(stored["noise"])

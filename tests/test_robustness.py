@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from runkit import files
-import PULSE
-import run
+from runkit import files, folder_run
+import search
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli, wait_for
 
 
@@ -39,7 +38,7 @@ def test_inputs_that_would_write_the_same_result_are_refused_before_any_work(tmp
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_loading_the_model(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(run, "load", lambda *_, **__: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(folder_run, "load", lambda *_, **__: pytest.fail("the model was loaded"))
     (tmp_path / "a_file").write_text("not a folder")
     for out in ("a_file", "a_file/below"):
         code, _ = run_cli(tmp_path, inputs=make_inputs(tmp_path / "in"), out=out)
@@ -54,8 +53,8 @@ def test_a_read_only_output_folder_is_refused_before_loading_the_model(tmp_path,
     if os.access(read_only, os.W_OK):  # root writes anyway: make the probe meet a refusal as a user would
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(run.tempfile, "TemporaryFile", refuse)
-    monkeypatch.setattr(run, "load", lambda *_, **__: pytest.fail("the model was loaded"))
+        monkeypatch.setattr(folder_run.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(folder_run, "load", lambda *_, **__: pytest.fail("the model was loaded"))
     code, _ = run_cli(tmp_path, inputs=make_inputs(tmp_path / "in"), out="read_only")
     (line,) = capsys.readouterr().err.splitlines()
     assert code == 3 and line.endswith("Permission denied")
@@ -114,7 +113,7 @@ def test_bad_inputs_are_named_and_skipped_and_the_rest_is_done(tmp_path, capsys)
 def test_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch, capsys):
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    monkeypatch.setattr(PULSE.BatchSearch, "step", no_memory)
+    monkeypatch.setattr(search.BatchSearch, "step", no_memory)
     code, _ = run_cli(tmp_path, "-seed", "0", "-batch_size", "4")
     err = capsys.readouterr().err
     assert code == 3  # nothing was searched
@@ -124,18 +123,18 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch, capsys):
 
 
 def test_out_of_memory_after_some_results_names_the_searches_left_and_resume_finishes(tmp_path, monkeypatch, capsys):
-    step = PULSE.BatchSearch.step
+    step = search.BatchSearch.step
 
     def memory_for_one(self, *args, **kwargs):
         if self.searches[0].attempt.job.name != "face0":
             raise torch.OutOfMemoryError("CUDA out of memory")
         return step(self, *args, **kwargs)
-    monkeypatch.setattr(PULSE.BatchSearch, "step", memory_for_one)
+    monkeypatch.setattr(search.BatchSearch, "step", memory_for_one)
     inputs = make_inputs(tmp_path / "in", count=3)
     code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "2", inputs=inputs)
     assert code == 1  # some results written: inputs failed, not setup
     assert "not searched: face1, face2" in capsys.readouterr().err
-    monkeypatch.setattr(PULSE.BatchSearch, "step", step)
+    monkeypatch.setattr(search.BatchSearch, "step", step)
     assert run_cli(tmp_path, "-seed", "0", "-steps", "2", "-resume", inputs=inputs)[0] == 0
     assert sorted(p.name for p in out_dir.glob("face*.png")) == ["face0.png", "face1.png", "face2.png"]
 
@@ -197,7 +196,7 @@ def test_a_stop_signal_writes_the_best_image_so_far_and_exits_128_plus_its_numbe
 def test_a_stop_while_the_gif_is_encoded_keeps_the_finished_result(tmp_path, monkeypatch, capsys):
     def stopped(*_):
         raise KeyboardInterrupt  # what a signal raises while the GIF is written
-    monkeypatch.setattr(run.visuals.SearchGif, "save", stopped)
+    monkeypatch.setattr(folder_run.visuals.SearchGif, "save", stopped)
     code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "3", "-gif")
     assert code == 130
     (record,) = log_records(out_dir)
@@ -206,12 +205,12 @@ def test_a_stop_while_the_gif_is_encoded_keeps_the_finished_result(tmp_path, mon
 
 
 def test_a_signal_while_results_are_written_waits_for_them(tmp_path, monkeypatch):
-    record_result = run.record_result
+    record_result = folder_run.record_result
 
     def signalled_midway(*args):
         os.kill(os.getpid(), signal.SIGTERM)  # handled inside the deferred block: noted, not raised
         return record_result(*args)
-    monkeypatch.setattr(run, "record_result", signalled_midway)
+    monkeypatch.setattr(folder_run, "record_result", signalled_midway)
     code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "2", inputs=make_inputs(tmp_path / "in", count=2))
     assert code == 143
     (record,) = log_records(out_dir)  # the first result is whole; the second search never started
@@ -284,7 +283,7 @@ def test_written_files_are_readable_by_others_as_the_umask_allows(tmp_path):
 
 
 def test_a_stop_says_what_was_written(tmp_path, monkeypatch, capsys):
-    reporter, searched = run.progress_reporter, set()
+    reporter, searched = folder_run.progress_reporter, set()
 
     def stopped_in_the_second_search(bar):
         report = reporter(bar)
@@ -295,7 +294,7 @@ def test_a_stop_says_what_was_written(tmp_path, monkeypatch, capsys):
                 os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
             report(step)
         return hook
-    monkeypatch.setattr(run, "progress_reporter", stopped_in_the_second_search)
+    monkeypatch.setattr(folder_run, "progress_reporter", stopped_in_the_second_search)
     code, out_dir = run_cli(tmp_path, "-seed", "0", "-steps", "4", inputs=make_inputs(tmp_path / "in", count=3))
     assert code == 130 and searched == {"face0", "face1"}
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
@@ -307,7 +306,7 @@ def test_a_stop_says_what_was_written(tmp_path, monkeypatch, capsys):
 def test_a_stop_before_any_search_says_nothing_was_written_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
     def stopped_while_loading(**_):
         raise KeyboardInterrupt
-    monkeypatch.setattr(run, "load", stopped_while_loading)
+    monkeypatch.setattr(folder_run, "load", stopped_while_loading)
     code, out_dir = run_cli(tmp_path, "-seed", "0")
     assert code == 130
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("nothing was written")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-import run
+from runkit import folder_run
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli
 
 try:
@@ -85,8 +85,8 @@ def test_log_record_holds_the_whole_search(tmp_path):
 # the log writes (plot_log.py, sweep.py and -resume read them, from old logs too), and ended and thread_rule since.
 LOG_KEYS = ["input", "output", "seed", "base_seed", "device", "threads", "steps", "best_step", "losses", "converged",
             "interrupted", "seconds", "args", "trajectory", "tries", "stopped_at", "ended", "thread_rule"]
-ARGS_KEYS = ["input_dir", "output_dir", "seed", "duplicates", "batch_size", "save_intermediate", "resume", "strip",
-             "gif", "hr_dir", "network", "cache_dir", "keep_pickle", "precision", "speedups", "compile", "loss_str",
+ARGS_KEYS = ["input_dir", "output_dir", "save_intermediate", "resume", "strip", "gif", "hr_dir", "seed", "duplicates",
+             "batch_size", "network", "cache_dir", "keep_pickle", "precision", "speedups", "compile", "loss_str",
              "eps", "noise_type", "num_trainable_noise_layers", "tile_latent", "bad_noise_layers", "opt_name",
              "learning_rate", "steps", "lr_schedule", "tries", "stop_at_eps", "patience", "max_steps", "recipe"]
 
@@ -121,11 +121,11 @@ def test_l2_is_reported_even_when_the_loss_leaves_it_out(tmp_path):
 
 
 def test_text_flags_are_parsed_once_and_logged_as_written(tmp_path, monkeypatch):
-    import loss
-    import run  # noqa: F401 (the 2020 default is parsed once, when run.py is imported)
+    import parsed_text
+    import settings  # noqa: F401 (the 2020 default is parsed once, when settings.py is imported)
     parsed = []
-    parse_terms = loss.parse_terms
-    monkeypatch.setattr(loss, "parse_terms", lambda text: parsed.append(text) or parse_terms(text))
+    parse_terms = parsed_text.parse_terms
+    monkeypatch.setattr(parsed_text, "parse_terms", lambda text: parsed.append(text) or parse_terms(text))
     written = {"loss_str": "100*L2 + 0.05*GEOCROSS", "bad_noise_layers": "3.5"}
     code, out_dir = run_cli(tmp_path, "-seed", "1", "-steps", "2", "-duplicates", "2",
                             *(f"-{name}={text}" for name, text in written.items()))
@@ -174,12 +174,12 @@ def test_common_formats_and_modes_are_read_as_rgb(tmp_path, mode, suffix):
     ("-noise_type", "random", "invalid choice"),
     ("-opt_name", "lbfgs", "invalid choice"),
     ("-lr_schedule", "cosine", "invalid choice"),
-    ("-steps", "0", "must be at least 1"),
+    ("-steps", "0", "must be a whole number of at least 1, got 0"),
     ("-steps", "abc", "argument -steps/--steps: must be a whole number, got 'abc'"),
     ("-seed", "1.5", "argument -seed/--seed: must be a whole number, got '1.5'"),
     ("-eps", "abc", "argument -eps/--eps: must be a number, got 'abc'"),
-    ("-batch_size", "0", "must be at least 1"),
-    ("-duplicates", "0", "must be at least 1"),
+    ("-batch_size", "0", "must be a whole number of at least 1, got 0"),
+    ("-duplicates", "0", "must be a whole number of at least 1, got 0"),
     ("-eps", "-1", "must be a finite number of 0 or more"),
     ("-eps", "inf", "must be a finite number of 0 or more"),
     ("-eps", "nan", "must be a finite number of 0 or more"),
@@ -210,7 +210,7 @@ def test_choices_are_listed_for_a_bad_choice(tmp_path, capsys):
 
 def test_the_bar_shows_each_search_with_its_own_clock():
     bar = tqdm(total=3, file=io.StringIO())
-    report = run.progress_reporter(bar)
+    report = folder_run.progress_reporter(bar)
 
     def step(name, attempt, number):  # what the bar reads of a step: its first row's search and the losses
         return SimpleNamespace(number=number, rows=[SimpleNamespace(name=name, attempt=attempt)],

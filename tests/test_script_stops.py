@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from skimage.data import astronaut
 
-from runkit import cli, quiet_stop
+from runkit import quiet_stop
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status (Linux)")
@@ -98,7 +98,7 @@ def test_stop_signals_hand_back_to_the_quiet_stop_not_to_pythons_default():
     previous = {signum: signal.getsignal(signum) for signum in quiet_stop.STOP_SIGNALS}
     try:
         quiet_stop.install()
-        with cli.StopSignals() as stop:
+        with quiet_stop.StopSignals() as stop:
             assert signal.getsignal(signal.SIGINT) == stop._handle
         assert all(signal.getsignal(signum) == quiet_stop.stop for signum in quiet_stop.STOP_SIGNALS)
     finally:

@@ -11,6 +11,7 @@ import torch
 
 import PULSE
 import run
+import search
 import sweep
 from conftest import TINY_INPUT, TINY_MODEL, log_records, make_record, run_on_tiny_model
 from runkit import runlog
@@ -180,7 +181,7 @@ def test_eps_0_leaves_l2_unclamped_and_converges_nothing(model64, alone, caplog)
 
 
 def test_stop_at_eps_with_eps_0_is_noted_once_however_many_searches(model64, caplog):
-    PULSE.note_once.cache_clear()  # a note is said once a process: this test's process starts afresh
+    search.note_once.cache_clear()  # a note is said once a process: this test's process starts afresh
     caplog.set_level(logging.INFO, logger="pulse")
     for seed in (0, 1):
         model64.upsample(TINY_INPUT, seed=seed, steps=1, eps=0, stop_at_eps=True)
@@ -189,7 +190,7 @@ def test_stop_at_eps_with_eps_0_is_noted_once_however_many_searches(model64, cap
 
 
 def test_stop_at_eps_with_eps_0_runs_every_step_and_says_so_once(tmp_path, capsys):
-    PULSE.note_once.cache_clear()
+    search.note_once.cache_clear()
     out_dir = tmp_path / "out"
     flags = ["-seed", "0", "-steps", "3", "-duplicates", "2", "-tries", "2", "-eps", "0", "-stop_at_eps",
              "-precision", "fp64"]

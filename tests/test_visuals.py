@@ -9,7 +9,7 @@ from PIL import Image, ImageSequence
 from runkit import visuals
 import run
 from conftest import TINY_INPUT, make_record, run_on_tiny_model
-from PULSE import BestTracker, Row, Step
+from search import BestTracker, Row, Step
 from runkit.visuals import LABEL_HEIGHT, PANEL, RED
 
 STEPS = 3

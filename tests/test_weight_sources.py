@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from runkit import runlog
+from runkit import exits
 from weightfiles import families, releases, weight_sources, weights
 import convert_weights
 import run
@@ -106,7 +107,7 @@ def test_a_pt_file_stands_for_its_folder(tmp_path):
 def test_a_missing_network_is_a_one_line_error(tmp_path, capsys):
     code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"),
                      "-network", str(tmp_path / "nothing.pkl")])
-    assert code == run.EXIT_SETUP_FAILED
+    assert code == exits.EXIT_SETUP_FAILED
     assert capsys.readouterr().err == f"error: -network {tmp_path / 'nothing.pkl'}: no such file or folder\n"
 
 
@@ -114,7 +115,7 @@ def test_a_typo_of_a_packaged_generators_name_is_answered_with_the_packaged_name
     packaged = "no such file or folder, nor a packaged generator (dcgan-digiface)"
     code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"),
                      "-network", "dcgan_digiface", "-cache_dir", str(tmp_path / "cache")])
-    assert code == run.EXIT_SETUP_FAILED
+    assert code == exits.EXIT_SETUP_FAILED
     assert capsys.readouterr().err == f"error: -network dcgan_digiface: {packaged}: did you mean dcgan-digiface?\n"
     with pytest.raises(weights.WeightsError) as far:
         weight_sources.network_folder("vgg19", tmp_path / "cache")
@@ -185,7 +186,7 @@ def test_when_every_source_fails_one_message_names_each(tmp_path, http_server, t
     cache = tmp_path / "cache"
     code = run.main(["-input_dir", str(TINY_INPUT.parent), "-output_dir", str(tmp_path / "out"),
                      "-cache_dir", str(cache)])
-    assert code == run.EXIT_SETUP_FAILED
+    assert code == exits.EXIT_SETUP_FAILED
     err = capsys.readouterr().err
     error = err[err.index("error: "):]  # after the progress bars
     assert error.startswith(f"error: no generator weights in {cache}/, and every source failed:")
