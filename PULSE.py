@@ -34,7 +34,7 @@ try:
     from parsed_text import NoiseLayerError
     from runkit.images import to_pil
     from search import Result, Row, Step, search_jobs  # noqa: F401 (Result, Row, Step: what the API hands out)
-    from settings import JobSettings, ModelOptions, RECIPES, SearchConfig, recipe_config  # noqa: F401 (the API's)
+    from settings import ComputeOptions, JobSettings, ModelOptions, RECIPES, SearchConfig, recipe_config  # noqa: F401
     from runkit.inputs import Input  # noqa: F401 (the API's: upsample takes one to name its results)
     from runkit.options import from_keywords, takes_options
     from weightfiles.weight_sources import weights_folder
@@ -70,21 +70,27 @@ class PULSE(torch.nn.Module):
         self.note = None  # what a user should know about this generator (see model_note)
 
     @classmethod
-    def build(cls, synthesis, prior, device, precision="fp32", fast=True, compile=False):
+    def build(cls, synthesis, prior, device, precision="fp32", fast_ops=True, compile=False):
         """The model for a search: the one place that decides its device, dtype, autocast, fast path
         and compilation (`load`, `from_generator`, run.py and bench.py all build through it), and the
         CPU threads where the process has not chosen them (cpu_threads.set_default).
 
-        `fast` computes the tensors derived from the frozen weights once, on the device, in the
+        `fast_ops` computes the tensors derived from the frozen weights once, on the device, in the
         model's dtype (see generators/fastops.py); `compile` runs torch.compile on either path."""
         model_dtype, autocast_dtype = speed.precision_dtypes(precision, device)
         cpu_threads.set_default()
         model = cls(synthesis, prior, autocast_dtype).to(device, model_dtype)
         model.precision, model.compiled = precision, compile
-        model.synthesis.set_fast(fast)
+        model.synthesis.set_fast(fast_ops)
         if compile:
             model.synthesis = torch.compile(model.synthesis)
         return model
+
+    @classmethod
+    def of_options(cls, synthesis, prior, device, compute):
+        """The model built as ComputeOptions `compute` say (`speedups`: the fast ops; the freed memory
+        is the process's, folder_run.start_process)."""
+        return cls.build(synthesis, prior, device, compute.precision, fast_ops=compute.speedups, compile=compute.compile)
 
     def zeroed_noise_layers(self, config):
         """Indices of the noise layers held at zero: -bad_noise_layers, or the generator's own default
@@ -178,25 +184,27 @@ def load(device=None, **options):
     device = pick_device(device)
     folder = weights_folder(options.network, options.cache_dir, options.keep_pickle)
     synthesis, prior = load_generator(folder)
-    model = PULSE.build(synthesis, prior, device, options.precision, fast=options.speedups, compile=options.compile)
+    model = PULSE.of_options(synthesis, prior, device, options)
     model.note = model_note(folder, synthesis.resolution)
     if model.note:
         logger.info(f"note: {model.note}")
     return model
 
 
-def from_generator(network, prior, device=None, precision="fp32", speedups=True, compile=False):
+@takes_options(ComputeOptions)
+def from_generator(network, prior, device=None, **compute):
     """The PULSE model of a generator built in Python, nothing read or written on disk: `network` a
     torch module answering generator.Generator, `prior` a generator.Prior (SphereOfZ(nz) for a
-    network fed z itself, MappedGaussian(fit, num_ws) for a StyleGAN). `device` and the rest as for
-    `load`; TypeError naming what the network or the prior lacks."""
+    network fed z itself, MappedGaussian(fit, num_ws) for a StyleGAN). `device` as for `load`, the
+    options below as ComputeOptions declares them; TypeError naming what the network or the prior
+    lacks."""
+    compute = from_keywords(ComputeOptions, compute, "compute option")
     for thing, protocol in ((network, Generator), (prior, Prior)):
         missing = missing_members(thing, protocol)
         if missing or not isinstance(thing, torch.nn.Module):
             raise TypeError(f"{type(thing).__name__} is not a torch module answering generator.{protocol.__name__}"
                             f"{': it lacks ' + ', '.join(missing) if missing else ''}")
-    device = pick_device(device)
-    return PULSE.build(network, prior, device, precision, fast=speedups, compile=compile)
+    return PULSE.of_options(network, prior, pick_device(device), compute)
 
 
 TINY_MODEL = HERE / "tests" / "fixtures" / "tiny_model"

@@ -159,7 +159,7 @@ def model_for(setting, family, synthesis, device):
     width = synthesis.dlatent_size
     fit = {"mean": torch.zeros(width), "std": torch.ones(width)} if FAMILIES[family].needs_fit else None
     prior = FAMILIES[family].prior(synthesis, fit)
-    return PULSE.build(synthesis, prior, device, setting.precision, fast=setting.fast_ops, compile=setting.compile)
+    return PULSE.build(synthesis, prior, device, setting.precision, fast_ops=setting.fast_ops, compile=setting.compile)
 
 
 def random_inputs(model, batch):

@@ -3,7 +3,7 @@
 - SearchConfig: how one search runs (run.py's search flags, `upsample`'s keywords, the page's boxes,
   the sweep's grid), and RECIPES, named sets of its values;
 - JobSettings: how many results of each input, from which seeds, searched how many at a time;
-- ModelOptions: which generator, and how it computes (`PULSE.load`'s keywords).
+- ModelOptions: which generator, and how it computes (ComputeOptions; `PULSE.load`'s keywords).
 
 Plain Python, no torch: the scripts make their flags and --help from these alone.
 """
@@ -154,9 +154,22 @@ class JobSettings:
 
 
 @dataclass
-class ModelOptions:
-    """What `load` takes besides the device: which generator and how it computes (run.py's and
-    app.py's flags of the same names; `speedups` is their -no_speedups turned round)."""
+class ComputeOptions:
+    """How the model computes: `from_generator`'s keywords, and part of ModelOptions."""
+    precision: str = option("fp32", "float type of the model and the search (random draws are always float32); bf16 "
+                                    "and fp16 run the generator under autocast, faster and with slightly different "
+                                    "results (fp16 only on a GPU)", choices=PRECISIONS)
+    speedups: bool = option(True, "run the 2020 generator ops: the same results, about 2x slower on the CPU")
+    compile: bool = option(False, "torch.compile the generator: faster steps after a compilation of a minute or "
+                                  "more (needs a C++ compiler on the CPU); results differ slightly")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass
+class GeneratorChoice:
+    """Which generator `load` finds, and where: the other part of ModelOptions."""
     network: str | None = option(
         None, "another generator: a folder of converted weights; a network file or its URL (NVIDIA's StyleGAN-1, "
               "StyleGAN2 or StyleGAN3 pickle, a rosinality StyleGAN2 or a DCGAN checkpoint), converted once into "
@@ -166,12 +179,6 @@ class ModelOptions:
                                      "none, NVIDIA's FFHQ model is downloaded and converted into it")
     keep_pickle: bool = option(False, "keep a downloaded network pickle next to its conversion (NVIDIA's is about "
                                       "300 MB)")
-    precision: str = option("fp32", "float type of the model and the search (random draws are always float32); bf16 "
-                                    "and fp16 run the generator under autocast, faster and with slightly different "
-                                    "results (fp16 only on a GPU)", choices=PRECISIONS)
-    speedups: bool = option(True, "run the 2020 generator ops: the same results, about 2x slower on the CPU")
-    compile: bool = option(False, "torch.compile the generator: faster steps after a compilation of a minute or "
-                                  "more (needs a C++ compiler on the CPU); results differ slightly")
 
     def __post_init__(self):
         if self.network is not None and not isinstance(self.network, (str, os.PathLike)):
@@ -179,6 +186,16 @@ class ModelOptions:
         if not isinstance(self.cache_dir, (str, os.PathLike)):
             raise ValueError(f"cache_dir must be a folder's path, got {self.cache_dir!r}")
         check_fields(self)
+
+
+@dataclass
+class ModelOptions(ComputeOptions, GeneratorChoice):
+    """What `load` takes besides the device: which generator (GeneratorChoice's fields, first) and
+    how it computes (ComputeOptions's): run.py's and app.py's flags of the same names; `speedups` is
+    their -no_speedups turned round."""
+
+    def __post_init__(self):
+        GeneratorChoice.__post_init__(self)  # checks every field
 
 
 def result_settings(search, precision, compile):

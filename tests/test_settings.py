@@ -109,3 +109,16 @@ def test_a_sweep_can_vary_every_search_setting():
     assert sweep.flag_value("steps", "3", actions, parser) == 3
     with pytest.raises(argparse.ArgumentTypeError):
         actions["learning_rate"].type("0")
+
+
+def test_the_names_settings_declare_are_the_ones_the_search_computes():
+    """settings.py names the optimizers, precisions and loss terms without importing torch; the modules
+    that make them must know exactly those names."""
+    import loss
+    import parsed_text
+    import search
+    import settings
+    from runkit import speed
+    assert tuple(search.OPTIMIZERS) == settings.OPTIMIZERS
+    assert tuple(speed.DTYPES) == settings.PRECISIONS
+    assert tuple(loss.LOSSES) == parsed_text.LOSS_NAMES
