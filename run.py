@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from runkit import cli, cpu_threads, inputs, runlog, speed, visuals
+from runkit import cli, cpu_threads, inputs, runlog, speed, visual_flags, visuals
 from device import pick_device
 from errors import PulseError
 from runkit.cli import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError, non_negative_int, positive_int
@@ -60,7 +60,7 @@ def build_parser():
     f = p.add_argument_group("speed", "-threads and -no_speedups hold for the whole process, a sweep included; "
                                       "on the CPU, -no_speedups also lets freed memory go back to the system")
     cpu_threads.add_flag(f)
-    visuals.add_flags(p)
+    visual_flags.add_flags(p)
     return p
 
 
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.given = cli.given_flags(parser, argv)
-    visuals.check_flags(parser, args)
+    visual_flags.check_flags(parser, args)
     try:
         RunOptions.from_args(args)
     except ValueError as e:  # settings that do not go together, e.g. -max_steps without -patience

@@ -30,7 +30,7 @@ import align_face  # noqa: E402
 import app  # noqa: E402
 import PULSE  # noqa: E402
 from runkit import runlog  # noqa: E402
-from runkit import visuals  # noqa: E402
+from runkit import visual_flags, visuals  # noqa: E402
 from conftest import ROOT, TINY_INPUT, TINY_MODEL  # noqa: E402
 
 SESSION = SimpleNamespace(session_hash="test session")
@@ -152,7 +152,7 @@ def test_results_are_the_apis(model, tmp_path):
             assert gif.n_frames == 2
     assert [(r.output, r.input) for r in runlog.read(tmp_path / runlog.LOG_NAME)] == [
         (str(tmp_path / f"target_{k}.png"), "target.png (aligned face)") for k in (1, 2)]
-    assert outcome.strip.width == 6 * visuals.PANEL  # input, bicubic, then each result and its downscale
+    assert outcome.strip.width == 6 * visual_flags.PANEL  # input, bicubic, then each result and its downscale
     assert [(s.search, s.searches, s.step) for s in snapshots][-1] == (2, 2, 2)
     assert all(len(s.l2) == s.step for s in snapshots)
 
@@ -210,7 +210,7 @@ def test_page_upload_then_search(page, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     faces, picture, chosen, message = page.on_upload([str(TINY_INPUT), str(tmp_path / "notes.txt")], 32)
     assert [face.label for face in faces] == ["target.png (aligned face)"]
-    assert picture.size == (visuals.PANEL, visuals.PANEL + visuals.LABEL_HEIGHT)
+    assert picture.size == (visual_flags.PANEL, visual_flags.PANEL + visuals.LABEL_HEIGHT)
     assert chosen["choices"] == [("target.png (aligned face)", 0)] and chosen["value"] == [0]
     assert "notes.txt: not an image" in message
 
@@ -218,7 +218,7 @@ def test_page_upload_then_search(page, tmp_path):
     live, status, plot = updates[-2][:3]
     assert live.size == (256, 256) and status.endswith("step 2 of 2") and plot is not None
     *_, strip, summary, files = updates[-1]
-    assert strip.size == (4 * visuals.PANEL, visuals.PANEL + visuals.LABEL_HEIGHT)
+    assert strip.size == (4 * visual_flags.PANEL, visual_flags.PANEL + visuals.LABEL_HEIGHT)
     assert "target.png: **NOT CONVERGED**" in summary
     assert sorted(Path(f).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
 
