@@ -260,8 +260,8 @@ class Snapshot:
 
 
 @dataclass
-class Outcome:
-    """A face's results: their log records, its strip."""
+class FaceResults:
+    """What the page shows of a face once its searches are done: their log records, its strip."""
     face: Face
     records: list = field(default_factory=list)   # one runlog.Record per duplicate that ran
     strip: Image.Image = None
@@ -273,7 +273,7 @@ class Outcome:
 
 def searches(model, faces, settings, folder, stop, report=lambda snapshot: None):
     """Search every face `settings.duplicates` times, each up to `settings.search.tries` tries, writing each
-    result's PNG, run-log line and search GIF into `folder`; returns one Outcome per face searched.
+    result's PNG, run-log line and search GIF into `folder`; returns one FaceResults per face searched.
 
     Seeds are run.py's: duplicate k of a face uses seed + k - 1, its try t seed + k - 1 + (t - 1) *
     duplicates. `report(Snapshot)` is called every REFRESH_SECONDS during a search; setting `stop`
@@ -282,18 +282,18 @@ def searches(model, faces, settings, folder, stop, report=lambda snapshot: None)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     count = len(faces) * settings.duplicates
-    outcomes = []
+    searched = []
     for face in faces:
-        outcome = Outcome(face)
-        outcomes.append(outcome)
-        before = (len(outcomes) - 1) * settings.duplicates
-        outcome.records = search_face(model, face, settings, folder,
-                                      step_hook(face, settings, before, count, stop, report))
-        outcome.strip = visuals.draw_strip(visuals.input_panels(face.low) + [
-            panel for record in outcome.records for panel in visuals.result_panels(record, face.low.width)])
-        if outcome.interrupted:
+        done = FaceResults(face)
+        searched.append(done)
+        before = (len(searched) - 1) * settings.duplicates
+        done.records = search_face(model, face, settings, folder,
+                                   step_hook(face, settings, before, count, stop, report))
+        done.strip = visuals.draw_strip(visuals.input_panels(face.low) + [
+            panel for record in done.records for panel in visuals.result_panels(record, face.low.width)])
+        if done.interrupted:
             break
-    return outcomes
+    return searched
 
 
 def search_face(model, face, settings, folder, on_step):
@@ -364,10 +364,10 @@ def l2_chart(snapshot):
     return gr.components.plot.PlotData(type="altair", plot=json.dumps(chart))
 
 
-def outcome_summary(outcome):
+def results_summary(face_results):
     """One line per result, NOT CONVERGED as plainly as run.py says it."""
     lines = []
-    for record in outcome.records:
+    for record in face_results.records:
         status = record.status if record.converged else (
             f"**{record.status}** (try the converge recipe, more steps, more tries, another seed, or a larger eps)")
         lines.append(f"- {Path(record.output).name}: {status}; seed {record.seed}, best step {record.best_step}, "
@@ -435,12 +435,12 @@ class Page:
                                   else "Stopped before it started.")
                 return
             try:
-                outcomes = yield from running.run(
+                searched = yield from running.run(
                     lambda report: searches(self.model, picked, settings, folder, running.stop, report), live_view)
             except ValueError as e:  # a setting this model cannot take (noise layers): raised before any search
                 yield status_only(str(e))
                 return
-            yield final_view(outcomes, folder, server_stopping=self.closing)
+            yield final_view(searched, folder, server_stopping=self.closing)
         finally:  # after the last view was handed to the page: end_searches waits for it
             running.stop.set()  # ends the search if the page went away
             self.finish(session_of(request))
@@ -671,15 +671,15 @@ def waiting_status(place, ahead):
     return f"waiting in the queue, place {place}: another page's search runs now ({progress})"
 
 
-def final_view(outcomes, folder, server_stopping):
+def final_view(searched, folder, server_stopping):
     """The page's outputs when the searches are done: status, strips, summary and downloads."""
     import gradio as gr
     if server_stopping:
         status = "stopped: the server is shutting down; the best image so far is below"
     else:
-        status = "done (stopped: the best image so far is kept)" if any(o.interrupted for o in outcomes) else "done"
-    return (gr.update(), status, gr.update(), stacked([o.strip for o in outcomes]),
-            "\n".join(outcome_summary(o) for o in outcomes), sorted(str(p) for p in folder.iterdir()))
+        status = "done (stopped: the best image so far is kept)" if any(r.interrupted for r in searched) else "done"
+    return (gr.update(), status, gr.update(), stacked([r.strip for r in searched]),
+            "\n".join(results_summary(r) for r in searched), sorted(str(p) for p in folder.iterdir()))
 
 
 def live_view(snap):

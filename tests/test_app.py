@@ -141,10 +141,10 @@ def test_results_are_the_apis(model, tmp_path):
     """Duplicates, files, log lines and strip; the images are model.upsample's, bit for bit."""
     settings = app.Settings.of(seed=3, steps=2, duplicates=2)
     snapshots = []
-    (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
-                              snapshots.append)
+    (face_results,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
+                                   snapshots.append)
     expected = model.upsample(str(TINY_INPUT), seed=3, steps=2, duplicates=2)
-    for k, (record, result) in enumerate(zip(outcome.records, expected), start=1):
+    for k, (record, result) in enumerate(zip(face_results.records, expected), start=1):
         assert np.array_equal(pixels(Image.open(tmp_path / f"target_{k}.png")), pixels(result.image))
         assert (record.seed, record.base_seed, record.best_step) == (result.seed, 3, result.best_step)
         assert record.losses == result.losses and record.trajectory == result.trajectory
@@ -152,7 +152,7 @@ def test_results_are_the_apis(model, tmp_path):
             assert gif.n_frames == 2
     assert [(r.output, r.input) for r in runlog.read(tmp_path / runlog.LOG_NAME)] == [
         (str(tmp_path / f"target_{k}.png"), "target.png (aligned face)") for k in (1, 2)]
-    assert outcome.strip.width == 6 * visual_flags.PANEL  # input, bicubic, then each result and its downscale
+    assert face_results.strip.width == 6 * visual_flags.PANEL  # input, bicubic, then each result and its downscale
     assert [(s.search, s.searches, s.step) for s in snapshots][-1] == (2, 2, 2)
     assert all(len(s.l2) == s.step for s in snapshots)
 
@@ -161,19 +161,19 @@ def test_not_converged_is_said_plainly(model, tmp_path):
     faces = aligned_faces([TINY_INPUT])
     (missed,) = app.searches(model, faces, app.Settings.of(steps=1, eps=1e-9), tmp_path / "a", threading.Event())
     (reached,) = app.searches(model, faces, app.Settings.of(steps=1, eps=10.0), tmp_path / "b", threading.Event())
-    assert "**NOT CONVERGED**" in app.outcome_summary(missed)
-    assert "converged" in app.outcome_summary(reached) and "NOT" not in app.outcome_summary(reached)
+    assert "**NOT CONVERGED**" in app.results_summary(missed)
+    assert "converged" in app.results_summary(reached) and "NOT" not in app.results_summary(reached)
 
 
 def test_tries_use_run_pys_seeds_and_the_summary_says_which_was_kept(model, tmp_path):
     settings = app.Settings.of(seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
     snapshots = []
-    (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
-                              snapshots.append)
+    (face_results,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
+                                   snapshots.append)
     expected = model.upsample(str(TINY_INPUT), seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
-    assert [[t["seed"] for t in r.tries] for r in outcome.records] == [[0, 2], [1, 3]]
-    assert [r.seed for r in outcome.records] == [r.seed for r in expected]
-    assert " of 2 kept (seed " in app.outcome_summary(outcome)
+    assert [[t["seed"] for t in r.tries] for r in face_results.records] == [[0, 2], [1, 3]]
+    assert [r.seed for r in face_results.records] == [r.seed for r in expected]
+    assert " of 2 kept (seed " in app.results_summary(face_results)
     assert any("try 2 of 2" in s.label for s in snapshots) and all(len(s.l2) == s.step for s in snapshots)
 
 
@@ -186,10 +186,10 @@ def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, 
             stop.set()
 
     faces = aligned_faces([TINY_INPUT, TINY_INPUT])
-    outcomes = app.searches(model, faces, app.Settings.of(steps=50, duplicates=2), tmp_path, stop,
+    searched = app.searches(model, faces, app.Settings.of(steps=50, duplicates=2), tmp_path, stop,
                             press_stop_at_step_2)
-    assert [len(o.records) for o in outcomes] == [1]
-    (record,) = outcomes[0].records
+    assert [len(o.records) for o in searched] == [1]
+    (record,) = searched[0].records
     assert record.interrupted and record.steps == 2 and "interrupted after 2 steps" in record.status
 
     def ctrl_c_at_step_2(step):
