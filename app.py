@@ -5,8 +5,8 @@
     python app.py -cache_dir tests/fixtures/tiny_model -port 7861
 
 The generator is chosen here, when the server starts, never from the page. The page is built
-with Gradio on the Python API (PULSE.load, model.upsample); photos are aligned with
-align_face.py's own code and the pictures are visuals.py's. Gradio is imported where it is
+with Gradio on the Python API (PULSE.load, model.upsample); photos are aligned by
+ffhq_alignment.py, as align_face.py aligns them, and the pictures are visuals.py's. Gradio is imported where it is
 used, after main() has pointed GRADIO_TEMP_DIR at the server's temporary folder: Gradio reads it
 when it is imported.
 """
@@ -38,9 +38,9 @@ from runkit.images import ImageReadError, read_rgb, to_pil
 
 ALIGN_IMPORT_ERROR = None
 try:
-    import align_face
+    import ffhq_alignment
 except ImportError as e:  # dlib missing: photos cannot be aligned, aligned faces still work
-    align_face, ALIGN_IMPORT_ERROR = None, e
+    ffhq_alignment, ALIGN_IMPORT_ERROR = None, e
 
 MAX_UPLOAD_MB = 20
 MAX_PIXELS = 40_000_000          # a bigger photo is refused before it is decoded
@@ -108,11 +108,11 @@ class Face:
 
 
 def load_aligner(cache_dir):
-    """(align_face.py's FaceAligner, None), or (None, why photos cannot be aligned)."""
-    if align_face is None:
+    """(ffhq_alignment's FaceAligner, None), or (None, why photos cannot be aligned)."""
+    if ffhq_alignment is None:
         return None, f"photos cannot be aligned here ({ALIGN_IMPORT_ERROR}); aligned faces still work"
     try:
-        return align_face.FaceAligner(cache_dir), None
+        return ffhq_alignment.FaceAligner(cache_dir), None
     except (cli.SetupError, RuntimeError) as e:
         return None, f"photos cannot be aligned here ({e}); aligned faces still work"
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from runkit import cli, cpu_threads
 import PULSE
-from align_face import packaged_predictor
+from ffhq_alignment import packaged_predictor
 from bicubic import BicubicDownSample, divides_by_power_of_two
 from niqe import niqe
 from runkit.files import atomic_path

@@ -28,6 +28,7 @@ gr = pytest.importorskip("gradio", reason="the page's extra is not installed: pi
 
 import align_face  # noqa: E402
 import app  # noqa: E402
+import ffhq_alignment  # noqa: E402
 import PULSE  # noqa: E402
 from runkit import runlog  # noqa: E402
 from runkit import visual_flags, visuals  # noqa: E402
@@ -43,7 +44,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def aligner():
-    if align_face.packaged_predictor() is None:
+    if ffhq_alignment.packaged_predictor() is None:
         pytest.skip("needs the landmark model: pip install face_recognition_models")
     found, problem = app.load_aligner("cache")
     assert problem is None
@@ -119,7 +120,7 @@ def test_upload_and_image_size_are_bounded(head_photo, monkeypatch):
 
 
 def test_without_dlib_aligned_faces_still_work(head_photo, monkeypatch):
-    monkeypatch.setattr(app, "align_face", None)
+    monkeypatch.setattr(app, "ffhq_alignment", None)
     monkeypatch.setattr(app, "ALIGN_IMPORT_ERROR", ModuleNotFoundError("No module named 'dlib'"))
     aligner, problem = app.load_aligner("cache")
     assert aligner is None and "No module named 'dlib'" in problem
