@@ -5,6 +5,9 @@ does, or measure PULSE on held-out faces drawn from a generator, against their t
     python evaluate.py -paper input runs/a
     python evaluate.py -generated 64 -network dcgan-digiface
     python evaluate.py -generated 32 -rows steps=200 learning_rate=0.8 tries=4,stop_at_eps=on recipe=converge
+
+Each job is a module of evaluation/; this file is their command line: the flags, which job runs, the JSON
+report and the exit status.
 """
 if __name__ == "__main__":  # before the slow imports below: a stop while they load is one line too
     from runkit import quiet_stop
