@@ -5,8 +5,8 @@
     python app.py -cache_dir tests/fixtures/tiny_model -port 7861
 
 The generator is chosen here, when the server starts, never from the page. The page is built
-with Gradio on the Python API (PULSE.load, model.upsample); photos are aligned with
-align_face.py's own code and the pictures are visuals.py's. Gradio is imported where it is
+with Gradio on the Python API (PULSE.load, model.upsample); photos are aligned by
+ffhq_alignment.py, as align_face.py aligns them, and the pictures are visuals.py's. Gradio is imported where it is
 used, after main() has pointed GRADIO_TEMP_DIR at the server's temporary folder: Gradio reads it
 when it is imported.
 """
@@ -39,9 +39,9 @@ from runkit.images import ImageReadError, read_rgb, to_pil
 
 ALIGN_IMPORT_ERROR = None
 try:
-    import align_face
+    import ffhq_alignment
 except ImportError as e:  # dlib missing: photos cannot be aligned, aligned faces still work
-    align_face, ALIGN_IMPORT_ERROR = None, e
+    ffhq_alignment, ALIGN_IMPORT_ERROR = None, e
 
 MAX_UPLOAD_MB = 20
 MAX_PIXELS = 40_000_000          # a bigger photo is refused before it is decoded
@@ -109,11 +109,11 @@ class Face:
 
 
 def load_aligner(cache_dir):
-    """(align_face.py's FaceAligner, None), or (None, why photos cannot be aligned)."""
-    if align_face is None:
+    """(ffhq_alignment's FaceAligner, None), or (None, why photos cannot be aligned)."""
+    if ffhq_alignment is None:
         return None, f"photos cannot be aligned here ({ALIGN_IMPORT_ERROR}); aligned faces still work"
     try:
-        return align_face.FaceAligner(cache_dir), None
+        return ffhq_alignment.FaceAligner(cache_dir), None
     except (exits.SetupError, RuntimeError) as e:
         return None, f"photos cannot be aligned here ({e}); aligned faces still work"
 
@@ -260,8 +260,8 @@ class Snapshot:
 
 
 @dataclass
-class Outcome:
-    """A face's results: their log records, its strip."""
+class FaceResults:
+    """What the page shows of a face once its searches are done: their log records, its strip."""
     face: Face
     records: list = field(default_factory=list)   # one runlog.Record per duplicate that ran
     strip: Image.Image = None
@@ -273,7 +273,7 @@ class Outcome:
 
 def searches(model, faces, settings, folder, stop, report=lambda snapshot: None):
     """Search every face `settings.jobs.duplicates` times, each up to `settings.search.tries` tries, writing each
-    result's PNG, run-log line and search GIF into `folder`; returns one Outcome per face searched.
+    result's PNG, run-log line and search GIF into `folder`; returns one FaceResults per face searched.
 
     Seeds are run.py's: duplicate k of a face uses seed + k - 1, its try t seed + k - 1 + (t - 1) *
     duplicates. `report(Snapshot)` is called every REFRESH_SECONDS during a search; setting `stop`
@@ -282,18 +282,18 @@ def searches(model, faces, settings, folder, stop, report=lambda snapshot: None)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     count = len(faces) * settings.jobs.duplicates
-    outcomes = []
+    searched = []
     for face in faces:
-        outcome = Outcome(face)
-        outcomes.append(outcome)
-        before = (len(outcomes) - 1) * settings.jobs.duplicates
-        outcome.records = search_face(model, face, settings, folder,
-                                      step_hook(face, settings, before, count, stop, report))
-        outcome.strip = visuals.draw_strip(visuals.input_panels(face.low) + [
-            panel for record in outcome.records for panel in visuals.result_panels(record, face.low.width)])
-        if outcome.interrupted:
+        done = FaceResults(face)
+        searched.append(done)
+        before = (len(searched) - 1) * settings.jobs.duplicates
+        done.records = search_face(model, face, settings, folder,
+                                   step_hook(face, settings, before, count, stop, report))
+        done.strip = visuals.draw_strip(visuals.input_panels(face.low) + [
+            panel for record in done.records for panel in visuals.result_panels(record, face.low.width)])
+        if done.interrupted:
             break
-    return outcomes
+    return searched
 
 
 def search_face(model, face, settings, folder, on_step):
@@ -363,10 +363,10 @@ def l2_chart(snapshot):
     return gr.components.plot.PlotData(type="altair", plot=json.dumps(chart))
 
 
-def outcome_summary(outcome):
+def results_summary(face_results):
     """One line per result, NOT CONVERGED as plainly as run.py says it."""
     lines = []
-    for record in outcome.records:
+    for record in face_results.records:
         status = record.status if record.converged else (
             f"**{record.status}** (try the converge recipe, more steps, more tries, another seed, or a larger eps)")
         lines.append(f"- {Path(record.output).name}: {status}; seed {record.seed}, best step {record.best_step}, "
@@ -434,12 +434,12 @@ class Page:
                                   else "Stopped before it started.")
                 return
             try:
-                outcomes = yield from running.run(
+                searched = yield from running.run(
                     lambda report: searches(self.model, picked, settings, folder, running.stop, report), live_view)
             except ValueError as e:  # a setting this model cannot take (noise layers): raised before any search
                 yield status_only(str(e))
                 return
-            yield final_view(outcomes, folder, server_stopping=self.closing)
+            yield final_view(searched, folder, server_stopping=self.closing)
         finally:  # after the last view was handed to the page: end_searches waits for it
             running.stop.set()  # ends the search if the page went away
             self.finish(session_of(request))
@@ -670,15 +670,15 @@ def waiting_status(place, ahead):
     return f"waiting in the queue, place {place}: another page's search runs now ({progress})"
 
 
-def final_view(outcomes, folder, server_stopping):
+def final_view(searched, folder, server_stopping):
     """The page's outputs when the searches are done: status, strips, summary and downloads."""
     import gradio as gr
     if server_stopping:
         status = "stopped: the server is shutting down; the best image so far is below"
     else:
-        status = "done (stopped: the best image so far is kept)" if any(o.interrupted for o in outcomes) else "done"
-    return (gr.update(), status, gr.update(), stacked([o.strip for o in outcomes]),
-            "\n".join(outcome_summary(o) for o in outcomes), sorted(str(p) for p in folder.iterdir()))
+        status = "done (stopped: the best image so far is kept)" if any(r.interrupted for r in searched) else "done"
+    return (gr.update(), status, gr.update(), stacked([r.strip for r in searched]),
+            "\n".join(results_summary(r) for r in searched), sorted(str(p) for p in folder.iterdir()))
 
 
 def live_view(snap):

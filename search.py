@@ -207,7 +207,8 @@ class Search:
                       **self.tracker.result_fields(config.eps),
                       interrupted=interrupted, seconds=time.time() - self.start,
                       stopped_at=self.step if self.ended == "converged" else None,
-                      ended="interrupted" if interrupted else self.ended)
+                      ended="interrupted" if interrupted else self.ended,
+                      threads=torch.get_num_threads(), thread_rule=cpu_threads.rule())
 
 
 def start_point(model, seeds, config):

@@ -3,7 +3,7 @@ varies. Plain Python, no torch: `run.py --help` and a bad flag answer at once.""
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from runkit import exits, flags, visuals
+from runkit import exits, flags, visual_flags
 from settings import JobSettings, ModelOptions, SearchConfig, recipe_config, result_settings
 
 PROCESS_FLAGS = ("threads", "no_speedups")  # set process-wide as a process starts: the same in every folder it runs
@@ -29,7 +29,7 @@ def build_parser():
     speed = p.add_argument_group("speed", "-threads and -no_speedups hold for the whole process, a sweep included; "
                                           "on the CPU, -no_speedups also lets freed memory go back to the system")
     flags.add_threads_flag(speed)
-    visuals.add_flags(p)
+    visual_flags.add_flags(p)
     return p
 
 
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.given = flags.given_flags(parser, argv)
-    visuals.check_flags(parser, args)
+    visual_flags.check_flags(parser, args)
     try:
         RunOptions.from_args(args)
     except ValueError as e:  # settings that do not go together, e.g. -max_steps without -patience

@@ -14,9 +14,6 @@ import sys
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-import torch
-
-from runkit import cpu_threads
 
 try:
     import fcntl
@@ -50,6 +47,8 @@ class Outcome:
     tries: list = field(default_factory=list)  # one {seed, L2, converged, steps, ended} per try (L2: of its best image)
     stopped_at: int | None = None  # with -stop_at_eps: the step whose L2 reached eps, where the search ended
     ended: str | None = None  # why the kept search ended: converged, stalled, ceiling, steps or interrupted
+    threads: int        # the CPU threads of the kept search (at its end)
+    thread_rule: str = ""  # how the threads were chosen and how idle ones wait (none in logs before it)
 
     @property
     def status(self):
@@ -97,9 +96,7 @@ class Record(Outcome):
     output: str         # the result image written for it
     base_seed: int      # the -seed of the run (duplicate k: base_seed + k - 1; its try t: + (t - 1) * duplicates)
     device: str         # where it ran
-    threads: int        # with this many CPU threads at its end
     args: dict          # every setting of the run: run.py's flags by name
-    thread_rule: str = ""  # how the threads were chosen and how idle ones wait (none in logs before it)
 
     @classmethod
     def of(cls, result, output, device, base_seed, args):
@@ -107,8 +104,7 @@ class Record(Outcome):
         `output` by a run on `device` whose first duplicate's seed is `base_seed`, with settings `args`."""
         outcome = {f.name: getattr(result, f.name) for f in fields(Outcome)}
         return cls(**{**outcome, "seconds": round(result.seconds, 3)}, output=str(output), base_seed=base_seed,
-                   device=str(device), threads=torch.get_num_threads(), args=args,
-                   thread_rule=cpu_threads.rule())
+                   device=str(device), args=args)
 
     def to_json(self):
         return json.dumps(asdict(self))

@@ -1,4 +1,4 @@
-"""Pictures of a PULSE run (run.py -strip, -gif).
+"""Pictures of a PULSE run (run.py -strip, -gif; their flags are visual_flags.py's).
 
 - A strip per input, `<output_dir>/<stem>_strip.png`: the input, its bicubic upscale, the true
   face (-hr_dir), then for every result the image PULSE found and that image downscaled again
@@ -17,38 +17,14 @@ from runkit import runlog
 from bicubic import BicubicDownSample
 from runkit.files import atomic_path, save_image
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, downscale_image, read_rgb, to_pil
+from runkit.visual_flags import PANEL
 
-PANEL = 256             # side of a strip panel, and the largest side of a GIF frame
 LINE_HEIGHT = 16
 MARGIN = 6
 LABEL_HEIGHT = 3 * LINE_HEIGHT + 2 * MARGIN  # three lines of label under each panel
 RED = (200, 0, 0)
 BORDER = 4              # width of the red frame around a result that did not converge
 GIF_FRAME_MS, GIF_LAST_FRAME_MS = 100, 2000
-
-
-# ---- flags ---------------------------------------------------------------------------------
-
-def add_flags(parser):
-    pictures = parser.add_argument_group("pictures")
-    pictures.add_argument("-strip", "--strip", action="store_true",
-                          help="write <output_dir>/<stem>_strip.png per input: input, bicubic upscale, "
-                               "[ground truth], then each result and its downscale, labelled")
-    pictures.add_argument("-hr_dir", "--hr_dir",
-                          help="with -strip: folder of the true high-resolution faces named like the "
-                               "inputs (<stem>.png/.jpg/.jpeg/.webp), added as a 'ground truth' panel")
-    pictures.add_argument("-gif", "--gif", action="store_true",
-                          help="write <output_dir>/<name>_search.gif per result: the best image so far "
-                               f"at every step (at most {PANEL}x{PANEL}), with the step and its L2")
-
-
-def check_flags(parser, args):
-    if args.hr_dir is None:
-        return
-    if not args.strip:
-        parser.error("argument -hr_dir: the ground truth is only shown in strips; add -strip")
-    if not Path(args.hr_dir).is_dir():
-        parser.error(f"argument -hr_dir: {args.hr_dir} is not a folder")
 
 
 # ---- labelled panels -----------------------------------------------------------------------

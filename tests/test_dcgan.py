@@ -17,6 +17,8 @@ from PIL import Image
 
 import convert_weights
 import evaluate
+from evaluation import held_out_table
+from evaluation.row_settings import settings_row
 import PULSE
 import run
 import search
@@ -195,10 +197,11 @@ def test_the_network_is_the_packages_generator_in_eval_mode(digiface):
 
 
 def test_the_fixture_faces_are_the_generators_held_out_faces(digiface):
-    truth = evaluate.held_out_faces(digiface, 4, seed=1000)
-    inputs = evaluate.as_uint8(BicubicDownSample(8)(truth).clamp(0, 1))
+    truth = held_out_table.held_out_faces(digiface, 4, seed=1000)
+    inputs = held_out_table.as_uint8(BicubicDownSample(8)(truth).clamp(0, 1))
+    truths = held_out_table.as_uint8(truth)
     for i in range(4):  # float32 on another CPU may round a few values the other way
-        assert np.abs(evaluate.as_uint8(truth)[i].astype(int) - pixels(FACES / "truth" / f"face_{i}.png")).max() <= 2
+        assert np.abs(truths[i].astype(int) - pixels(FACES / "truth" / f"face_{i}.png")).max() <= 2
         assert np.abs(inputs[i].astype(int) - pixels(FACES / "input" / f"face_{i}.png")).max() <= 2
 
 
@@ -249,7 +252,7 @@ def test_a_tuning_row_that_is_not_a_setting_is_a_usage_error(row, capsys):
 
 
 def test_a_tuning_row_reads_each_value_as_its_setting_takes_it():
-    assert evaluate.settings_row("tries=4,stop_at_eps=on,learning_rate=0.8,precision=fp64") == {
+    assert settings_row("tries=4,stop_at_eps=on,learning_rate=0.8,precision=fp64") == {
         "tries": 4, "stop_at_eps": True, "learning_rate": 0.8, "precision": "fp64"}
 
 

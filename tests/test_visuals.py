@@ -10,7 +10,8 @@ from runkit import visuals
 import run
 from conftest import TINY_INPUT, make_record, run_on_tiny_model
 from search import BestTracker, Row, Step
-from runkit.visuals import LABEL_HEIGHT, PANEL, RED
+from runkit.visual_flags import PANEL
+from runkit.visuals import LABEL_HEIGHT, RED
 
 STEPS = 3
 DUPLICATES = 3  # with -batch_size 2: one batch of two, then one of one
