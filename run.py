@@ -5,8 +5,8 @@ Every input gets its best high-resolution image written as `<output_dir>/<stem>.
 NOT CONVERGED), and one line in `<output_dir>/pulse_log.jsonl`. -strip and -gif add pictures
 of the results and of the searches (see runkit/visuals.py).
 
-This file is the command line: the flags (runkit/run_options.py) and the folder run
-(runkit/folder_run.py) over the model and the search (PULSE.py, search.py).
+This file is the command line: the flags (run_options.py) and the folder run
+(folder_run.py) over the model and the search (PULSE.py, search.py).
 """
 if __name__ == "__main__":  # first: a stop while the rest loads is one line too
     from runkit import quiet_stop
@@ -16,13 +16,13 @@ import sys
 
 from errors import PulseError
 from runkit import exits, messages, quiet_stop
-from runkit.run_options import RunOptions, build_parser, parse_args  # noqa: F401 (build_parser: each script has one)
+from run_options import RunOptions, build_parser, parse_args  # noqa: F401 (build_parser: each script has one)
 
 
 def main(argv=None):
     """run.py; returns its exit status (see runkit/exits.py)."""
     args = parse_args(argv)
-    from runkit import folder_run  # torch and the model's code: after the flags, so --help needs neither
+    import folder_run  # torch and the model's code: after the flags, so --help needs neither
     messages.show_messages()
     options = RunOptions.from_args(args)
     try:

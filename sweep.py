@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runkit import exits, flags, quiet_stop, run_options, runlog
+import run_options
+from runkit import exits, flags, quiet_stop, runlog
 from errors import PulseError
 from niqe import niqe
 from runkit.files import atomic_path
@@ -218,7 +219,7 @@ def main(argv=None):
             raise
         parser.exit(2, f"{parser.prog}: error: run.py rejects the flags after -- (see above)\n")
     combinations = plan(args, grid, run_options.RunOptions.from_args(run_args), actions, parser)
-    from runkit import folder_run  # torch and the model's code: after the flags, so --help needs neither
+    import folder_run  # torch and the model's code: after the flags, so --help needs neither
     try:  # the process flags are the same in every combination (they cannot be in -grid)
         folder_run.list_inputs(args.input_dir)  # a missing or empty folder would fail every combination alike
         process = folder_run.start_process(run_args.threads, speedups=not run_args.no_speedups)

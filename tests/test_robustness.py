@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from runkit import files, folder_run
+import folder_run
+from runkit import files
 import search
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli, wait_for
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from runkit import folder_run
+import folder_run
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, make_inputs, pixels, run_cli
 
 try:

@@ -9,7 +9,7 @@ import app
 import PULSE
 import run
 import sweep
-from runkit.run_options import RunOptions
+from run_options import RunOptions
 from parsed_text import LossString, NoiseLayers
 from runkit import flags
 from runkit.options import Finite, Whole
