@@ -32,10 +32,10 @@ try:
     from device import pick_device
     from generators.generator import Generator, Prior, missing_members
     from parsed_text import NoiseLayerError
-    from runkit.images import to_pil
-    from search import Result, Row, Step, search_jobs  # noqa: F401 (Result, Row, Step: what the API hands out)
-    from settings import ComputeOptions, JobSettings, ModelOptions, RECIPES, SearchConfig, recipe_config  # noqa: F401
-    from runkit.inputs import Input  # noqa: F401 (the API's: upsample takes one to name its results)
+    from runkit.image_tensors import to_pil
+    from search import Result, Row, Step, search_jobs
+    from settings import ComputeOptions, JobSettings, ModelOptions, RECIPES, SearchConfig, recipe_config
+    from runkit.inputs import Input
     from runkit.options import from_keywords, takes_options
     from weightfiles.weight_sources import weights_folder
     from weightfiles.weights import load_generator
@@ -46,6 +46,12 @@ except ImportError as e:  # from another folder: the README's Python section say
 
 for clash in own_modules.hidden_modules():
     warnings.warn(clash, stacklevel=2)
+
+# The API: the model and its loaders; what upsample takes (an Input names its results, the settings)
+# and hands out (a Result per image and duplicate; a Step, with a Row per search, to on_step).
+__all__ = ["PULSE", "load", "from_generator", "Input", "SearchConfig", "RECIPES", "recipe_config", "JobSettings",
+           "ModelOptions", "ComputeOptions", "Result", "Step", "Row"]
+
 
 class PULSE(torch.nn.Module):
     """The model (its 2020 name: `from PULSE import PULSE`): the frozen synthesis network and its

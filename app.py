@@ -35,7 +35,8 @@ from bicubic import divides_by_power_of_two
 from errors import PulseError
 from runkit.flags import positive_int
 from runkit.files import save_image
-from runkit.images import ImageReadError, read_rgb, to_pil
+from runkit.images import ImageReadError, read_rgb
+from runkit.image_tensors import to_pil
 
 ALIGN_IMPORT_ERROR = None
 try:

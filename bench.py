@@ -43,7 +43,8 @@ from device import pick_device
 from errors import PulseError
 from PULSE import PULSE
 from settings import SearchConfig
-from runkit.images import read_rgb, to_tensor
+from runkit.images import read_rgb
+from runkit.image_tensors import to_tensor
 from weightfiles.families import DEFAULT, FAMILIES
 from weightfiles.weights import load_generator
 

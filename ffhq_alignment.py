@@ -17,7 +17,8 @@ from PIL import Image
 from bicubic import BicubicDownSample
 from device import pick_device
 from runkit.exits import SetupError
-from runkit.images import downscale_image, read_rgb
+from runkit.images import read_rgb
+from runkit.image_tensors import downscale_image
 from weightfiles.download import fetch
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"

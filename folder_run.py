@@ -22,7 +22,8 @@ from runkit import cpu_threads, exits, inputs, runlog, speed, visuals
 from runkit.distributed import Launch, Team, launch_from_environment
 from runkit.exits import EXIT_INPUTS_FAILED, EXIT_SETUP_FAILED, SetupError
 from runkit.files import make_folders, remove_empty_folders, remove_stale_temporaries, stem_clashes
-from runkit.images import IMAGE_SUFFIXES, ImageReadError, save_tensor_image
+from runkit.images import IMAGE_SUFFIXES, ImageReadError
+from runkit.image_tensors import save_tensor_image
 from search import search_jobs
 
 

@@ -23,7 +23,7 @@ import torch
 
 from loss import LossBuilder
 from runkit import cpu_threads, inputs, runlog
-from runkit.images import to_pil
+from runkit.image_tensors import to_pil
 from settings import SCHEDULES
 from SphericalOptimizer import SphericalOptimizer
 

@@ -14,7 +14,7 @@ from bicubic import BicubicDownSample, divides_by_power_of_two
 from evaluation.row_settings import row_label, search_settings
 from evaluation.shared import psnr_from_mse
 from ffhq_alignment import packaged_predictor
-from runkit.images import to_pil, to_tensor
+from runkit.image_tensors import to_pil, to_tensor
 from runkit.speed import PrecisionError
 from settings import ModelOptions
 

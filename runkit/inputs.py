@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from bicubic import divides_by_power_of_two
-from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb, rgb, to_tensor
+from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb, rgb
+from runkit.image_tensors import to_tensor
 
 
 @dataclass

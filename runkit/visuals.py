@@ -16,7 +16,8 @@ from torch.nn import functional as F
 from runkit import runlog
 from bicubic import BicubicDownSample
 from runkit.files import atomic_path, save_image
-from runkit.images import IMAGE_SUFFIXES, ImageReadError, downscale_image, read_rgb, to_pil
+from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb
+from runkit.image_tensors import downscale_image, to_pil
 from runkit.visual_flags import PANEL
 
 LINE_HEIGHT = 16

@@ -10,7 +10,7 @@ import torch
 import run
 from bicubic import BicubicDownSample
 from conftest import convert_quickly, relative_error
-from runkit.images import save_tensor_image
+from runkit.image_tensors import save_tensor_image
 from weightfiles import conversion, families, weights
 
 TARGET_SIZE = 8  # the side of the inputs searched

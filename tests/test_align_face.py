@@ -19,7 +19,8 @@ import ffhq_alignment
 from bicubic import BicubicDownSample
 from conftest import ROOT
 from runkit.exits import SetupError
-from runkit.images import read_rgb, to_pil, to_tensor
+from runkit.images import read_rgb
+from runkit.image_tensors import to_pil, to_tensor
 
 SIZE = 64  # the -output_size of the shared run
 

@@ -19,7 +19,8 @@ from runkit import runlog
 import PULSE
 from device import DeviceError
 from conftest import ROOT, TINY_INPUT, TINY_MODEL, log_records, pixels, run_on_tiny_model
-from runkit.images import read_rgb, to_tensor
+from runkit.images import read_rgb
+from runkit.image_tensors import to_tensor
 from settings import result_settings
 from weightfiles.weights import WeightsError
 

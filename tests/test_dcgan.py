@@ -28,7 +28,8 @@ from conftest import FIXTURES, pixels
 from network_files import random_dcgan
 from generators.generator import SphereOfZ
 from loss import geocross_loss
-from runkit.images import read_rgb, to_tensor
+from runkit.images import read_rgb
+from runkit.image_tensors import to_tensor
 from weightfiles import releases, weights
 from errors import WeightsError
 

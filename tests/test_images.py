@@ -3,7 +3,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runkit.images import read_rgb, to_pil, to_tensor
+from runkit.images import read_rgb
+from runkit.image_tensors import to_pil, to_tensor
 
 
 def test_to_pil_truncates_like_to_pil_image():

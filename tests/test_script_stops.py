@@ -25,7 +25,8 @@ SCRIPTS = ["run.py", "align_face.py", "convert_weights.py", "evaluate.py", "plot
 STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # What makes a script load torch and the rest: --help, except where --help needs no torch (then
 # a missing folder, which it finds only after the imports: a stop that comes too late fails).
-LOADING = {"run.py": ["-input_dir", "no_such_folder"], "evaluate.py": ["no_such_folder"]}
+LOADING = {"run.py": ["-input_dir", "no_such_folder"], "evaluate.py": ["no_such_folder"],
+           "sweep.py": ["-grid", "steps=1", "-input_dir", "no_such_folder"]}
 
 
 def start(script, *args, **popen):

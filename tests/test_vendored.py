@@ -56,7 +56,8 @@ def test_pulse_vendored_as_a_git_submodule_imports_as_the_projects_module_and_na
 from gitmodules.pulse.PULSE import PULSE as Model
 from gitmodules.pulse import PULSE
 import gitmodules.pulse.PULSE
-assert gitmodules.pulse.PULSE is PULSE and PULSE.PULSE is Model
+import settings  # PULSE's own modules by their plain names, as the README says
+assert gitmodules.pulse.PULSE is PULSE and PULSE.PULSE is Model and settings.SearchConfig is PULSE.SearchConfig
 """ + USE_TINY_MODEL.format(model=str(fixtures / "tiny_model"), input=str(fixtures / "tiny_input" / "target.png")))
     assert works.returncode == 0, works.stderr
     assert works.stdout == "1 (256, 256)\n"
