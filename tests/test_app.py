@@ -475,7 +475,8 @@ def test_a_stop_signal_during_a_search_ends_it_and_the_server_in_one_line(server
     assert lines[0].startswith("note: ")
     _, shown, _, strip, summary, files = search.outputs()[-1]
     assert shown == "stopped: the server is shutting down; the best image so far is below"
-    assert "target.png: **NOT CONVERGED, interrupted after" in summary and strip["url"]
+    # converged or not as float32 on this CPU and thread count falls: the stop is what is checked
+    assert re.search(r"target\.png: (\*\*NOT CONVERGED|converged), interrupted after", summary) and strip["url"]
     assert sorted(Path(f["path"]).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
 
 
@@ -622,7 +623,7 @@ def test_the_dcgan_page_keeps_each_stopped_search_on_the_page(digiface_cache, br
             assert status == 130 and lines[-1].startswith("interrupted: the running search ended"), lines
             page.wait_until(lambda b: "the server is shutting down" in page.text_of("#status"), 30)
             page.wait_until(lambda b: page.strip_drawn() not in (None, shown_before), 30)
-            assert "NOT CONVERGED, interrupted after" in page.text_of("#summary"), attempt
+            assert re.search(r"(NOT CONVERGED|converged), interrupted after", page.text_of("#summary")), attempt
             assert page.downloads() == ["face_2.png", "face_2_search.gif", "pulse_log.jsonl"], attempt
             assert page.browser.execute_script("return document.querySelector('#live img').naturalWidth") == 64
         finally:
