@@ -248,7 +248,7 @@ def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
         live, status, *rest = updates[-1]
         assert message in status and status.startswith("**"), status
         assert all(update == gr.update() for update in [live, *rest])
-    assert not page.running
+    assert not page.line.running
 
 
 def test_a_stopping_server_ends_the_running_search_and_starts_no_other(page, monkeypatch):
@@ -256,14 +256,14 @@ def test_a_stopping_server_ends_the_running_search_and_starts_no_other(page, mon
     faces = aligned_faces([TINY_INPUT])
     search = page.on_search(faces, [0], *values(Settings.of(steps=100_000)), request=SESSION)
     assert "step 1 of 100000" in next(search)[1]
-    stopper = threading.Thread(target=page.end_searches)
+    stopper = threading.Thread(target=page.line.end_searches)
     stopper.start()
     *_, last = search  # the page's last view, then the handler ends
     stopper.join()
     _, status, _, strip, summary, files = last
     assert status == "stopped: the server is shutting down; the best image so far is below"
     assert "interrupted after" in summary and strip is not None and len(files) == 3
-    assert not page.running
+    assert not page.line.running
     refused = list(page.on_search(faces, [0], *values(Settings.of(steps=2)), request=SESSION))
     assert refused[-1][1] == "**The server is stopping; no new search starts.**"
 
@@ -299,13 +299,13 @@ def test_searches_run_one_at_a_time_and_a_waiting_page_says_its_place(page, monk
     assert next(last)[1].startswith("waiting in the queue, place 2: ")
     page.on_stop(request=third)
     assert list(last)[-1][1] == "**Stopped before it started.**"
-    assert list(page.running) == ["first", "second"]
+    assert list(page.line.running) == ["first", "second"]
 
     page.on_stop(request=first)
     assert list(running)[-1][1] == "done (stopped: the best image so far is kept)"
     *views, final = list(waiting)
     assert views[-1][1].endswith("step 2 of 2") and final[1] == "done" and "target.png" in final[4]
-    assert not page.running
+    assert not page.line.running
 
 
 def test_a_slow_page_skips_to_the_newest_snapshot():

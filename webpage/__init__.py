@@ -1,7 +1,8 @@
 """app.py's page, a module per concept; app.py is its command line (the flags, the model, the server's
 start and stop).
 
-    page.py           the page: Gradio layout, handlers, the line of searches (one at a time), serve()
+    page.py           the page: Gradio layout, handlers, serve()
+    search_line.py    the pages' searches, one at a time in the order Run was pressed; the server's stop
     uploads.py        uploads -> faces: checked, taken as aligned faces or aligned from photos
     setting_boxes.py  the setting boxes: which, what they hold (Settings), each made from its declaration
     face_searches.py  the searches a Run starts, through the API (model.upsample), with live Snapshots

@@ -1,23 +1,18 @@
-"""The page: its Gradio layout, the handlers it wires (uploads, Run, Stop, a recipe), the line of
-searches (one at a time, in the order Run was pressed) and serve(), which runs the server until a
-stop and then ends the running searches."""
+"""The page: its Gradio layout, the handlers it wires (uploads, Run, Stop, a recipe), and serve(),
+which runs the server until a stop and then ends the running searches."""
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from bicubic import divides_by_power_of_two
 from runkit import exits
 from webpage import face_searches
-from webpage.search_thread import Running
+from webpage.search_line import SearchLine
 from webpage.setting_boxes import BOXES, IN_VIEW, RECIPE_BOXES, Settings, on_recipe, setting_box
 from webpage.uploads import (DEFAULT_FACE_SIZE, FACE_SIZES, MAX_ALIGNED_SIDE, MAX_PIXELS, MAX_UPLOAD_MB,
                              faces_from_uploads)
-from webpage.views import face_picture, final_view, live_view, stacked, status_only, status_view, waiting_status
-
-PAGE_GRACE_SECONDS = 5           # how long a stopping server waits for a stopped search's page to get its results
-DELIVERY_SECONDS = 2             # then how long it keeps serving, for those pages to load the pictures
+from webpage.views import face_picture, final_view, live_view, stacked, status_only
 
 ABOUT = """
 # PULSE: a face that fits the pixels
@@ -39,18 +34,12 @@ with its best image so far, shown here: download what you want to keep).
 
 
 class Page:
-    """The Gradio page: its handlers, and the layout that wires them."""
+    """The Gradio page: its handlers, and the layout that wires them; its searches wait in one line."""
 
     def __init__(self, model, aligner, aligner_problem, workdir):
         self.model, self.aligner, self.aligner_problem = model, aligner, aligner_problem
         self.workdir = Path(workdir)
-        # session -> its Running search, from Run until its page has had the last view, in the order they
-        # came: the first runs, the others wait for their turn (one search at a time)
-        self.running = {}
-        self.threads = []  # every Running whose thread may not have ended (its page may be gone)
-        self.lock = threading.Lock()  # guards these and `closing`
-        self.turn = threading.Condition(self.lock)  # notified when the line moves, or the server stops
-        self.closing = False  # the server is stopping: no new search starts
+        self.line = SearchLine()
 
     def face_sizes(self):
         return [size for size in FACE_SIZES if divides_by_power_of_two(self.model.resolution, size)
@@ -86,13 +75,13 @@ class Page:
             yield status_only(str(e))
             return
         folder = Path(tempfile.mkdtemp(prefix="search_", dir=self.workdir))
-        running = self.join(session_of(request))
+        running = self.line.join(session_of(request))
         if running is None:
             yield status_only("The server is stopping; no new search starts.")
             return
         try:
-            if not (yield from self.wait_for_turn(running)):
-                yield status_only("The server is stopping; no new search starts." if self.closing
+            if not (yield from self.line.wait_for_turn(running)):
+                yield status_only("The server is stopping; no new search starts." if self.line.closing
                                   else "Stopped before it started.")
                 return
             try:
@@ -101,75 +90,13 @@ class Page:
             except ValueError as e:  # a setting this model cannot take (noise layers): raised before any search
                 yield status_only(str(e))
                 return
-            yield final_view(searched, folder, server_stopping=self.closing)
+            yield final_view(searched, folder, server_stopping=self.line.closing)
         finally:  # after the last view was handed to the page: end_searches waits for it
             running.stop.set()  # ends the search if the page went away
-            self.finish(session_of(request))
-
-    def join(self, session):
-        """A new Running search of the session, last in line; None when the server is stopping."""
-        with self.lock:
-            if self.closing:
-                return None
-            running = self.running[session] = Running()
-            return running
-
-    def wait_for_turn(self, running):
-        """Wait while other pages' searches are ahead in line, yielding the status line (its place, how far
-        the running search is) when it changes. Whether its turn came: False when Stop was pressed or
-        the server began stopping first."""
-        shown = None
-        while True:
-            with self.lock:
-                self.turn.wait_for(lambda: self.closing or running.stop.is_set() or self.line()[0] is running,
-                                   face_searches.REFRESH_SECONDS)
-                if self.closing or running.stop.is_set():
-                    return False
-                line = self.line()
-                if line[0] is running:
-                    self.threads = [other for other in self.threads if not other.ended.is_set()] + [running]
-                    return True
-                status = waiting_status(line.index(running), line[0].latest.peek())
-            if status != shown:
-                shown = status
-                yield status_view(status)
-
-    def line(self):
-        """The Running searches in the order they came: the first runs, the others wait."""
-        return list(self.running.values())
-
-    def finish(self, session):
-        with self.lock:
-            self.running.pop(session)
-            self.turn.notify_all()
+            self.line.finish(session_of(request))
 
     def on_stop(self, request=None):
-        with self.lock:
-            running = self.running.get(session_of(request))
-            if running is not None:
-                running.stop.set()
-                self.turn.notify_all()
-
-    def end_searches(self, grace=PAGE_GRACE_SECONDS, delivery=DELIVERY_SECONDS):
-        """Stop every running search and wait until it has ended (a search keeps its best image so far,
-        written where the page keeps results, as on Stop); its page gets that last view if it comes
-        within `grace` seconds, and `delivery` seconds more to load its pictures (closing Gradio's
-        queue drops the messages it has not sent). The searches waiting in line leave it; no search
-        starts after this. Whether any search was running."""
-        with self.lock:
-            self.closing = True
-            self.turn.notify_all()  # the searches waiting in line leave it
-            running = [search for search in self.threads if not search.ended.is_set()]
-        for search in running:
-            search.stop.set()
-        for search in running:  # a search ends at its next step; none may be inside torch when Python exits
-            search.ended.wait()
-        deadline = time.monotonic() + grace
-        while self.running and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if running:
-            time.sleep(delivery)
-        return bool(running)
+        self.line.stop(session_of(request))
 
     def blocks(self):
         import gradio as gr
@@ -250,7 +177,7 @@ def serve(page, args):
     except KeyboardInterrupt:
         pass
     finally:
-        searching = page.end_searches()
+        searching = page.line.end_searches()
         if demo is not None:
             demo.close(verbose=False)
     return searching
