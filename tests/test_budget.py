@@ -7,11 +7,11 @@ depend on the CPU's kernels."""
 import pytest
 import torch
 
-import app
 from evaluation.row_settings import settings_row
 import PULSE
 import run
 import sweep
+from webpage import setting_boxes
 from conftest import TINY_INPUT, TINY_MODEL, log_records, run_on_tiny_model
 
 STEPS = 8
@@ -149,10 +149,10 @@ def test_a_sweep_grid_can_vary_the_recipe_under_the_flags_given(tmp_path):
 
 
 def test_choosing_a_recipe_on_the_page_shows_its_values():
-    shown = dict(zip(app.RECIPE_BOXES, app.on_recipe("converge")))
-    assert shown == {name: CONVERGE.get(name, getattr(PULSE.SearchConfig, name)) for name in app.RECIPE_BOXES}
-    assert set(CONVERGE) <= set(app.RECIPE_BOXES)
-    assert app.Settings.of(recipe="converge", tries=1).search == converge(tries=1)
+    shown = dict(zip(setting_boxes.RECIPE_BOXES, setting_boxes.on_recipe("converge")))
+    assert shown == {name: CONVERGE.get(name, getattr(PULSE.SearchConfig, name)) for name in setting_boxes.RECIPE_BOXES}
+    assert set(CONVERGE) <= set(setting_boxes.RECIPE_BOXES)
+    assert setting_boxes.Settings.of(recipe="converge", tries=1).search == converge(tries=1)
 
 
 def test_the_recipe_reproduces_from_its_seed_and_the_log_keeps_the_values_used(model64, tmp_path):
