@@ -52,10 +52,11 @@ def main(argv=None):
     import PULSE  # torch, the model and the page: after the flags, so --help needs none of them
     from runkit import cpu_threads
     from webpage.page import Page, serve
+    from webpage.search_thread import on_a_passing_thread
     from webpage.uploads import load_aligner
     cpu_threads.set_threads(args.threads)
     try:
-        model = PULSE.load(**asdict(flags.options_from(ModelOptions, args)))
+        model = on_a_passing_thread(PULSE.load, **asdict(flags.options_from(ModelOptions, args)))
     except PulseError as e:
         return exits.report_failure(e, "app.py")
     aligner, problem = load_aligner(args.cache_dir)

@@ -39,11 +39,18 @@ def label_font():
 
 
 def fit_text(draw, text, width):
-    """`text`, shortened with an ellipsis until it fits in `width` pixels."""
+    """`text`, or its longest start with an ellipsis that fits in `width` pixels (at least the ellipsis)."""
     font = label_font()
-    while draw.textlength(text, font=font) > width and len(text) > 1:
-        text = text[:-2] + "…"
-    return text
+    if len(text) <= 1 or draw.textlength(text, font=font) <= width:
+        return text
+    shortest, longest = 0, len(text) - 1  # bisect over the kept characters: a GIF captions every frame
+    while shortest < longest:
+        middle = (shortest + longest + 1) // 2
+        if draw.textlength(text[:middle] + "…", font=font) <= width:
+            shortest = middle
+        else:
+            longest = middle - 1
+    return text[:shortest] + "…"
 
 
 @dataclass
@@ -201,8 +208,10 @@ class SearchGif:
         frames = self.frames[(result.name, result.seed)]
         self.frames = {key: value for key, value in self.frames.items() if key[0] != result.name}
         digits = len(str(self.steps))
-        images = [caption(image, f"step {step:{digits}d}/{self.steps}  best L2 {l2:.3g}")
-                  for step, l2, image in frames]
+        # Each frame gets its own 256-colour palette by fast octree: PIL's default (median cut) took
+        # 7 ms a 64x64 frame and 49 ms a 256x256 one, as long as the DCGAN's whole search.
+        images = [caption(image, f"step {step:{digits}d}/{self.steps}  best L2 {l2:.3g}").quantize(
+                  256, method=Image.Quantize.FASTOCTREE) for step, l2, image in frames]
         durations = [GIF_FRAME_MS] * (len(images) - 1) + [GIF_LAST_FRAME_MS]
         with atomic_path(path) as tmp:
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],

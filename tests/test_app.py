@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage.data import astronaut
 
@@ -34,7 +35,7 @@ from runkit import runlog  # noqa: E402
 from runkit import visual_flags, visuals  # noqa: E402
 from webpage.face_searches import Snapshot, searches  # noqa: E402
 from webpage.page import Page  # noqa: E402
-from webpage.search_thread import Running  # noqa: E402
+from webpage.search_thread import Running, on_a_passing_thread  # noqa: E402
 from webpage.setting_boxes import BOXES, Settings  # noqa: E402
 from webpage.uploads import UploadError, check_upload, faces_from_uploads, load_aligner  # noqa: E402
 from webpage.views import PLOT_POINTS, l2_chart, results_summary  # noqa: E402
@@ -211,6 +212,42 @@ def test_stop_keeps_the_best_so_far_and_starts_no_other_search(model, tmp_path, 
 @pytest.fixture
 def page(model, tmp_path):
     return Page(model, None, "photos cannot be aligned here (test)", tmp_path)
+
+
+def os_threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+def settled_threads(before, seconds=5):
+    """The process's OS threads once they are back to `before`, or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while os_threads() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os_threads()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2, reason="Linux, 2 CPUs")
+def test_torch_work_on_a_passing_thread_takes_its_openmp_team_with_it():
+    """The page's rule for its torch work (search_thread.PassingThread): a long-lived thread that did
+    parallel work keeps an OpenMP team (threads that make libgomp sleep at every wait once they
+    outnumber the CPUs); a passing thread's team ends with it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        parallel_work = lambda: torch.ones(1 << 22).mul(2).sum()  # noqa: E731 (a region of two threads)
+        before = os_threads()
+        on_a_passing_thread(parallel_work)
+        assert settled_threads(before) == before
+        lasting, done = threading.Event(), threading.Event()
+        kept = threading.Thread(target=lambda: (parallel_work(), done.set(), lasting.wait()))
+        kept.start()
+        done.wait()
+        assert os_threads() > before + 1  # the lasting thread and its team's other thread
+        lasting.set()
+        kept.join()
+        assert settled_threads(before) == before
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_page_upload_then_search(page, tmp_path):

@@ -9,6 +9,7 @@ from bicubic import divides_by_power_of_two
 from runkit import exits
 from webpage import face_searches
 from webpage.search_line import SearchLine
+from webpage.search_thread import on_a_passing_thread
 from webpage.setting_boxes import BOXES, IN_VIEW, RECIPE_BOXES, Settings, on_recipe, setting_box
 from webpage.uploads import (DEFAULT_FACE_SIZE, FACE_SIZES, MAX_ALIGNED_SIDE, MAX_PIXELS, MAX_UPLOAD_MB,
                              faces_from_uploads)
@@ -54,7 +55,8 @@ class Page:
     def on_upload(self, paths, face_size):
         """Uploads -> (faces, their picture, face choices, message)."""
         import gradio as gr
-        faces, problems = faces_from_uploads(paths or [], self.aligner, int(face_size), self.model.resolution)
+        faces, problems = on_a_passing_thread(faces_from_uploads, paths or [], self.aligner, int(face_size),
+                                              self.model.resolution)
         choices = [(face.label, i) for i, face in enumerate(faces)]
         message = "\n".join(f"- **{p}**" for p in problems)
         if paths and not faces:
