@@ -19,9 +19,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from runkit import exits, flags
-from bicubic import is_power_of_two
 from errors import PulseError
-from ffhq_alignment import ALIGNED_SIZE, PREDICTOR_NAME, FaceAligner
+from ffhq_alignment import ALIGNED_SIZE, OUTPUT_SIZES, PREDICTOR_NAME, FaceAligner
 from runkit.exits import SetupError
 from runkit.files import save_image, stem_clashes
 from runkit.images import ImageReadError
@@ -35,7 +34,7 @@ def output_size(text):
         size = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not (size <= ALIGNED_SIZE and is_power_of_two(size)):
+    if size not in OUTPUT_SIZES:
         raise argparse.ArgumentTypeError(
             f"{size} is not a power of two between 1 and {ALIGNED_SIZE} (e.g. 16, 32, 64)")
     return size
@@ -96,7 +95,7 @@ def make_output_folders(args):
 def process_photo(path, aligner, downscale, output_dir, hr_dir):
     """Align and write every face of one photo; returns what happened, for the summary."""
     try:
-        faces = aligner.crops(path)
+        faces = aligner.faces(path, downscale)
     except ImageReadError as e:
         tqdm.write(f"{e}, skipped", file=sys.stderr)
         return Counter(unreadable=1)
@@ -104,22 +103,24 @@ def process_photo(path, aligner, downscale, output_dir, hr_dir):
         tqdm.write(f"{path}: no face found", file=sys.stderr)
         return Counter(photos=1, faceless=1)
     tqdm.write(f"{path}: {len(faces)} face(s)")
-    for i, face in enumerate(faces):
+    for i, (crop, small) in enumerate(faces):
         if hr_dir is not None:
-            save_image(face, hr_dir / f"{path.stem}_{i}.png")
-        save_image(downscale(face), output_dir / f"{path.stem}_{i}.png")
+            save_image(crop, hr_dir / f"{path.stem}_{i}.png")
+        save_image(small, output_dir / f"{path.stem}_{i}.png")
     return Counter(photos=1, faces=len(faces))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from device import pick_device  # torch: after the flags, so --help needs none
+    from runkit.image_tensors import bicubic_downscaler
     try:
         photos = list_photos(args.input_dir)
         aligner = FaceAligner(args.cache_dir, args.predictor)
+        downscale = bicubic_downscaler(ALIGNED_SIZE // args.output_size, pick_device())
         output_dir, hr_dir = make_output_folders(args)
     except (PulseError, OSError) as e:
         return exits.report_failure(e, "align_face.py")
-    downscale = aligner.downscaler(args.output_size)
 
     tally = Counter()
     for path in tqdm(photos, unit="photo", disable=None):

@@ -6,7 +6,6 @@ packaged_predictor finds the dlib models that the face_recognition_models packag
 """
 import importlib.util
 import sys
-from functools import partial
 from pathlib import Path
 
 import dlib
@@ -14,11 +13,8 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
-from bicubic import BicubicDownSample
-from device import pick_device
 from runkit.exits import SetupError
 from runkit.images import read_rgb
-from runkit.image_tensors import downscale_image
 from weightfiles.download import fetch
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
@@ -26,6 +22,7 @@ PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
 # confirm=t skips the page Drive shows for files too big to virus-scan.
 PREDICTOR_URL = "https://drive.google.com/uc?id=1huhv8PYpNNKbGCLOaYUjOgR1pY5pmbJx&confirm=t"
 ALIGNED_SIZE = 1024
+OUTPUT_SIZES = tuple(ALIGNED_SIZE >> k for k in range(ALIGNED_SIZE.bit_length()))  # a crop / a power of two
 # FFHQ warps at 4x the final size and then Lanczos-resizes, so the bilinear warp cannot alias.
 TRANSFORM_SIZE = 4096
 EXIF_ORIENTATION = 0x0112
@@ -187,12 +184,11 @@ def align_face(photo, landmarks):
 # ---------------------------------------------------------------- photos -> aligned faces
 
 class FaceAligner:
-    """What it takes to turn photos into PULSE's inputs, loaded once: dlib's face detector and landmark
-    model, and the device of the bicubic downscale. align_face.py and app.py's page align through it.
-    SetupError or DeviceError when one cannot be had."""
+    """What it takes to find and crop the faces of photos, loaded once: dlib's face detector and
+    landmark model. align_face.py and app.py's page align through it. SetupError when the landmark
+    model cannot be had."""
 
     def __init__(self, cache_dir, predictor=None):
-        self.device = pick_device()
         self.predictor = load_predictor(predictor, Path(cache_dir))
         self.detector = dlib.get_frontal_face_detector()
 
@@ -203,11 +199,7 @@ class FaceAligner:
         landmarks = find_landmarks(detection_pixels(path, photo), self.detector, self.predictor)
         return [align_face(photo, lm) for lm in landmarks]
 
-    def downscaler(self, size):
-        """A function shrinking a 1024 face to `size` with PULSE's bicubic operator."""
-        return partial(downscale_image, BicubicDownSample(ALIGNED_SIZE // size).to(self.device))
-
-    def faces(self, path, size):
-        """[(1024x1024 crop, its downscale to size x size)] for every face in the photo, in detection order."""
-        downscale = self.downscaler(size)
+    def faces(self, path, downscale):
+        """[(1024x1024 crop, downscale(crop))] for every face in the photo, in detection order (`downscale`:
+        PULSE's bicubic operator, image_tensors.bicubic_downscaler); ImageReadError as crops."""
         return [(crop, downscale(crop)) for crop in self.crops(path)]

@@ -1,8 +1,11 @@
 """Images as tensors, with the 2020 conversions (torchvision's ToTensor in, ToPILImage out)."""
+from functools import partial
+
 import numpy as np
 import torch
 from PIL import Image
 
+from bicubic import BicubicDownSample
 from runkit.files import save_image
 
 
@@ -23,6 +26,11 @@ def downscale_image(downscale, image):
     """PIL `image` through `downscale` (a bicubic.BicubicDownSample, on its device), as the search
     downscales what it compares with its input."""
     return to_pil(downscale(to_tensor(image)[None].to(downscale.k1))[0])
+
+
+def bicubic_downscaler(factor, device):
+    """A function shrinking a PIL image `factor` times (a power of two) with PULSE's bicubic operator on `device`."""
+    return partial(downscale_image, BicubicDownSample(factor).to(device))
 
 
 def save_tensor_image(tensor, path):

@@ -122,7 +122,7 @@ def test_a_usage_error_ends_a_script_as_a_bad_flag_does_any_other_as_setup_faile
     assert capsys.readouterr().err == "run.py: error: no layer 9\n[rank 1] error: no weights\nerror: disk full\n"
 
 
-@pytest.mark.parametrize("script", ["run.py", "evaluate.py", "sweep.py", "app.py"])
+@pytest.mark.parametrize("script", ["run.py", "evaluate.py", "sweep.py", "app.py", "align_face.py"])
 def test_help_is_made_without_torch(script):
     """--help and a bad flag answer at once: the flags are made from declarations that import no torch."""
     check = ("import runpy, sys\n"

@@ -26,7 +26,8 @@ STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # What makes a script load torch and the rest: --help, except where --help needs no torch (then
 # a missing folder or file, which it finds only after the imports: a stop that comes too late fails).
 LOADING = {"run.py": ["-input_dir", "no_such_folder"], "evaluate.py": ["no_such_folder"],
-           "sweep.py": ["-grid", "steps=1", "-input_dir", "no_such_folder"], "app.py": ["-network", "no_such_file.pkl"]}
+           "sweep.py": ["-grid", "steps=1", "-input_dir", "no_such_folder"], "app.py": ["-network", "no_such_file.pkl"],
+           "align_face.py": ["-input_dir", "no_such_folder"]}
 
 
 def start(script, *args, **popen):

@@ -7,7 +7,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from errors import PulseError
+from device import pick_device
 from runkit import exits, inputs
+from runkit.image_tensors import bicubic_downscaler
 from runkit.images import ImageReadError, read_rgb
 
 ALIGN_IMPORT_ERROR = None
@@ -84,7 +86,7 @@ def faces_in_upload(path, aligner, face_size, resolution):
         if aligner is None:
             raise UploadError(f"{path.name}: a photo, and photos cannot be aligned here; upload aligned faces "
                               f"(square, at most {MAX_ALIGNED_SIDE}x{MAX_ALIGNED_SIDE})")
-        found = aligner.faces(path, face_size)
+        found = aligner.faces(path, bicubic_downscaler(ffhq_alignment.ALIGNED_SIZE // face_size, pick_device()))
     except ImageReadError as e:  # named by the upload's name, not by its temporary path
         raise UploadError(str(e).replace(str(path), path.name)) from None
     if not found:
