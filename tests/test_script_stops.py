@@ -4,6 +4,7 @@ The scripts run as subprocesses and get real signals. The moment "during the imp
 exact by watching /proc/<pid>/status: a script's first line installs quiet_stop's handlers (the
 kernel then lists SIGTERM among the caught signals), and torch and the rest load after it.
 """
+import importlib.util
 import os
 import re
 import signal
@@ -63,6 +64,8 @@ def assert_stopped_in_one_line(proc, signum, send=None):
 @pytest.mark.parametrize("signum, delay", [(signal.SIGINT, 0), (signal.SIGINT, 0.2), (signal.SIGTERM, 0)])
 def test_a_stop_while_the_script_loads_is_one_line(script, signum, delay):
     """`--help` (LOADING) would print and exit 0 once the imports are done: a stop that came too late fails."""
+    if script == "app.py" and importlib.util.find_spec("gradio") is None:
+        pytest.skip("without its extra app.py loads nothing: it says so and exits 3 at once")
     proc = start(script, *LOADING.get(script, ["--help"]))
     wait_for(lambda: signal.SIGTERM in caught_signals(proc.pid), proc)
     time.sleep(delay)
