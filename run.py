@@ -16,7 +16,7 @@ import sys
 
 from errors import PulseError
 from runkit import exits, messages, quiet_stop
-from run_options import RunOptions, build_parser, parse_args
+from run_options import build_parser, parse_args
 
 __all__ = ["main", "build_parser", "parse_args"]  # build_parser: every script has one (the tests read its flags)
 
@@ -26,7 +26,6 @@ def main(argv=None):
     args = parse_args(argv)
     import folder_run  # torch and the model's code: after the flags, so --help needs neither
     messages.show_messages()
-    options = RunOptions.from_args(args)
     try:
         process = folder_run.start_process(args.threads, speedups=not args.no_speedups)
     except PulseError as e:
@@ -34,7 +33,7 @@ def main(argv=None):
     # In a torchrun job a stop reaches each process twice (from the terminal or Slurm, then from
     # torchrun passing it on): the repeat must not cut the writing of the results short.
     with quiet_stop.StopSignals(repeat_leaves=process.launch.world_size == 1) as stop:
-        return folder_run.run_folder(options, process, stop)
+        return folder_run.run_folder(args.options, process, stop)
 
 
 if __name__ == "__main__":

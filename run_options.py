@@ -34,13 +34,14 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    """run.py's flags, with `given`: the destinations of those on the command line (which beat -recipe)."""
+    """run.py's flags, with `given` (the destinations of those on the command line, which beat -recipe) and
+    `options`, the RunOptions they make."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.given = flags.given_flags(parser, argv)
     visual_flags.check_flags(parser, args)
     try:
-        RunOptions.from_args(args)
+        args.options = RunOptions.from_args(args)
     except ValueError as e:  # settings that do not go together, e.g. -max_steps without -patience
         parser.error(str(e))
     return args

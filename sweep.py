@@ -218,7 +218,7 @@ def main(argv=None):
         if e.code != exits.EXIT_USAGE:  # a stop meanwhile, not run.py's parser
             raise
         parser.exit(2, f"{parser.prog}: error: run.py rejects the flags after -- (see above)\n")
-    combinations = plan(args, grid, run_options.RunOptions.from_args(run_args), actions, parser)
+    combinations = plan(args, grid, run_args.options, actions, parser)
     import folder_run  # torch and the model's code: after the flags, so --help needs neither
     try:  # the process flags are the same in every combination (they cannot be in -grid)
         folder_run.list_inputs(args.input_dir)  # a missing or empty folder would fail every combination alike

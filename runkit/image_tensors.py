@@ -28,7 +28,7 @@ def downscale_image(downscale, image):
     return to_pil(downscale(to_tensor(image)[None].to(downscale.k1))[0])
 
 
-def bicubic_downscaler(factor, device):
+def bicubic_downscaler(factor, device="cpu"):
     """A function shrinking a PIL image `factor` times (a power of two) with PULSE's bicubic operator on `device`."""
     return partial(downscale_image, BicubicDownSample(factor).to(device))
 

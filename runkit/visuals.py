@@ -14,10 +14,9 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.nn import functional as F
 
 from runkit import runlog
-from bicubic import BicubicDownSample
 from runkit.files import atomic_path, save_image
 from runkit.images import IMAGE_SUFFIXES, ImageReadError, read_rgb
-from runkit.image_tensors import downscale_image, to_pil
+from runkit.image_tensors import bicubic_downscaler, to_pil
 from runkit.visual_flags import PANEL
 
 LINE_HEIGHT = 16
@@ -118,7 +117,7 @@ def ground_truth_panels(hr_dir, stem):
 
 def downscale_like_search(image, low_size):
     """`image` downscaled to `low_size` by the search's own bicubic operator."""
-    return downscale_image(BicubicDownSample(factor=image.width // low_size), image)
+    return bicubic_downscaler(image.width // low_size)(image)
 
 
 def result_panels(record, low_size):

@@ -117,7 +117,7 @@ def converge(**changes):
 
 
 def search_of(flags):
-    return run.RunOptions.from_args(run.parse_args(flags)).search
+    return run.parse_args(flags).options.search
 
 
 def test_the_2020_recipe_is_the_defaults():
@@ -142,7 +142,7 @@ def test_a_sweep_grid_can_vary_the_recipe_under_the_flags_given(tmp_path):
     parser = sweep.build_parser()
     args = parser.parse_args(["-grid", "recipe=2020,converge", "-output_dir", str(tmp_path)])
     flags = sweep.run_flags()
-    base = run.RunOptions.from_args(run.parse_args(["-learning_rate", "0.4"]))
+    base = run.parse_args(["-learning_rate", "0.4"]).options
     combinations = sweep.plan(args, sweep.parse_grid(args.grid, flags, parser), base, flags, parser)
     assert [c.options.search for c in combinations] == [PULSE.SearchConfig(learning_rate=0.4),
                                                         converge(learning_rate=0.4)]

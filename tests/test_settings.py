@@ -92,7 +92,7 @@ def test_the_flags_give_the_declared_options():
     assert options.model == PULSE.ModelOptions(speedups=False, precision="fp64")
     assert options.search == PULSE.SearchConfig(steps=7, loss_str="100*L2")
     assert isinstance(options.search.loss_str, LossString)
-    assert run.RunOptions.from_args(run.parse_args([])).search == PULSE.SearchConfig()
+    assert run.parse_args([]).options.search == PULSE.SearchConfig()
 
 
 def test_the_network_help_names_the_packaged_generators():

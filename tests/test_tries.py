@@ -218,7 +218,7 @@ def test_sweep_can_vary_tries_and_stop_at_eps(tmp_path):
     args = parser.parse_args(["-grid", "tries=1,4", "-grid", "stop_at_eps=false,true", "-output_dir", str(tmp_path)])
     flags = sweep.run_flags()
     grid = sweep.parse_grid(args.grid, flags, parser)
-    combinations = sweep.plan(args, grid, run.RunOptions.from_args(run.parse_args([])), flags, parser)
+    combinations = sweep.plan(args, grid, run.parse_args([]).options, flags, parser)
     assert [(c.options.search.tries, c.options.search.stop_at_eps) for c in combinations] == [
         (1, False), (1, True), (4, False), (4, True)]
     assert [c.folder.name for c in combinations][-1] == "tries=4,stop_at_eps=true"
