@@ -269,6 +269,7 @@ def run_job(options, paths, out_dir, team, stop):
     (base_seed,) = team.from_main([base_seed_for(options, records)])  # a drawn seed is rank 0's
     processes = f"{team.size} processes" if team.is_multi else ""
     if team.is_main:
+        cpu_threads.follow_free_cores()  # the count shown is what the first search starts with, on a busy machine too
         print(f"seed {base_seed}{seed_origin(options, records)} | device {team.device} | {model.precision} | "
               f"{torch.get_num_threads()} CPU thread(s){processes and ' | ' + processes}")
 
