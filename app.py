@@ -49,14 +49,13 @@ def main(argv=None):
     if importlib.util.find_spec("gradio") is None:
         print("error: app.py needs its extra: pip install -r requirements-app.txt", file=sys.stderr)
         return exits.EXIT_SETUP_FAILED
-    import PULSE  # torch, the model and the page: after the flags, so --help needs none of them
-    from runkit import cpu_threads
+    from runkit import cpu_threads  # torch, the model and the page: after the flags, so --help needs none of them
+    from webpage.face_searches import load_model
     from webpage.page import Page, serve
-    from webpage.search_thread import on_a_passing_thread
     from webpage.uploads import load_aligner
     cpu_threads.set_threads(args.threads)
     try:
-        model = on_a_passing_thread(PULSE.load, **asdict(flags.options_from(ModelOptions, args)))
+        model = load_model(**asdict(flags.options_from(ModelOptions, args)))
     except PulseError as e:
         return exits.report_failure(e, "app.py")
     aligner, problem = load_aligner(args.cache_dir)

@@ -50,6 +50,7 @@ def page_searches(folder):
         clients = [Client(server.url, download_files=False, verbose=False) for _ in range(PAGES)]
         for client in clients:
             client.predict([handle_file(str(FACE))], 32, api_name="/on_upload")
+        time.sleep(1)  # as a person looks at the faces before Run: the clients' start is not a busy core
         summaries = {}
 
         def page(number):

@@ -259,6 +259,8 @@ def test_page_upload_then_search(page, tmp_path):
     assert "notes.txt: not an image" in message
 
     updates = list(page.on_search(faces, [0], *values(Settings.of(steps=2)), request=SESSION))
+    # the live views give every output a value: Gradio rebuilds the component for each gr.update()
+    assert not any(gr.utils.is_prop_update(output) for view in updates[:-1] for output in view)
     live, status, plot = updates[-2][:3]
     assert live.size == (256, 256) and status.endswith("step 2 of 2") and plot is not None
     *_, strip, summary, files = updates[-1]
@@ -521,6 +523,29 @@ def test_a_stop_signal_during_a_search_ends_it_and_the_server_in_one_line(server
     # converged or not as float32 on this CPU and thread count falls: the stop is what is checked
     assert re.search(r"target\.png: (\*\*NOT CONVERGED|converged), interrupted after", summary) and strip["url"]
     assert sorted(Path(f["path"]).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
+
+
+@pytest.mark.slow
+def test_an_idle_server_leaves_the_cpus_alone(server):
+    """Gradio's queue, left as it comes, wakes about 870 times a second with nothing to do (7% of a
+    core); each wake-up takes a core from whatever searches on this machine."""
+    def wakeups():
+        tasks = Path(f"/proc/{server.process.pid}/task")
+        return sum(int(line.split()[1]) for task in tasks.iterdir() for line in (task / "status").read_text().splitlines()
+                   if line.startswith("voluntary_ctxt_switches"))
+    time.sleep(1)
+    before, start = wakeups(), time.monotonic()
+    time.sleep(2)
+    per_second = (wakeups() - before) / (time.monotonic() - start)
+    assert per_second < 250, per_second
+
+
+def test_the_server_imports_what_the_first_search_would_while_it_loads(tmp_path):
+    """The first optimizer imports torch._dynamo (1.7 s on 2 cores): the server does it with the model,
+    not the first page's Run."""
+    check = ("import sys; from webpage.face_searches import load_model; assert 'torch._dynamo' not in sys.modules; "
+             f"load_model(cache_dir={str(TINY_MODEL)!r}); assert 'torch._dynamo' in sys.modules")
+    subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from runkit import runlog, visuals
 from runkit.files import save_image
 from runkit.image_tensors import to_pil
 from settings import result_settings
+from webpage.search_thread import on_a_passing_thread
 from webpage.uploads import Face
 
 REFRESH_SECONDS = 0.5            # the live image and curve are refreshed at most this often
@@ -39,6 +40,16 @@ class FaceResults:
     @property
     def interrupted(self):
         return any(record.interrupted for record in self.records)
+
+
+def load_model(**options):
+    """PULSE.load(**options), on a passing thread (see search_thread.PassingThread), with what the first
+    search would import on the way: the first optimizer imports torch._dynamo, 1.7 s on 2 cores that
+    the first page's Run would wait for (run.py's searches start after it too)."""
+    def load():
+        import torch._dynamo  # noqa: F401
+        return PULSE.load(**options)
+    return on_a_passing_thread(load)
 
 
 def searches(model, faces, settings, folder, stop, report=lambda snapshot: None):

@@ -5,7 +5,7 @@ import time
 
 from webpage import face_searches
 from webpage.search_thread import Running
-from webpage.views import status_view, waiting_status
+from webpage.views import waiting_status, waiting_view
 
 PAGE_GRACE_SECONDS = 5           # how long a stopping server waits for a stopped search's page to get its results
 DELIVERY_SECONDS = 2             # then how long it keeps serving, for those pages to load the pictures
@@ -49,7 +49,7 @@ class SearchLine:
                 status = waiting_status(line.index(running), line[0].latest.peek())
             if status != shown:
                 shown = status
-                yield status_view(status)
+                yield waiting_view(status)
 
     def in_order(self):
         """The Running searches in the order they came: the first runs, the others wait."""

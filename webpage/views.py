@@ -1,6 +1,12 @@
 """What the page shows: the faces found, the live search (image, status, L2 curve), and the results
 (strips, a line per result, downloads). Each *_view is the page's six outputs of a search:
-(live image, status, L2 plot, strips, summary, downloads)."""
+(live image, status, L2 plot, strips, summary, downloads).
+
+The views that come again and again (a waiting page's status, the live search) give every output a
+value, None where it is empty: a Run's first view clears the last Run's results. Gradio's "leave it
+as it is" (gr.update()) rebuilds the component and its API schema on the server, about 1 ms each
+(a view of five took 7 ms, 1.9 ms with values), time the search loses on a small machine; only
+the views shown once a Run use it."""
 import json
 import math
 from pathlib import Path
@@ -72,13 +78,8 @@ def results_summary(face_results):
 
 def status_only(message):
     """The page's outputs for a mistake: the message in the status line, the rest as they are."""
-    return status_view(f"**{message}**")
-
-
-def status_view(status):
-    """The page's outputs with a new status line, the rest as they are."""
     import gradio as gr
-    return gr.update(), status, gr.update(), gr.update(), gr.update(), gr.update()
+    return gr.update(), f"**{message}**", gr.update(), gr.update(), gr.update(), gr.update()
 
 
 def waiting_status(place, ahead):
@@ -87,6 +88,11 @@ def waiting_status(place, ahead):
     progress = "starting" if ahead is None else (
         f"search {ahead.search} of {ahead.searches}, step {ahead.step} of {ahead.steps}")
     return f"waiting in the queue, place {place}: another page's search runs now ({progress})"
+
+
+def waiting_view(status):
+    """The page's outputs while its search waits in line: the status line, the rest empty."""
+    return None, status, None, None, "", None
 
 
 def final_view(searched, folder, server_stopping):
@@ -101,8 +107,7 @@ def final_view(searched, folder, server_stopping):
 
 
 def live_view(snap):
-    """The page's outputs during a search: the live image, status and curve; the rest as they are."""
-    import gradio as gr
+    """The page's outputs during a search: the live image, status and curve; the rest empty."""
     status = f"search {snap.search} of {snap.searches} ({snap.label}): step {snap.step} of {snap.steps}"
-    return snap.best, status, l2_chart(snap), gr.update(), gr.update(), gr.update()
+    return snap.best, status, l2_chart(snap), None, "", None
 
