@@ -43,7 +43,8 @@ def run_py_searches(folder):
 
 
 def page_searches(folder):
-    """(seconds from the first Run to the last result, each result's summary line by seed)."""
+    """(seconds from the first Run to the last result, each result's summary line by seed, the run-log
+    records the server wrote)."""
     from gradio_client import Client, handle_file
     server = Server(folder, "-network", "dcgan-digiface")
     try:
@@ -65,7 +66,9 @@ def page_searches(folder):
             thread.start()
         for thread in pages:
             thread.join()
-        return time.monotonic() - start, summaries
+        clock = time.monotonic() - start
+        logs = server.temp.glob(f"pulse_app_*/search_*/{runlog.LOG_NAME}")  # the page's own folders
+        return clock, summaries, [record for log in logs for record in runlog.read(log)]
     finally:
         server.kill()
 
@@ -74,7 +77,7 @@ def main():
     with tempfile.TemporaryDirectory() as temp:
         temp = Path(temp)
         before, before_wall, l2 = run_py_searches(temp / "before")
-        page, summaries = page_searches(temp / "page")
+        page, summaries, page_records = page_searches(temp / "page")
         after, after_wall, _ = run_py_searches(temp / "after")
     for seed, summary in sorted(summaries.items()):
         assert f"seed {seed}," in summary and f"L2 {l2[seed]:.4g}" in summary, (seed, summary, l2[seed])
@@ -83,6 +86,10 @@ def main():
           f"(its wall clock {before_wall:.1f} s and {after_wall:.1f} s, start and model load included)")
     print(f"the page, six searches from {PAGES} pages at once: {page:.1f} s, "
           f"{page / baseline:.2f}x run.py's mean {baseline:.1f} s; the same results")
+    searching = sum(r.seconds for r in page_records)
+    print(f"  of which the searches themselves {searching:.1f} s ({searching / baseline:.2f}x run.py's; "
+          f"threads {[r.threads for r in sorted(page_records, key=lambda r: r.seed)]} by seed), "
+          f"the rest {page - searching:.1f} s")
 
 
 if __name__ == "__main__":

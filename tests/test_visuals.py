@@ -97,6 +97,19 @@ def test_gif_frames_are_small_and_show_the_best_so_far(tmp_path):
             assert image.size == (PANEL, PANEL) and image.n_frames == 3
 
 
+@pytest.mark.parametrize("width", [16, 32, 64, 128, 256])
+def test_gif_captions_are_fitted_as_each_frames_own_would_be(width):
+    """fit_captions fits a GIF's longest caption and cuts the others alike; the result must be what
+    fitting every frame's caption on its own gives."""
+    from PIL import ImageDraw
+    draw = ImageDraw.Draw(Image.new("RGB", (width, width)))
+    for steps in (9, 60, 1000):
+        digits = len(str(steps))
+        l2s = np.geomspace(3.0, 1e-6, steps)
+        texts = [f"step {step:{digits}d}/{steps}  best L2 {l2:.3g}" for step, l2 in enumerate(l2s, 1)]
+        assert visuals.fit_captions(texts, width) == [visuals.fit_text(draw, text, width - 8) for text in texts]
+
+
 def test_resume_makes_the_strip_from_the_log_without_searching(pictured_run):
     out_dir, flags = pictured_run
     log_lines = (out_dir / "pulse_log.jsonl").read_text().count("\n")
