@@ -80,10 +80,11 @@ def stem_clashes(paths):
     return [" and ".join(names) for names in by_stem.values() if len(names) > 1]
 
 
-def save_image(image, path):
-    """Save a PIL image atomically; the format follows the file name (PNG, GIF, ...)."""
+def save_image(image, path, **options):
+    """Save a PIL image atomically; the format follows the file name (PNG, GIF, ...), `options` are
+    its writer's (compress_level for PNG)."""
     with atomic_path(path) as tmp:
-        image.save(tmp, format=Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG"))
+        image.save(tmp, format=Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG"), **options)
 
 
 def file_digest(path, algorithm):

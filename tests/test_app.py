@@ -264,9 +264,9 @@ def test_page_upload_then_search(page, tmp_path):
     live, status, plot = updates[-2][:3]
     assert live.size == (256, 256) and status.endswith("step 2 of 2") and plot is not None
     *_, strip, summary, files = updates[-1]
-    assert strip.size == (4 * visual_flags.PANEL, visual_flags.PANEL + visuals.LABEL_HEIGHT)
+    assert Image.open(strip).size == (4 * visual_flags.PANEL, visual_flags.PANEL + visuals.LABEL_HEIGHT)
     assert "target.png: **NOT CONVERGED**" in summary
-    assert sorted(Path(f).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
+    assert sorted(Path(f).name for f in files) == ["pulse_log.jsonl", "strips.png", "target.png", "target_search.gif"]
 
 
 def test_page_says_what_is_wrong_in_its_status_line_alone(page, monkeypatch):
@@ -301,7 +301,7 @@ def test_a_stopping_server_ends_the_running_search_and_starts_no_other(page, mon
     stopper.join()
     _, status, _, strip, summary, files = last
     assert status == "stopped: the server is shutting down; the best image so far is below"
-    assert "interrupted after" in summary and strip is not None and len(files) == 3
+    assert "interrupted after" in summary and strip in files and len(files) == 4
     assert not page.line.running
     refused = list(page.on_search(faces, [0], *values(Settings.of(steps=2)), request=SESSION))
     assert refused[-1][1] == "**The server is stopping; no new search starts.**"
@@ -522,7 +522,8 @@ def test_a_stop_signal_during_a_search_ends_it_and_the_server_in_one_line(server
     assert shown == "stopped: the server is shutting down; the best image so far is below"
     # converged or not as float32 on this CPU and thread count falls: the stop is what is checked
     assert re.search(r"target\.png: (\*\*NOT CONVERGED|converged), interrupted after", summary) and strip["url"]
-    assert sorted(Path(f["path"]).name for f in files) == ["pulse_log.jsonl", "target.png", "target_search.gif"]
+    assert sorted(Path(f["path"]).name for f in files) == ["pulse_log.jsonl", "strips.png", "target.png",
+                                                          "target_search.gif"]
 
 
 @pytest.mark.slow
@@ -622,7 +623,7 @@ def test_the_page_in_chromium(aligner, server, browser, head_photo):
     assert "head.jpg, face 0" in page.text_of("#chosen")
     page.run_search(5)
     page.wait_until(page.strip_drawn)
-    assert page.downloads() == ["head_0.png", "head_0_search.gif", "pulse_log.jsonl"]
+    assert page.downloads() == ["head_0.png", "head_0_search.gif", "pulse_log.jsonl", "strips.png"]
     assert "head_0.png" in page.text_of("#summary")
     assert "results are noise" in page.text_of("#notices")
 
@@ -692,7 +693,7 @@ def test_the_dcgan_page_keeps_each_stopped_search_on_the_page(digiface_cache, br
             page.wait_until(lambda b: "the server is shutting down" in page.text_of("#status"), 30)
             page.wait_until(lambda b: page.strip_drawn() not in (None, shown_before), 30)
             assert re.search(r"(NOT CONVERGED|converged), interrupted after", page.text_of("#summary")), attempt
-            assert page.downloads() == ["face_2.png", "face_2_search.gif", "pulse_log.jsonl"], attempt
+            assert page.downloads() == ["face_2.png", "face_2_search.gif", "pulse_log.jsonl", "strips.png"], attempt
             assert page.browser.execute_script("return document.querySelector('#live img').naturalWidth") == 64
         finally:
             server.kill()

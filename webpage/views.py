@@ -14,8 +14,10 @@ from pathlib import Path
 from PIL import Image
 
 from runkit import visuals
+from runkit.files import save_image
 
 PLOT_POINTS = 500                # the L2 curve sent to the page has at most about this many points
+STRIPS_NAME = "strips.png"       # the strips of a Run's faces, one under the other, among its downloads
 
 
 def face_picture(face):
@@ -102,7 +104,9 @@ def final_view(searched, folder, server_stopping):
         status = "stopped: the server is shutting down; the best image so far is below"
     else:
         status = "done (stopped: the best image so far is kept)" if any(r.interrupted for r in searched) else "done"
-    return (gr.update(), status, gr.update(), stacked([r.strip for r in searched]),
+    strips = folder / STRIPS_NAME  # a file, also a download: Gradio would encode the picture at PNG's
+    save_image(stacked([r.strip for r in searched]), strips, compress_level=1)  # level 6, 36 ms; here 14
+    return (gr.update(), status, gr.update(), str(strips),
             "\n".join(results_summary(r) for r in searched), sorted(str(p) for p in folder.iterdir()))
 
 
