@@ -201,6 +201,13 @@ def fit_captions(texts, width):
     return fitted
 
 
+def at_most_panel(images):
+    """A batch of images (N, C, H, W) brought down by area to PANEL x PANEL where they are larger: a
+    frame of a search GIF, the page's live view. Pictures for looking at, not results: a 1024x1024
+    face took 0.43 s to write as PNG, 27 ms at 256x256."""
+    return F.interpolate(images, size=(PANEL, PANEL), mode="area") if images.shape[-1] > PANEL else images
+
+
 class SearchGif:
     """A step hook (see PULSE.Step) that films the best image so far of every search of a batch.
 
@@ -214,10 +221,7 @@ class SearchGif:
         self.frames = {}  # (result name, seed) -> (step, best L2, image) per step
 
     def __call__(self, step):
-        best_im = step.best_im
-        if best_im.shape[-1] > PANEL:
-            best_im = F.interpolate(best_im, size=(PANEL, PANEL), mode="area")
-        for row, best_l2, image in zip(step.rows, step.best_l2, best_im):
+        for row, best_l2, image in zip(step.rows, step.best_l2, at_most_panel(step.best_im)):
             self.frames.setdefault((row.name, row.seed), []).append((row.step, best_l2, to_pil(image)))
 
     def save(self, path, result):

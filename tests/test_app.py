@@ -33,7 +33,7 @@ import ffhq_alignment  # noqa: E402
 import PULSE  # noqa: E402
 from runkit import runlog  # noqa: E402
 from runkit import visual_flags, visuals  # noqa: E402
-from webpage.face_searches import Snapshot, searches  # noqa: E402
+from webpage.face_searches import Snapshot, searches, step_hook  # noqa: E402
 from webpage.page import Page  # noqa: E402
 from webpage.search_thread import Running, on_a_passing_thread  # noqa: E402
 from webpage.setting_boxes import BOXES, Settings  # noqa: E402
@@ -347,6 +347,16 @@ def test_searches_run_one_at_a_time_and_a_waiting_page_says_its_place(page, monk
     assert not page.line.running
 
 
+def test_the_live_view_is_at_most_a_panel():
+    """The live image of a 1024x1024 generator is brought down to a panel (the page shows it 300 pixels
+    high): Gradio took 0.43 s to write each such view as PNG, time a search on the CPU loses."""
+    shown = []
+    on_step = step_hook(aligned_faces([TINY_INPUT])[0], Settings.of(steps=3), 0, 1, threading.Event(), shown.append)
+    on_step(SimpleNamespace(number=3, losses={"L2": torch.ones(1)}, best_im=torch.rand(1, 3, 1024, 1024),
+                            rows=[SimpleNamespace(attempt=1, seed=0, duplicate=1)]))
+    assert shown[-1].best.size == (visual_flags.PANEL, visual_flags.PANEL)
+
+
 def test_a_slow_page_skips_to_the_newest_snapshot():
     """The live view never falls behind: a page slower than the search is shown the newest snapshot
     each time, the ones in between are dropped, and the search is not held up."""
@@ -541,6 +551,7 @@ def test_an_idle_server_leaves_the_cpus_alone(server):
     assert per_second < 250, per_second
 
 
+@pytest.mark.slow
 def test_the_server_imports_what_the_first_search_would_while_it_loads(tmp_path):
     """The first optimizer imports torch._dynamo (1.7 s on 2 cores): the server does it with the model,
     not the first page's Run."""

@@ -25,7 +25,7 @@ class Snapshot:
     label: str
     step: int
     steps: int
-    best: Image.Image          # the best image so far
+    best: Image.Image          # the best image so far, at most PANEL x PANEL (visuals.at_most_panel)
     l2: list                   # L2 at every step so far
     eps: float
 
@@ -112,7 +112,8 @@ def step_hook(face, settings, before, count, stop, report):
             row = step.rows[0]
             tries = f", try {row.attempt} of {search.tries}" if search.tries > 1 else ""
             report(Snapshot(before + row.duplicate, count, f"{face.label}, seed {row.seed}{tries}", step.number,
-                            search.last_step, to_pil(step.best_im[0]), list(l2), search.eps))
+                            search.last_step, to_pil(visuals.at_most_panel(step.best_im[:1])[0]), list(l2),
+                            search.eps))
         if stop.is_set():
             raise KeyboardInterrupt  # the API ends the search with the best so far, as on Ctrl-C
     return on_step
