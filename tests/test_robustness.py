@@ -151,6 +151,17 @@ def test_atomic_write_leaves_the_old_file_and_no_temporary_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.png"]
 
 
+def test_a_stop_while_the_temporary_file_is_set_up_leaves_none(tmp_path, monkeypatch):
+    """align_face.py stopped by SIGINT once left `.photo0_1.png.<random>.tmp.png`: the interrupt came
+    between the temporary file's creation and the code that removes it."""
+    def interrupted(*_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(files.os, "chmod", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        files.save_image(Image.new("RGB", (4, 4)), tmp_path / "face.png")
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_image_save_that_crashes_leaves_the_old_image(tmp_path, monkeypatch):
     target = tmp_path / "face.png"
     files.save_image(Image.new("RGB", (4, 4), "red"), target)
