@@ -1,5 +1,6 @@
 """The searches a page runs: each chosen face's duplicates through the API (model.upsample), their
 files written as run.py writes them, and a Snapshot of the running search now and then."""
+import importlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ def load_model(**options):
     search would import on the way: the first optimizer imports torch._dynamo, 1.7 s on 2 cores that
     the first page's Run would wait for (run.py's searches start after it too)."""
     def load():
-        import torch._dynamo  # noqa: F401
+        importlib.import_module("torch._dynamo")
         return PULSE.load(**options)
     return on_a_passing_thread(load)
 
