@@ -228,10 +228,10 @@ class SearchGif:
         frames = self.frames[(result.name, result.seed)]
         self.frames = {key: value for key, value in self.frames.items() if key[0] != result.name}
         digits = len(str(self.steps))
-        # Each frame gets its own 256-colour palette by fast octree: PIL's default (median cut) took
-        # 7 ms a 64x64 frame and 49 ms a 256x256 one, as long as the DCGAN's whole search.
         texts = fit_captions([f"step {step:{digits}d}/{self.steps}  best L2 {l2:.3g}" for step, l2, _ in frames],
                              frames[0][2].width)
+        # Each frame gets its own 256-colour palette by fast octree: PIL's default (median cut) took
+        # 7 ms a 64x64 frame and 49 ms a 256x256 one, as long as the DCGAN's whole search.
         images = [caption(image, text).quantize(256, method=Image.Quantize.FASTOCTREE)
                   for (_, _, image), text in zip(frames, texts)]
         durations = [GIF_FRAME_MS] * (len(images) - 1) + [GIF_LAST_FRAME_MS]

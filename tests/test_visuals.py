@@ -99,8 +99,8 @@ def test_gif_frames_are_small_and_show_the_best_so_far(tmp_path):
 
 @pytest.mark.parametrize("width", [16, 32, 64, 128, 256])
 def test_gif_captions_are_fitted_as_each_frames_own_would_be(width):
-    """fit_captions fits a GIF's longest caption and cuts the others alike; the result must be what
-    fitting every frame's caption on its own gives."""
+    """fit_captions fits each caption shape once (digits set at one width) and cuts its alikes the
+    same; the result must be what fitting every frame's caption on its own gives."""
     from PIL import ImageDraw
     draw = ImageDraw.Draw(Image.new("RGB", (width, width)))
     for steps in (9, 60, 1000):

@@ -18,6 +18,7 @@ from runkit.files import save_image
 
 PLOT_POINTS = 500                # the L2 curve sent to the page has at most about this many points
 STRIPS_NAME = "strips.png"       # the strips of a Run's faces, one under the other, among its downloads
+NO_RESULTS = None, "", None      # strips, summary and downloads, empty: what a Run's views show until its end
 
 
 def face_picture(face):
@@ -94,7 +95,7 @@ def waiting_status(place, ahead):
 
 def waiting_view(status):
     """The page's outputs while its search waits in line: the status line, the rest empty."""
-    return None, status, None, None, "", None
+    return None, status, None, *NO_RESULTS
 
 
 def final_view(searched, folder, server_stopping):
@@ -113,5 +114,5 @@ def final_view(searched, folder, server_stopping):
 def live_view(snap):
     """The page's outputs during a search: the live image, status and curve; the rest empty."""
     status = f"search {snap.search} of {snap.searches} ({snap.label}): step {snap.step} of {snap.steps}"
-    return snap.best, status, l2_chart(snap), None, "", None
+    return snap.best, status, l2_chart(snap), *NO_RESULTS
 
